@@ -1,0 +1,72 @@
+"""Line-numbered chunks under a token budget (the ProX chunk-level input).
+
+Each line of a document is prefixed with its global index, at least three digits and no space:
+``[000]first line``. Lines are packed greedily into chunks of at most ``max_tokens`` tokens; a
+single line over the budget is a chunk of its own. A line's token count is
+``len(tokenizer.encode(numbered_line))`` *with* the tokenizer's special tokens, exactly as the
+ProX reference (``trunc_text`` in ``apply_chunk_refining.py``) counts, so our chunks are the
+reference's chunks. Counting runs on all lines of all documents at once, in batches, through the
+Rust tokenizer, instead of one call per line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .tokenization import token_counts
+
+DEFAULT_MAX_TOKENS = 1500
+
+
+@dataclass(frozen=True)
+class Chunk:
+    line_start: int
+    line_end: int
+    text: str
+    n_tokens: int
+
+
+def number_line(index: int, line: str) -> str:
+    return f"[{index:03d}]{line}"
+
+
+def chunk_lines(text: str, tokenizer, max_tokens: int = DEFAULT_MAX_TOKENS) -> list[Chunk]:
+    """Chunks of one document."""
+    return chunk_documents([text], tokenizer, max_tokens)[0]
+
+
+def chunk_documents(texts: Sequence[str], tokenizer,
+                    max_tokens: int = DEFAULT_MAX_TOKENS) -> list[list[Chunk]]:
+    """Chunks of many documents, tokenizing every line of every document in batches."""
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be positive, not {max_tokens}")
+    numbered: list[str] = []
+    bounds: list[tuple[int, int]] = []
+    for text in texts:
+        start = len(numbered)
+        numbered.extend(number_line(i, line) for i, line in enumerate(text.split("\n")))
+        bounds.append((start, len(numbered)))
+    counts = token_counts(tokenizer, numbered, add_special_tokens=True)
+    return [_pack(numbered[a:b], counts[a:b], max_tokens) for a, b in bounds]
+
+
+def _pack(lines: list[str], counts: list[int], max_tokens: int) -> list[Chunk]:
+    chunks: list[Chunk] = []
+    start = 0
+    total = 0
+
+    def close(end: int, n_tokens: int) -> None:
+        chunks.append(Chunk(start, end - 1, "\n".join(lines[start:end]), n_tokens))
+
+    for i, count in enumerate(counts):
+        if i > start and total + count > max_tokens:
+            close(i, total)
+            start, total = i, 0
+        total += count
+        if total > max_tokens:  # a single line over budget stands alone
+            close(i + 1, total)
+            start, total = i + 1, 0
+    if start < len(lines):
+        close(len(lines), total)
+    return chunks

@@ -1,0 +1,28 @@
+"""Refiner version fingerprints: what produced a shard, stable across processes and machines.
+
+A fingerprint reads ``{backend}:{model}@{hash}``: readable at a glance, and the 12-hex hash covers
+everything that can change a program (backend, model and revision or weight hash, prompt format
+version, decoding settings, program dialect, rule thresholds). It is the refiner assets'
+``code_version`` and a column of every refined row, so Dagster marks exactly the shards produced by
+another refiner as stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+
+def refiner_fingerprint(backend: str, model: str, settings: dict[str, Any]) -> str:
+    canonical = json.dumps({"backend": backend, "model": model, **settings},
+                           sort_keys=True, default=str, separators=(",", ":"))
+    digest = hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    return f"{backend}:{model}@{digest}"
+
+
+def parse_fingerprint(version: str) -> dict[str, str]:
+    """Split a fingerprint back into backend, model and hash (for audits and the UI)."""
+    head, _, digest = version.rpartition("@")
+    backend, _, model = head.partition(":")
+    return {"backend": backend, "model": model, "hash": digest}

@@ -1,0 +1,78 @@
+"""Prompt formats for the doc- and chunk-level refiners (versioned: part of the refiner version).
+
+Both levels use the Llama-2 chat format with the ProX system prompt, unless the model's tokenizer
+ships a chat template, which is then used instead. The doc-level user message is the document
+itself; the chunk-level one is ``[doc]\\n{numbered chunk}\\n[/doc]`` (as in GAIR-NLP/ProX).
+The ``<s>`` BOS is not part of the string: every engine adds it when it tokenizes the prompt.
+
+Long documents: the reference truncates the *templated* doc prompt to 2,000 tokens, cutting off
+the closing ``[/INST]``. We truncate the *document* so the whole prompt fits
+(``doc_truncation="document"``, default); ``"prompt"`` restores the reference behaviour.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+PROMPT_FORMAT_VERSION = "prox-llama2-chat-v1"
+SYSTEM_PROMPT = "You are a helpful, respectful and honest assistant."
+DOC_MAX_PROMPT_TOKENS = 2000
+MAX_NEW_TOKENS = {"doc": 2000, "chunk": 256}
+
+_SYS_OPEN = "[INST] <<SYS>>\n"
+_SYS_CLOSE = "\n<</SYS>>\n\n"
+_INST_CLOSE = " [/INST]"
+
+
+def chat(user: str, tokenizer=None) -> str:
+    """The full prompt string for one user message."""
+    template = getattr(tokenizer, "chat_template", None) if tokenizer is not None else None
+    if template:
+        text = tokenizer.apply_chat_template(
+            [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}],
+            add_generation_prompt=True, tokenize=False)
+        bos = getattr(tokenizer, "bos_token", None)
+        return text[len(bos):] if bos and text.startswith(bos) else text
+    return f"{_SYS_OPEN}{SYSTEM_PROMPT}{_SYS_CLOSE}{user}{_INST_CLOSE}"
+
+
+def chunk_prompt(chunk_text: str, tokenizer=None) -> str:
+    return chat(f"[doc]\n{chunk_text}\n[/doc]", tokenizer)
+
+
+def doc_prompt(text: str, tokenizer=None, max_prompt_tokens: int | None = DOC_MAX_PROMPT_TOKENS,
+               truncation: Literal["document", "prompt"] = "document") -> str:
+    """The doc-level prompt; with a tokenizer and a limit, truncated to fit ``max_prompt_tokens``."""
+    if tokenizer is None or max_prompt_tokens is None:
+        return chat(text, tokenizer)
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    if truncation == "prompt":
+        full = chat(text, tokenizer)
+        enc = backend.encode(full, add_special_tokens=True)
+        if len(enc.ids) <= max_prompt_tokens:
+            return full
+        return full[: enc.offsets[max_prompt_tokens - 1][1]]
+    overhead = len(backend.encode(chat("", tokenizer), add_special_tokens=True).ids)
+    budget = max(max_prompt_tokens - overhead, 0)
+    enc = backend.encode(text, add_special_tokens=False)
+    if len(enc.ids) > budget:
+        text = text[: enc.offsets[budget - 1][1]] if budget else ""
+    return chat(text, tokenizer)
+
+
+def user_message(prompt: str) -> str:
+    """Invert :func:`chat` for prompts in the built-in format (used by the rules refiner)."""
+    start = prompt.find(_SYS_CLOSE)
+    start = 0 if start < 0 else start + len(_SYS_CLOSE)
+    end = prompt.rfind(_INST_CLOSE)
+    return prompt[start:end if end >= start else len(prompt)]
+
+
+def document_of(prompt: str, level: str) -> str:
+    """The document (doc level) or numbered chunk (chunk level) a prompt carries."""
+    message = user_message(prompt)
+    if level == "chunk" and message.startswith("[doc]\n"):
+        message = message[len("[doc]\n"):]
+        if message.endswith("\n[/doc]"):
+            message = message[: -len("\n[/doc]")]
+    return message

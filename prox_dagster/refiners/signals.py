@@ -1,0 +1,276 @@
+"""Rule-based quality signals: which lines are boilerplate, which documents are junk.
+
+Line rules (chunk level) flag navigation and breadcrumb rows, cookie banners, share rows,
+copyright and legal footers, comment-widget chrome, bare URLs and repeated short lines. Document
+rules (doc level) follow Gopher (Rae et al. 2021), C4 (Raffel et al. 2020) and FineWeb (Penedo et
+al. 2024) quality filters. They are computed on the document's *content* lines (the lines the line
+rules keep), because the raw text of a web page still holds its menus and footers, which would
+otherwise trip the short-line and punctuation rules on good pages.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+_NAV_WORDS = {
+    "home", "about", "about us", "contact", "contact us", "blog", "news", "login", "log in",
+    "logout", "log out", "sign in", "sign up", "register", "search", "menu", "subscribe",
+    "newsletter", "next", "previous", "prev", "next post", "previous post", "older posts",
+    "newer posts", "read more", "continue reading", "back to top", "top", "reply", "share",
+    "tweet", "email", "print", "facebook", "twitter", "linkedin", "pinterest", "reddit",
+    "whatsapp", "instagram", "youtube", "rss", "sitemap", "faq", "help", "careers", "shop",
+    "cart", "checkout", "my account", "account", "categories", "tags", "archives", "recent posts",
+    "related posts", "popular posts", "comments", "leave a comment", "leave a reply",
+    "skip to content", "skip to main content", "toggle navigation", "main menu", "close",
+    "accept", "accept all", "decline", "ok", "got it", "more", "follow us", "share this",
+    "share this:", "like this:", "like", "loading...", "advertisement", "sponsored", "privacy",
+    "terms", "docs", "tutorials", "reference", "resources", "products", "services", "pricing",
+    "support", "community", "forum", "forums", "events", "downloads", "download",
+}
+_SEPARATORS = re.compile(r"\s*(?:\||»|›|>|•|·|/|::|–)\s*")
+_COOKIE = re.compile(r"\bcookies?\b.*\b(use|accept|consent|policy|settings|experience|agree|"
+                     r"continu\w*|browsing|personali[sz]e)\b", re.I)
+_CONSENT = re.compile(r"\b(we value your privacy|gdpr|consent preferences|manage preferences)\b",
+                      re.I)
+_SHARE = re.compile(r"^(share|tweet|pin it|email this|share on \w+|share via \w+|"
+                    r"click to share|follow us on)\b", re.I)
+_COPYRIGHT = re.compile(r"(©|\(c\)\s*\d{4}|\bcopyright\b|\ball rights reserved\b)", re.I)
+_LEGAL = re.compile(r"\b(privacy policy|terms (of|and) (use|service|conditions)|cookie policy|"
+                    r"terms & conditions|disclaimer|imprint|powered by)\b", re.I)
+_COMMENT_CHROME = re.compile(
+    r"^(\d+\s+(comments?|responses?|replies)|leave a (reply|comment)|post comment|"
+    r"(your )?email address will not be published|required fields are marked|"
+    r"you must be (logged|signed) in|log in to (reply|comment)|cancel reply|"
+    r"(posted|published|written) (by|on)\b|by\s+[\w .'-]{1,40}?\s+(on|\|)\s|"
+    r"[\w .'-]{1,40} says:?$|notify me of|save my name, email)", re.I)
+_LIST_HEAD = re.compile(r"^(related( posts| articles| stories)?|you (may|might) also like|"
+                        r"popular( posts)?|recent posts|read (next|more)|more from \w+|"
+                        r"see also|trending( now)?|most read|further reading)\s*:?$", re.I)
+_URL = re.compile(r"^(https?://|www\.)\S+$", re.I)
+_WORD = re.compile(r"\w+", re.UNICODE)
+_END_PUNCT = (".", "!", "?", '"', "'", "”", "’", ":", ";", ")", "…")
+_STOP_WORDS = {"the", "be", "to", "of", "and", "that", "have", "with"}
+_BULLETS = ("•", "-", "*", "·", "‣", "●", "▪")
+
+
+@dataclass(frozen=True)
+class RulesConfig:
+    """Every threshold of the rules refiner (part of its version fingerprint)."""
+
+    # line rules
+    max_nav_words: int = 4
+    min_nav_items: int = 3
+    max_boilerplate_words: int = 14
+    max_repeat_words: int = 10
+    max_link_words: int = 8
+    # document rules (Gopher)
+    min_words: int = 50
+    max_words: int = 100_000
+    min_mean_word_length: float = 3.0
+    max_mean_word_length: float = 10.0
+    max_symbol_word_ratio: float = 0.1
+    max_bullet_line_ratio: float = 0.9
+    max_ellipsis_line_ratio: float = 0.3
+    min_alpha_word_ratio: float = 0.8
+    min_stop_words: int = 2
+    max_dup_line_ratio: float = 0.3
+    max_dup_line_char_ratio: float = 0.2
+    max_top_2gram_char_ratio: float = 0.2
+    max_top_3gram_char_ratio: float = 0.18
+    max_top_4gram_char_ratio: float = 0.16
+    max_dup_5gram_char_ratio: float = 0.15
+    # FineWeb
+    min_punct_line_ratio: float = 0.12
+    max_short_line_ratio: float = 0.67
+    short_line_chars: int = 30
+    # C4
+    drop_lorem_ipsum: bool = True
+
+
+def line_reason(line: str, config: RulesConfig = RulesConfig()) -> str | None:
+    """Why a single line is boilerplate (``None``: it is not)."""
+    text = line.strip()
+    if not text:
+        return None
+    lowered = text.lower().strip(" :.!|")
+    words = text.split()
+    n = len(words)
+    if _URL.match(text):
+        return "url"
+    if lowered in _NAV_WORDS:
+        return "navigation"
+    items = [p for p in _SEPARATORS.split(text) if p]
+    if (len(items) >= config.min_nav_items and n <= 6 * len(items)
+            and all(len(p.split()) <= config.max_nav_words for p in items)
+            and not text.endswith((".", "?", "!"))):
+        return "navigation"
+    if n <= config.max_boilerplate_words * 3 and (_COOKIE.search(text) or _CONSENT.search(text)):
+        return "cookie"
+    if n <= config.max_boilerplate_words and _COPYRIGHT.search(text):
+        return "copyright"
+    if n <= config.max_boilerplate_words and _LEGAL.search(text):
+        return "legal"
+    if n <= config.max_boilerplate_words and _SHARE.match(text):
+        return "share"
+    if n <= config.max_boilerplate_words and _COMMENT_CHROME.match(text):
+        return "comment_widget"
+    return None
+
+
+def line_reasons(lines: list[str], config: RulesConfig = RulesConfig()) -> list[str | None]:
+    """Reasons for every line, with the rules that need context: the short, unpunctuated link
+    titles under a "Related posts" style heading count as ``link_list``; later copies of a short
+    repeated line count as ``repeated``."""
+    reasons = [line_reason(line, config) for line in lines]
+    in_list = False
+    for i, line in enumerate(lines):
+        text = line.strip()
+        if _LIST_HEAD.match(text):
+            reasons[i] = "link_list"
+            in_list = True
+        elif in_list and text and reasons[i] is None:
+            if len(text.split()) <= config.max_link_words and not text.endswith(_END_PUNCT):
+                reasons[i] = "link_list"
+            else:
+                in_list = False
+        elif not text:
+            in_list = False
+    seen: set[str] = set()
+    for i, line in enumerate(lines):
+        key = " ".join(line.split()).lower()
+        if not key:
+            continue
+        if reasons[i] is None and key in seen and len(key.split()) <= config.max_repeat_words:
+            reasons[i] = "repeated"
+        seen.add(key)
+    return reasons
+
+
+def boilerplate_ranges(reasons: list[str | None], offset: int = 0,
+                       blank: list[bool] | None = None) -> list[tuple[int, int]]:
+    """Inclusive line ranges of consecutive boilerplate lines (blank lines bridge a run)."""
+    ranges: list[tuple[int, int]] = []
+    start = None
+    last = None
+    for i, reason in enumerate(reasons):
+        if reason is not None:
+            if start is None:
+                start = i
+            last = i
+        elif blank is not None and blank[i] and start is not None:
+            continue
+        elif start is not None:
+            ranges.append((start + offset, last + offset))
+            start = None
+    if start is not None:
+        ranges.append((start + offset, last + offset))
+    return ranges
+
+
+_MOJIBAKE = re.compile(
+    "[\u00c2-\u00f4][\u0080-\u00bf\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc"
+    "\u2013\u2014\u2018-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122]+")
+
+
+def _unmojibake(s: str) -> str | None:
+    data = bytearray()
+    for ch in s:
+        try:
+            data += ch.encode("cp1252")
+        except UnicodeEncodeError:
+            if ord(ch) > 255:
+                return None
+            data.append(ord(ch))  # bytes cp1252 leaves undefined come through as C1 controls
+    try:
+        fixed = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return fixed if fixed != s else None
+
+
+def mojibake_fixes(text: str) -> dict[str, str]:
+    """UTF-8-read-as-cp1252 sequences in ``text`` and their repairs (``"â€™"`` -> ``"’"``)."""
+    fixes: dict[str, str] = {}
+    for match in _MOJIBAKE.finditer(text):
+        bad = match.group(0)
+        if bad not in fixes:
+            fixed = _unmojibake(bad)
+            if fixed is not None:
+                fixes[bad] = fixed
+    return fixes
+
+
+def _ngram_char_ratios(words: list[str], n: int) -> tuple[float, float]:
+    """(chars in the most frequent n-gram, chars in duplicated n-grams) / all word chars."""
+    total = sum(len(w) for w in words)
+    if len(words) < n or total == 0:
+        return 0.0, 0.0
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    counts = Counter(grams)
+    top, top_count = counts.most_common(1)[0]
+    top_ratio = sum(len(w) for w in top) * top_count / total if top_count > 1 else 0.0
+    covered = [False] * len(words)
+    for i, gram in enumerate(grams):
+        if counts[gram] > 1:
+            for j in range(i, i + n):
+                covered[j] = True
+    dup_ratio = sum(len(w) for w, c in zip(words, covered) if c) / total
+    return top_ratio, dup_ratio
+
+
+def document_reason(text: str, reasons: list[str | None] | None = None,
+                    config: RulesConfig = RulesConfig()) -> str | None:
+    """Why a document should be dropped (``None``: keep it)."""
+    lines = text.split("\n")
+    if reasons is None:
+        reasons = line_reasons(lines, config)
+    content = [line.strip() for line, r in zip(lines, reasons) if r is None and line.strip()]
+    body = "\n".join(content)
+    words = body.split()
+    n = len(words)
+    if n < config.min_words:
+        return "gopher_too_few_words"
+    if n > config.max_words:
+        return "gopher_too_many_words"
+    mean_len = sum(len(w) for w in words) / n
+    if not config.min_mean_word_length <= mean_len <= config.max_mean_word_length:
+        return "gopher_mean_word_length"
+    symbols = body.count("#") + body.count("...") + body.count("…")
+    if symbols / n > config.max_symbol_word_ratio:
+        return "gopher_symbol_ratio"
+    if sum(line.startswith(_BULLETS) for line in content) / len(content) > \
+            config.max_bullet_line_ratio:
+        return "gopher_bullet_lines"
+    if sum(line.endswith(("...", "…")) for line in content) / len(content) > \
+            config.max_ellipsis_line_ratio:
+        return "gopher_ellipsis_lines"
+    if sum(1 for w in words if any(c.isalpha() for c in w)) / n < config.min_alpha_word_ratio:
+        return "gopher_alpha_words"
+    lowered = [w.lower().strip(".,;:!?\"'()") for w in words]
+    if sum(1 for w in lowered if w in _STOP_WORDS) < config.min_stop_words:
+        return "gopher_stop_words"
+    if config.drop_lorem_ipsum and "lorem ipsum" in body.lower():
+        return "c4_lorem_ipsum"
+    line_counts = Counter(content)
+    dup_lines = sum(c for c in line_counts.values() if c > 1)
+    if dup_lines / len(content) > config.max_dup_line_ratio:
+        return "gopher_dup_lines"
+    dup_chars = sum(len(line) * c for line, c in line_counts.items() if c > 1)
+    if dup_chars / max(len(body), 1) > config.max_dup_line_char_ratio:
+        return "gopher_dup_line_chars"
+    for n_gram, limit in ((2, config.max_top_2gram_char_ratio),
+                          (3, config.max_top_3gram_char_ratio),
+                          (4, config.max_top_4gram_char_ratio)):
+        if _ngram_char_ratios(lowered, n_gram)[0] > limit:
+            return f"gopher_top_{n_gram}gram"
+    if _ngram_char_ratios(lowered, 5)[1] > config.max_dup_5gram_char_ratio:
+        return "gopher_dup_5gram"
+    if sum(line.endswith(_END_PUNCT) for line in content) / len(content) < \
+            config.min_punct_line_ratio:
+        return "fineweb_line_punct"
+    if sum(len(line) <= config.short_line_chars for line in content) / len(content) > \
+            config.max_short_line_ratio:
+        return "fineweb_short_lines"
+    return None

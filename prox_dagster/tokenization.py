@@ -1,0 +1,130 @@
+"""Tokenizers: loading any Hugging Face tokenizer, fast batched counting, encoding clean text.
+
+The default tokenizer (``"sample"``) works offline everywhere: a byte-level BPE trained with
+``tokenizers`` on the embedded sample crawl the first time it is asked for, then cached under
+``$PROX_CACHE_DIR`` (default ``~/.cache/prox-dagster``). Any other name is passed to
+``AutoTokenizer.from_pretrained`` (a local folder in tests and CI; a hub id in production).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+SAMPLE_TOKENIZER = "sample"
+SAMPLE_TOKENIZER_VERSION = "sample-bpe-v1"
+SAMPLE_VOCAB_SIZE = 8192
+DEFAULT_BATCH = 8192
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PROX_CACHE_DIR", Path.home() / ".cache" / "prox-dagster"))
+
+
+@functools.lru_cache(maxsize=8)
+def load_tokenizer(name_or_path: str = SAMPLE_TOKENIZER):
+    """A ``PreTrainedTokenizerFast`` for ``name_or_path``; cached per process."""
+    from transformers import AutoTokenizer
+
+    if name_or_path == SAMPLE_TOKENIZER:
+        return AutoTokenizer.from_pretrained(str(sample_tokenizer_path()))
+    return AutoTokenizer.from_pretrained(name_or_path)
+
+
+def sample_tokenizer_path() -> Path:
+    """Folder of the default tokenizer, trained on the sample crawl on first use."""
+    target = cache_dir() / "tokenizers" / SAMPLE_TOKENIZER_VERSION
+    if (target / "tokenizer.json").is_file():
+        return target
+    from .sample import sample_texts
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".train-", dir=target.parent))
+    try:
+        train_bpe_tokenizer(sample_texts(), tmp, vocab_size=SAMPLE_VOCAB_SIZE)
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another process trained it first: theirs is identical
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def train_bpe_tokenizer(texts: Iterable[str], out_dir: str | os.PathLike,
+                        vocab_size: int = SAMPLE_VOCAB_SIZE) -> Path:
+    """Train a Llama-style byte-level BPE (``<s>`` prepended, ``</s>`` as EOS) and save it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>", "<pad>"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>", pad_token="<pad>")
+    out = Path(out_dir)
+    fast.save_pretrained(str(out))
+    return out
+
+
+def _backend(tokenizer):
+    """The Rust ``tokenizers.Tokenizer`` behind a HF tokenizer (or the object itself)."""
+    return getattr(tokenizer, "backend_tokenizer", tokenizer)
+
+
+def token_counts(tokenizer, texts: Sequence[str], *, add_special_tokens: bool = False,
+                 batch_size: int = DEFAULT_BATCH) -> list[int]:
+    """Token counts of ``texts``, tokenized in batches by the Rust backend."""
+    backend = _backend(tokenizer)
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+    counts: list[int] = []
+    for i in range(0, len(texts), batch_size):
+        batch = list(texts[i:i + batch_size])
+        counts.extend(len(e.ids) for e in encode(batch, add_special_tokens=add_special_tokens))
+    return counts
+
+
+def encode_documents(tokenizer, texts: Sequence[str], *,
+                     batch_size: int = DEFAULT_BATCH) -> list[list[int]]:
+    """Token ids per document for pre-training: no leading BOS, EOS appended (ProX convention)."""
+    backend = _backend(tokenizer)
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError(f"tokenizer {tokenizer_name(tokenizer)!r} has no EOS token")
+    out: list[list[int]] = []
+    for i in range(0, len(texts), batch_size):
+        for enc in encode(list(texts[i:i + batch_size]), add_special_tokens=False):
+            out.append(enc.ids + [eos])
+    return out
+
+
+def tokenizer_name(tokenizer) -> str:
+    return str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
+
+
+@functools.lru_cache(maxsize=8)
+def _fingerprint_of(serialized: str) -> str:
+    return hashlib.sha256(serialized.encode()).hexdigest()[:16]
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A short hash of the tokenizer's full definition (vocabulary, merges, normalizer...)."""
+    backend = _backend(tokenizer)
+    serialized = backend.to_str() if hasattr(backend, "to_str") else json.dumps(
+        tokenizer.get_vocab(), sort_keys=True)
+    return _fingerprint_of(serialized)

@@ -14,6 +14,7 @@ bytes is still text), counted, and flagged in ``meta`` as ``"utf8_repaired": tru
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -239,3 +240,50 @@ def schema_problems(frame: pl.DataFrame, contract: str) -> list[str]:
         elif frame.schema[name] != dtype and frame.schema[name] != pl.Null():
             problems.append(f"column {name!r} is {frame.schema[name]}, expected {dtype}")
     return problems
+
+
+def find_raw_shards(folder: str | os.PathLike) -> dict[str, Path]:
+    """Raw shard files directly in ``folder`` by partition key (sorted; no folder: empty)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return {}
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        key = shard_key(path)
+        if key is not None and path.is_file() and not path.name.startswith("."):
+            if key in found:
+                raise ShardError(f"shard {key!r} exists twice in {str(folder)!r}: "
+                                 f"{found[key].name} and {path.name}")
+            found[key] = path
+    return found
+
+
+def file_sha256(path: str | os.PathLike, block: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ShardStore:
+    """Parquet shards of every stage under one base folder: ``{base}/{asset}/{shard}.parquet``."""
+
+    def __init__(self, base: str | os.PathLike):
+        self.base = Path(base)
+
+    def path(self, asset: str, shard: str, suffix: str = ".parquet") -> Path:
+        return self.base / asset / f"{shard}{suffix}"
+
+    def exists(self, asset: str, shard: str) -> bool:
+        return self.path(asset, shard).is_file()
+
+    def read(self, asset: str, shard: str) -> pl.DataFrame:
+        path = self.path(asset, shard)
+        if not path.is_file():
+            raise ShardError(f"shard {shard!r}: {asset} has no output at {str(path)!r}; "
+                             f"materialize {asset} for this shard first")
+        return pl.read_parquet(path)
+
+    def write(self, frame: pl.DataFrame, asset: str, shard: str) -> Path:
+        return write_parquet_atomic(frame, self.path(asset, shard))

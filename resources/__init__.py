@@ -1,0 +1,10 @@
+"""Dagster resources: thin, configurable wrappers around the engine."""
+
+from .quality import CheckThresholds
+from .raw_source import RawSource
+from .refiner import ProgramPolicy, RefinerResource
+from .storage import ShardStorage
+from .tokenizer import TokenizerResource
+
+__all__ = ["CheckThresholds", "ProgramPolicy", "RawSource", "RefinerResource", "ShardStorage",
+           "TokenizerResource"]

@@ -62,3 +62,48 @@ def build_definitions(*, data_dir: str | os.PathLike | None = None,
 
 
 defs = build_definitions()
+
+
+# Running the graph from Python (the CLI and tests): always through a real Dagster instance.
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def register_new_shards(definitions: dg.Definitions, instance: dg.DagsterInstance) -> list[str]:
+    """Evaluate the raw-shard sensor once and add the partitions it requests."""
+    sensor = definitions.resolve_sensor_def("raw_shard_sensor")
+    context = dg.build_sensor_context(instance=instance, resources=definitions.resources)
+    result = sensor(context)
+    if not isinstance(result, dg.SensorResult):
+        return []
+    new = [r.partition_key for r in result.run_requests or []]
+    for request in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return new
+
+
+def materialize_shard(definitions: dg.Definitions, instance: dg.DagsterInstance, shard: str,
+                      quiet: bool = True) -> dg.ExecuteInProcessResult:
+    """Run every partitioned stage of one shard (``refine_shard_job``)."""
+    job = definitions.resolve_job_def("refine_shard_job")
+    return job.execute_in_process(partition_key=shard, instance=instance,
+                                  run_config=QUIET if quiet else None, raise_on_error=False)
+
+
+def materialize_pretraining_set(definitions: dg.Definitions, instance: dg.DagsterInstance,
+                                quiet: bool = True) -> dg.ExecuteInProcessResult:
+    job = definitions.resolve_job_def("pretraining_set_job")
+    return job.execute_in_process(instance=instance, run_config=QUIET if quiet else None,
+                                  raise_on_error=False)
+
+
+def latest_metadata(instance: dg.DagsterInstance, asset: str,
+                    partition: str | None = None) -> dict:
+    """Metadata values of the latest materialization of ``asset`` (and partition), as stored."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset),
+                              asset_partitions=[partition] if partition else None), limit=1)
+    if not records.records:
+        return {}
+    metadata = records.records[0].asset_materialization.metadata
+    return {k: getattr(v, "value", v) for k, v in metadata.items()}

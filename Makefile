@@ -1,0 +1,36 @@
+# Set-up and everyday commands. Every target installs what it needs into .venv first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Outside this environment, get the CPU build of torch with:
+#   make demo TORCH_PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu"
+TORCH_PIP_ARGS ?=
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export GX_ANALYTICS_ENABLED = false
+
+.PHONY: install demo test dev bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0 $(TORCH_PIP_ARGS)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install  ## the main job on its embedded default: sample crawl, local storage, CPU
+	$(BIN)/prox-dagster demo
+
+test: install
+	$(BIN)/python -m pytest
+
+dev: install  ## the demo's instance and data in the Dagster UI (http://127.0.0.1:3000)
+	mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/ || true
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: install
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf .prox_data .dagster_home

@@ -1,0 +1,139 @@
+"""The ``prox-dagster`` command line.
+
+``prox-dagster demo`` is the main job on its embedded default: it writes the sample crawl,
+registers one partition per shard through the raw-shard sensor, materializes every asset of every
+shard in a real Dagster instance (``$DAGSTER_HOME``, default ``./.dagster_home``), builds the
+pre-training manifest and prints a summary. ``prox-dagster sample`` only writes the sample crawl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from .sample import write_sample_crawl
+from .shards import find_raw_shards
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _prepare_home(home: Path, console: Console) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    target = home / "dagster.yaml"
+    source = REPO_ROOT / "dagster.yaml"
+    if not target.exists():
+        if source.is_file():
+            shutil.copyfile(source, target)
+        else:
+            console.print(f"[yellow]no dagster.yaml beside the package; {home} uses defaults")
+    os.environ["DAGSTER_HOME"] = str(home)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    paths = write_sample_crawl(args.out, n_shards=args.shards, docs_per_shard=args.docs,
+                               seed=args.seed)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    console = Console(width=None if sys.stdout.isatty() else 132)
+    data = Path(args.data_dir).resolve()
+    raw = data / "raw"
+    if not find_raw_shards(raw):
+        paths = write_sample_crawl(data, n_shards=args.shards, docs_per_shard=args.docs,
+                                   seed=args.seed)
+        console.print(f"wrote the sample crawl: {len(paths)} shards in {raw} "
+                      f"(labels in {data / 'labels'})")
+    _prepare_home(Path(args.dagster_home).resolve(), console)
+
+    import dagster as dg
+
+    from . import definitions
+
+    defs = definitions.build_definitions(data_dir=data, raw_dir=raw)
+    instance = dg.DagsterInstance.get()
+    new = definitions.register_new_shards(defs, instance)
+    console.print(f"Dagster instance {os.environ['DAGSTER_HOME']}: "
+                  f"{len(new)} new partitions from the raw-shard sensor")
+    shards = sorted(find_raw_shards(raw))
+    rows, failed = [], []
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("refining shards", total=len(shards))
+        for shard in shards:
+            result = definitions.materialize_shard(defs, instance, shard)
+            checks = result.get_asset_check_evaluations()
+            passed = sum(c.passed for c in checks)
+            if not result.success or passed < len(checks):
+                failed.append(shard)
+            rows.append(_summary_row(instance, definitions, shard, passed, len(checks)))
+            progress.advance(task)
+    manifest = definitions.materialize_pretraining_set(defs, instance)
+    console.print(_summary_table(rows))
+    meta = definitions.latest_metadata(instance, "pretraining_set")
+    console.print(f"pre-training set: {meta.get('total_documents', 0)} documents, "
+                  f"{meta.get('total_tokens', 0)} tokens in {meta.get('shards', 0)} shards -> "
+                  f"{meta.get('manifest', '?')}")
+    console.print(f"See it in the UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} "
+                  f"PROX_DATA_DIR={data} dagster dev   (or: make dev)")
+    if failed or not manifest.success:
+        console.print(f"[red]failed shards: {failed or 'pretraining_set'}")
+        return 1
+    return 0
+
+
+def _summary_row(instance, definitions, shard: str, passed: int, total: int) -> list[str]:
+    raw = definitions.latest_metadata(instance, "raw_shard", shard)
+    docs = definitions.latest_metadata(instance, "doc_refined_shard", shard)
+    chunks = definitions.latest_metadata(instance, "chunk_refined_shard", shard)
+    clean = definitions.latest_metadata(instance, "clean_shard", shard)
+    return [
+        shard,
+        str(raw.get("documents", "-")),
+        str(raw.get("quarantined", "-")),
+        str(clean.get("docs_kept", "-")),
+        str(clean.get("tokens_in", "-")),
+        str(clean.get("tokens_out", "-")),
+        f"{clean.get('token_retention', 0):.2f}" if clean else "-",
+        f"{docs.get('parse_rate', 0):.2f}" if docs else "-",
+        f"{chunks.get('parse_rate', 0):.2f}" if chunks else "-",
+        f"{passed}/{total}",
+    ]
+
+
+def _summary_table(rows: list[list[str]]) -> Table:
+    table = Table(title="prox-dagster demo: one row per shard")
+    for name in ("shard", "docs in", "quarantined", "docs kept", "tokens in", "tokens out",
+                 "retention", "doc parse", "chunk parse", "checks"):
+        table.add_column(name, justify="left" if name == "shard" else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="prox-dagster", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run the whole graph on the sample crawl")
+    demo.add_argument("--data-dir", default=os.environ.get("PROX_DATA_DIR", ".prox_data"))
+    demo.add_argument("--dagster-home", default=os.environ.get("DAGSTER_HOME", ".dagster_home"))
+    sample = sub.add_parser("sample", help="write the sample crawl")
+    sample.add_argument("--out", default=".prox_data")
+    for p in (demo, sample):
+        p.add_argument("--shards", type=int, default=4)
+        p.add_argument("--docs", type=int, default=30, help="documents per shard")
+        p.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    return {"demo": cmd_demo, "sample": cmd_sample}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+import pytest
+
+from prox_dagster.chunking import chunk_documents, chunk_lines, number_line
+
+
+def reference_chunks(text, tokenizer, max_token):
+    """The ProX reference (trunc_text): one tokenizer.encode call per numbered line."""
+    chunks, current, count = [], [], 0
+    for i, line in enumerate(text.split("\n")):
+        numbered = f"[{i:03d}]{line}"
+        n = len(tokenizer.encode(numbered))
+        if count + n <= max_token:
+            current.append(numbered)
+            count += n
+        else:
+            if current:
+                chunks.append("\n".join(current))
+            current, count = [numbered], n
+            if n > max_token:
+                chunks.append("\n".join(current))
+                current, count = [], 0
+    if current:
+        chunks.append("\n".join(current))
+    return chunks
+
+
+def test_numbering_is_global_and_at_least_three_digits():
+    assert number_line(0, "x") == "[000]x"
+    assert number_line(1234, "y") == "[1234]y"
+
+
+def test_chunks_cover_every_line_once_under_budget(sample_tokenizer):
+    text = "\n".join(f"sentence number {i} " * (1 + i % 7) for i in range(300))
+    chunks = chunk_lines(text, sample_tokenizer, max_tokens=200)
+    assert chunks[0].line_start == 0 and chunks[-1].line_end == 299
+    for prev, nxt in zip(chunks, chunks[1:]):
+        assert nxt.line_start == prev.line_end + 1
+    for chunk in chunks:
+        lines = chunk.text.split("\n")
+        assert len(lines) == chunk.line_end - chunk.line_start + 1
+        assert lines[0].startswith(f"[{chunk.line_start:03d}]")
+        assert chunk.n_tokens <= 200
+        assert chunk.n_tokens == sum(len(sample_tokenizer.encode(x)) for x in lines)
+
+
+def test_a_line_over_budget_is_a_chunk_of_its_own(sample_tokenizer):
+    text = "short\n" + "long words " * 300 + "\nshort again\nend"
+    chunks = chunk_lines(text, sample_tokenizer, max_tokens=50)
+    assert [(c.line_start, c.line_end) for c in chunks] == [(0, 0), (1, 1), (2, 3)]
+    assert chunks[1].n_tokens > 50
+
+
+def test_empty_text_is_one_empty_line_chunk(sample_tokenizer):
+    [chunk] = chunk_lines("", sample_tokenizer)
+    assert (chunk.line_start, chunk.line_end, chunk.text) == (0, 0, "[000]")
+
+
+def test_max_tokens_must_be_positive(sample_tokenizer):
+    with pytest.raises(ValueError):
+        chunk_lines("x", sample_tokenizer, max_tokens=0)
+
+
+def test_identical_to_the_reference_on_real_documents(llama_tokenizer):
+    import json
+
+    from conftest import shared_path
+
+    path = shared_path("data", "web", "dragnet", "docs.jsonl")
+    texts = [json.loads(line)["text"] for line in path.open()][:60]
+    for budget in (1500, 120):
+        ours = chunk_documents(texts, llama_tokenizer, budget)
+        for text, chunks in zip(texts, ours):
+            assert [c.text for c in chunks] == reference_chunks(text, llama_tokenizer, budget)

@@ -1,0 +1,102 @@
+import pytest
+
+from prox_dagster.execute import ExecutionPolicy, decide_document, execute_document
+
+LINES = [f"line {i} has five words" for i in range(20)]
+TEXT = "\n".join(LINES)
+REF = ExecutionPolicy.reference()
+
+
+def run(chunks, text=TEXT, doc="keep_doc()", policy=None):
+    return execute_document(text, doc, chunks, policy)
+
+
+def test_keep_everything_returns_the_text_untouched():
+    result = run([(0, 19, "keep_chunk()")])
+    assert (result.text, result.status, result.n_ops, result.n_errors) == (TEXT, "kept", 0, 0)
+
+
+def test_drop_doc_drops_and_unparseable_doc_program_keeps():
+    assert run([], doc="drop_doc()").status == "dropped_doc"
+    assert run([], doc="garbage output").status == "kept"
+    assert decide_document("I'd drop nothing: keep_doc()")[0] is True
+    assert decide_document("I'd drop nothing: keep_doc()", REF)[0] is False  # reference quirk
+
+
+def test_removals_merge_clip_and_count_out_of_range_as_errors():
+    result = run([(0, 9, "remove_lines(line_start=2, line_end=4)\nremove_lines(4, 6)"),
+                  (10, 19, "remove_lines(line_start=18, line_end=25)")])
+    assert result.text.split("\n") == LINES[:2] + LINES[7:18]
+    assert result.status == "kept" and result.n_ops == 3 and result.n_errors == 1
+
+
+def test_two_errors_fall_back_to_the_raw_text():
+    result = run([(0, 9, "remove_lines(line_start=1, line_end=3)\nremove_lines(50, 60)"),
+                  (10, 19, "os.system('x')")])
+    assert result.status == "fallback_raw" and result.text == TEXT and result.n_errors == 2
+
+
+def test_empty_program_is_nothing_to_do_not_an_error():
+    result = run([(0, 9, ""), (10, 19, "")])
+    assert result.status == "kept" and result.n_errors == 0
+
+
+def test_drop_thresholds():
+    assert run([(0, 19, "remove_lines(0, 18)")]).status == "dropped_chunk"  # 5 words left
+    assert run([(0, 19, "remove_lines(0, 17)")]).status == "dropped_chunk"  # 10 words: <= 10
+    assert run([(0, 19, "remove_lines(0, 16)")]).status == "kept"  # 15 words
+    lenient = ExecutionPolicy(min_words=3, drop_word_ratio=0.01)
+    assert run([(0, 19, "remove_lines(0, 18)")], policy=lenient).status == "kept"
+    assert run([(0, 19, "remove_lines(all=True)")]).status == "dropped_chunk"
+
+
+def test_normalize_applies_to_the_emitting_chunk_only_by_default():
+    text = "a-b\na-b\na-b"
+    chunks = [(0, 1, "keep_chunk()"), (2, 2, 'normalize(source_str="-", target_str="+")')]
+    policy = ExecutionPolicy(min_words=0, drop_word_ratio=0)
+    assert run(chunks, text=text, policy=policy).text == "a-b\na-b\na+b"
+    ref = ExecutionPolicy.reference(min_words=0, drop_word_ratio=0)
+    assert run(chunks, text=text, policy=ref).text == "a+b\na+b\na+b"
+
+
+def test_normalizations_run_before_removals_and_blank_sources_are_ignored():
+    chunks = [(0, 19, 'normalize("five", "5")\nnormalize(" ", "_")\nnormalize("", "x")\n'
+                      "remove_lines(0, 0)")]
+    result = run(chunks)
+    assert result.text.split("\n")[0] == "line 1 has 5 words"
+    assert "_" not in result.text and result.n_ops == 2
+
+
+def test_one_argument_normalize_deletes():
+    result = run([(0, 19, "normalize('has ')")])
+    assert result.text.split("\n")[3] == "line 3 five words"
+
+
+def test_multiline_normalize_is_an_error_in_chunk_scope():
+    result = run([(0, 19, 'normalize("words\\nline", "x")')])
+    assert result.n_errors == 1 and result.text == TEXT
+
+
+def test_remove_all_scope():
+    chunks = [(0, 9, "remove_lines(all=True)"), (10, 19, "keep_chunk()")]
+    assert run(chunks).text.split("\n") == LINES[10:]
+    assert run(chunks, policy=REF).status == "dropped_chunk"
+
+
+# The reference (GAIR-NLP/ProX utils/chunk_utils.py) on cases where it is well defined.
+@pytest.mark.parametrize("program, expected_lines, status", [
+    ("remove_lines(line_start=0, line_end=1)", LINES[2:], "kept"),
+    ("remove_lines(line_start=0, line_end=1)\nremove_lines(line_start=1, line_end=3)",
+     LINES[4:], "kept"),
+    ('normalize(source_str="line", target_str="row")',
+     [x.replace("line", "row") for x in LINES], "kept"),
+    ("remove_lines(line_start=15, line_end=30)", LINES[:15], "kept"),
+    ("remove_lines(line_start=25, line_end=30)\nremove_lines(line_start=40, line_end=41)",
+     LINES, "fallback_raw"),
+    ("remove_lines(line_start=0, line_end=19)", [], "dropped_chunk"),
+])
+def test_reference_policy(program, expected_lines, status):
+    result = execute_document(TEXT, "keep_doc()", [(0, 19, program)], REF)
+    assert result.status == status
+    if status != "dropped_chunk":
+        assert result.text == "\n".join(expected_lines)

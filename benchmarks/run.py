@@ -1,0 +1,32 @@
+"""Run every benchmark; print and write the results to benchmarks/results/*.json."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_chunking  # noqa: E402
+
+from prox_dagster.shards import write_text_atomic  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main() -> int:
+    machine = {"python": platform.python_version(), "machine": platform.machine(),
+               "processor": platform.processor() or "unknown"}
+    ok = True
+    for name, bench in (("chunking", bench_chunking),):
+        result = {**bench.run(), "machine": machine}
+        print(json.dumps(result, indent=2))
+        write_text_atomic(json.dumps(result, indent=2) + "\n", RESULTS / f"{name}.json")
+        ok &= bool(result.get("identical_chunks", True))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

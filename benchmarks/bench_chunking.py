@@ -11,30 +11,12 @@ import json
 import time
 from pathlib import Path
 
+from baselines import reference_chunks
+
 from prox_dagster.chunking import chunk_documents
 from prox_dagster.tokenization import load_tokenizer
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
-
-
-def reference_chunks(text: str, tokenizer, max_token: int) -> list[str]:
-    chunks, current, count = [], [], 0
-    for i, line in enumerate(text.split("\n")):
-        numbered = f"[{i:03d}]{line}"
-        n = len(tokenizer.encode(numbered))
-        if count + n <= max_token:
-            current.append(numbered)
-            count += n
-        else:
-            if current:
-                chunks.append("\n".join(current))
-            current, count = [numbered], n
-            if n > max_token:
-                chunks.append("\n".join(current))
-                current, count = [], 0
-    if current:
-        chunks.append("\n".join(current))
-    return chunks
 
 
 def load_inputs() -> tuple[list[str], object, str]:

@@ -55,12 +55,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                       f"(labels in {data / 'labels'})")
     _prepare_home(Path(args.dagster_home).resolve(), console)
 
-    import dagster as dg
-
-    from . import definitions
+    from . import definitions  # imports Dagster: only once DAGSTER_HOME is set
 
     defs = definitions.build_definitions(data_dir=data, raw_dir=raw)
-    instance = dg.DagsterInstance.get()
+    instance = definitions.current_instance()
     new = definitions.register_new_shards(defs, instance)
     console.print(f"Dagster instance {os.environ['DAGSTER_HOME']}: "
                   f"{len(new)} new partitions from the raw-shard sensor")

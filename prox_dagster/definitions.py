@@ -69,6 +69,11 @@ defs = build_definitions()
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
+def current_instance() -> dg.DagsterInstance:
+    """The instance in ``$DAGSTER_HOME``."""
+    return dg.DagsterInstance.get()
+
+
 def register_new_shards(definitions: dg.Definitions, instance: dg.DagsterInstance) -> list[str]:
     """Evaluate the raw-shard sensor once and add the partitions it requests."""
     sensor = definitions.resolve_sensor_def("raw_shard_sensor")

@@ -1,9 +1,12 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))  # reference baselines shared with the benchmarks
+
 SHARED = ROOT.parent / "shared"
 
 # Tests never reach a hub and never share a tokenizer cache with the user's.

@@ -1,27 +1,7 @@
 import pytest
+from baselines import reference_chunks
 
 from prox_dagster.chunking import chunk_documents, chunk_lines, number_line
-
-
-def reference_chunks(text, tokenizer, max_token):
-    """The ProX reference (trunc_text): one tokenizer.encode call per numbered line."""
-    chunks, current, count = [], [], 0
-    for i, line in enumerate(text.split("\n")):
-        numbered = f"[{i:03d}]{line}"
-        n = len(tokenizer.encode(numbered))
-        if count + n <= max_token:
-            current.append(numbered)
-            count += n
-        else:
-            if current:
-                chunks.append("\n".join(current))
-            current, count = [numbered], n
-            if n > max_token:
-                chunks.append("\n".join(current))
-                current, count = [], 0
-    if current:
-        chunks.append("\n".join(current))
-    return chunks
 
 
 def test_numbering_is_global_and_at_least_three_digits():

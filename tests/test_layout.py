@@ -1,0 +1,34 @@
+"""The architecture's one-way dependency rule, enforced."""
+
+import ast
+from pathlib import Path
+
+ENGINE = Path(__file__).resolve().parent.parent / "prox_dagster"
+
+
+def imported_modules(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_engine_imports_no_dagster_assets_or_resources_outside_the_composition_root():
+    offenders = {}
+    for path in ENGINE.rglob("*.py"):
+        if path.name == "definitions.py":
+            continue
+        bad = imported_modules(path) & {"dagster", "dagster_aws", "assets", "resources"}
+        if bad:
+            offenders[str(path.relative_to(ENGINE))] = sorted(bad)
+    assert offenders == {}
+
+
+def test_no_eval_or_exec_in_the_engine():
+    for path in ENGINE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                assert node.func.id not in {"eval", "exec", "compile"}, path

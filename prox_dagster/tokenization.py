@@ -38,16 +38,23 @@ def load_tokenizer(name_or_path: str = SAMPLE_TOKENIZER):
 
 
 def sample_tokenizer_path() -> Path:
-    """Folder of the default tokenizer, trained on the sample crawl on first use."""
-    target = cache_dir() / "tokenizers" / SAMPLE_TOKENIZER_VERSION
-    if (target / "tokenizer.json").is_file():
-        return target
+    """Folder of the default tokenizer, trained on the sample crawl on first use.
+
+    The folder name holds a hash of the training texts, so a change to the sample generator
+    (or to ``pydoc_data`` across Python versions) trains a new tokenizer instead of reusing one
+    that no longer matches.
+    """
     from .sample import sample_texts
 
+    texts = sample_texts()
+    digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:12]
+    target = cache_dir() / "tokenizers" / f"{SAMPLE_TOKENIZER_VERSION}-{digest}"
+    if (target / "tokenizer.json").is_file():
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".train-", dir=target.parent))
     try:
-        train_bpe_tokenizer(sample_texts(), tmp, vocab_size=SAMPLE_VOCAB_SIZE)
+        train_bpe_tokenizer(texts, tmp, vocab_size=SAMPLE_VOCAB_SIZE)
         try:
             os.rename(tmp, target)
         except OSError:  # another process trained it first: theirs is identical

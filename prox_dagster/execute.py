@@ -27,6 +27,10 @@ Deliberate improvements, each a setting whose default is the improvement:
 - ``doc_decision="parsed"`` (see 1).
 - string arguments holding commas, quotes or parentheses parse correctly (the parser, always).
 
+The RefineX dialect (``dialect="refinex"``) runs through the same policy: its
+``remove_str(line, del_str)`` deletions run first (an occurrence that is not unique in its line,
+or a line past the end, is an error), then its ``remove_lines`` ranges.
+
 :meth:`ExecutionPolicy.reference` returns the reference behaviour.
 """
 
@@ -36,7 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from .programs import ParsedProgram, ProgramError, parse_program
+from .programs import ParsedProgram, ProgramError, line_range, parse_program
 
 STATUSES = ("kept", "dropped_doc", "dropped_chunk", "fallback_raw")
 
@@ -79,11 +83,12 @@ def decide_document(doc_program: str | None, policy: ExecutionPolicy | None = No
 
 def execute_document(text: str, doc_program: str | None,
                      chunk_programs: Sequence[tuple[int, int, str | ParsedProgram]],
-                     policy: ExecutionPolicy | None = None) -> DocumentResult:
+                     policy: ExecutionPolicy | None = None, *,
+                     dialect: str = "prox") -> DocumentResult:
     """Apply a document's doc program and chunk programs; see the module doc for the policy.
 
     ``chunk_programs`` holds ``(line_start, line_end, program)`` with global, inclusive line
-    numbers; ``program`` is the refiner's text or an already parsed chunk-level program.
+    numbers; ``program`` is the refiner's text (parsed in ``dialect``) or a parsed program.
     """
     policy = policy or ExecutionPolicy()
     keep, doc_parsed = decide_document(doc_program, policy)
@@ -95,14 +100,18 @@ def execute_document(text: str, doc_program: str | None,
     errors = 0
     n_ops = 0
     normalizations: list[tuple[int, int, str, str]] = []
+    deletions: list[tuple[int, str]] = []
     removals: list[tuple[int, int]] = []
     for line_start, line_end, program in chunk_programs:
-        parsed = program if isinstance(program, ParsedProgram) else parse_program(program, "chunk")
+        parsed = (program if isinstance(program, ParsedProgram)
+                  else parse_program(program, "chunk", dialect))
         errors += _counted_errors(parsed.errors)
         for call in parsed.calls:
             if call.name == "normalize":
                 normalizations.append((line_start, line_end, call.args["source_str"],
                                        call.args["target_str"]))
+            elif call.name == "remove_str":
+                deletions.append((call.args["line"], call.args["del_str"]))
             elif call.name == "remove_lines":
                 if call.args.get("all"):
                     if policy.remove_all_scope == "document":
@@ -110,7 +119,7 @@ def execute_document(text: str, doc_program: str | None,
                     else:
                         removals.append((line_start, line_end))
                 else:
-                    removals.append((call.args["line_start"], call.args["line_end"]))
+                    removals.append(line_range(call.args))
                 n_ops += 1
 
     for line_start, line_end, source, target in normalizations:
@@ -126,6 +135,14 @@ def execute_document(text: str, doc_program: str | None,
             continue
         for i in range(max(line_start, 0), min(line_end, len(lines) - 1) + 1):
             lines[i] = lines[i].replace(source, target)
+        n_ops += 1
+
+    for index, fragment in deletions:
+        # RefineX: delete only an occurrence that is unique in its line; anything else is an error
+        if index >= len(lines) or lines[index].count(fragment) != 1:
+            errors += 1
+            continue
+        lines[index] = lines[index].replace(fragment, "", 1)
         n_ops += 1
 
     remove = set()

@@ -79,8 +79,10 @@ def refine_chunks(chunked: pl.DataFrame, refiner: Refiner, *, batch_size: int = 
     programs = _generate(refiner, prompts, "chunk", batch_size, progress)
     return chunked.with_columns(
         pl.Series("chunk_program", programs, dtype=pl.String),
-        pl.Series("chunk_parse_ok", [parse_program(p, "chunk").ok for p in programs],
+        pl.Series("chunk_parse_ok",
+                  [parse_program(p, "chunk", refiner.dialect).ok for p in programs],
                   dtype=pl.Boolean),
+        pl.lit(refiner.dialect, dtype=pl.String).alias("program_dialect"),
         pl.lit(refiner.version, dtype=pl.String).alias("refiner_version"),
     )
 
@@ -93,6 +95,8 @@ def execute_shard(doc_refined: pl.DataFrame, chunk_refined: pl.DataFrame, tokeni
     if len(versions) > 1:
         raise ValueError(f"shard {shard!r}: doc and chunk programs come from different refiners "
                          f"{sorted(versions)}; re-materialize the refined stages together")
+    dialects = set(chunk_refined["program_dialect"].unique()) if chunk_refined.height else set()
+    dialect = dialects.pop() if len(dialects) == 1 else "prox"
     programs: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
     for doc_id, _, start, end, program in chunk_refined.select(
             "doc_id", "chunk_index", "line_start", "line_end", "chunk_program"
@@ -100,7 +104,8 @@ def execute_shard(doc_refined: pl.DataFrame, chunk_refined: pl.DataFrame, tokeni
         programs[doc_id].append((start, end, program))
     texts, statuses, n_ops, n_errors = [], [], [], []
     for doc_id, text, doc_program in doc_refined.select("id", "text", "doc_program").iter_rows():
-        result = execute_document(text, doc_program, programs.get(doc_id, ()), policy)
+        result = execute_document(text, doc_program, programs.get(doc_id, ()), policy,
+                                  dialect=dialect)
         texts.append(result.text)
         statuses.append(result.status)
         n_ops.append(result.n_ops)

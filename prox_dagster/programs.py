@@ -19,6 +19,17 @@ several per line (with or without ``;``), or a call spread over lines; code fenc
 the calls (recorded in ``ignored``, not an error); a truncated last call (an error, the earlier
 calls still stand); repeated calls.
 
+Two dialects (chosen per refiner): ``prox`` above, and ``refinex``, the deletion-only chunk
+programs of RefineX (Bi et al. 2025)::
+
+    chunk level  remove_lines(start_line, end_line)
+                 remove_str(line, del_str)   delete del_str from that line if it occurs exactly once
+                 keep_all()
+
+(the doc level is the same in both). Canonical lines such as
+``remove_lines(line_start=3, line_end=7)`` take a regex fast path; everything else goes through the
+scanner and ``ast``. Both end in the same binding and validation, so they accept the same calls.
+
 What is rejected, each with a stable error code: ``unknown_function``, ``wrong_level``,
 ``attribute_call``, ``nested_call``, ``non_literal`` (names, f-strings, comprehensions, lambdas,
 operators), ``bad_argument`` (wrong type, unknown keyword, duplicate, missing), ``bad_number``
@@ -37,16 +48,35 @@ MAX_PROGRAM_CHARS = 64_000
 MAX_CALLS = 512
 MAX_LINE_NUMBER = 1_000_000
 
-# name -> (level, ordered parameters, defaults)
-_SIGNATURES: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
+# dialect -> name -> (level, ordered parameters, defaults)
+_DOC_FUNCTIONS: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
     "drop_doc": ("doc", (), {}),
     "keep_doc": ("doc", (), {}),
-    "remove_lines": ("chunk", ("line_start", "line_end"), {}),
-    "normalize": ("chunk", ("source_str", "target_str"), {"target_str": ""}),
-    "keep_chunk": ("chunk", (), {}),
+}
+DIALECTS: dict[str, dict[str, tuple[str, tuple[str, ...], dict[str, Any]]]] = {
+    "prox": {
+        **_DOC_FUNCTIONS,
+        "remove_lines": ("chunk", ("line_start", "line_end"), {}),
+        "normalize": ("chunk", ("source_str", "target_str"), {"target_str": ""}),
+        "keep_chunk": ("chunk", (), {}),
+    },
+    "refinex": {
+        **_DOC_FUNCTIONS,
+        "remove_lines": ("chunk", ("start_line", "end_line"), {}),
+        "remove_str": ("chunk", ("line", "del_str"), {}),
+        "keep_all": ("chunk", (), {}),
+    },
 }
 ALIASES = {"untouch_doc": "keep_doc", "skip_chunk": "keep_chunk"}
 LEVELS = ("doc", "chunk")
+_LINE_ARGS = {"line_start", "line_end", "start_line", "end_line", "line"}
+
+# Canonical one-call lines: no escapes, no quotes inside strings, so the matched text is the value.
+_FAST_CALL = re.compile(
+    r"[ \t]*([a-z_]+)\((?:"
+    r"|([a-z_]+)=(\d{1,7}), ([a-z_]+)=(\d{1,7})"
+    r"|([a-z_]+)=\"([^\"\\\n]*)\"(?:, ([a-z_]+)=\"([^\"\\\n]*)\")?"
+    r")\)[ \t]*")
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\s*\.\s*[A-Za-z_][A-Za-z0-9_]*)*")
 _FENCE = re.compile(r"^\s*```[A-Za-z0-9_+-]*\s*$", re.MULTILINE)
@@ -71,6 +101,7 @@ class ProgramError:
 @dataclass
 class ParsedProgram:
     level: str
+    dialect: str = "prox"
     calls: list[Call] = field(default_factory=list)
     errors: list[ProgramError] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
@@ -81,18 +112,49 @@ class ParsedProgram:
         return not self.errors and bool(self.calls)
 
 
-def parse_program(source: str, level: str) -> ParsedProgram:
-    """Parse untrusted refiner output into validated calls and errors. Never raises."""
+def parse_program(source: str, level: str, dialect: str = "prox") -> ParsedProgram:
+    """Parse untrusted refiner output into validated calls and errors. Never raises on
+    ``source``; ``level`` and ``dialect`` are the caller's and must be known."""
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, not {level!r}")
-    program = ParsedProgram(level=level)
+    if dialect not in DIALECTS:
+        raise ValueError(f"dialect must be one of {sorted(DIALECTS)}, not {dialect!r}")
+    program = ParsedProgram(level=level, dialect=dialect)
     try:
-        _parse_into(program, source)
+        if not _parse_fast(program, source):
+            _parse_into(program, source)
     except Exception as exc:  # a last guard: the parser must never raise on model output
         program.errors.append(ProgramError("internal", f"parser failure: {type(exc).__name__}"))
     if not program.calls and not program.errors:
         program.errors.append(ProgramError("empty", "no function call found"))
     return program
+
+
+def _parse_fast(program: ParsedProgram, source: str) -> bool:
+    """Parse a program made only of canonical call lines; False (nothing recorded) otherwise."""
+    if not isinstance(source, str) or len(source) > MAX_PROGRAM_CHARS:
+        return False
+    found = []
+    offset = 0
+    for line in source.split("\n"):
+        if line.strip():
+            match = _FAST_CALL.fullmatch(line)
+            if match is None:
+                return False
+            found.append((match, offset))
+        offset += len(line) + 1
+    if not found or len(found) > MAX_CALLS:
+        return False
+    for match, at in found:
+        name, k1, v1, k2, v2, s1, sv1, s2, sv2 = match.groups()
+        if k1 is not None:
+            values = [(k1, int(v1)), (k2, int(v2))]
+        elif s1 is not None:
+            values = [(s1, sv1)] + ([(s2, sv2)] if s2 is not None else [])
+        else:
+            values = []
+        _accept(program, name, values, at)
+    return True
 
 
 def _parse_into(program: ParsedProgram, source: str) -> None:
@@ -217,13 +279,6 @@ def _check_call(program: ParsedProgram, span: str, offset: int) -> None:
     if not isinstance(node.func, ast.Name):
         return fail("attribute_call", f"only plain function names may be called: {span[:60]!r}")
     raw_name = node.func.id
-    name = ALIASES.get(raw_name, raw_name)
-    if name not in _SIGNATURES:
-        return fail("unknown_function", f"{raw_name!r} is not a ProX function")
-    level, params, defaults = _SIGNATURES[name]
-    if level != program.level:
-        return fail("wrong_level", f"{raw_name}() is a {level}-level function, "
-                                   f"not allowed in a {program.level}-level program")
     values: list[tuple[str | None, Any]] = []
     for arg in node.args:
         values.append((None, arg))
@@ -237,7 +292,25 @@ def _check_call(program: ParsedProgram, span: str, offset: int) -> None:
         if not ok:
             return fail(result[0], f"{raw_name}(): {result[1]}")
         literal.append((key, result))
-    args, problem = _bind(name, params, defaults, literal)
+    _accept(program, raw_name, literal, offset)
+
+
+def _accept(program: ParsedProgram, raw_name: str, values: list[tuple[str | None, Any]],
+            offset: int) -> None:
+    """Check a call of ``raw_name`` with literal ``values`` against the dialect; record it."""
+    def fail(code: str, message: str) -> None:
+        program.errors.append(ProgramError(code, message, offset))
+
+    functions = DIALECTS[program.dialect]
+    name = ALIASES.get(raw_name, raw_name)
+    if name not in functions:
+        return fail("unknown_function",
+                    f"{raw_name!r} is not a function of the {program.dialect} dialect")
+    level, params, defaults = functions[name]
+    if level != program.level:
+        return fail("wrong_level", f"{raw_name}() is a {level}-level function, "
+                                   f"not allowed in a {program.level}-level program")
+    args, problem = _bind(name, params, defaults, values)
     if problem:
         return fail(*problem)
     problem = _validate(name, args)
@@ -260,7 +333,7 @@ def _literal(node: ast.AST) -> tuple[bool, Any]:
 
 
 def _bind(name, params, defaults, values):
-    if name == "remove_lines" and any(k == "all" for k, _ in values):
+    if name == "remove_lines" and "line_start" in params and any(k == "all" for k, _ in values):
         if len(values) != 1 or values[0][1] is not True:
             return None, ("bad_argument", "remove_lines(all=...) takes only all=True")
         return {"all": True}, None
@@ -288,20 +361,28 @@ def _bind(name, params, defaults, values):
 
 
 def _validate(name: str, args: dict[str, Any]):
-    if name == "remove_lines" and "all" not in args:
-        start, end = args["line_start"], args["line_end"]
-        for key, value in (("line_start", start), ("line_end", end)):
+    for key, value in args.items():
+        if key in _LINE_ARGS:
             if type(value) is not int:
-                return "bad_argument", f"remove_lines(): {key} must be an integer, not {value!r}"
+                return "bad_argument", f"{name}(): {key} must be an integer, not {value!r}"
             if value < 0 or value > MAX_LINE_NUMBER:
-                return "bad_number", f"remove_lines(): {key}={value} is out of range"
+                return "bad_number", f"{name}(): {key}={value} is out of range"
+        elif key in ("source_str", "target_str", "del_str") and not isinstance(value, str):
+            return "bad_argument", f"{name}(): {key} must be a string"
+    if name == "remove_lines" and "all" not in args:
+        start, end = line_range(args)
         if start > end:
-            return "reversed_range", f"remove_lines(): line_start={start} > line_end={end}"
-    if name == "normalize":
-        for key in ("source_str", "target_str"):
-            if not isinstance(args[key], str):
-                return "bad_argument", f"normalize(): {key} must be a string"
+            return "reversed_range", f"remove_lines(): start {start} > end {end}"
+    if name == "remove_str" and not args["del_str"]:
+        return "bad_argument", "remove_str(): del_str is empty"
     return None
+
+
+def line_range(args: dict[str, Any]) -> tuple[int, int]:
+    """The inclusive range of a ``remove_lines`` call, whatever its dialect's argument names."""
+    if "line_start" in args:
+        return args["line_start"], args["line_end"]
+    return args["start_line"], args["end_line"]
 
 
 def format_call(name: str, **args: Any) -> str:

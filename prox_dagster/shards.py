@@ -49,7 +49,7 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "chunk_refined_shard": {
         "doc_id": pl.String(), "chunk_index": pl.Int32(), "line_start": pl.Int32(),
         "line_end": pl.Int32(), "chunk_program": pl.String(), "chunk_parse_ok": pl.Boolean(),
-        "refiner_version": pl.String(),
+        "program_dialect": pl.String(), "refiner_version": pl.String(),
     },
     "clean_shard": {
         "id": pl.String(), "text": pl.String(), "status": pl.String(), "n_ops": pl.Int32(),

@@ -100,3 +100,17 @@ def test_reference_policy(program, expected_lines, status):
     assert result.status == status
     if status != "dropped_chunk":
         assert result.text == "\n".join(expected_lines)
+
+
+def test_refinex_dialect_deletes_unique_strings_and_line_ranges():
+    text = "keep this line of text\nad: buy now buy now\nclick here to subscribe today\n" + TEXT
+    program = ('remove_str(line=2, del_str="click here to ")\n'
+               'remove_str(line=1, del_str="buy now")\n'  # not unique in its line: an error
+               "remove_lines(start_line=3, end_line=4)\nkeep_all()")
+    result = execute_document(text, "keep_doc()", [(0, 22, program)], dialect="refinex")
+    lines = result.text.split("\n")
+    assert lines[:3] == ["keep this line of text", "ad: buy now buy now", "subscribe today"]
+    assert lines[3:] == LINES[2:]
+    assert result.n_errors == 1 and result.status == "kept"
+    # the same program is mostly unknown functions in the ProX dialect: raw text kept
+    assert execute_document(text, "keep_doc()", [(0, 22, program)]).status == "fallback_raw"

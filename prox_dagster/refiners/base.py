@@ -19,6 +19,7 @@ class Refiner(Protocol):
     """
 
     version: str
+    dialect: str  # the program dialect it writes: "prox" or "refinex"
     backend: str
     model_id: str
     tokenizer: object | None

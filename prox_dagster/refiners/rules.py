@@ -26,6 +26,7 @@ _NUMBERED = re.compile(r"^\[(\d{3,})\](.*)$")
 
 class RulesRefiner:
     backend = "rules"
+    dialect = "prox"
     model_id = RULES_VERSION
     tokenizer = None
     max_doc_prompt_tokens = None
@@ -34,7 +35,7 @@ class RulesRefiner:
         self.config = config or RulesConfig()
         self.version = refiner_fingerprint(
             self.backend, self.model_id,
-            {"prompt": PROMPT_FORMAT_VERSION, "dialect": "prox",
+            {"prompt": PROMPT_FORMAT_VERSION, "dialect": self.dialect,
              "thresholds": dataclasses.asdict(self.config)})
 
     def generate(self, prompts: Sequence[str], *, level: str) -> list[str]:

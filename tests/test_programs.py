@@ -121,3 +121,28 @@ def test_parser_never_raises_and_only_returns_whitelisted_literal_calls(source):
                                  "keep_chunk"}
             assert all(isinstance(v, (str, int, bool)) for v in call.args.values())
         assert all(e.code and e.message for e in parsed.errors)
+
+
+def test_invalid_escapes_keep_python_semantics_whatever_the_warning_filter():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        parsed = parse_program('normalize("\\d+")', "chunk")
+    assert parsed.ok and parsed.calls[0].args["source_str"] == "\\d+"
+
+
+def test_fast_path_and_ast_path_agree_on_canonical_lines():
+    from prox_dagster.programs import ParsedProgram, _parse_fast, _parse_into
+
+    sources = ["remove_lines(line_start=3, line_end=7)", 'normalize(source_str="a b", '
+               'target_str="")', "keep_chunk()\nskip_chunk()", "remove_lines(line_end=2, "
+               "line_start=9)", 'normalize(source_str="x")', "drop_doc()",
+               "remove_lines(line_start=1, line_end=9999999)", 'normalize(target_str="y")',
+               "remove_lines(start_line=1, end_line=2)"]
+    for source in sources:
+        fast, slow = ParsedProgram("chunk"), ParsedProgram("chunk")
+        assert _parse_fast(fast, source)
+        _parse_into(slow, source)
+        assert fast.calls == slow.calls and [e.code for e in fast.errors] == [
+            e.code for e in slow.errors], source

@@ -36,6 +36,7 @@ or a line past the end, is an error), then its ``remove_lines`` ranges.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -75,7 +76,7 @@ def decide_document(doc_program: str | None, policy: ExecutionPolicy | None = No
                     ) -> tuple[bool, ParsedProgram]:
     """Whether a document is kept by its doc-level program, and the parsed program."""
     policy = policy or ExecutionPolicy()
-    parsed = parse_program(doc_program or "", "doc")
+    parsed = _parse_doc_program(doc_program or "")
     if policy.doc_decision == "substring":
         return "drop" not in (doc_program or ""), parsed
     return not any(call.name == "drop_doc" for call in parsed.calls), parsed
@@ -96,7 +97,7 @@ def execute_document(text: str, doc_program: str | None,
     if not keep:
         return DocumentResult("", "dropped_doc", 1, doc_errors)
 
-    lines = text.split("\n")
+    n_lines = text.count("\n") + 1
     errors = 0
     n_ops = 0
     normalizations: list[tuple[int, int, str, str]] = []
@@ -115,26 +116,36 @@ def execute_document(text: str, doc_program: str | None,
             elif call.name == "remove_lines":
                 if call.args.get("all"):
                     if policy.remove_all_scope == "document":
-                        removals.append((0, max(len(lines) - 1, 0)))
+                        removals.append((0, n_lines - 1))
                     else:
                         removals.append((line_start, line_end))
                 else:
                     removals.append(line_range(call.args))
                 n_ops += 1
 
+    edited = False  # whether any line's text changed (else words are counted by subtraction)
+    if policy.normalize_scope == "document" and normalizations:
+        text_now = text
+        for _, _, source, target in normalizations:
+            if source not in ("", " "):
+                if source in text_now:
+                    text_now = text_now.replace(source, target)
+                    edited = True
+                n_ops += 1
+        lines = text_now.split("\n")
+        normalizations = []
+    else:
+        lines = text.split("\n")
     for line_start, line_end, source, target in normalizations:
         if source in ("", " "):
-            continue
-        if policy.normalize_scope == "document":
-            text_now = "\n".join(lines)
-            lines = text_now.replace(source, target).split("\n")
-            n_ops += 1
             continue
         if "\n" in source or "\n" in target:
             errors += 1
             continue
         for i in range(max(line_start, 0), min(line_end, len(lines) - 1) + 1):
-            lines[i] = lines[i].replace(source, target)
+            if source in lines[i]:
+                lines[i] = lines[i].replace(source, target)
+                edited = True
         n_ops += 1
 
     for index, fragment in deletions:
@@ -143,9 +154,12 @@ def execute_document(text: str, doc_program: str | None,
             errors += 1
             continue
         lines[index] = lines[index].replace(fragment, "", 1)
+        edited = True
         n_ops += 1
 
-    remove = set()
+    kept: list[str] = []
+    removed: list[str] = []
+    position = 0
     for start, end in _merge(removals):
         if start >= len(lines):
             errors += 1
@@ -153,11 +167,17 @@ def execute_document(text: str, doc_program: str | None,
         if end >= len(lines):
             errors += 1
             end = len(lines) - 1
-        remove.update(range(start, end + 1))
-    processed = "\n".join(line for i, line in enumerate(lines) if i not in remove)
+        kept.extend(lines[position:start])
+        removed.extend(lines[start:end + 1])
+        position = end + 1
+    kept.extend(lines[position:])
+    processed = "\n".join(kept)
 
+    # words never span a line break, so the kept words are the original's minus the removed
+    # lines' words whenever no line was edited
     words_in = len(text.split())
-    words_out = len(processed.split())
+    words_out = (words_in - len(" ".join(removed).split()) if not edited
+                 else len(processed.split()))
     ratio = words_out / words_in if words_in else 0.0
     total_errors = errors + doc_errors
     if ratio <= policy.drop_word_ratio and errors < policy.max_errors:
@@ -167,6 +187,12 @@ def execute_document(text: str, doc_program: str | None,
     if errors < policy.max_errors:
         return DocumentResult(processed, "kept", n_ops, total_errors)
     return DocumentResult(text, "fallback_raw", n_ops, total_errors)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_doc_program(source: str) -> ParsedProgram:
+    # doc programs repeat (nearly all are "keep_doc()" or "drop_doc()"); callers only read it
+    return parse_program(source, "doc")
 
 
 def _counted_errors(errors: list[ProgramError]) -> int:

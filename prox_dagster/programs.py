@@ -72,14 +72,24 @@ ALIASES = {"untouch_doc": "keep_doc", "skip_chunk": "keep_chunk"}
 LEVELS = ("doc", "chunk")
 _LINE_ARGS = {"line_start", "line_end", "start_line", "end_line", "line"}
 
-# Canonical one-call lines: no escapes, no quotes inside strings, so the matched text is the value.
+# Canonical one-call lines: keyword or positional arguments; double-quoted strings whose only
+# escapes are \" \\ \' \n \t (decoded exactly by _unescape).
+_FAST_STRING = r"(\"(?:[^\"\\\n]|\\[\"\\'nt])*\")"
 _FAST_CALL = re.compile(
     r"[ \t]*([a-z_]+)\((?:"
-    r"|([a-z_]+)=(\d{1,7}), ([a-z_]+)=(\d{1,7})"
-    r"|([a-z_]+)=\"([^\"\\\n]*)\"(?:, ([a-z_]+)=\"([^\"\\\n]*)\")?"
+    r"|(?:([a-z_]+)=)?(\d{1,7}), (?:([a-z_]+)=)?(\d{1,7})"
+    rf"|(?:([a-z_]+)=)?{_FAST_STRING}(?:, (?:([a-z_]+)=)?{_FAST_STRING})?"
     r")\)[ \t]*")
+_ESCAPE = re.compile(r"\\(.)")
+_ESCAPED = {"n": "\n", "t": "\t"}
 
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\s*\.\s*[A-Za-z_][A-Za-z0-9_]*)*")
+
+def _unescape(literal: str) -> str:
+    body = literal[1:-1]
+    if "\\" not in body:
+        return body
+    return _ESCAPE.sub(lambda m: _ESCAPED.get(m.group(1), m.group(1)), body)
+
 _FENCE = re.compile(r"^\s*```[A-Za-z0-9_+-]*\s*$", re.MULTILINE)
 
 
@@ -122,8 +132,21 @@ def parse_program(source: str, level: str, dialect: str = "prox") -> ParsedProgr
         raise ValueError(f"dialect must be one of {sorted(DIALECTS)}, not {dialect!r}")
     program = ParsedProgram(level=level, dialect=dialect)
     try:
-        if not _parse_fast(program, source):
-            _parse_into(program, source)
+        if not isinstance(source, str):
+            program.errors.append(ProgramError("syntax", f"program is {type(source).__name__}"))
+        elif len(source) > MAX_PROGRAM_CHARS:
+            program.errors.append(ProgramError(
+                "too_long", f"program has {len(source)} characters (limit {MAX_PROGRAM_CHARS})"))
+        else:
+            position = 0
+            while position < len(source):
+                position = _parse_fast(program, source, position)
+                if position < len(source):
+                    end = _region_end(source, position)
+                    _parse_into(program, source[position:end], position)
+                    position = end
+                    if program.errors and program.errors[-1].code == "too_many_calls":
+                        break
     except Exception as exc:  # a last guard: the parser must never raise on model output
         program.errors.append(ProgramError("internal", f"parser failure: {type(exc).__name__}"))
     if not program.calls and not program.errors:
@@ -131,96 +154,191 @@ def parse_program(source: str, level: str, dialect: str = "prox") -> ParsedProgr
     return program
 
 
-def _parse_fast(program: ParsedProgram, source: str) -> bool:
-    """Parse a program made only of canonical call lines; False (nothing recorded) otherwise."""
-    if not isinstance(source, str) or len(source) > MAX_PROGRAM_CHARS:
+def _parse_fast(program: ParsedProgram, source: str, start: int = 0) -> int:
+    """Record the canonical lines from offset ``start`` on (fences and blank lines skipped);
+    return the offset of the first line that is not canonical (``len(source)``: none)."""
+    functions = DIALECTS[program.dialect]
+    offset = start
+    for line in source[start:].split("\n"):
+        match = _FAST_CALL.fullmatch(line)
+        if match is None:
+            if line.strip() and not _FENCE.fullmatch(line) and not _fast_statements(
+                    program, functions, line, offset):
+                return offset
+        elif len(program.calls) >= MAX_CALLS or not _record_fast(program, functions, match,
+                                                                 offset):
+            return offset
+        offset += len(line) + 1
+    return len(source)
+
+
+def _fast_statements(program: ParsedProgram, functions, line: str, offset: int) -> bool:
+    """Record a line of ``;``-separated canonical calls. Only for lines without quotes or
+    comments, where no ``;`` can hide inside a string; nothing is recorded unless all match."""
+    if ";" not in line or any(c in line for c in "\"'#"):
         return False
-    found = []
-    offset = 0
-    for line in source.split("\n"):
-        if line.strip():
-            match = _FAST_CALL.fullmatch(line)
+    pieces, at = [], offset
+    for piece in line.split(";"):
+        if piece.strip():
+            match = _FAST_CALL.fullmatch(piece)
             if match is None:
                 return False
-            found.append((match, offset))
-        offset += len(line) + 1
-    if not found or len(found) > MAX_CALLS:
+            pieces.append((match, at + len(piece) - len(piece.lstrip(" \t"))))
+        at += len(piece) + 1
+    if len(program.calls) + len(pieces) > MAX_CALLS:
         return False
-    for match, at in found:
-        name, k1, v1, k2, v2, s1, sv1, s2, sv2 = match.groups()
-        if k1 is not None:
-            values = [(k1, int(v1)), (k2, int(v2))]
-        elif s1 is not None:
-            values = [(s1, sv1)] + ([(s2, sv2)] if s2 is not None else [])
-        else:
-            values = []
-        _accept(program, name, values, at)
+    recorded = len(program.calls), len(program.errors)
+    for match, piece_at in pieces:
+        if not _record_fast(program, functions, match, piece_at):
+            del program.calls[recorded[0]:], program.errors[recorded[1]:]
+            return False
     return True
 
 
-def _parse_into(program: ParsedProgram, source: str) -> None:
-    if not isinstance(source, str):
-        program.errors.append(ProgramError("syntax", f"program is {type(source).__name__}"))
-        return
-    if len(source) > MAX_PROGRAM_CHARS:
-        program.errors.append(ProgramError(
-            "too_long", f"program has {len(source)} characters (limit {MAX_PROGRAM_CHARS})"))
-        return
+def _region_end(source: str, start: int) -> int:
+    """The end of the lines from ``start`` that the ast path must read together: up to the
+    first line break outside every call span (where the scanner starts afresh), or the end."""
+    end = source.find("\n", start)
+    end = len(source) if end < 0 else end
+    for span_start, span_end, closed in _scan_calls(source, start):
+        if span_start >= end or not closed:
+            return end if span_start >= end else len(source)
+        if span_end > end:
+            line_end = source.find("\n", span_end)
+            end = len(source) if line_end < 0 else line_end
+    return end
+
+
+def _record_fast(program: ParsedProgram, functions, match: re.Match, at: int) -> bool:
+    """Record one canonical call; False when the line needs the ast path instead."""
+    name, k1, v1, k2, v2, k3, s1, k4, s2 = match.groups()
+    if (k1 is not None and k2 is None) or (s2 is not None and k3 is not None and k4 is None):
+        return False  # a positional argument after a keyword one: the ast path reports it
+    name = ALIASES.get(name, name)
+    signature = functions.get(name)
+    # The common case, arguments in signature order with valid values, is recorded directly;
+    # anything else takes the general binding and validation (and its error messages).
+    if signature is not None and signature[0] == program.level and name != "remove_str":
+        params, defaults = signature[1], signature[2]
+        if v1 is not None:
+            start, end = int(v1), int(v2)
+            if (len(params) == 2 and k1 in (None, params[0]) and k2 in (None, params[1])
+                    and start <= end <= MAX_LINE_NUMBER):
+                program.calls.append(Call(name, {params[0]: start, params[1]: end}, at))
+                return True
+        elif s1 is not None:
+            if len(params) == 2 and k3 in (None, params[0]):
+                if s2 is None and params[1] in defaults:
+                    program.calls.append(Call(name, {params[0]: _unescape(s1),
+                                                     params[1]: defaults[params[1]]}, at))
+                    return True
+                if s2 is not None and k4 in (None, params[1]):
+                    program.calls.append(Call(name, {params[0]: _unescape(s1),
+                                                     params[1]: _unescape(s2)}, at))
+                    return True
+        elif not params:
+            program.calls.append(Call(name, {}, at))
+            return True
+    if v1 is not None:
+        values = [(k1, int(v1)), (k2, int(v2))]
+    elif s1 is not None:
+        values = [(k3, _unescape(s1))] + ([(k4, _unescape(s2))] if s2 is not None else [])
+    else:
+        values = []
+    _accept(program, name, values, at)
+    return True
+
+
+def _parse_into(program: ParsedProgram, source: str, base: int = 0) -> None:
+    """Scan ``source`` (which starts at offset ``base`` of the program) for calls and check
+    them with ``ast``."""
     text = _FENCE.sub(lambda m: " " * len(m.group(0)), source)
+    spans: list[tuple[int, int]] = []
+    failure: ProgramError | None = None
     pos = 0
-    for start, name_end, end, closed in _scan_calls(text):
+    for start, end, closed in _scan_calls(text):
         if start > pos and text[pos:start].strip(" \t\r\n;"):
             program.ignored.append(text[pos:start].strip())
         pos = end
-        if len(program.calls) >= MAX_CALLS:
-            program.errors.append(ProgramError(
-                "too_many_calls", f"more than {MAX_CALLS} calls", start))
-            return
+        if len(program.calls) + len(spans) >= MAX_CALLS:
+            failure = ProgramError("too_many_calls", f"more than {MAX_CALLS} calls", base + start)
+            break
         if not closed:
-            program.errors.append(ProgramError(
-                "truncated", f"call at offset {start} is not closed: {text[start:start + 60]!r}",
-                start))
-            return
-        _check_call(program, text[start:end], start)
-    if text[pos:].strip(" \t\r\n;"):
-        program.ignored.append(text[pos:].strip())
+            failure = ProgramError(
+                "truncated",
+                f"call at offset {base + start} is not closed: {text[start:start + 60]!r}",
+                base + start)
+            break
+        spans.append((start, end))
+    else:
+        if text[pos:].strip(" \t\r\n;"):
+            program.ignored.append(text[pos:].strip())
+    nodes = _parse_spans(text, spans)
+    for (start, end), node in zip(spans, nodes):
+        _check_call(program, node, text[start:end], base + start)
+    if failure is not None:
+        program.errors.append(failure)
 
 
-def _scan_calls(text: str):
-    """Yield ``(start, name_end, end, closed)`` for every ``name(...)`` at statement position.
+def _parse_spans(text: str, spans: list[tuple[int, int]]) -> list[ast.AST | Exception]:
+    """The expression of every span: one ``ast.parse`` for all of them when they all parse
+    (the common case, and one compile instead of one per call), else one per span."""
+    with warnings.catch_warnings():
+        # an invalid escape such as "\d" warns; the result must not depend on the filter
+        warnings.simplefilter("ignore")
+        if len(spans) > 1:
+            try:
+                body = ast.parse("\n".join(text[a:b].strip() for a, b in spans)).body
+                if len(body) == len(spans) and all(isinstance(st, ast.Expr) for st in body):
+                    return [st.value for st in body]
+            except (SyntaxError, ValueError, MemoryError, RecursionError):
+                pass
+        nodes: list[ast.AST | Exception] = []
+        for a, b in spans:
+            try:
+                nodes.append(ast.parse(text[a:b].strip(), mode="eval").body)
+            except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
+                nodes.append(exc)
+        return nodes
 
-    A name counts when it begins a line or follows ``;`` or a previous call; its parenthesis is
-    matched while skipping over string literals, so ``normalize(")", "(")`` is one span.
+
+_CALL_AT = re.compile(
+    r"[ \t\r]*([A-Za-z_][A-Za-z0-9_]*(?:[ \t]*\.[ \t]*[A-Za-z_][A-Za-z0-9_]*)*)[ \t]*\(")
+_NEXT_STATEMENT = re.compile(r"[\n;#]")
+_PAREN_SPECIAL = re.compile(r"[()\[\]{}'\"#]")
+_STRING_BODY = {
+    '"': re.compile(r'(?:[^"\\\n]|\\.)*', re.S),
+    "'": re.compile(r"(?:[^'\\\n]|\\.)*", re.S),
+    '"""': re.compile(r'(?:[^"\\]|\\.|"(?!""))*', re.S),
+    "'''": re.compile(r"(?:[^'\\]|\\.|'(?!''))*", re.S),
+}
+
+
+def _scan_calls(text: str, i: int = 0):
+    """Yield ``(start, end, closed)`` for every ``name(...)`` at statement position.
+
+    A name counts when it begins a line or follows ``;`` or a previous call; ``#`` starts a
+    comment. The parenthesis is matched while skipping string literals, so
+    ``normalize(")", "(")`` is one span.
     """
     n = len(text)
-    i = 0
-    at_statement = True
     while i < n:
-        ch = text[i]
-        if ch == "\n" or ch == ";":
-            at_statement = True
-            i += 1
-            continue
-        if ch in " \t\r":
-            i += 1
-            continue
-        if ch == "#":  # a comment runs to the end of the line
-            nl = text.find("\n", i)
-            i = n if nl < 0 else nl
-            continue
-        if at_statement:
-            m = _IDENT.match(text, i)
-            if m:
-                j = m.end()
-                while j < n and text[j] in " \t":
-                    j += 1
-                if j < n and text[j] == "(":
-                    end, closed = _match_paren(text, j)
-                    yield i, m.end(), end, closed
-                    i = end
-                    continue  # another call may follow on the same line
-        at_statement = False
-        i += 1
+        match = _CALL_AT.match(text, i)
+        if match:
+            end, closed = _match_paren(text, match.end() - 1)
+            yield match.start(1), end, closed
+            i = end
+            continue  # another call may follow on the same line
+        nxt = _NEXT_STATEMENT.search(text, i)
+        if nxt is None:
+            return
+        if nxt.group() == "#":
+            newline = text.find("\n", nxt.start())
+            if newline < 0:
+                return
+            i = newline + 1
+        else:
+            i = nxt.end()
 
 
 def _match_paren(text: str, open_idx: int) -> tuple[int, bool]:
@@ -228,56 +346,45 @@ def _match_paren(text: str, open_idx: int) -> tuple[int, bool]:
     depth = 0
     i = open_idx
     n = len(text)
-    while i < n:
-        ch = text[i]
+    while True:
+        match = _PAREN_SPECIAL.search(text, i)
+        if match is None:
+            return n, False
+        ch, k = match.group(), match.start()
         if ch in "([{":
             depth += 1
+            i = k + 1
         elif ch in ")]}":
             depth -= 1
             if depth == 0:
-                return i + 1, True
-        elif ch in "'\"":
-            i = _skip_string(text, i)
-            continue
+                return k + 1, True
+            i = k + 1
         elif ch == "#":
-            nl = text.find("\n", i)
-            i = n if nl < 0 else nl
-            continue
-        i += 1
-    return n, False
+            newline = text.find("\n", k)
+            if newline < 0:
+                return n, False
+            i = newline
+        else:
+            i = _skip_string(text, k)
 
 
 def _skip_string(text: str, i: int) -> int:
+    """Index just past the string literal opening at ``i`` (an unterminated one-line string
+    ends at its line break, a triple-quoted one at the end of the text)."""
     quote = text[i]
-    triple = text.startswith(quote * 3, i)
-    delim = quote * 3 if triple else quote
-    i += len(delim)
-    n = len(text)
-    while i < n:
-        if text[i] == "\\":
-            i += 2
-            continue
-        if text.startswith(delim, i):
-            return i + len(delim)
-        if not triple and text[i] == "\n":
-            return i  # an unterminated one-line string ends at the line break
-        i += 1
-    return n
+    delim = quote * 3 if text.startswith(quote * 3, i) else quote
+    j = _STRING_BODY[delim].match(text, i + len(delim)).end()
+    return j + len(delim) if text.startswith(delim, j) else j
 
 
-def _check_call(program: ParsedProgram, span: str, offset: int) -> None:
+def _check_call(program: ParsedProgram, node: ast.AST | Exception, span: str,
+                offset: int) -> None:
     def fail(code: str, message: str) -> None:
         program.errors.append(ProgramError(code, message, offset))
 
-    try:
-        with warnings.catch_warnings():
-            # an invalid escape such as "\d" warns; the result must not depend on the filter
-            warnings.simplefilter("ignore")
-            tree = ast.parse(span.strip(), mode="eval")
-    except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
-        msg = exc.msg if isinstance(exc, SyntaxError) else str(exc)[:80]
+    if isinstance(node, Exception):
+        msg = node.msg if isinstance(node, SyntaxError) else str(node)[:80]
         return fail("syntax", f"{span[:60]!r}: {msg}")
-    node = tree.body
     if not isinstance(node, ast.Call):
         return fail("syntax", f"{span[:60]!r} is not a single call")
     if not isinstance(node.func, ast.Name):
@@ -390,6 +497,14 @@ def line_range(args: dict[str, Any]) -> tuple[int, int]:
 
 
 def format_call(name: str, **args: Any) -> str:
-    """Render a call in the canonical keyword form refiners are trained to emit."""
-    inner = ", ".join(f"{k}={v!r}" for k, v in args.items())
+    """Render a call as ProX refiners are trained to write it: keywords, double quotes."""
+    inner = ", ".join(f"{k}={_literal_text(v)}" for k, v in args.items())
     return f"{name}({inner})"
+
+
+def _literal_text(value: Any) -> str:
+    if not isinstance(value, str):
+        return repr(value)
+    escaped = (value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+               .replace("\r", "\\r"))
+    return f'"{escaped}"'

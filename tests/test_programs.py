@@ -142,7 +142,24 @@ def test_fast_path_and_ast_path_agree_on_canonical_lines():
                "remove_lines(start_line=1, end_line=2)"]
     for source in sources:
         fast, slow = ParsedProgram("chunk"), ParsedProgram("chunk")
-        assert _parse_fast(fast, source)
+        assert _parse_fast(fast, source) == len(source)
         _parse_into(slow, source)
         assert fast.calls == slow.calls and [e.code for e in fast.errors] == [
             e.code for e in slow.errors], source
+
+
+def test_format_call_round_trips_through_the_parser():
+    from prox_dagster.programs import format_call
+
+    for value in ["plain", 'say "hi"', "back\\slash", "two\nlines", "é’, (x)=y", ""]:
+        text = format_call("normalize", source_str=value, target_str="t")
+        assert text.startswith('normalize(source_str="')
+        [call] = parse_program(text, "chunk").calls
+        assert call.args == {"source_str": value, "target_str": "t"}
+    assert format_call("remove_lines", line_start=1, line_end=2) == \
+        "remove_lines(line_start=1, line_end=2)"
+
+
+def test_positional_after_keyword_is_a_syntax_error_on_every_path():
+    for source in ("remove_lines(line_start=1, 2)", 'normalize(source_str="a", "b")'):
+        assert [e.code for e in parse_program(source, "chunk").errors] == ["syntax"]

@@ -19,8 +19,8 @@ def test_version_is_a_fingerprint_of_the_thresholds():
 def test_unknown_backend_is_a_clear_error():
     import pytest
 
-    with pytest.raises(ValueError, match="unknown refiner backend 'vllm'; available"):
-        build_refiner("vllm")
+    with pytest.raises(ValueError, match="unknown refiner backend .mystery.; available"):
+        build_refiner("mystery")
 
 
 def test_doc_programs_drop_junk_and_keep_articles_on_labelled_samples():

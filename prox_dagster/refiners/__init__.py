@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Level, Refiner
+from .lm import RefinerError
 from .rules import RulesRefiner
 from .signals import RulesConfig
 
@@ -13,8 +14,26 @@ def _rules(**thresholds: Any) -> RulesRefiner:
     return RulesRefiner(RulesConfig(**thresholds))
 
 
-# backend name -> factory taking the backend's options
-BACKENDS = {"rules": _rules}
+def _hf(**options: Any) -> Refiner:
+    from .hf import HFRefiner
+
+    return HFRefiner(**options)
+
+
+def _vllm(**options: Any) -> Refiner:
+    from .vllm_engine import VLLMRefiner
+
+    return VLLMRefiner(**options)
+
+
+def _openai(**options: Any) -> Refiner:
+    from .openai_server import OpenAIRefiner
+
+    return OpenAIRefiner(**options)
+
+
+# backend name -> factory taking the backend's options (LM backends import torch/vLLM lazily)
+BACKENDS = {"rules": _rules, "hf": _hf, "vllm": _vllm, "openai": _openai}
 
 
 def build_refiner(backend: str = "rules", **options: Any) -> Refiner:
@@ -27,4 +46,5 @@ def build_refiner(backend: str = "rules", **options: Any) -> Refiner:
     return factory(**options)
 
 
-__all__ = ["BACKENDS", "Level", "Refiner", "RulesConfig", "RulesRefiner", "build_refiner"]
+__all__ = ["BACKENDS", "Level", "Refiner", "RefinerError", "RulesConfig", "RulesRefiner",
+           "build_refiner"]

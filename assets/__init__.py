@@ -14,13 +14,15 @@ from .sensors import raw_shard_sensor
 from .tokenize import tokenized_shard
 
 
-def build_assets(refiner_version: str, policy_version: str) -> list[dg.AssetsDefinition]:
-    """The seven assets; refiner-dependent ones carry the refiner version as code version."""
+def build_assets(refiner_version: str, policy_version: str,
+                 refiner_op_tags: dict | None = None) -> list[dg.AssetsDefinition]:
+    """The seven assets; refiner-dependent ones carry the refiner version as code version and
+    the refiner's per-step resource requests as op tags."""
     return [
         raw_shard,
-        build_doc_refined_shard(refiner_version),
+        build_doc_refined_shard(refiner_version, refiner_op_tags),
         chunked_shard,
-        build_chunk_refined_shard(refiner_version),
+        build_chunk_refined_shard(refiner_version, refiner_op_tags),
         build_clean_shard(f"{refiner_version}|{policy_version}"),
         tokenized_shard,
         pretraining_set,

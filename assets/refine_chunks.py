@@ -12,7 +12,8 @@ from .common import check_result, progress_logger, refiner_metadata, shard_resul
 from .partitions import shards_partitions_def
 
 
-def build_chunk_refined_shard(code_version: str) -> dg.AssetsDefinition:
+def build_chunk_refined_shard(code_version: str,
+                               op_tags: dict | None = None) -> dg.AssetsDefinition:
     @dg.asset(
         partitions_def=shards_partitions_def,
         deps=["chunked_shard"],
@@ -20,6 +21,7 @@ def build_chunk_refined_shard(code_version: str) -> dg.AssetsDefinition:
         kinds={"polars", "parquet"},
         pool="gpu",
         code_version=code_version,
+        op_tags=op_tags or None,
         check_specs=[dg.AssetCheckSpec(
             "chunk_parse_rate", asset="chunk_refined_shard", blocking=True,
             description="Share of chunk programs that parse is at least min_chunk_parse_rate "

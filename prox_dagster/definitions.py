@@ -9,9 +9,16 @@ variable                   meaning                                     default
 ``PROX_RAW_DIR``           folder the sensor watches for raw shards     ``$PROX_DATA_DIR/raw``
 ``PROX_TOKENIZER``         HF tokenizer folder or hub id                ``sample`` (offline)
 ``PROX_MAX_CHUNK_TOKENS``  chunk budget in tokens                       ``1500``
-``PROX_REFINER_BACKEND``   refiner backend                              ``rules``
+``PROX_REFINER_BACKEND``   refiner backend: rules, hf, vllm, openai     ``rules``
+``PROX_DOC_MODEL``         doc refiner model (hub id or folder)         (none)
+``PROX_CHUNK_MODEL``       chunk refiner model                          the doc model
+``PROX_MODEL_REVISION``    hub revision of the models                   ``main``
+``PROX_REFINER_BASE_URL``  OpenAI-compatible server (openai backend)    (none)
 ``PROX_REFINER_BATCH``     prompts per refiner call                     ``256``
 =========================  ==========================================  ======================
+
+(``resources/refiner.py`` lists the rest: dtype, device, vLLM memory and tensor parallelism,
+server concurrency, timeouts and retries, GPUs per step.)
 
 The refiner is resolved here, at load time, because its version fingerprint is the code version
 of the refiner-dependent assets: reloading the code location with another refiner marks exactly
@@ -40,8 +47,7 @@ def build_definitions(*, data_dir: str | os.PathLike | None = None,
     env = os.environ
     data = Path(data_dir or env.get("PROX_DATA_DIR", "./.prox_data")).resolve()
     raw = Path(raw_dir or env.get("PROX_RAW_DIR", data / "raw")).resolve()
-    refiner = refiner or RefinerResource(backend=env.get("PROX_REFINER_BACKEND", "rules"),
-                                         batch_size=int(env.get("PROX_REFINER_BATCH", "256")))
+    refiner = refiner or RefinerResource.from_env()
     policy = policy or ProgramPolicy()
     resources = {
         "storage": ShardStorage(base=str(data)),
@@ -54,7 +60,7 @@ def build_definitions(*, data_dir: str | os.PathLike | None = None,
         "checks": checks or CheckThresholds(),
     }
     return dg.Definitions(
-        assets=build_assets(refiner.version, policy.version),
+        assets=build_assets(refiner.version, policy.version, refiner.op_tags()),
         jobs=JOBS,
         sensors=SENSORS,
         resources=resources,
@@ -77,8 +83,8 @@ def current_instance() -> dg.DagsterInstance:
 def register_new_shards(definitions: dg.Definitions, instance: dg.DagsterInstance) -> list[str]:
     """Evaluate the raw-shard sensor once and add the partitions it requests."""
     sensor = definitions.resolve_sensor_def("raw_shard_sensor")
-    context = dg.build_sensor_context(instance=instance, resources=definitions.resources)
-    result = sensor(context)
+    with dg.build_sensor_context(instance=instance, resources=definitions.resources) as context:
+        result = sensor(context)
     if not isinstance(result, dg.SensorResult):
         return []
     new = [r.partition_key for r in result.run_requests or []]

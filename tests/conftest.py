@@ -43,3 +43,58 @@ def sample_crawl(tmp_path_factory):
     out = tmp_path_factory.mktemp("sample_crawl")
     write_sample_crawl(out, n_shards=4, docs_per_shard=30)
     return out
+
+
+def _model_tokenizer():
+    """The Llama-2 tokenizer when ../shared has it, else the offline sample tokenizer."""
+    from prox_dagster.tokenization import load_tokenizer
+
+    llama = SHARED / "tokenizers" / "llama2"
+    return load_tokenizer(str(llama) if llama.is_dir() else "sample")
+
+
+def _cached_model(kind: str, build) -> Path:
+    """A model folder under $PROX_CACHE_DIR/models, built once (atomically) per content key."""
+    import hashlib
+    import shutil
+    import tempfile
+
+    from prox_dagster.refiners.training import TINY_SHAPE
+    from prox_dagster.tokenization import cache_dir, tokenizer_fingerprint
+
+    tok = _model_tokenizer()
+    key = hashlib.sha256(f"{kind}|{tokenizer_fingerprint(tok)}|{sorted(TINY_SHAPE.items())}"
+                         .encode()).hexdigest()[:12]
+    target = cache_dir() / "models" / f"{kind}-{key}"
+    if not (target / "config.json").is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{kind}-"))
+        build(tmp, tok)
+        try:
+            tmp.rename(target)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """A randomly initialised few-layer Llama: it writes garbage programs."""
+    from prox_dagster.refiners.training import build_llama
+
+    return _cached_model("tiny-random-v1", lambda out, tok: build_llama(out, tok, seed=0))
+
+
+@pytest.fixture(scope="session")
+def trained_model():
+    """The tiny Llama after 300 CPU steps on the rules refiner's programs for sample pages."""
+    from prox_dagster.refiners import build_refiner
+    from prox_dagster.refiners.training import build_llama, teacher_pairs, train_refiner
+    from prox_dagster.sample import sample_documents
+
+    def build(out, tok):
+        build_llama(out, tok, seed=0)
+        docs = [d.text for d in sample_documents(80, seed=11)]
+        train_refiner(out, teacher_pairs(build_refiner("rules"), docs, tok), steps=300)
+
+    return _cached_model("tiny-trained-v1", build)

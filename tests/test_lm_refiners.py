@@ -59,8 +59,8 @@ def test_vllm_and_hf_agree_under_greedy_decoding(tiny_model):
     assert vllm.generate(PROMPTS, level="chunk") == hf
 
 
-def _materialize(tmp_path, refiner, checks, shard="sample-crawl.00000"):
-    write_sample_crawl(tmp_path, n_shards=1, docs_per_shard=8)
+def _materialize(tmp_path, refiner, checks, shard="sample-crawl.00000", docs=8):
+    write_sample_crawl(tmp_path, n_shards=1, docs_per_shard=docs)
     defs = definitions.build_definitions(data_dir=tmp_path, refiner=refiner, checks=checks,
                                          tokenizer=refiner.doc_model, max_chunk_tokens=200)
     with dg.instance_for_test() as instance:
@@ -72,7 +72,7 @@ def _materialize(tmp_path, refiner, checks, shard="sample-crawl.00000"):
 
 def test_random_model_through_the_graph_is_stopped_by_the_parse_rate_check(tmp_path, tiny_model):
     refiner = RefinerResource(backend="hf", doc_model=str(tiny_model))
-    result, checks, _ = _materialize(tmp_path, refiner, CheckThresholds())
+    result, checks, _ = _materialize(tmp_path, refiner, CheckThresholds(), docs=3)
     assert not result.success and checks == {"unique_ids": True, "schema": True,
                                              "doc_parse_rate": False}
     docs = pl.read_parquet(tmp_path / "doc_refined_shard" / "sample-crawl.00000.parquet")
@@ -106,3 +106,35 @@ def test_resource_from_env_and_gpu_requests(tiny_model):
     node = defs.resolve_asset_graph().get(dg.AssetKey("doc_refined_shard"))
     assert "dagster-k8s/config" in node.assets_def.op.tags
     assert node.code_version == resource.version
+
+
+def test_changing_the_model_marks_exactly_its_shards_stale(tmp_path, tiny_model, trained_model):
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+    from dagster._core.loader import LoadingContextForTest
+
+    write_sample_crawl(tmp_path, n_shards=2, docs_per_shard=2)
+    lenient = CheckThresholds(min_doc_parse_rate=0, min_chunk_parse_rate=0, min_token_retention=0)
+
+    def defs_for(model):
+        return definitions.build_definitions(
+            data_dir=tmp_path, checks=lenient, tokenizer=str(model), max_chunk_tokens=200,
+            refiner=RefinerResource(backend="hf", doc_model=str(model)))
+
+    old, new = defs_for(tiny_model), defs_for(trained_model)
+    with dg.instance_for_test() as instance:
+        definitions.register_new_shards(old, instance)
+        assert definitions.materialize_shard(old, instance, "sample-crawl.00000").success
+        assert definitions.materialize_shard(new, instance, "sample-crawl.00001").success
+        resolver = CachingStaleStatusResolver(instance, new.resolve_asset_graph(),
+                                              LoadingContextForTest(instance))
+        status = {(asset, shard): resolver.get_status(dg.AssetKey(asset), shard)
+                  for asset in ("raw_shard", "doc_refined_shard", "chunk_refined_shard")
+                  for shard in ("sample-crawl.00000", "sample-crawl.00001")}
+    assert status == {
+        ("raw_shard", "sample-crawl.00000"): StaleStatus.FRESH,
+        ("raw_shard", "sample-crawl.00001"): StaleStatus.FRESH,
+        ("doc_refined_shard", "sample-crawl.00000"): StaleStatus.STALE,
+        ("doc_refined_shard", "sample-crawl.00001"): StaleStatus.FRESH,
+        ("chunk_refined_shard", "sample-crawl.00000"): StaleStatus.STALE,
+        ("chunk_refined_shard", "sample-crawl.00001"): StaleStatus.FRESH,
+    }

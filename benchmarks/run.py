@@ -1,4 +1,4 @@
-"""Run every benchmark; print and write the results to benchmarks/results/*.json."""
+"""Run the benchmarks (all, or those named); print and write benchmarks/results/*.json."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_chunking  # noqa: E402
 import bench_programs  # noqa: E402
+import bench_refiners  # noqa: E402
 
 from prox_dagster.shards import write_text_atomic  # noqa: E402
 
@@ -21,13 +22,19 @@ def main() -> int:
     machine = {"python": platform.python_version(), "machine": platform.machine(),
                "processor": platform.processor() or "unknown"}
     ok = True
-    for name, bench in (("chunking", bench_chunking), ("parse_execute", bench_programs)):
-        result = {**bench.run(), "machine": machine}
+    names = sys.argv[1:] or ["chunking", "parse_execute", "refiners_cpu"]
+    benches = {"chunking": bench_chunking, "parse_execute": bench_programs,
+               "refiners_cpu": bench_refiners}
+    for name in names:
+        result = {**benches[name].run(), "machine": machine}
         print(json.dumps(result, indent=2))
         write_text_atomic(json.dumps(result, indent=2) + "\n", RESULTS / f"{name}.json")
         # the targets: identical results to the baseline where it is well defined, and speed
-        ok &= bool(result.get("identical_chunks", result.get("canonical_identical")))
-        ok &= result["speedup"] >= (3.0 if name == "chunking" else 1.0)
+        if name == "refiners_cpu":
+            ok &= result["cases"]["tiny"]["vllm_over_hf"] >= 2.0  # 0.35B: reported, see README
+        else:
+            ok &= bool(result.get("identical_chunks", result.get("canonical_identical")))
+            ok &= result["speedup"] >= (3.0 if name == "chunking" else 1.0)
     return 0 if ok else 1
 
 

@@ -8,6 +8,16 @@ import dagster as dg
 from prox_dagster.quality import CheckOutcome
 from prox_dagster.shards import file_sha256
 
+from .partitions import shards_partitions_def
+
+
+def refiner_asset_settings(code_version: str, op_tags: dict | None) -> dict:
+    """What both refiner assets share: shard partitions, the ``gpu`` pool, the refiner version
+    as code version and the refiner's per-step resource requests."""
+    return {"partitions_def": shards_partitions_def, "group_name": "refine",
+            "kinds": {"polars", "parquet"}, "pool": "gpu", "code_version": code_version,
+            "op_tags": op_tags or None}
+
 
 def shard_result(context: dg.AssetExecutionContext, path: str, started: float, *,
                  rows_in: int, rows_out: int, check_results: Iterable[dg.AssetCheckResult] = (),

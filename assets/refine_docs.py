@@ -8,20 +8,15 @@ from prox_dagster.pipeline import refine_documents
 from prox_dagster.quality import parse_rate
 from resources import CheckThresholds, ProgramPolicy, RefinerResource, ShardStorage
 
-from .common import check_result, progress_logger, refiner_metadata, shard_result
-from .partitions import shards_partitions_def
+from .common import (check_result, progress_logger, refiner_asset_settings, refiner_metadata,
+                     shard_result)
 
 
 def build_doc_refined_shard(code_version: str,
                              op_tags: dict | None = None) -> dg.AssetsDefinition:
     @dg.asset(
-        partitions_def=shards_partitions_def,
         deps=["raw_shard"],
-        group_name="refine",
-        kinds={"polars", "parquet"},
-        pool="gpu",
-        code_version=code_version,
-        op_tags=op_tags or None,
+        **refiner_asset_settings(code_version, op_tags),
         check_specs=[dg.AssetCheckSpec(
             "doc_parse_rate", asset="doc_refined_shard", blocking=True,
             description="Share of doc programs that parse is at least min_doc_parse_rate (GX).")],

@@ -32,7 +32,8 @@ def raw_shard(context: dg.AssetExecutionContext, raw_source: RawSource,
     JSON, no `text`, repeated id) go to `raw_quarantine/{shard}.parquet` with their reason."""
     shard = context.partition_key
     started = time.perf_counter()
-    raw = read_raw_shard(raw_source.locate(shard), shard)
+    source_file = raw_source.locate(shard)
+    raw = read_raw_shard(source_file, shard)
     path = storage.write(raw.documents, "raw_shard", shard)
     quarantine_path = storage.write(raw.quarantine, QUARANTINE, shard)
     reasons = {k.split(":", 1)[1]: v for k, v in raw.stats.items() if k.startswith("quarantined:")}
@@ -47,7 +48,7 @@ def raw_shard(context: dg.AssetExecutionContext, raw_source: RawSource,
             check_result("unique_ids", unique_ids(raw.documents)),
             check_result("schema", CheckOutcome(not problems, "; ".join(problems) or "conforms")),
         ],
-        source_file=str(raw_source.locate(shard)),
+        source_file=str(source_file),
         documents=raw.documents.height,
         quarantined=raw.quarantine.height,
         quarantine_reasons=counts_table(reasons, "reason"),

@@ -2,34 +2,44 @@
 
 import dagster as dg
 
-from .chunk import chunked_shard
+from .audit import lineage_audit
+from .chunk import build_chunked_shard
 from .clean import build_clean_shard
-from .jobs import pretraining_set_job, refine_shard_job
+from .jobs import lineage_audit_job, pretraining_set_job, refine_shard_job
 from .partitions import shards_partitions_def
 from .pretraining import pretraining_set
-from .raw import raw_shard
+from .raw import build_raw_shard
 from .refine_chunks import build_chunk_refined_shard
 from .refine_docs import build_doc_refined_shard
-from .sensors import raw_shard_sensor
-from .tokenize import tokenized_shard
+from .sensors import build_raw_shard_sensor, build_refine_schedule
+from .tokenize import build_tokenized_shard
 
 
 def build_assets(refiner_version: str, policy_version: str,
-                 refiner_op_tags: dict | None = None) -> list[dg.AssetsDefinition]:
-    """The seven assets; refiner-dependent ones carry the refiner version as code version and
-    the refiner's per-step resource requests as op tags."""
+                 refiner_op_tags: dict | None = None,
+                 shards_per_run: int = 16) -> list[dg.AssetsDefinition]:
+    """The seven assets and the lineage audit. Refiner-dependent ones carry the refiner
+    version as code version and the refiner's per-step resource requests as op tags. Backfills
+    run ``shards_per_run`` shards per run, so the refiner model loads once per that many."""
+    n = shards_per_run
     return [
-        raw_shard,
-        build_doc_refined_shard(refiner_version, refiner_op_tags),
-        chunked_shard,
-        build_chunk_refined_shard(refiner_version, refiner_op_tags),
-        build_clean_shard(f"{refiner_version}|{policy_version}"),
-        tokenized_shard,
+        build_raw_shard(n),
+        build_doc_refined_shard(refiner_version, refiner_op_tags, n),
+        build_chunked_shard(n),
+        build_chunk_refined_shard(refiner_version, refiner_op_tags, n),
+        build_clean_shard(f"{refiner_version}|{policy_version}", n),
+        build_tokenized_shard(n),
         pretraining_set,
+        lineage_audit,
     ]
 
 
-JOBS = [refine_shard_job, pretraining_set_job]
-SENSORS = [raw_shard_sensor]
+def build_automation(refiner_version: str, shards_per_run: int = 16) -> dict:
+    """The raw-shard sensor and the refine schedule (both stopped until turned on)."""
+    return {"sensors": [build_raw_shard_sensor(shards_per_run)],
+            "schedules": [build_refine_schedule(refiner_version, shards_per_run)]}
 
-__all__ = ["JOBS", "SENSORS", "build_assets", "shards_partitions_def"]
+
+JOBS = [refine_shard_job, pretraining_set_job, lineage_audit_job]
+
+__all__ = ["JOBS", "build_assets", "build_automation", "shards_partitions_def"]

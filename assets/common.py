@@ -1,49 +1,199 @@
-"""What every shard asset reports: metadata, check results and progress logs."""
+"""How every shard asset runs, reports and caches.
 
+One step materializes one shard, or a batch of them when a backfill groups partitions into runs
+(``BackfillPolicy.multi_run``): the refiner model then loads once per batch. For every shard the
+step either computes it or, when the stored output was written from the same input files and
+settings, skips it as ``cached``. Metadata and check results are recorded per shard. A shard that
+raises does not cost the others their work: they are written and recorded before the step fails
+naming it.
+"""
+
+import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import dagster as dg
+import polars as pl
 
+from prox_dagster.lineage import input_fingerprint
 from prox_dagster.quality import CheckOutcome
-from prox_dagster.shards import file_sha256
+from prox_dagster.shards import ShardError, file_sha256
+from resources import ShardStorage
 
 from .partitions import shards_partitions_def
 
+# Part of every input fingerprint: bump it when a stage's code writes different rows for the
+# same inputs and settings, so stored shards stop counting as cached.
+STAGE_FORMAT_VERSION = "1"
 
-def refiner_asset_settings(code_version: str, op_tags: dict | None) -> dict:
-    """What both refiner assets share: shard partitions, the ``gpu`` pool, the refiner version
-    as code version and the refiner's per-step resource requests."""
-    return {"partitions_def": shards_partitions_def, "group_name": "refine",
-            "kinds": {"polars", "parquet"}, "pool": "gpu", "code_version": code_version,
-            "op_tags": op_tags or None}
+# A run tagged with this recomputes every shard even where a cached output is current.
+RECOMPUTE_TAG = "prox/recompute"
 
 
-def shard_result(context: dg.AssetExecutionContext, path: str, started: float, *,
-                 rows_in: int, rows_out: int, check_results: Iterable[dg.AssetCheckResult] = (),
-                 **extra) -> dg.MaterializeResult:
-    """The materialization of one shard: rows, duration, throughput, path, content hash."""
-    duration = time.perf_counter() - started
-    digest = file_sha256(path)
+def shard_asset_settings(group: str, shards_per_run: int) -> dict:
+    """What every shard asset shares: shard partitions, and backfills batched into runs of
+    ``shards_per_run`` shards (all stages alike, so one run carries a batch through the graph)."""
+    return {"partitions_def": shards_partitions_def, "group_name": group,
+            "kinds": {"polars", "parquet"},
+            "backfill_policy": dg.BackfillPolicy.multi_run(max(1, shards_per_run))}
+
+
+def refiner_asset_settings(code_version: str, op_tags: dict | None,
+                           shards_per_run: int) -> dict:
+    """What both refiner assets add: the ``gpu`` pool, the refiner version as code version and
+    the refiner's per-step resource requests."""
+    return {**shard_asset_settings("refine", shards_per_run), "pool": "gpu",
+            "code_version": code_version, "op_tags": op_tags or None}
+
+
+def shard_checks(asset: str, checks: Mapping[str, str]) -> list[dg.AssetCheckSpec]:
+    """Blocking checks evaluated per shard partition."""
+    return [dg.AssetCheckSpec(name, asset=asset, blocking=True, description=text,
+                              partitions_def=shards_partitions_def)
+            for name, text in checks.items()]
+
+
+@dataclass
+class ShardOutput:
+    """What a stage computed for one shard: a ``frame`` for the store to write, or ``files`` the
+    stage wrote itself. ``extra`` values must be JSON; a dict is shown as a count table, a key
+    ending in ``_path`` as a path."""
+
+    frame: pl.DataFrame | None
+    rows_in: int
+    rows_out: int | None = None
+    files: list[Path] = field(default_factory=list)
+    checks: dict[str, CheckOutcome] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ShardsFailed(Exception):
+    """Some shards of a batch raised; the others were written and recorded."""
+
+
+def run_shards(context: dg.AssetExecutionContext, storage: ShardStorage, *,
+               settings: str, inputs: Callable[[str], list[Path]],
+               work: Callable[[str], ShardOutput]) -> Iterator:
+    """Materialize every shard of the step (see the module docstring).
+
+    ``settings`` is everything besides the input files that shapes the rows and check results
+    (refiner version, tokenizer, thresholds); ``inputs(shard)`` lists the input files.
+    """
+    asset = context.asset_key.path[-1]
+    keys = context.partition_keys
+    recompute = context.run.tags.get(RECOMPUTE_TAG, "").lower() in ("1", "true", "yes")
+    done: dict[str, dict] = {}
+    failed: dict[str, str] = {}
+    for position, shard in enumerate(keys, 1):
+        try:
+            done[shard] = _one_shard(context, storage, asset, shard, settings, inputs, work,
+                                     recompute)
+        except Exception as exc:
+            if len(keys) == 1:
+                raise
+            failed[shard] = f"{type(exc).__name__}: {exc}"
+            context.log.error(f"shard {shard}: {failed[shard]}")
+        if len(keys) > 1:
+            context.log.info(f"{asset}: {position}/{len(keys)} shards "
+                             f"({len(failed)} failed)")
+
+    if failed:
+        for shard, summary in done.items():
+            yield dg.AssetMaterialization(asset_key=context.asset_key, partition=shard,
+                                          metadata=summary["metadata"])
+        yield from _check_evaluations(context, done)
+        raise ShardsFailed(f"{asset}: {len(failed)} of {len(keys)} shards failed "
+                           f"(the other {len(done)} are written and recorded): "
+                           + "; ".join(f"{s}: {why}" for s, why in failed.items()))
+    for shard, summary in done.items():
+        context.add_asset_metadata(summary["metadata"], partition_key=shard)
+    yield dg.MaterializeResult()
+    yield from _check_evaluations(context, done)
+    for output_name in context.assets_def.check_specs_by_output_name:
+        yield dg.Output(None, output_name=output_name)
+
+
+def _one_shard(context, storage, asset, shard, settings, inputs, work, recompute) -> dict:
+    started = time.perf_counter()
+    store = storage.store
+    files = inputs(shard)
+    for file in files:
+        if not Path(file).is_file():
+            raise ShardError(f"shard {shard!r}: {asset} reads {str(file)!r}, which does not "
+                             "exist; materialize the upstream asset for this shard first")
+    fingerprint = input_fingerprint(asset, f"{STAGE_FORMAT_VERSION}|{settings}",
+                                    {Path(f).parent.name: file_sha256(f) for f in files})
+    stored = store.provenance(asset, shard)
+    cached = not recompute and stored is not None and stored.get("fingerprint") == fingerprint
+    if cached:
+        summary = stored
+        context.log.info(f"shard {shard}: {asset} is current (inputs and settings unchanged), "
+                         "cached")
+    else:
+        output = work(shard)
+        files = [store.path(asset, shard)] if output.frame is not None else output.files
+        summary = {
+            "fingerprint": fingerprint, "settings": settings,
+            "rows_in": output.rows_in,
+            "rows_out": output.frame.height if output.frame is not None else output.rows_out,
+            "duration_s": round(time.perf_counter() - started, 3),
+            "files": [Path(f).name for f in files],
+            # through JSON so fresh and cached shards report exactly the same values
+            "checks": json.loads(json.dumps({n: asdict(o) for n, o in output.checks.items()},
+                                            default=str)),
+            "extra": json.loads(json.dumps(output.extra, default=str)),
+        }
+        if output.frame is not None:
+            store.write(output.frame, asset, shard, provenance=summary)
+        else:
+            store.write_provenance(asset, shard, summary)
+        context.log.info(f"shard {shard}: {summary['rows_in']} rows in, "
+                         f"{summary['rows_out']} out, {summary['duration_s']:.2f}s -> "
+                         f"{store.base / asset} ({len(files)} files)")
+    files = [store.base / asset / name for name in summary["files"]]
+    duration = summary["duration_s"]
     metadata = {
-        "shard": context.partition_key,
-        "rows_in": rows_in,
-        "rows_out": rows_out,
-        "duration_s": round(duration, 3),
-        "rows_per_s": round(rows_in / duration, 1) if duration > 0 else 0.0,
-        "path": dg.MetadataValue.path(path),
-        "sha256": digest,
-        **extra,
+        "shard": shard,
+        "cached": cached,
+        "rows_in": summary["rows_in"],
+        "rows_out": summary["rows_out"],
+        "duration_s": duration,
+        "rows_per_s": round(summary["rows_in"] / duration, 1) if duration > 0 else 0.0,
+        **_file_metadata(files),
+        "input_fingerprint": fingerprint,
+        **{key: _metadata_value(key, value) for key, value in summary["extra"].items()},
     }
-    context.log.info(f"shard {context.partition_key}: {rows_in} rows in, {rows_out} out, "
-                     f"{duration:.2f}s -> {path}")
-    return dg.MaterializeResult(metadata=metadata, check_results=list(check_results),
-                                data_version=dg.DataVersion(digest[:16]))
+    return {"metadata": metadata, "checks": summary["checks"]}
 
 
-def check_result(name: str, outcome: CheckOutcome) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(check_name=name, passed=outcome.passed,
-                               description=outcome.description, metadata=outcome.metadata)
+def _file_metadata(files: list[Path]) -> dict:
+    if len(files) == 1:
+        return {"path": dg.MetadataValue.path(str(files[0])), "sha256": file_sha256(files[0])}
+    rows = "\n".join(f"| {f.name} | {f.stat().st_size} | {file_sha256(f)} |" for f in files)
+    return {"files": len(files),
+            "file_table": dg.MetadataValue.md(
+                "| file | bytes | sha256 |\n|---|---|---|\n" + rows if rows else "(none)")}
+
+
+def _metadata_value(key: str, value: Any):
+    if isinstance(value, dict):
+        return counts_table(value, key)
+    if key.endswith("_path") and isinstance(value, str):
+        return dg.MetadataValue.path(value)
+    return value
+
+
+def _check_evaluations(context: dg.AssetExecutionContext,
+                       done: dict[str, dict]) -> Iterator[dg.AssetCheckEvaluation]:
+    for shard, summary in done.items():
+        for name, outcome in summary["checks"].items():
+            yield dg.AssetCheckEvaluation(
+                asset_key=context.asset_key, check_name=name, passed=outcome["passed"],
+                description=outcome["description"], metadata=outcome["metadata"],
+                blocking=True, partition=shard)
 
 
 def counts_table(counts: Mapping[str, int], key: str = "value") -> dg.MetadataValue:

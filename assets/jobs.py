@@ -17,3 +17,7 @@ refine_shard_job = dg.define_asset_job(
 pretraining_set_job = dg.define_asset_job(
     "pretraining_set_job", selection=dg.AssetSelection.assets("pretraining_set"),
     description="Rebuild the pre-training manifest from all tokenized shards.")
+
+lineage_audit_job = dg.define_asset_job(
+    "lineage_audit_job", selection=dg.AssetSelection.assets("lineage_audit"),
+    description="Which refiner produced every shard, with check results and staleness.")

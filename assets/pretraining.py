@@ -1,12 +1,11 @@
-"""The pre-training set: a manifest of every tokenized shard."""
+"""The pre-training set: a manifest of every tokenized shard's files."""
 
-import json
 import time
 
 import dagster as dg
-import polars as pl
 
-from prox_dagster.shards import file_sha256, write_text_atomic
+from prox_dagster.pretraining import build_manifest
+from prox_dagster.shards import write_text_atomic
 from resources import ShardStorage, TokenizerResource
 
 from .partitions import shards_partitions_def
@@ -19,45 +18,30 @@ from .partitions import shards_partitions_def
 )
 def pretraining_set(context: dg.AssetExecutionContext, storage: ShardStorage,
                     tokenizer: TokenizerResource) -> dg.MaterializeResult:
-    """The dataset a training job reads: `manifest.json` listing every tokenized shard with its
-    file, size, sha256, documents, tokens and the refiner versions that produced its text."""
+    """The dataset a training job reads: `manifest.json` listing every token file of every
+    shard with its size, sha256, documents, tokens, dtype, format, tokenizer and the refiner
+    versions that produced its text. Files unchanged since the last manifest (same size and
+    modification time) keep their hash; only changed files are hashed again."""
     started = time.perf_counter()
     store = storage.store
-    shards = context.instance.get_dynamic_partitions(shards_partitions_def.name)
-    entries, missing = [], []
-    for shard in sorted(shards):
-        path = store.path("tokenized_shard", shard)
-        if not path.is_file():
-            missing.append(shard)
-            continue
-        counts = pl.read_parquet(path, columns=["n_tokens"])["n_tokens"]
-        clean = store.read("clean_shard", shard)
-        entries.append({
-            "shard": shard, "file": str(path), "bytes": path.stat().st_size,
-            "sha256": file_sha256(path), "documents": len(counts),
-            "tokens": int(counts.sum()) if len(counts) else 0,
-            "refiner_versions": sorted(set(clean["refiner_version"])),
-        })
-    manifest = {
-        "tokenizer": tokenizer.name_or_path, "tokenizer_hash": tokenizer.fingerprint(),
-        "total_tokens": sum(e["tokens"] for e in entries),
-        "total_documents": sum(e["documents"] for e in entries),
-        "shards": entries, "missing_shards": missing,
-    }
-    path = write_text_atomic(json.dumps(manifest, indent=2),
-                             store.base / "pretraining_set" / "manifest.json")
-    if missing:
-        context.log.warning(f"{len(missing)} shards have no tokenized output yet: {missing[:10]}")
-    table = "\n".join(f"| {e['shard']} | {e['documents']} | {e['tokens']} | "
-                      f"{e['sha256'][:12]} | {', '.join(e['refiner_versions'])} |"
-                      for e in entries)
+    shards = sorted(context.instance.get_dynamic_partitions(shards_partitions_def.name))
+    manifest_path = store.base / "pretraining_set" / "manifest.json"
+    manifest, stats = build_manifest(store, shards, manifest_path,
+                                     tokenizer.name_or_path, tokenizer.fingerprint())
+    write_text_atomic(manifest.to_json(), manifest_path)
+    if manifest.missing_shards:
+        context.log.warning(f"{len(manifest.missing_shards)} shards have no tokenized output "
+                            f"yet: {manifest.missing_shards[:10]}")
     return dg.MaterializeResult(metadata={
-        "shards": len(entries),
-        "missing_shards": len(missing),
-        "total_tokens": manifest["total_tokens"],
-        "total_documents": manifest["total_documents"],
-        "manifest": dg.MetadataValue.path(str(path)),
-        "shard_table": dg.MetadataValue.md(
-            "| shard | documents | tokens | sha256 | refiner |\n|---|---|---|---|---|\n" + table),
+        "shards": len(manifest.shards),
+        "missing_shards": len(manifest.missing_shards),
+        "files": stats["files"],
+        "files_rehashed": stats["rehashed"],
+        "total_tokens": manifest.total_tokens,
+        "total_documents": manifest.total_documents,
+        "formats": ", ".join(manifest.formats) or "none",
+        "manifest": dg.MetadataValue.path(str(manifest_path)),
+        "shard_table": dg.MetadataValue.md(manifest.shard_table()),
+        "document_lengths": dg.MetadataValue.md(manifest.histogram_table()),
         "duration_s": round(time.perf_counter() - started, 3),
     })

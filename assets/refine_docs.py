@@ -1,47 +1,49 @@
 """Stage 2: a doc-level program (keep_doc / drop_doc) for every document."""
 
-import time
-
 import dagster as dg
 
 from prox_dagster.pipeline import refine_documents
 from prox_dagster.quality import parse_rate
 from resources import CheckThresholds, ProgramPolicy, RefinerResource, ShardStorage
 
-from .common import (check_result, progress_logger, refiner_asset_settings, refiner_metadata,
-                     shard_result)
+from .common import (ShardOutput, progress_logger, refiner_asset_settings, refiner_metadata,
+                     run_shards, shard_checks)
 
 
-def build_doc_refined_shard(code_version: str,
-                             op_tags: dict | None = None) -> dg.AssetsDefinition:
+CHECKS = {"doc_parse_rate": "Share of doc programs that parse is at least "
+                            "min_doc_parse_rate (GX)."}
+
+
+def build_doc_refined_shard(code_version: str, op_tags: dict | None = None,
+                            shards_per_run: int = 1) -> dg.AssetsDefinition:
     @dg.asset(
         deps=["raw_shard"],
-        **refiner_asset_settings(code_version, op_tags),
-        check_specs=[dg.AssetCheckSpec(
-            "doc_parse_rate", asset="doc_refined_shard", blocking=True,
-            description="Share of doc programs that parse is at least min_doc_parse_rate (GX).")],
+        **refiner_asset_settings(code_version, op_tags, shards_per_run),
+        check_specs=shard_checks("doc_refined_shard", CHECKS),
     )
     def doc_refined_shard(context: dg.AssetExecutionContext, storage: ShardStorage,
                           refiner: RefinerResource, policy: ProgramPolicy,
-                          checks: CheckThresholds) -> dg.MaterializeResult:
+                          checks: CheckThresholds):
         """One row per raw document, with the refiner's `doc_program`, `doc_parse_ok` and the
         decision `doc_keep`. Dropped documents stay, flagged, for audits."""
-        shard = context.partition_key
-        started = time.perf_counter()
-        raw = storage.read("raw_shard", shard)
         engine = refiner.get()
-        refined = refine_documents(raw, engine, batch_size=refiner.batch_size,
-                                   policy=policy.policy(),
-                                   progress=progress_logger(context, "doc programs"))
-        path = storage.write(refined, "doc_refined_shard", shard)
-        outcome = parse_rate(refined, "doc_parse_ok", checks.thresholds().min_doc_parse_rate)
-        kept = int(refined["doc_keep"].sum())
-        return shard_result(
-            context, path, started, rows_in=raw.height, rows_out=refined.height,
-            check_results=[check_result("doc_parse_rate", outcome)],
-            docs_kept=kept, docs_dropped=refined.height - kept,
-            parse_rate=float(refined["doc_parse_ok"].mean() or 0.0),
-            **refiner_metadata(engine, code_version, context),
-        )
+        minimum = checks.thresholds().min_doc_parse_rate
+
+        def work(shard: str) -> ShardOutput:
+            raw = storage.read("raw_shard", shard)
+            refined = refine_documents(raw, engine, batch_size=refiner.batch_size,
+                                       policy=policy.policy(),
+                                       progress=progress_logger(context, f"{shard} doc programs"))
+            kept = int(refined["doc_keep"].sum())
+            return ShardOutput(
+                refined, rows_in=raw.height,
+                checks={"doc_parse_rate": parse_rate(refined, "doc_parse_ok", minimum)},
+                extra={"docs_kept": kept, "docs_dropped": refined.height - kept,
+                       "parse_rate": float(refined["doc_parse_ok"].mean() or 0.0),
+                       **refiner_metadata(engine, code_version, context)})
+
+        yield from run_shards(
+            context, storage, settings=f"{engine.version}|{policy.version}|min={minimum}",
+            inputs=lambda shard: [storage.store.path("raw_shard", shard)], work=work)
 
     return doc_refined_shard

@@ -1,38 +1,45 @@
-"""Stage 6: token ids of every kept document, ready for pre-training."""
-
-import time
+"""Stage 6: token files of every kept document, in the format a training stack reads."""
 
 import dagster as dg
 
-from prox_dagster.pipeline import tokenize_shard
+from prox_dagster.token_files import write_token_files
 from resources import ShardStorage, TokenizerResource
 
-from .common import shard_result
-from .partitions import shards_partitions_def
+from .common import ShardOutput, progress_logger, run_shards, shard_asset_settings
 
 
-@dg.asset(
-    partitions_def=shards_partitions_def,
-    deps=["clean_shard"],
-    group_name="pretraining",
-    kinds={"polars", "parquet"},
-)
-def tokenized_shard(context: dg.AssetExecutionContext, storage: ShardStorage,
-                    tokenizer: TokenizerResource) -> dg.MaterializeResult:
-    """One row per kept document: `id`, `input_ids` (no leading BOS, EOS appended) and
-    `n_tokens`."""
-    shard = context.partition_key
-    started = time.perf_counter()
-    clean = storage.read("clean_shard", shard)
-    tok = tokenizer.get()
-    tokens = tokenize_shard(clean, tok)
-    path = storage.write(tokens, "tokenized_shard", shard)
-    return shard_result(
-        context, path, started, rows_in=clean.height, rows_out=tokens.height,
-        documents=tokens.height,
-        tokens=int(tokens["n_tokens"].sum()) if tokens.height else 0,
-        tokenizer=tokenizer.name_or_path,
-        tokenizer_hash=tokenizer.fingerprint(),
-        vocab_size=len(tok),
-        refiner_version=", ".join(sorted(set(clean["refiner_version"]))) or "none",
-    )
+def build_tokenized_shard(shards_per_run: int) -> dg.AssetsDefinition:
+    @dg.asset(deps=["clean_shard"], **shard_asset_settings("pretraining", shards_per_run))
+    def tokenized_shard(context: dg.AssetExecutionContext, storage: ShardStorage,
+                        tokenizer: TokenizerResource):
+        """Token ids of every kept document (no leading BOS, EOS appended) as Parquet,
+        Megatron `.bin`/`.idx` or litgpt `LITPKDS` chunks (the tokenizer resource's
+        `output_format`); documents that tokenize to nothing are skipped and counted."""
+        tok = tokenizer.get()
+        settings = tokenizer.file_settings()
+
+        def work(shard: str) -> ShardOutput:
+            clean_path = storage.store.path("clean_shard", shard)
+            report = progress_logger(context, f"{shard} documents tokenized")
+            provenance = storage.store.provenance("clean_shard", shard) or {}
+            kept = (provenance.get("extra") or {}).get("docs_kept", 0)
+            written = write_token_files(
+                clean_path, storage.store.base / "tokenized_shard", shard, tok,
+                batch_size=tokenizer.batch_size,
+                progress=lambda done: report(done, kept), **settings)
+            return ShardOutput(None, rows_in=provenance.get("rows_out", written.documents),
+                               rows_out=written.documents, files=written.files, extra={
+                "documents": written.documents, "tokens": written.tokens,
+                "skipped_empty": written.skipped_empty, "docs_split": written.docs_split,
+                "format": settings["fmt"], "dtype": written.dtype,
+                "length_histogram": written.histogram,
+                "tokenizer": tokenizer.name_or_path,
+                "tokenizer_hash": tokenizer.fingerprint(), "vocab_size": len(tok),
+                "refiner_version": (provenance.get("extra") or {}).get("refiner_version",
+                                                                       "unknown")})
+
+        yield from run_shards(
+            context, storage, settings=f"{tokenizer.fingerprint()}|{sorted(settings.items())}",
+            inputs=lambda shard: [storage.store.path("clean_shard", shard)], work=work)
+
+    return tokenized_shard

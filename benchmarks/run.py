@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_chunking  # noqa: E402
 import bench_programs  # noqa: E402
 import bench_refiners  # noqa: E402
+import bench_tokenize  # noqa: E402
 
 from prox_dagster.shards import write_text_atomic  # noqa: E402
 
@@ -22,9 +23,9 @@ def main() -> int:
     machine = {"python": platform.python_version(), "machine": platform.machine(),
                "processor": platform.processor() or "unknown"}
     ok = True
-    names = sys.argv[1:] or ["chunking", "parse_execute", "refiners_cpu"]
+    names = sys.argv[1:] or ["chunking", "parse_execute", "refiners_cpu", "tokenize"]
     benches = {"chunking": bench_chunking, "parse_execute": bench_programs,
-               "refiners_cpu": bench_refiners}
+               "refiners_cpu": bench_refiners, "tokenize": bench_tokenize}
     for name in names:
         result = {**benches[name].run(), "machine": machine}
         print(json.dumps(result, indent=2))
@@ -32,6 +33,9 @@ def main() -> int:
         # the targets: identical results to the baseline where it is well defined, and speed
         if name == "refiners_cpu":
             ok &= result["cases"]["tiny"]["vllm_over_hf"] >= 2.0  # 0.35B: reported, see README
+        elif name == "tokenize":
+            ok &= result["ours_over_ceiling"] >= 0.9 and result["ours_over_baseline"] >= 3.0
+            ok &= result["memory_1gb_shard"]["peak_rss_mib"] < 2048
         else:
             ok &= bool(result.get("identical_chunks", result.get("canonical_identical")))
             ok &= result["speedup"] >= (3.0 if name == "chunking" else 1.0)

@@ -4,11 +4,14 @@
 registers one partition per shard through the raw-shard sensor, materializes every asset of every
 shard in a real Dagster instance (``$DAGSTER_HOME``, default ``./.dagster_home``), builds the
 pre-training manifest and prints a summary. ``prox-dagster sample`` only writes the sample crawl.
+``prox-dagster audit`` reports, from the instance, which refiner produced every shard.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import os
 import shutil
 import sys
@@ -88,6 +91,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    home = Path(args.dagster_home).resolve()
+    if not home.is_dir():
+        console.print(f"[red]no Dagster instance at {home}; run `prox-dagster demo` or point "
+                      "--dagster-home (or DAGSTER_HOME) at yours")
+        return 2
+    os.environ["DAGSTER_HOME"] = str(home)
+
+    from . import definitions
+
+    defs = definitions.build_definitions()
+    rows = definitions.lineage_report(defs, definitions.current_instance(),
+                                      refiner_version=args.refiner_version, model=args.model,
+                                      status=args.status)
+    columns = list(rows[0]) if rows else ["shard", "status"]
+    if args.format == "json":
+        print(json.dumps(rows, indent=1))
+    elif args.format == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        table = Table(title=f"lineage audit: {len(rows)} shards "
+                            f"(current refiner {defs.resources['refiner'].version})")
+        shown = [c for c in columns if not c.endswith("_run_id")]
+        for name in shown:
+            table.add_column(name.replace("_", " "))
+        for row in rows:
+            table.add_row(*("-" if row[c] is None else str(row[c]) for c in shown))
+        console.print(table)
+    return 0
+
+
 def _summary_row(instance, definitions, shard: str, passed: int, total: int) -> list[str]:
     raw = definitions.latest_metadata(instance, "raw_shard", shard)
     docs = definitions.latest_metadata(instance, "doc_refined_shard", shard)
@@ -125,12 +162,19 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--dagster-home", default=os.environ.get("DAGSTER_HOME", ".dagster_home"))
     sample = sub.add_parser("sample", help="write the sample crawl")
     sample.add_argument("--out", default=".prox_data")
+    audit = sub.add_parser("audit", help="which refiner produced every shard, from the Dagster "
+                                         "instance; filter by refiner version, model, status")
+    audit.add_argument("--dagster-home", default=os.environ.get("DAGSTER_HOME", ".dagster_home"))
+    audit.add_argument("--refiner-version", help="only shards this refiner version refined")
+    audit.add_argument("--model", help="only shards this model (id or path) refined")
+    audit.add_argument("--status", choices=["current", "stale", "unrefined"])
+    audit.add_argument("--format", choices=["table", "json", "csv"], default="table")
     for p in (demo, sample):
         p.add_argument("--shards", type=int, default=4)
         p.add_argument("--docs", type=int, default=30, help="documents per shard")
         p.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    return {"demo": cmd_demo, "sample": cmd_sample}[args.command](args)
+    return {"demo": cmd_demo, "sample": cmd_sample, "audit": cmd_audit}[args.command](args)
 
 
 if __name__ == "__main__":

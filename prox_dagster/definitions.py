@@ -15,6 +15,9 @@ variable                   meaning                                     default
 ``PROX_MODEL_REVISION``    hub revision of the models                   ``main``
 ``PROX_REFINER_BASE_URL``  OpenAI-compatible server (openai backend)    (none)
 ``PROX_REFINER_BATCH``     prompts per refiner call                     ``256``
+``PROX_SHARDS_PER_RUN``    shards per run in backfills (model loads)    ``16``
+``PROX_TOKEN_FORMAT``      token files: parquet, megatron, litgpt       ``parquet``
+``PROX_REFINE_CRON``       when the schedule refines new/stale shards   ``0 * * * *``
 =========================  ==========================================  ======================
 
 (``resources/refiner.py`` lists the rest: dtype, device, vLLM memory and tensor parallelism,
@@ -32,7 +35,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets import JOBS, SENSORS, build_assets
+from assets import JOBS, build_assets, build_automation
 from resources import (CheckThresholds, ProgramPolicy, RawSource, RefinerResource, ShardStorage,
                        TokenizerResource)
 
@@ -43,7 +46,8 @@ def build_definitions(*, data_dir: str | os.PathLike | None = None,
                       max_chunk_tokens: int | None = None,
                       refiner: RefinerResource | None = None,
                       policy: ProgramPolicy | None = None,
-                      checks: CheckThresholds | None = None) -> dg.Definitions:
+                      checks: CheckThresholds | None = None,
+                      shards_per_run: int | None = None) -> dg.Definitions:
     env = os.environ
     data = Path(data_dir or env.get("PROX_DATA_DIR", "./.prox_data")).resolve()
     raw = Path(raw_dir or env.get("PROX_RAW_DIR", data / "raw")).resolve()
@@ -52,18 +56,20 @@ def build_definitions(*, data_dir: str | os.PathLike | None = None,
     resources = {
         "storage": ShardStorage(base=str(data)),
         "raw_source": RawSource(path=str(raw)),
-        "tokenizer": TokenizerResource(
+        # the token-file settings (format, dtype, litgpt chunk size) stay open to run config
+        "tokenizer": TokenizerResource.configure_at_launch(
             name_or_path=tokenizer or env.get("PROX_TOKENIZER", "sample"),
             max_chunk_tokens=max_chunk_tokens or int(env.get("PROX_MAX_CHUNK_TOKENS", "1500"))),
         "refiner": refiner,
         "policy": policy,
         "checks": checks or CheckThresholds(),
     }
+    per_run = shards_per_run or int(env.get("PROX_SHARDS_PER_RUN", "16"))
     return dg.Definitions(
-        assets=build_assets(refiner.version, policy.version, refiner.op_tags()),
+        assets=build_assets(refiner.version, policy.version, refiner.op_tags(), per_run),
         jobs=JOBS,
-        sensors=SENSORS,
         resources=resources,
+        **build_automation(refiner.version, per_run),
     )
 
 
@@ -81,30 +87,55 @@ def current_instance() -> dg.DagsterInstance:
 
 
 def register_new_shards(definitions: dg.Definitions, instance: dg.DagsterInstance) -> list[str]:
-    """Evaluate the raw-shard sensor once and add the partitions it requests."""
+    """Evaluate the raw-shard sensor once and add the partitions it requests (its run requests
+    are left to the caller; without a cursor, the registered partitions alone say what is new)."""
     sensor = definitions.resolve_sensor_def("raw_shard_sensor")
     with dg.build_sensor_context(instance=instance, resources=definitions.resources) as context:
         result = sensor(context)
     if not isinstance(result, dg.SensorResult):
         return []
-    new = [r.partition_key for r in result.run_requests or []]
+    new: list[str] = []
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        new.extend(request.partition_keys)
     return new
 
 
+def run_config(quiet: bool = True, token_files: dict | None = None) -> dict:
+    """Run config: console logs at WARNING when ``quiet``; ``token_files`` sets the tokenizer
+    resource's file settings for this run (e.g. ``{"output_format": "megatron"}``)."""
+    config: dict = dict(QUIET) if quiet else {}
+    if token_files:
+        config["resources"] = {"tokenizer": {"config": token_files}}
+    return config
+
+
 def materialize_shard(definitions: dg.Definitions, instance: dg.DagsterInstance, shard: str,
-                      quiet: bool = True) -> dg.ExecuteInProcessResult:
+                      quiet: bool = True,
+                      token_files: dict | None = None) -> dg.ExecuteInProcessResult:
     """Run every partitioned stage of one shard (``refine_shard_job``)."""
     job = definitions.resolve_job_def("refine_shard_job")
     return job.execute_in_process(partition_key=shard, instance=instance,
-                                  run_config=QUIET if quiet else None, raise_on_error=False)
+                                  run_config=run_config(quiet, token_files),
+                                  raise_on_error=False)
+
+
+def materialize_shards(definitions: dg.Definitions, instance: dg.DagsterInstance, first: str,
+                       last: str, quiet: bool = True, tags: dict | None = None,
+                       token_files: dict | None = None) -> dg.ExecuteInProcessResult:
+    """One run of ``refine_shard_job`` over the partition range ``first``..``last`` (as a
+    backfill batch runs it): one step per stage, the refiner built once."""
+    job = definitions.resolve_job_def("refine_shard_job")
+    return job.execute_in_process(
+        instance=instance, run_config=run_config(quiet, token_files), raise_on_error=False,
+        tags={"dagster/asset_partition_range_start": first,
+              "dagster/asset_partition_range_end": last, **(tags or {})})
 
 
 def materialize_pretraining_set(definitions: dg.Definitions, instance: dg.DagsterInstance,
                                 quiet: bool = True) -> dg.ExecuteInProcessResult:
     job = definitions.resolve_job_def("pretraining_set_job")
-    return job.execute_in_process(instance=instance, run_config=QUIET if quiet else None,
+    return job.execute_in_process(instance=instance, run_config=run_config(quiet),
                                   raise_on_error=False)
 
 
@@ -118,3 +149,14 @@ def latest_metadata(instance: dg.DagsterInstance, asset: str,
         return {}
     metadata = records.records[0].asset_materialization.metadata
     return {k: getattr(v, "value", v) for k, v in metadata.items()}
+
+
+def lineage_report(definitions: dg.Definitions, instance: dg.DagsterInstance, *,
+                   refiner_version: str | None = None, model: str | None = None,
+                   status: str | None = None) -> list[dict]:
+    """The lineage audit (see ``assets/audit.py``): one row per shard, filtered."""
+    from assets.audit import audit_rows, filter_rows
+
+    current = definitions.resources["refiner"].version
+    rows = audit_rows(instance, current)
+    return filter_rows(rows, refiner_version=refiner_version, model=model, status=status)

@@ -26,3 +26,12 @@ def parse_fingerprint(version: str) -> dict[str, str]:
     head, _, digest = version.rpartition("@")
     backend, _, model = head.partition(":")
     return {"backend": backend, "model": model, "hash": digest}
+
+
+def input_fingerprint(asset: str, settings: str, inputs: dict[str, str]) -> str:
+    """What an output shard was computed from: the asset, the settings that shape its rows and
+    checks, and the content hash of every input file. Equal fingerprints mean the stored output
+    is what a recomputation would write."""
+    canonical = json.dumps({"asset": asset, "settings": settings, "inputs": inputs},
+                           sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

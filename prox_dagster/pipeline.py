@@ -18,7 +18,7 @@ from .programs import parse_program
 from .prompts import chunk_prompt, doc_prompt
 from .refiners.base import Refiner
 from .shards import SCHEMAS
-from .tokenization import encode_documents, token_counts
+from .tokenization import token_counts
 
 Progress = Callable[[int, int], None]
 DEFAULT_BATCH = 256
@@ -121,14 +121,3 @@ def execute_shard(doc_refined: pl.DataFrame, chunk_refined: pl.DataFrame, tokeni
                   dtype=pl.Int64),
         pl.Series("tokens_out", token_counts(tokenizer, texts), dtype=pl.Int64),
     )
-
-
-def tokenize_shard(clean: pl.DataFrame, tokenizer) -> pl.DataFrame:
-    """Token ids of every kept document (EOS appended, no BOS), one row per document."""
-    kept = clean.filter(pl.col("status").is_in(["kept", "fallback_raw"]))
-    ids = encode_documents(tokenizer, kept["text"].to_list())
-    return pl.DataFrame({
-        "id": kept["id"],
-        "input_ids": pl.Series("input_ids", ids, dtype=pl.List(pl.UInt32)),
-        "n_tokens": pl.Series("n_tokens", [len(x) for x in ids], dtype=pl.Int64),
-    })

@@ -13,6 +13,7 @@ bytes is still text), counted, and flagged in ``meta`` as ``"utf8_repaired": tru
 
 from __future__ import annotations
 
+import fnmatch
 import gzip
 import hashlib
 import io
@@ -20,7 +21,7 @@ import json
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -223,8 +224,10 @@ def write_atomic(path: str | os.PathLike, write) -> Path:
     return path
 
 
-def write_parquet_atomic(frame: pl.DataFrame, path: str | os.PathLike) -> Path:
-    return write_atomic(path, lambda tmp: frame.write_parquet(tmp, compression="zstd"))
+def write_parquet_atomic(frame: pl.DataFrame, path: str | os.PathLike,
+                         metadata: dict[str, str] | None = None) -> Path:
+    return write_atomic(path, lambda tmp: frame.write_parquet(tmp, compression="zstd",
+                                                              metadata=metadata))
 
 
 def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
@@ -242,14 +245,18 @@ def schema_problems(frame: pl.DataFrame, contract: str) -> list[str]:
     return problems
 
 
-def find_raw_shards(folder: str | os.PathLike) -> dict[str, Path]:
-    """Raw shard files directly in ``folder`` by partition key (sorted; no folder: empty)."""
+def find_raw_shards(folder: str | os.PathLike,
+                    patterns: Sequence[str] | None = None) -> dict[str, Path]:
+    """Raw shard files directly in ``folder`` by partition key (sorted; no folder: empty);
+    with ``patterns``, only names matching one of those globs (e.g. ``crawl-2026-*``)."""
     folder = Path(folder)
     if not folder.is_dir():
         return {}
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         key = shard_key(path)
+        if patterns and not any(fnmatch.fnmatchcase(path.name, p) for p in patterns):
+            continue
         if key is not None and path.is_file() and not path.name.startswith("."):
             if key in found:
                 raise ShardError(f"shard {key!r} exists twice in {str(folder)!r}: "
@@ -264,6 +271,10 @@ def file_sha256(path: str | os.PathLike, block: int = 1 << 20) -> str:
         while chunk := fh.read(block):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+PROVENANCE_KEY = "prox_dagster.provenance"
+PROVENANCE_SUFFIX = ".provenance.json"
 
 
 class ShardStore:
@@ -285,5 +296,34 @@ class ShardStore:
                              f"materialize {asset} for this shard first")
         return pl.read_parquet(path)
 
-    def write(self, frame: pl.DataFrame, asset: str, shard: str) -> Path:
-        return write_parquet_atomic(frame, self.path(asset, shard))
+    def write(self, frame: pl.DataFrame, asset: str, shard: str,
+              provenance: dict | None = None) -> Path:
+        """Write atomically; ``provenance`` (JSON) goes into the Parquet footer, where
+        :meth:`provenance` reads it back without reading the data."""
+        metadata = {PROVENANCE_KEY: json.dumps(provenance)} if provenance is not None else None
+        return write_parquet_atomic(frame, self.path(asset, shard), metadata)
+
+    def write_provenance(self, asset: str, shard: str, provenance: dict) -> Path:
+        """For outputs that are not one Parquet file: a ``{shard}.provenance.json`` beside them,
+        written after them. Files the previous provenance listed and this one does not (another
+        token format, fewer chunks) are removed."""
+        sidecar = self.path(asset, shard, PROVENANCE_SUFFIX)
+        previous = self.provenance(asset, shard) or {}
+        write_text_atomic(json.dumps(provenance, indent=1), sidecar)
+        for name in set(previous.get("files", [])) - set(provenance.get("files", [])):
+            (self.base / asset / name).unlink(missing_ok=True)
+        return sidecar
+
+    def provenance(self, asset: str, shard: str) -> dict | None:
+        """What the shard's writer recorded about it (sidecar, else Parquet footer), or None."""
+        sidecar = self.path(asset, shard, PROVENANCE_SUFFIX)
+        try:
+            if sidecar.is_file():
+                return json.loads(sidecar.read_text(encoding="utf-8"))
+            path = self.path(asset, shard)
+            if not path.is_file():
+                return None
+            value = pl.read_parquet_metadata(path).get(PROVENANCE_KEY)
+            return json.loads(value) if value else None
+        except (OSError, ValueError, pl.exceptions.PolarsError):
+            return None  # unreadable: treat as absent, the shard gets recomputed

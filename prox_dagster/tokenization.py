@@ -1,4 +1,4 @@
-"""Tokenizers: loading any Hugging Face tokenizer, fast batched counting, encoding clean text.
+"""Tokenizers: loading any Hugging Face tokenizer, fast batched counting, fingerprints.
 
 The default tokenizer (``"sample"``) works offline everywhere: a byte-level BPE trained with
 ``tokenizers`` on the embedded sample crawl the first time it is asked for, then cached under
@@ -88,7 +88,7 @@ def train_bpe_tokenizer(texts: Iterable[str], out_dir: str | os.PathLike,
     return out
 
 
-def _backend(tokenizer):
+def rust_tokenizer(tokenizer):
     """The Rust ``tokenizers.Tokenizer`` behind a HF tokenizer (or the object itself)."""
     return getattr(tokenizer, "backend_tokenizer", tokenizer)
 
@@ -96,28 +96,13 @@ def _backend(tokenizer):
 def token_counts(tokenizer, texts: Sequence[str], *, add_special_tokens: bool = False,
                  batch_size: int = DEFAULT_BATCH) -> list[int]:
     """Token counts of ``texts``, tokenized in batches by the Rust backend."""
-    backend = _backend(tokenizer)
+    backend = rust_tokenizer(tokenizer)
     encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
     counts: list[int] = []
     for i in range(0, len(texts), batch_size):
         batch = list(texts[i:i + batch_size])
         counts.extend(len(e.ids) for e in encode(batch, add_special_tokens=add_special_tokens))
     return counts
-
-
-def encode_documents(tokenizer, texts: Sequence[str], *,
-                     batch_size: int = DEFAULT_BATCH) -> list[list[int]]:
-    """Token ids per document for pre-training: no leading BOS, EOS appended (ProX convention)."""
-    backend = _backend(tokenizer)
-    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
-    eos = tokenizer.eos_token_id
-    if eos is None:
-        raise ValueError(f"tokenizer {tokenizer_name(tokenizer)!r} has no EOS token")
-    out: list[list[int]] = []
-    for i in range(0, len(texts), batch_size):
-        for enc in encode(list(texts[i:i + batch_size]), add_special_tokens=False):
-            out.append(enc.ids + [eos])
-    return out
 
 
 def tokenizer_name(tokenizer) -> str:
@@ -131,7 +116,7 @@ def _fingerprint_of(serialized: str) -> str:
 
 def tokenizer_fingerprint(tokenizer) -> str:
     """A short hash of the tokenizer's full definition (vocabulary, merges, normalizer...)."""
-    backend = _backend(tokenizer)
+    backend = rust_tokenizer(tokenizer)
     serialized = backend.to_str() if hasattr(backend, "to_str") else json.dumps(
         tokenizer.get_vocab(), sort_keys=True)
     return _fingerprint_of(serialized)

@@ -1,19 +1,47 @@
-"""The tokenizer that counts, chunks and tokenizes clean text."""
+"""The tokenizer that counts, chunks and tokenizes clean text, and the token files it writes."""
+
+import os
 
 import dagster as dg
 
 from prox_dagster.chunking import DEFAULT_MAX_TOKENS
+from prox_dagster.token_files import FORMATS, PROX_CHUNK_SIZE, TokenFileError, token_dtype
 from prox_dagster.tokenization import SAMPLE_TOKENIZER, load_tokenizer, tokenizer_fingerprint
 
 
 class TokenizerResource(dg.ConfigurableResource):
-    """Any Hugging Face tokenizer (local folder or hub id); ``sample`` is the offline default."""
+    """Any Hugging Face tokenizer (local folder or hub id); ``sample`` is the offline default.
+
+    ``output_format`` picks the token files of ``tokenized_shard`` (empty: ``PROX_TOKEN_FORMAT``,
+    else ``parquet``): ``parquet``, ``megatron`` (``.bin``/``.idx``) or ``litgpt`` (``LITPKDS`` chunks of ``litgpt_chunk_size`` tokens padded
+    with ``sep_token``, BOS when negative). ``token_dtype`` ``auto`` takes the smallest that
+    holds the vocabulary.
+    """
 
     name_or_path: str = SAMPLE_TOKENIZER
     max_chunk_tokens: int = DEFAULT_MAX_TOKENS
+    output_format: str = ""
+    token_dtype: str = "auto"
+    litgpt_chunk_size: int = PROX_CHUNK_SIZE
+    sep_token: int = -1
+    batch_size: int = 1024
 
     def get(self):
         return load_tokenizer(self.name_or_path)
 
     def fingerprint(self) -> str:
         return tokenizer_fingerprint(self.get())
+
+    def file_settings(self) -> dict:
+        """The token-file settings, validated: a bad format or a dtype the vocabulary does not
+        fit is an error before any shard is read."""
+        fmt = self.output_format or os.environ.get("PROX_TOKEN_FORMAT", "parquet")
+        if fmt not in FORMATS:
+            raise TokenFileError(f"token output format {fmt!r} (TokenizerResource.output_format "
+                                 f"or PROX_TOKEN_FORMAT) is not one of {FORMATS}")
+        dtype = token_dtype(len(self.get()), self.token_dtype)
+        settings = {"fmt": fmt, "dtype": dtype.name}
+        if fmt == "litgpt":
+            settings.update(chunk_size=self.litgpt_chunk_size,
+                            sep_token=None if self.sep_token < 0 else self.sep_token)
+        return settings

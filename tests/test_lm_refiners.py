@@ -59,15 +59,17 @@ def test_vllm_and_hf_agree_under_greedy_decoding(tiny_model):
     assert vllm.generate(PROMPTS, level="chunk") == hf
 
 
-def _materialize(tmp_path, refiner, checks, shard="sample-crawl.00000", docs=8):
-    write_sample_crawl(tmp_path, n_shards=1, docs_per_shard=docs)
+def _materialize(tmp_path, refiner, checks, shards=1, docs=8):
+    """All shards in one run, as a backfill batch runs them."""
+    write_sample_crawl(tmp_path, n_shards=shards, docs_per_shard=docs)
     defs = definitions.build_definitions(data_dir=tmp_path, refiner=refiner, checks=checks,
                                          tokenizer=refiner.doc_model, max_chunk_tokens=200)
     with dg.instance_for_test() as instance:
-        definitions.register_new_shards(defs, instance)
-        result = definitions.materialize_shard(defs, instance, shard)
+        keys = definitions.register_new_shards(defs, instance)
+        result = definitions.materialize_shards(defs, instance, keys[0], keys[-1])
         checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-        return result, checks, definitions.latest_metadata(instance, "chunk_refined_shard", shard)
+        return result, checks, definitions.latest_metadata(instance, "chunk_refined_shard",
+                                                           keys[0])
 
 
 def test_random_model_through_the_graph_is_stopped_by_the_parse_rate_check(tmp_path, tiny_model):
@@ -84,8 +86,17 @@ def test_trained_model_writes_parseable_programs_through_the_graph(tmp_path, tra
     refiner = RefinerResource(backend="hf", doc_model=str(trained_model))
     result, checks, meta = _materialize(
         tmp_path, refiner, CheckThresholds(min_doc_parse_rate=0.5, min_chunk_parse_rate=0.5,
-                                           min_token_retention=0.0))
+                                           min_token_retention=0.0), shards=2, docs=8)
     assert result.success, checks
+    # both shards went through one doc step and one chunk step: the model loaded once
+    refine_steps = [e.step_key for e in result.all_events if e.event_type_value == "STEP_START"
+                    and e.step_key.endswith("refined_shard")]
+    assert refine_steps == ["doc_refined_shard", "chunk_refined_shard"]
+    assert {(e.asset_key.to_user_string(), e.partition)
+            for e in result.get_asset_materialization_events()
+            if e.asset_key.to_user_string() == "chunk_refined_shard"} == {
+        ("chunk_refined_shard", "sample-crawl.00000"),
+        ("chunk_refined_shard", "sample-crawl.00001")}
     assert meta["parse_rate"] >= 0.5 and meta["refiner_version"] == refiner.version
     clean = pl.read_parquet(tmp_path / "clean_shard" / "sample-crawl.00000.parquet")
     assert set(clean["refiner_version"]) == {refiner.version}

@@ -1,0 +1,308 @@
+"""Token files that training stacks read without conversion, written by streaming a clean shard.
+
+Three formats, one per run (``FORMATS``):
+
+``parquet``
+    ``{shard}.parquet``: ``id``, ``input_ids`` (a list of the token dtype), ``n_tokens``.
+``megatron``
+    ``{shard}.bin`` + ``{shard}.idx``: Megatron-LM's ``MMapIndexedDataset`` (also read by NeMo
+    and written by datatrove). ``.bin`` holds the token ids back to back; ``.idx`` is the magic
+    ``MMIDIDX\\x00\\x00``, version ``<Q`` 1, dtype code ``<B``, sequence count ``<Q``, document
+    count ``<Q``, then the sequence lengths (int32), their byte offsets in ``.bin`` (int64) and
+    the document indices (int64, ``0..n``): one sequence per document.
+``litgpt``
+    ``{shard}_{i:010d}.bin``: litgpt / TinyLlama ``PackedDataset`` chunks, which ProX's training
+    code reads: magic ``LITPKDS``, version ``<Q`` 1, dtype code ``<B``, chunk size ``<Q``, then
+    exactly ``chunk_size`` tokens, padded with ``sep_token`` (ProX uses BOS). A document that does
+    not fit in what is left of a chunk starts the next one, so no document straddles two files;
+    only a document longer than a whole chunk is split (counted as ``docs_split``). The last,
+    partly filled chunk is kept (ProX's script drops it; dropping data is not ours to decide).
+
+Conventions of ProX's pre-training data preparation: no leading BOS, EOS appended to every
+document, the smallest unsigned dtype that holds the vocabulary. Documents of one shard never
+mix with another shard's. Memory is bounded by a batch of documents, not by the shard; every file
+is written under a temporary name and renamed into place once all of the shard's files are done.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .tokenization import rust_tokenizer, tokenizer_name
+
+FORMATS = ("parquet", "megatron", "litgpt")
+KEPT_STATUSES = ("kept", "fallback_raw")
+
+# The dtype codes that Megatron's indexed dataset and litgpt's packed dataset share.
+DTYPE_CODES = {np.dtype(np.uint8): 1, np.dtype(np.int8): 2, np.dtype(np.int16): 3,
+               np.dtype(np.int32): 4, np.dtype(np.int64): 5, np.dtype(np.float64): 6,
+               np.dtype(np.float32): 7, np.dtype(np.uint16): 8}
+MEGATRON_MAGIC = b"MMIDIDX\x00\x00"
+LITGPT_MAGIC = b"LITPKDS"
+PROX_CHUNK_SIZE = 2049 * 1024  # tokens per litgpt chunk in ProX's preparation script
+HISTOGRAM_EDGES = [2 ** k for k in range(0, 21)]  # document lengths: 1, 2, 4, ... 1M tokens
+
+
+class TokenFileError(ValueError):
+    """Token files cannot be written as asked (dtype too small, unknown format...)."""
+
+
+def token_dtype(vocab_size: int, requested: str = "auto") -> np.dtype:
+    """``auto``: the smallest unsigned dtype holding ids below ``vocab_size``; above 65,536,
+    int32 (the formats have no uint32 code, and int32 holds every real vocabulary)."""
+    if requested == "auto":
+        if vocab_size <= 1 << 8:
+            return np.dtype(np.uint8)
+        if vocab_size <= 1 << 16:
+            return np.dtype(np.uint16)
+        return np.dtype(np.int32)
+    try:
+        dtype = np.dtype(requested)
+    except TypeError as exc:
+        raise TokenFileError(f"unknown token dtype {requested!r}") from exc
+    if dtype not in DTYPE_CODES or dtype.kind not in "iu":
+        raise TokenFileError(f"token dtype {requested!r} is not an integer dtype both formats "
+                             f"define; use one of uint8, uint16, int32, int64")
+    if vocab_size - 1 > np.iinfo(dtype).max:
+        raise TokenFileError(f"a vocabulary of {vocab_size} ids does not fit {dtype.name} "
+                             f"(max {np.iinfo(dtype).max}); choose a wider dtype or 'auto'")
+    return dtype
+
+
+@dataclass
+class TokenizedShard:
+    """What was written for one shard."""
+
+    files: list[Path]
+    documents: int = 0
+    tokens: int = 0
+    skipped_empty: int = 0
+    docs_split: int = 0
+    dtype: str = ""
+    histogram: list[int] = field(default_factory=lambda: [0] * len(HISTOGRAM_EDGES))
+
+    def count(self, lengths: np.ndarray) -> None:
+        self.documents += len(lengths)
+        self.tokens += int(lengths.sum())
+        bins = np.searchsorted(HISTOGRAM_EDGES, lengths, side="right") - 1
+        for b, n in zip(*np.unique(np.clip(bins, 0, len(HISTOGRAM_EDGES) - 1),
+                                   return_counts=True)):
+            self.histogram[int(b)] += int(n)
+
+
+class _StagedFiles:
+    """Files written under temporary names in ``folder``, renamed into place together."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.staged: dict[Path, Path] = {}
+
+    def open(self, name: str):
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.folder)
+        self.staged[self.folder / name] = Path(tmp)
+        return os.fdopen(fd, "wb")
+
+    def path(self, name: str) -> Path:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.folder)
+        os.close(fd)
+        self.staged[self.folder / name] = Path(tmp)
+        return Path(tmp)
+
+    def commit(self) -> list[Path]:
+        for final, tmp in self.staged.items():
+            os.replace(tmp, final)
+        return list(self.staged)
+
+    def abort(self) -> None:
+        for tmp in self.staged.values():
+            tmp.unlink(missing_ok=True)
+
+
+class _ParquetWriter:
+    def __init__(self, files: _StagedFiles, shard: str, dtype: np.dtype):
+        self.schema = pa.schema([("id", pa.string()),
+                                 ("input_ids", pa.list_(pa.from_numpy_dtype(dtype))),
+                                 ("n_tokens", pa.int64())])
+        self.writer = pq.ParquetWriter(files.path(f"{shard}.parquet"), self.schema,
+                                       compression="zstd")
+
+    def add(self, ids: list[str], flat: np.ndarray, lengths: np.ndarray) -> None:
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        lists = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
+        self.writer.write_table(pa.table([pa.array(ids, pa.string()), lists,
+                                          pa.array(lengths, pa.int64())], schema=self.schema))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class _MegatronWriter:
+    def __init__(self, files: _StagedFiles, shard: str, dtype: np.dtype):
+        self.dtype = dtype
+        self.bin = files.open(f"{shard}.bin")
+        self.idx_path = files.path(f"{shard}.idx")
+        self.sizes: list[np.ndarray] = []
+
+    def add(self, ids: list[str], flat: np.ndarray, lengths: np.ndarray) -> None:
+        self.bin.write(flat.tobytes(order="C"))
+        self.sizes.append(lengths.astype(np.int32))
+
+    def close(self) -> None:
+        self.bin.close()
+        sizes = np.concatenate(self.sizes) if self.sizes else np.zeros(0, np.int32)
+        pointers = np.zeros(len(sizes), dtype=np.int64)
+        np.cumsum(sizes[:-1].astype(np.int64) * self.dtype.itemsize, out=pointers[1:])
+        doc_idx = np.arange(len(sizes) + 1, dtype=np.int64)
+        with open(self.idx_path, "wb") as f:
+            f.write(MEGATRON_MAGIC)
+            f.write(struct.pack("<Q", 1))
+            f.write(struct.pack("<B", DTYPE_CODES[self.dtype]))
+            f.write(struct.pack("<Q", len(sizes)))
+            f.write(struct.pack("<Q", len(doc_idx)))
+            f.write(sizes.tobytes(order="C"))
+            f.write(pointers.tobytes(order="C"))
+            f.write(doc_idx.tobytes(order="C"))
+
+
+class _LitgptWriter:
+    def __init__(self, files: _StagedFiles, shard: str, dtype: np.dtype, chunk_size: int,
+                 sep_token: int, stats: TokenizedShard):
+        if chunk_size < 1:
+            raise TokenFileError(f"litgpt chunk_size must be positive, not {chunk_size}")
+        self.files, self.shard, self.dtype = files, shard, dtype
+        self.chunk_size, self.sep_token, self.stats = chunk_size, sep_token, stats
+        self.chunk = np.full(chunk_size, sep_token, dtype=dtype)
+        self.used = 0
+        self.counter = 0
+
+    def _flush(self) -> None:
+        with self.files.open(f"{self.shard}_{self.counter:010d}.bin") as f:
+            f.write(LITGPT_MAGIC)
+            f.write(struct.pack("<Q", 1))
+            f.write(struct.pack("<B", DTYPE_CODES[self.dtype]))
+            f.write(struct.pack("<Q", self.chunk_size))
+            f.write(self.chunk.tobytes(order="C"))
+        self.counter += 1
+        self.chunk.fill(self.sep_token)
+        self.used = 0
+
+    def add(self, ids: list[str], flat: np.ndarray, lengths: np.ndarray) -> None:
+        start = 0
+        for length in lengths.tolist():
+            doc = flat[start:start + length]
+            start += length
+            if self.used and self.used + length > self.chunk_size:
+                self._flush()  # the document starts the next chunk rather than straddle two
+            if length > self.chunk_size:
+                self.stats.docs_split += 1
+            while len(doc):
+                take = min(len(doc), self.chunk_size - self.used)
+                self.chunk[self.used:self.used + take] = doc[:take]
+                self.used += take
+                doc = doc[take:]
+                if self.used == self.chunk_size:
+                    self._flush()
+
+    def close(self) -> None:
+        if self.used:
+            self._flush()
+
+
+def iter_kept_texts(clean_path: str | os.PathLike,
+                    batch_size: int) -> Iterator[tuple[list[str], list[str]]]:
+    """(ids, texts) of kept documents, a bounded batch at a time."""
+    parquet = pq.ParquetFile(clean_path)
+    for batch in parquet.iter_batches(batch_size=batch_size, columns=["id", "text", "status"]):
+        columns = batch.to_pydict()
+        keep = [i for i, status in enumerate(columns["status"]) if status in KEPT_STATUSES]
+        yield [columns["id"][i] for i in keep], [columns["text"][i] for i in keep]
+
+
+def _encoded_batches(clean_path, batch_size: int, encode) -> Iterator[tuple[list[str], list]]:
+    """(ids, encodings) per batch; the next batch is read and tokenized in a thread (the Rust
+    tokenizer releases the GIL) while the caller converts and writes this one."""
+    batches = iter_kept_texts(clean_path, batch_size)
+
+    def next_encoded():
+        for ids, texts in batches:
+            if texts:
+                return ids, encode(texts, add_special_tokens=False)
+        return None
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize") as pool:
+        pending = pool.submit(next_encoded)
+        while (batch := pending.result()) is not None:
+            pending = pool.submit(next_encoded)
+            yield batch
+
+
+def write_token_files(clean_path: str | os.PathLike, out_dir: str | os.PathLike, shard: str,
+                      tokenizer, fmt: str, *, dtype: str = "auto",
+                      chunk_size: int = PROX_CHUNK_SIZE, sep_token: int | None = None,
+                      batch_size: int = 1024,
+                      progress: Callable[[int], None] | None = None) -> TokenizedShard:
+    """Tokenize the kept documents of a clean shard into ``out_dir`` in format ``fmt``.
+
+    Empty texts, and texts that tokenize to nothing, are skipped and counted.
+    """
+    if fmt not in FORMATS:
+        raise TokenFileError(f"unknown token format {fmt!r}; choose one of {FORMATS}")
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise TokenFileError(f"tokenizer {tokenizer_name(tokenizer)!r} has no EOS token")
+    np_dtype = token_dtype(len(tokenizer), dtype)
+    stats = TokenizedShard(files=[], dtype=np_dtype.name)
+    files = _StagedFiles(Path(out_dir))
+    if fmt == "litgpt":
+        sep = tokenizer.bos_token_id if sep_token is None else sep_token
+        if sep is None:
+            raise TokenFileError(f"tokenizer {tokenizer_name(tokenizer)!r} has no BOS token to "
+                                 "pad litgpt chunks with; set sep_token")
+        writer = _LitgptWriter(files, shard, np_dtype, chunk_size, sep, stats)
+    elif fmt == "megatron":
+        writer = _MegatronWriter(files, shard, np_dtype)
+    else:
+        writer = _ParquetWriter(files, shard, np_dtype)
+    backend = rust_tokenizer(tokenizer)
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+    eos_list = [eos]
+    try:
+        for ids, encodings in _encoded_batches(clean_path, batch_size, encode):
+            kept = [(doc_id, enc) for doc_id, enc in zip(ids, encodings) if len(enc)]
+            stats.skipped_empty += len(ids) - len(kept)
+            if not kept:
+                continue
+            lengths = np.fromiter((len(enc) + 1 for _, enc in kept), dtype=np.int64,
+                                  count=len(kept))
+            try:
+                # one pass from the tokenizer's lists into the final dtype, EOS after each
+                flat = np.fromiter(chain.from_iterable(
+                    part for _, enc in kept for part in (enc.ids, eos_list)),
+                    dtype=np_dtype, count=int(lengths.sum()))
+            except OverflowError as exc:
+                raise TokenFileError(
+                    f"shard {shard!r}: a token id does not fit {np_dtype.name}; the "
+                    f"tokenizer's ids exceed its vocabulary of {len(tokenizer)}") from exc
+            writer.add([doc_id for doc_id, _ in kept], flat, lengths)
+            stats.count(lengths)
+            if progress:
+                progress(stats.documents)
+        writer.close()
+        stats.files = files.commit()
+    except BaseException:
+        files.abort()
+        raise
+    return stats

@@ -1,0 +1,113 @@
+"""New crawls refined automatically: the raw-shard sensor's cursor, batches and patterns, and
+the schedule that refines new and stale shards."""
+
+import datetime as dt
+import os
+
+import dagster as dg
+import pytest
+
+from assets.sensors import RANGE_END, RANGE_START, build_raw_shard_sensor
+from prox_dagster import definitions
+from prox_dagster.sample import write_sample_crawl
+from resources import RawSource, RefinerResource
+
+pytestmark = pytest.mark.integration
+NOW = dt.datetime(2026, 11, 22, 6, 0, tzinfo=dt.timezone.utc)
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def drop(folder, name, mtime):
+    path = folder / name
+    path.write_text('{"text": "a page of a new crawl"}\n')
+    os.utime(path, ns=(mtime, mtime))
+    return path
+
+
+def tick(sensor, instance, source, cursor=None):
+    with dg.build_sensor_context(instance=instance, cursor=cursor,
+                                 resources={"raw_source": source}) as context:
+        result = sensor(context)
+    if isinstance(result, dg.SensorResult):
+        for request in result.dynamic_partitions_requests:
+            instance.add_dynamic_partitions(request.partitions_def_name,
+                                            list(request.partition_keys))
+    return result
+
+
+def test_sensor_registers_in_bounded_batches_and_its_cursor_never_re_adds(tmp_path, instance):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i, name in enumerate(["c.00003.jsonl", "a.00001.jsonl", "b.00002.jsonl.gz",
+                              "d.00004.jsonl", "e.00005.jsonl"]):
+        drop(raw, name, 1_000_000_000 * (i + 1))
+    (raw / "b.00002.jsonl.gz").write_bytes(b"")  # any raw suffix counts, content is not read
+    os.utime(raw / "b.00002.jsonl.gz", ns=(3_000_000_000, 3_000_000_000))
+    (raw / "notes.txt").write_text("not a shard")
+    source = RawSource(path=str(raw), max_shards_per_tick=2)
+    sensor = build_raw_shard_sensor(shards_per_run=2)
+
+    first = tick(sensor, instance, source)
+    # oldest first: registration order follows arrival, not names
+    assert list(first.dynamic_partitions_requests[0].partition_keys) == ["c.00003", "a.00001"]
+    [run] = first.run_requests
+    assert (run.tags[RANGE_START], run.tags[RANGE_END]) == ("c.00003", "a.00001")
+    second = tick(sensor, instance, source, first.cursor)
+    assert list(second.dynamic_partitions_requests[0].partition_keys) == ["b.00002", "d.00004"]
+    third = tick(sensor, instance, source, second.cursor)
+    assert list(third.dynamic_partitions_requests[0].partition_keys) == ["e.00005"]
+    assert isinstance(tick(sensor, instance, source, third.cursor), dg.SkipReason)
+
+    # an operator removes a bad shard's partition: the sensor does not bring it back
+    instance.delete_dynamic_partition("shards", "a.00001")
+    assert isinstance(tick(sensor, instance, source, third.cursor), dg.SkipReason)
+    # a file that arrives later is new
+    drop(raw, "f.00006.jsonl", 9_000_000_000)
+    later = tick(sensor, instance, source, third.cursor)
+    assert list(later.dynamic_partitions_requests[0].partition_keys) == ["f.00006"]
+    assert instance.get_dynamic_partitions("shards") == ["c.00003", "b.00002", "d.00004",
+                                                         "e.00005", "f.00006"]
+
+
+def test_file_patterns_choose_which_files_are_shards(tmp_path, instance):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i, name in enumerate(["crawl-2026-10.00001.jsonl", "crawl-2026-11.00001.jsonl",
+                              "scratch.00001.jsonl"]):
+        drop(raw, name, 1_000_000_000 * (i + 1))
+    source = RawSource(path=str(raw), patterns=["crawl-2026-11.*", "crawl-2027-*"])
+    result = tick(build_raw_shard_sensor(16), instance, source)
+    assert list(result.dynamic_partitions_requests[0].partition_keys) == ["crawl-2026-11.00001"]
+    with pytest.raises(Exception, match="matching"):
+        source.locate("scratch.00001")
+
+
+def test_schedule_refines_new_and_stale_shards_in_batched_runs(tmp_path, instance):
+    data = tmp_path / "data"
+    write_sample_crawl(data, n_shards=4, docs_per_shard=5)
+    defs = definitions.build_definitions(data_dir=data, shards_per_run=2)
+    other = definitions.build_definitions(
+        data_dir=data, refiner=RefinerResource(options={"min_words": 80}), shards_per_run=2)
+    shards = definitions.register_new_shards(defs, instance)
+    assert definitions.materialize_shard(defs, instance, shards[0]).success
+    assert definitions.materialize_shard(other, instance, shards[1]).success
+
+    schedule = defs.resolve_schedule_def("refine_schedule")
+    with dg.build_schedule_context(instance=instance,
+                                   scheduled_execution_time=NOW) as context:
+        requests = schedule.evaluate_tick(context).run_requests
+    # shard 0 is current; 1 is stale (another refiner), 2 and 3 were never refined
+    assert [(r.tags[RANGE_START], r.tags[RANGE_END]) for r in requests] == [
+        (shards[1], shards[2]), (shards[3], shards[3])]
+    job = defs.resolve_job_def("refine_shard_job")
+    for request in requests:
+        assert job.execute_in_process(instance=instance, tags=request.tags,
+                                      run_config=definitions.run_config()).success
+    with dg.build_schedule_context(instance=instance,
+                                   scheduled_execution_time=NOW) as context:
+        assert schedule.evaluate_tick(context).skip_message

@@ -10,6 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_chunking  # noqa: E402
+import bench_orchestration  # noqa: E402
 import bench_programs  # noqa: E402
 import bench_refiners  # noqa: E402
 import bench_tokenize  # noqa: E402
@@ -23,9 +24,11 @@ def main() -> int:
     machine = {"python": platform.python_version(), "machine": platform.machine(),
                "processor": platform.processor() or "unknown"}
     ok = True
-    names = sys.argv[1:] or ["chunking", "parse_execute", "refiners_cpu", "tokenize"]
+    names = sys.argv[1:] or ["chunking", "parse_execute", "refiners_cpu", "tokenize",
+                             "orchestration"]
     benches = {"chunking": bench_chunking, "parse_execute": bench_programs,
-               "refiners_cpu": bench_refiners, "tokenize": bench_tokenize}
+               "refiners_cpu": bench_refiners, "tokenize": bench_tokenize,
+               "orchestration": bench_orchestration}
     for name in names:
         result = {**benches[name].run(), "machine": machine}
         print(json.dumps(result, indent=2))
@@ -33,6 +36,8 @@ def main() -> int:
         # the targets: identical results to the baseline where it is well defined, and speed
         if name == "refiners_cpu":
             ok &= result["cases"]["tiny"]["vllm_over_hf"] >= 2.0  # 0.35B: reported, see README
+        elif name == "orchestration":
+            ok &= result["batched_speedup"] >= 2.0
         elif name == "tokenize":
             ok &= result["ours_over_ceiling"] >= 0.9 and result["ours_over_baseline"] >= 3.0
             ok &= result["memory_1gb_shard"]["peak_rss_mib"] < 2048

@@ -1,0 +1,31 @@
+"""The UI as a user sees it: `dagster dev` on a fresh instance, a backfill launched through the
+UI's GraphQL API and run by the real daemon, and screenshots in headless Chromium."""
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="needs Debian's chromium (apt-get install chromium; .ci/run does)")
+def test_a_backfill_from_the_ui_runs_in_batches_and_shows_its_partitions(tmp_path):
+    import ui_tour
+
+    summary = ui_tour.tour(tmp_path / "shots", shards=4, shards_per_run=2)
+    assert summary["status"] == "COMPLETED_SUCCESS", open(summary["log"]).read()[-3000:]
+    # four shards in runs of two, each run carrying its range through every stage
+    assert len(summary["runs"]) == 2
+    assert all(run["status"] == "SUCCESS" for run in summary["runs"])
+    ranges = sorted(tuple(sorted(run["range"])) for run in summary["runs"])
+    assert ranges == [tuple(summary["partitions"][:2]), tuple(summary["partitions"][2:])]
+    for asset, partitions in summary["materialized"].items():
+        assert partitions == summary["partitions"], asset
+    for name, path in summary["screenshots"].items():
+        data = Path(path).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 30_000, name  # not blank

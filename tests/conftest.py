@@ -22,6 +22,15 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+@pytest.fixture
+def instance():
+    """A temporary Dagster instance (real SQLite storage in a temp folder)."""
+    import dagster as dg
+
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
 @pytest.fixture(scope="session")
 def sample_tokenizer():
     from prox_dagster.tokenization import load_tokenizer

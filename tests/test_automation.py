@@ -16,12 +16,6 @@ pytestmark = pytest.mark.integration
 NOW = dt.datetime(2026, 11, 22, 6, 0, tzinfo=dt.timezone.utc)
 
 
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
-
-
 def drop(folder, name, mtime):
     path = folder / name
     path.write_text('{"text": "a page of a new crawl"}\n')

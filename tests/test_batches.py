@@ -23,12 +23,6 @@ def crawl(tmp_path):
     return tmp_path / "data"
 
 
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
-
-
 def materializations(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], dict]:
     return {(e.asset_key.to_user_string(), e.partition):
             {k: getattr(v, "value", v) for k, v in e.materialization.metadata.items()}

@@ -20,12 +20,6 @@ def crawl(tmp_path):
     return tmp_path / "data"
 
 
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
-
-
 def test_sensor_registers_new_shards_once(crawl, instance):
     defs = definitions.build_definitions(data_dir=crawl)
     assert definitions.register_new_shards(defs, instance) == SHARDS

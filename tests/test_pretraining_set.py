@@ -21,12 +21,6 @@ def crawl(tmp_path):
     return tmp_path / "data"
 
 
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
-
-
 def tokenized_files(crawl, shard):
     return sorted(p.name for p in (crawl / "tokenized_shard").iterdir()
                   if p.name.startswith(shard) and not p.name.endswith(".provenance.json"))

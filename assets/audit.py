@@ -9,7 +9,6 @@ import time
 
 import dagster as dg
 
-from prox_dagster.shards import write_text_atomic
 from resources import RefinerResource, ShardStorage
 
 from . import clean, raw, refine_chunks, refine_docs
@@ -144,9 +143,9 @@ def lineage_audit(context: dg.AssetExecutionContext, refiner: RefinerResource,
     report as `prox-dagster audit`, saved as `audit/lineage.json` and `audit/lineage.csv`."""
     started = time.perf_counter()
     rows = audit_rows(context.instance, refiner.version)
-    folder = storage.store.base / "audit"
-    json_path = write_text_atomic(json.dumps(rows, indent=1), folder / "lineage.json")
-    write_text_atomic(rows_to_csv(rows), folder / "lineage.csv")
+    store = storage.store
+    json_path = store.write_text(json.dumps(rows, indent=1), "audit", "lineage.json")
+    store.write_text(rows_to_csv(rows), "audit", "lineage.csv")
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
@@ -160,6 +159,6 @@ def lineage_audit(context: dg.AssetExecutionContext, refiner: RefinerResource,
         "refiner_versions_seen": ", ".join(versions) or "none",
         "shards_with_failed_checks": sum(1 for row in rows if row["checks_failed"]),
         "report": dg.MetadataValue.md(rows_to_markdown(rows)),
-        "json": dg.MetadataValue.path(str(json_path)),
+        "json": json_path if store.remote else dg.MetadataValue.path(json_path),
         "duration_s": round(time.perf_counter() - started, 3),
     })

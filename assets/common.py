@@ -12,7 +12,6 @@ import json
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -20,7 +19,8 @@ import polars as pl
 
 from prox_dagster.lineage import input_fingerprint
 from prox_dagster.quality import CheckOutcome
-from prox_dagster.shards import ShardError, file_sha256
+from prox_dagster.shards import ShardError
+from prox_dagster.store import content_id, exists
 from resources import ShardStorage
 
 from .partitions import shards_partitions_def
@@ -58,14 +58,14 @@ def shard_checks(asset: str, checks: Mapping[str, str]) -> list[dg.AssetCheckSpe
 
 @dataclass
 class ShardOutput:
-    """What a stage computed for one shard: a ``frame`` for the store to write, or ``files`` the
-    stage wrote itself. ``extra`` values must be JSON; a dict is shown as a count table, a key
+    """What a stage computed for one shard: a ``frame`` for the store to write, or the records
+    of ``files`` the stage wrote and published itself. ``extra`` values must be JSON; a dict is shown as a count table, a key
     ending in ``_path`` as a path."""
 
     frame: pl.DataFrame | None
     rows_in: int
     rows_out: int | None = None
-    files: list[Path] = field(default_factory=list)
+    files: list[dict] = field(default_factory=list)  # ShardStore.publish records
     checks: dict[str, CheckOutcome] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -75,12 +75,13 @@ class ShardsFailed(Exception):
 
 
 def run_shards(context: dg.AssetExecutionContext, storage: ShardStorage, *,
-               settings: str, inputs: Callable[[str], list[Path]],
+               settings: str, inputs: Callable[[str], list[str]],
                work: Callable[[str], ShardOutput]) -> Iterator:
     """Materialize every shard of the step (see the module docstring).
 
     ``settings`` is everything besides the input files that shapes the rows and check results
-    (refiner version, tokenizer, thresholds); ``inputs(shard)`` lists the input files.
+    (refiner version, tokenizer, thresholds); ``inputs(shard)`` lists the input files'
+    locations.
     """
     asset = context.asset_key.path[-1]
     keys = context.partition_keys
@@ -121,39 +122,37 @@ def _one_shard(context, storage, asset, shard, settings, inputs, work, recompute
     store = storage.store
     files = inputs(shard)
     for file in files:
-        if not Path(file).is_file():
-            raise ShardError(f"shard {shard!r}: {asset} reads {str(file)!r}, which does not "
+        if not exists(file):
+            raise ShardError(f"shard {shard!r}: {asset} reads {file!r}, which does not "
                              "exist; materialize the upstream asset for this shard first")
     fingerprint = input_fingerprint(asset, f"{STAGE_FORMAT_VERSION}|{settings}",
-                                    {Path(f).parent.name: file_sha256(f) for f in files})
+                                    {f.rsplit("/", 2)[-2]: content_id(f) for f in files})
     stored = store.provenance(asset, shard)
-    cached = not recompute and stored is not None and stored.get("fingerprint") == fingerprint
+    cached = (not recompute and stored is not None and stored.get("fingerprint") == fingerprint
+              and all(exists(store.location(asset, f["name"])) for f in stored["files"]))
     if cached:
         summary = stored
         context.log.info(f"shard {shard}: {asset} is current (inputs and settings unchanged), "
                          "cached")
     else:
         output = work(shard)
-        files = [store.path(asset, shard)] if output.frame is not None else output.files
+        records = ([store.write(output.frame, asset, shard)] if output.frame is not None
+                   else output.files)
         summary = {
             "fingerprint": fingerprint, "settings": settings,
             "rows_in": output.rows_in,
             "rows_out": output.frame.height if output.frame is not None else output.rows_out,
             "duration_s": round(time.perf_counter() - started, 3),
-            "files": [Path(f).name for f in files],
+            "files": records,
             # through JSON so fresh and cached shards report exactly the same values
             "checks": json.loads(json.dumps({n: asdict(o) for n, o in output.checks.items()},
                                             default=str)),
             "extra": json.loads(json.dumps(output.extra, default=str)),
         }
-        if output.frame is not None:
-            store.write(output.frame, asset, shard, provenance=summary)
-        else:
-            store.write_provenance(asset, shard, summary)
+        store.write_provenance(asset, shard, summary)
         context.log.info(f"shard {shard}: {summary['rows_in']} rows in, "
                          f"{summary['rows_out']} out, {summary['duration_s']:.2f}s -> "
-                         f"{store.base / asset} ({len(files)} files)")
-    files = [store.base / asset / name for name in summary["files"]]
+                         f"{store.location(asset)} ({len(records)} files)")
     duration = summary["duration_s"]
     metadata = {
         "shard": shard,
@@ -162,17 +161,19 @@ def _one_shard(context, storage, asset, shard, settings, inputs, work, recompute
         "rows_out": summary["rows_out"],
         "duration_s": duration,
         "rows_per_s": round(summary["rows_in"] / duration, 1) if duration > 0 else 0.0,
-        **_file_metadata(files),
+        **_file_metadata(store, asset, summary["files"]),
         "input_fingerprint": fingerprint,
         **{key: _metadata_value(key, value) for key, value in summary["extra"].items()},
     }
     return {"metadata": metadata, "checks": summary["checks"]}
 
 
-def _file_metadata(files: list[Path]) -> dict:
+def _file_metadata(store, asset: str, files: list[dict]) -> dict:
     if len(files) == 1:
-        return {"path": dg.MetadataValue.path(str(files[0])), "sha256": file_sha256(files[0])}
-    rows = "\n".join(f"| {f.name} | {f.stat().st_size} | {file_sha256(f)} |" for f in files)
+        location = store.location(asset, files[0]["name"])
+        path = location if store.remote else dg.MetadataValue.path(location)
+        return {"path": path, "sha256": files[0]["sha256"]}
+    rows = "\n".join(f"| {f['name']} | {f['bytes']} | {f['sha256']} |" for f in files)
     return {"files": len(files),
             "file_table": dg.MetadataValue.md(
                 "| file | bytes | sha256 |\n|---|---|---|\n" + rows if rows else "(none)")}
@@ -181,7 +182,7 @@ def _file_metadata(files: list[Path]) -> dict:
 def _metadata_value(key: str, value: Any):
     if isinstance(value, dict):
         return counts_table(value, key)
-    if key.endswith("_path") and isinstance(value, str):
+    if key.endswith("_path") and isinstance(value, str) and "://" not in value:
         return dg.MetadataValue.path(value)
     return value
 

@@ -5,7 +5,6 @@ import time
 import dagster as dg
 
 from prox_dagster.pretraining import build_manifest
-from prox_dagster.shards import write_text_atomic
 from resources import ShardStorage, TokenizerResource
 
 from .partitions import shards_partitions_def
@@ -21,14 +20,14 @@ def pretraining_set(context: dg.AssetExecutionContext, storage: ShardStorage,
     """The dataset a training job reads: `manifest.json` listing every token file of every
     shard with its size, sha256, documents, tokens, dtype, format, tokenizer and the refiner
     versions that produced its text. Files unchanged since the last manifest (same size and
-    modification time) keep their hash; only changed files are hashed again."""
+    modification time or ETag) keep their hash; only changed files are hashed again."""
     started = time.perf_counter()
     store = storage.store
     shards = sorted(context.instance.get_dynamic_partitions(shards_partitions_def.name))
-    manifest_path = store.base / "pretraining_set" / "manifest.json"
+    manifest_path = store.location("pretraining_set", "manifest.json")
     manifest, stats = build_manifest(store, shards, manifest_path,
                                      tokenizer.name_or_path, tokenizer.fingerprint())
-    write_text_atomic(manifest.to_json(), manifest_path)
+    store.write_text(manifest.to_json(), "pretraining_set", "manifest.json")
     if manifest.missing_shards:
         context.log.warning(f"{len(manifest.missing_shards)} shards have no tokenized output "
                             f"yet: {manifest.missing_shards[:10]}")
@@ -40,7 +39,7 @@ def pretraining_set(context: dg.AssetExecutionContext, storage: ShardStorage,
         "total_tokens": manifest.total_tokens,
         "total_documents": manifest.total_documents,
         "formats": ", ".join(manifest.formats) or "none",
-        "manifest": dg.MetadataValue.path(str(manifest_path)),
+        "manifest": manifest_path if store.remote else dg.MetadataValue.path(manifest_path),
         "shard_table": dg.MetadataValue.md(manifest.shard_table()),
         "document_lengths": dg.MetadataValue.md(manifest.histogram_table()),
         "duration_s": round(time.perf_counter() - started, 3),

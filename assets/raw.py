@@ -4,6 +4,7 @@ import dagster as dg
 
 from prox_dagster.quality import CheckOutcome, unique_ids
 from prox_dagster.shards import read_raw_shard, schema_problems
+from prox_dagster.store import local_copy
 from resources import RawSource, ShardStorage
 
 from .common import ShardOutput, run_shards, shard_asset_settings, shard_checks
@@ -25,8 +26,10 @@ def build_raw_shard(shards_per_run: int) -> dg.AssetsDefinition:
 
         def work(shard: str) -> ShardOutput:
             source_file = raw_source.locate(shard)
-            raw = read_raw_shard(source_file, shard)
-            quarantine_path = storage.write(raw.quarantine, QUARANTINE, shard)
+            with local_copy(source_file) as local:
+                raw = read_raw_shard(local, shard)
+            storage.store.write(raw.quarantine, QUARANTINE, shard)
+            quarantine_path = storage.store.path(QUARANTINE, shard)
             reasons = {k.split(":", 1)[1]: v for k, v in raw.stats.items()
                        if k.startswith("quarantined:")}
             if raw.quarantine.height:

@@ -32,14 +32,13 @@ def build_raw_shard_sensor(shards_per_run: int) -> dg.SensorDefinition:
                default_status=dg.DefaultSensorStatus.STOPPED)
     def raw_shard_sensor(context: dg.SensorEvaluationContext,
                          raw_source: RawSource) -> dg.SensorResult | dg.SkipReason:
-        """Watches the raw folder. The cursor is the (modification time, key) of the newest
+        """Watches the raw folder or S3 prefix. The cursor is the (modification time, key) of the newest
         shard registered: every file after it without a partition gets one, at most
         `max_shards_per_tick` per tick, and runs refine them in batches."""
         cursor = json.loads(context.cursor) if context.cursor else {"mtime_ns": 0, "key": ""}
         mark = (cursor["mtime_ns"], cursor["key"])
         known = set(context.instance.get_dynamic_partitions(shards_partitions_def.name))
-        files = sorted((path.stat().st_mtime_ns, key)
-                       for key, path in raw_source.shards().items())
+        files = sorted((mtime, key) for key, (_, mtime) in raw_source.shards().items())
         new = [(mtime, key) for mtime, key in files if (mtime, key) > mark and key not in known]
         if not new:
             return dg.SkipReason(f"no new shards in {raw_source.path}")

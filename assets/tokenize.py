@@ -19,16 +19,18 @@ def build_tokenized_shard(shards_per_run: int) -> dg.AssetsDefinition:
         settings = tokenizer.file_settings()
 
         def work(shard: str) -> ShardOutput:
-            clean_path = storage.store.path("clean_shard", shard)
+            store = storage.store
             report = progress_logger(context, f"{shard} documents tokenized")
-            provenance = storage.store.provenance("clean_shard", shard) or {}
+            provenance = store.provenance("clean_shard", shard) or {}
             kept = (provenance.get("extra") or {}).get("docs_kept", 0)
-            written = write_token_files(
-                clean_path, storage.store.base / "tokenized_shard", shard, tok,
-                batch_size=tokenizer.batch_size,
-                progress=lambda done: report(done, kept), **settings)
+            with store.open(store.path("clean_shard", shard)) as clean, \
+                    store.staging_dir("tokenized_shard") as folder:
+                written = write_token_files(
+                    clean, folder, shard, tok, batch_size=tokenizer.batch_size,
+                    progress=lambda done: report(done, kept), **settings)
+                files = store.publish("tokenized_shard", written.files)
             return ShardOutput(None, rows_in=provenance.get("rows_out", written.documents),
-                               rows_out=written.documents, files=written.files, extra={
+                               rows_out=written.documents, files=files, extra={
                 "documents": written.documents, "tokens": written.tokens,
                 "skipped_empty": written.skipped_empty, "docs_split": written.docs_split,
                 "format": settings["fmt"], "dtype": written.dtype,

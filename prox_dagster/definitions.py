@@ -5,8 +5,8 @@ Configuration comes from the environment, so local and production runs differ by
 =========================  ==========================================  ======================
 variable                   meaning                                     default
 =========================  ==========================================  ======================
-``PROX_DATA_DIR``          base folder of every asset's Parquet         ``./.prox_data``
-``PROX_RAW_DIR``           folder the sensor watches for raw shards     ``$PROX_DATA_DIR/raw``
+``PROX_DATA_DIR``          every asset's files: folder or s3:// URL     ``./.prox_data``
+``PROX_RAW_DIR``           raw shards the sensor watches (or s3://)     ``$PROX_DATA_DIR/raw``
 ``PROX_TOKENIZER``         HF tokenizer folder or hub id                ``sample`` (offline)
 ``PROX_MAX_CHUNK_TOKENS``  chunk budget in tokens                       ``1500``
 ``PROX_REFINER_BACKEND``   refiner backend: rules, hf, vllm, openai     ``rules``
@@ -31,11 +31,11 @@ the shards it did not produce as stale.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import dagster as dg
 
 from assets import JOBS, build_assets, build_automation
+from prox_dagster.store import join, normalize
 from resources import (CheckThresholds, ProgramPolicy, RawSource, RefinerResource, ShardStorage,
                        TokenizerResource)
 
@@ -49,13 +49,13 @@ def build_definitions(*, data_dir: str | os.PathLike | None = None,
                       checks: CheckThresholds | None = None,
                       shards_per_run: int | None = None) -> dg.Definitions:
     env = os.environ
-    data = Path(data_dir or env.get("PROX_DATA_DIR", "./.prox_data")).resolve()
-    raw = Path(raw_dir or env.get("PROX_RAW_DIR", data / "raw")).resolve()
+    data = normalize(data_dir or env.get("PROX_DATA_DIR", "./.prox_data"))
+    raw = normalize(raw_dir or env.get("PROX_RAW_DIR") or join(data, "raw"))
     refiner = refiner or RefinerResource.from_env()
     policy = policy or ProgramPolicy()
     resources = {
-        "storage": ShardStorage(base=str(data)),
-        "raw_source": RawSource(path=str(raw)),
+        "storage": ShardStorage(base=data),
+        "raw_source": RawSource(path=raw),
         # the token-file settings (format, dtype, litgpt chunk size) stay open to run config
         "tokenizer": TokenizerResource.configure_at_launch(
             name_or_path=tokenizer or env.get("PROX_TOKENIZER", "sample"),

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
-from .shards import ShardStore, file_sha256
+from .store import ShardStore, exists, sha256, version
 from .token_files import HISTOGRAM_EDGES
 
 TOKENIZED = "tokenized_shard"
@@ -64,41 +62,41 @@ class Manifest:
                 if rows else "(no documents)")
 
 
-def _previous_hashes(manifest_path: Path) -> dict[str, dict]:
+def _previous_hashes(store: ShardStore, manifest: str) -> dict[str, dict]:
     try:
-        previous = json.loads(manifest_path.read_text(encoding="utf-8"))
+        previous = json.loads(store.read_text(manifest)) if exists(manifest) else {}
     except (OSError, ValueError):
         return {}
     return {f["file"]: f for s in previous.get("shards", []) for f in s.get("files", [])}
 
 
-def build_manifest(store: ShardStore, shards: list[str], manifest_path: str | os.PathLike,
+def build_manifest(store: ShardStore, shards: list[str], manifest: str,
                    tokenizer: str, tokenizer_hash: str) -> tuple[Manifest, dict]:
-    """The manifest of ``shards``' tokenized outputs; a file whose size and modification time
-    match the previous manifest keeps its hash (returns the manifest and hashing counts)."""
-    known = _previous_hashes(Path(manifest_path))
-    manifest = Manifest(tokenizer=tokenizer, tokenizer_hash=tokenizer_hash)
+    """The manifest of ``shards``' tokenized outputs; a file whose size and version (local
+    modification time, S3 ETag) match the previous manifest ``manifest`` keeps its hash
+    (returns the manifest and hashing counts)."""
+    known = _previous_hashes(store, manifest)
+    result = Manifest(tokenizer=tokenizer, tokenizer_hash=tokenizer_hash)
     stats = {"files": 0, "rehashed": 0}
     for shard in shards:
         record = store.provenance(TOKENIZED, shard)
-        paths = [store.base / TOKENIZED / name for name in (record or {}).get("files", [])]
-        if record is None or not all(p.is_file() for p in paths):
-            manifest.missing_shards.append(shard)
+        locations = [store.location(TOKENIZED, f["name"]) for f in (record or {}).get("files", [])]
+        if record is None or not all(exists(loc) for loc in locations):
+            result.missing_shards.append(shard)
             continue
         extra = record["extra"]
         files = []
-        for path in paths:
-            stat = path.stat()
-            entry = {"file": str(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-            old = known.get(str(path))
-            if old and old["bytes"] == stat.st_size and old["mtime_ns"] == stat.st_mtime_ns:
+        for location in locations:
+            entry = {"file": location, **version(location)}
+            old = known.get(location)
+            if old and (old["bytes"], old["version"]) == (entry["bytes"], entry["version"]):
                 entry["sha256"] = old["sha256"]
             else:
-                entry["sha256"] = file_sha256(path)
+                entry["sha256"] = sha256(location)
                 stats["rehashed"] += 1
             files.append(entry)
         stats["files"] += len(files)
-        manifest.shards.append({
+        result.shards.append({
             "shard": shard, "format": extra["format"], "dtype": extra["dtype"],
             "documents": extra["documents"], "tokens": extra["tokens"],
             "skipped_empty": extra["skipped_empty"],
@@ -107,5 +105,5 @@ def build_manifest(store: ShardStore, shards: list[str], manifest_path: str | os
             "files": files,
         })
         for i, count in enumerate(extra["length_histogram"]):
-            manifest.histogram[i] += count
-    return manifest, stats
+            result.histogram[i] += count
+    return result, stats

@@ -224,10 +224,8 @@ def write_atomic(path: str | os.PathLike, write) -> Path:
     return path
 
 
-def write_parquet_atomic(frame: pl.DataFrame, path: str | os.PathLike,
-                         metadata: dict[str, str] | None = None) -> Path:
-    return write_atomic(path, lambda tmp: frame.write_parquet(tmp, compression="zstd",
-                                                              metadata=metadata))
+def write_parquet_atomic(frame: pl.DataFrame, path: str | os.PathLike) -> Path:
+    return write_atomic(path, lambda tmp: frame.write_parquet(tmp, compression="zstd"))
 
 
 def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
@@ -271,59 +269,3 @@ def file_sha256(path: str | os.PathLike, block: int = 1 << 20) -> str:
         while chunk := fh.read(block):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-PROVENANCE_KEY = "prox_dagster.provenance"
-PROVENANCE_SUFFIX = ".provenance.json"
-
-
-class ShardStore:
-    """Parquet shards of every stage under one base folder: ``{base}/{asset}/{shard}.parquet``."""
-
-    def __init__(self, base: str | os.PathLike):
-        self.base = Path(base)
-
-    def path(self, asset: str, shard: str, suffix: str = ".parquet") -> Path:
-        return self.base / asset / f"{shard}{suffix}"
-
-    def exists(self, asset: str, shard: str) -> bool:
-        return self.path(asset, shard).is_file()
-
-    def read(self, asset: str, shard: str) -> pl.DataFrame:
-        path = self.path(asset, shard)
-        if not path.is_file():
-            raise ShardError(f"shard {shard!r}: {asset} has no output at {str(path)!r}; "
-                             f"materialize {asset} for this shard first")
-        return pl.read_parquet(path)
-
-    def write(self, frame: pl.DataFrame, asset: str, shard: str,
-              provenance: dict | None = None) -> Path:
-        """Write atomically; ``provenance`` (JSON) goes into the Parquet footer, where
-        :meth:`provenance` reads it back without reading the data."""
-        metadata = {PROVENANCE_KEY: json.dumps(provenance)} if provenance is not None else None
-        return write_parquet_atomic(frame, self.path(asset, shard), metadata)
-
-    def write_provenance(self, asset: str, shard: str, provenance: dict) -> Path:
-        """For outputs that are not one Parquet file: a ``{shard}.provenance.json`` beside them,
-        written after them. Files the previous provenance listed and this one does not (another
-        token format, fewer chunks) are removed."""
-        sidecar = self.path(asset, shard, PROVENANCE_SUFFIX)
-        previous = self.provenance(asset, shard) or {}
-        write_text_atomic(json.dumps(provenance, indent=1), sidecar)
-        for name in set(previous.get("files", [])) - set(provenance.get("files", [])):
-            (self.base / asset / name).unlink(missing_ok=True)
-        return sidecar
-
-    def provenance(self, asset: str, shard: str) -> dict | None:
-        """What the shard's writer recorded about it (sidecar, else Parquet footer), or None."""
-        sidecar = self.path(asset, shard, PROVENANCE_SUFFIX)
-        try:
-            if sidecar.is_file():
-                return json.loads(sidecar.read_text(encoding="utf-8"))
-            path = self.path(asset, shard)
-            if not path.is_file():
-                return None
-            value = pl.read_parquet_metadata(path).get(PROVENANCE_KEY)
-            return json.loads(value) if value else None
-        except (OSError, ValueError, pl.exceptions.PolarsError):
-            return None  # unreadable: treat as absent, the shard gets recomputed

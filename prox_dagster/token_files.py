@@ -221,9 +221,9 @@ class _LitgptWriter:
             self._flush()
 
 
-def iter_kept_texts(clean_path: str | os.PathLike,
-                    batch_size: int) -> Iterator[tuple[list[str], list[str]]]:
-    """(ids, texts) of kept documents, a bounded batch at a time."""
+def iter_kept_texts(clean_path, batch_size: int) -> Iterator[tuple[list[str], list[str]]]:
+    """(ids, texts) of kept documents, a bounded batch at a time (``clean_path``: a path or an
+    open binary file)."""
     parquet = pq.ParquetFile(clean_path)
     for batch in parquet.iter_batches(batch_size=batch_size, columns=["id", "text", "status"]):
         columns = batch.to_pydict()
@@ -249,12 +249,13 @@ def _encoded_batches(clean_path, batch_size: int, encode) -> Iterator[tuple[list
             yield batch
 
 
-def write_token_files(clean_path: str | os.PathLike, out_dir: str | os.PathLike, shard: str,
+def write_token_files(clean_path, out_dir: str | os.PathLike, shard: str,
                       tokenizer, fmt: str, *, dtype: str = "auto",
                       chunk_size: int = PROX_CHUNK_SIZE, sep_token: int | None = None,
                       batch_size: int = 1024,
                       progress: Callable[[int], None] | None = None) -> TokenizedShard:
-    """Tokenize the kept documents of a clean shard into ``out_dir`` in format ``fmt``.
+    """Tokenize the kept documents of a clean shard (a path or an open binary file) into the
+    local folder ``out_dir`` in format ``fmt``.
 
     Empty texts, and texts that tokenize to nothing, are skipped and counted.
     """

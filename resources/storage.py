@@ -1,13 +1,14 @@
-"""Where every stage's Parquet lives."""
+"""Where every stage's files live: a local folder or an ``s3://`` prefix."""
 
 import dagster as dg
 import polars as pl
 
-from prox_dagster.shards import ShardStore
+from prox_dagster.store import ShardStore
 
 
 class ShardStorage(dg.ConfigurableResource):
-    """Shards of every asset under ``{base}/{asset}/{shard}.parquet`` (atomic writes)."""
+    """Shards of every asset under ``{base}/{asset}/{shard}.parquet`` (atomic writes); ``base``
+    is a folder or ``s3://bucket/prefix`` (credentials and endpoint from ``AWS_*``)."""
 
     base: str = "./.prox_data"
 
@@ -17,6 +18,3 @@ class ShardStorage(dg.ConfigurableResource):
 
     def read(self, asset: str, shard: str) -> pl.DataFrame:
         return self.store.read(asset, shard)
-
-    def write(self, frame: pl.DataFrame, asset: str, shard: str) -> str:
-        return str(self.store.write(frame, asset, shard))

@@ -8,7 +8,7 @@ import pytest
 from assets.common import RECOMPUTE_TAG
 from prox_dagster import definitions
 from prox_dagster.sample import write_sample_crawl
-from prox_dagster.shards import file_sha256
+from prox_dagster.store import sha256
 from resources import RefinerResource
 
 pytestmark = pytest.mark.integration
@@ -72,7 +72,7 @@ def test_manifest_lists_every_file_and_rehashes_only_changed_shards(crawl, insta
         assert entry["refiner_versions"] == [version]
         assert entry["tokenizer_hash"] == manifest["tokenizer_hash"]
         for f in entry["files"]:
-            assert f["sha256"] == file_sha256(f["file"])
+            assert f["sha256"] == sha256(f["file"])
     tokens = definitions.latest_metadata(instance, "tokenized_shard", SHARDS[0])["tokens"]
     assert manifest["shards"][0]["tokens"] == tokens
     assert manifest["total_tokens"] == sum(s["tokens"] for s in manifest["shards"])

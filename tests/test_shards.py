@@ -5,9 +5,9 @@ import polars as pl
 import pytest
 import zstandard
 
-from prox_dagster.shards import (SCHEMAS, ShardError, ShardStore, find_raw_shards,
-                                  read_raw_shard, schema_problems, shard_key,
-                                  write_parquet_atomic)
+from prox_dagster.shards import (SCHEMAS, ShardError, find_raw_shards, read_raw_shard,
+                                  schema_problems, shard_key, write_parquet_atomic)
+from prox_dagster.store import ShardStore
 
 RECORDS = [
     {"id": "a", "text": "first document\nsecond line", "url": "https://a.example/",

@@ -1,0 +1,239 @@
+"""Where every stage's files live: a local folder or an ``s3://bucket/prefix``, through fsspec.
+
+Layout: ``{base}/{asset}/{shard}.parquet`` (plus the token files and sidecars of
+``tokenized_shard``). Locations are plain strings: an absolute local path or a URL. Writes are
+atomic on both: a local file is written under a temporary name and renamed; an S3 object is
+written locally first and uploaded with one PUT, which S3 makes visible whole or not at all.
+S3 settings come from the usual ``AWS_*`` variables (``AWS_ENDPOINT_URL`` for MinIO, moto, R2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import fsspec
+import polars as pl
+
+from .shards import (ShardError, find_raw_shards, shard_key, write_parquet_atomic,
+                     write_text_atomic)
+
+PROVENANCE_SUFFIX = ".provenance.json"
+
+
+def is_remote(location: str | os.PathLike) -> bool:
+    return "://" in str(location) and not str(location).startswith("file://")
+
+
+def normalize(location: str | os.PathLike) -> str:
+    """Local locations become absolute paths; URLs stay as they are (no trailing slash)."""
+    return str(location).rstrip("/") if is_remote(location) else str(Path(location).resolve())
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def filesystem(location: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    return fsspec.core.url_to_fs(location)
+
+
+def exists(location: str) -> bool:
+    fs, path = filesystem(location)
+    return fs.isfile(path)
+
+
+def sha256(location: str, block: int = 1 << 20) -> str:
+    fs, path = filesystem(location)
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def version(location: str) -> dict:
+    """Size and a version that changes whenever the content may have: the modification time of
+    a local file, the ETag of an S3 object."""
+    fs, path = filesystem(location)
+    info = fs.info(path)
+    tag = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified")
+    return {"bytes": int(info["size"]), "version": str(tag)}
+
+
+def content_id(location: str) -> str:
+    """What identifies a file's content in input fingerprints: the sha256 of a local file, the
+    ETag and size of an S3 object (no download; an ETag changes when the content does)."""
+    if not is_remote(location):
+        return sha256(location)
+    v = version(location)
+    return f"etag:{v['version']}:{v['bytes']}"
+
+
+def local_file_record(path: Path, location: str) -> dict:
+    return {"name": location.rsplit("/", 1)[-1], "bytes": path.stat().st_size,
+            "sha256": sha256(str(path))}
+
+
+def list_raw_shards(location: str, patterns: list[str] | None = None) -> dict[str, tuple[str, int]]:
+    """Raw shard files directly under ``location`` (folder or ``s3://`` prefix) by partition
+    key: ``(file location, modification time in ns)``."""
+    if not is_remote(location):
+        return {key: (str(path), path.stat().st_mtime_ns)
+                for key, path in find_raw_shards(location, patterns).items()}
+    fs, root = filesystem(location)
+    found: dict[str, tuple[str, int]] = {}
+    try:
+        entries = fs.ls(root, detail=True, refresh=True)
+    except FileNotFoundError:
+        return {}
+    for entry in sorted(entries, key=lambda e: e["name"]):
+        name = entry["name"].rsplit("/", 1)[-1]
+        key = shard_key(name)
+        if entry.get("type") != "file" or key is None or name.startswith("."):
+            continue
+        if patterns and not any(fnmatch.fnmatchcase(name, p) for p in patterns):
+            continue
+        if key in found:
+            raise ShardError(f"shard {key!r} exists twice in {location!r}")
+        modified = entry.get("LastModified")
+        found[key] = (join(location, name),
+                      int(modified.timestamp() * 1e9) if modified is not None else 0)
+    return found
+
+
+@contextlib.contextmanager
+def local_copy(location: str) -> Iterator[Path]:
+    """A local file with the content of ``location``: the file itself, or a temporary download
+    (readers of compressed JSON lines want a real file)."""
+    if not is_remote(location):
+        yield Path(location)
+        return
+    folder = Path(tempfile.mkdtemp(prefix="prox-raw-"))
+    try:
+        local = folder / location.rsplit("/", 1)[-1]
+        fs, path = filesystem(location)
+        fs.get_file(path, str(local))
+        yield local
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class ShardStore:
+    """Shards of every asset under ``base`` (a folder or an ``s3://`` URL)."""
+
+    def __init__(self, base: str | os.PathLike):
+        self.base = normalize(base)
+        self.remote = is_remote(self.base)
+
+    def location(self, *parts: str) -> str:
+        return join(self.base, *parts)
+
+    def path(self, asset: str, shard: str, suffix: str = ".parquet") -> str:
+        return self.location(asset, f"{shard}{suffix}")
+
+    def exists(self, asset: str, shard: str) -> bool:
+        return exists(self.path(asset, shard))
+
+    def open(self, location: str, mode: str = "rb"):
+        fs, path = filesystem(location)
+        return fs.open(path, mode)
+
+    def read(self, asset: str, shard: str, columns: list[str] | None = None) -> pl.DataFrame:
+        location = self.path(asset, shard)
+        if not exists(location):
+            raise ShardError(f"shard {shard!r}: {asset} has no output at {location!r}; "
+                             f"materialize {asset} for this shard first")
+        with self.open(location) as f:
+            return pl.read_parquet(f, columns=columns)
+
+    def write(self, frame: pl.DataFrame, asset: str, shard: str) -> dict:
+        """Write atomically; returns the file's record (name, bytes, sha256)."""
+        location = self.path(asset, shard)
+        with self._staged(location) as local:
+            write_parquet_atomic(frame, local)
+            return local_file_record(local, location)
+
+    def write_text(self, text: str, *parts: str) -> str:
+        location = self.location(*parts)
+        with self._staged(location) as local:
+            write_text_atomic(text, local)
+        return location
+
+    def read_text(self, location: str) -> str:
+        with self.open(location) as f:
+            return f.read().decode("utf-8")
+
+    @contextlib.contextmanager
+    def staging_dir(self, asset: str) -> Iterator[Path]:
+        """A local folder for writers that make several files (token files): the asset's own
+        folder when local; a temporary one to :meth:`publish` from when remote."""
+        if not self.remote:
+            folder = Path(self.location(asset))
+            folder.mkdir(parents=True, exist_ok=True)
+            yield folder
+            return
+        folder = Path(tempfile.mkdtemp(prefix=f"prox-{asset}-"))
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def publish(self, asset: str, files: list[Path]) -> list[dict]:
+        """Records of ``files`` written in :meth:`staging_dir`, uploaded first when remote."""
+        records = []
+        for path in files:
+            location = self.location(asset, path.name)
+            records.append(local_file_record(path, location))
+            if self.remote:
+                fs, target = filesystem(location)
+                fs.put_file(str(path), target)
+        return records
+
+    def remove(self, location: str) -> None:
+        fs, path = filesystem(location)
+        if fs.isfile(path):
+            fs.rm_file(path)
+
+    def write_provenance(self, asset: str, shard: str, provenance: dict) -> str:
+        """``{shard}.provenance.json`` beside a shard's files, written after them: what they
+        were computed from and the record of each file. Files the previous provenance listed and
+        this one does not (another token format, fewer chunks) are removed."""
+        previous = self.provenance(asset, shard) or {}
+        sidecar = self.write_text(json.dumps(provenance, indent=1), asset,
+                                  f"{shard}{PROVENANCE_SUFFIX}")
+        names = {f["name"] for f in provenance.get("files", [])}
+        for old in previous.get("files", []):
+            if old["name"] not in names:
+                self.remove(self.location(asset, old["name"]))
+        return sidecar
+
+    def provenance(self, asset: str, shard: str) -> dict | None:
+        """What the shard's writer recorded about it, or None (never written, or unreadable:
+        either way the shard gets recomputed)."""
+        sidecar = self.path(asset, shard, PROVENANCE_SUFFIX)
+        try:
+            return json.loads(self.read_text(sidecar)) if exists(sidecar) else None
+        except (OSError, ValueError):
+            return None
+
+    @contextlib.contextmanager
+    def _staged(self, location: str) -> Iterator[Path]:
+        if not self.remote:
+            yield Path(location)
+            return
+        folder = Path(tempfile.mkdtemp(prefix="prox-upload-"))
+        try:
+            local = folder / location.rsplit("/", 1)[-1]
+            yield local
+            fs, target = filesystem(location)
+            fs.put_file(str(local), target)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)

@@ -8,7 +8,7 @@ import pytest
 from assets.common import RECOMPUTE_TAG
 from prox_dagster import definitions
 from prox_dagster.sample import write_sample_crawl
-from resources import RefinerResource
+from resources import CheckThresholds, RefinerResource
 
 pytestmark = pytest.mark.integration
 SHARDS = ["sample-crawl.00000", "sample-crawl.00001", "sample-crawl.00002"]
@@ -160,3 +160,42 @@ def test_a_single_shard_run_reports_the_error_itself(crawl, instance):
     assert not failed.success
     text = failure_text(failed)
     assert SHARDS[0] in text and "doc_refined_shard" in text and "does not exist" in text
+
+
+def test_many_tiny_shards_in_batched_runs_with_one_broken(tmp_path, instance):
+    """40 shards in runs of 8, as a backfill with BackfillPolicy.multi_run(8) launches them:
+    one corrupt shard fails its run's later stages only; a retry recomputes only it."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i in range(40):
+        (raw / f"tiny.{i:05d}.jsonl").write_text(
+            '{"text": "Lists in Python keep items in order and grow as needed. You can append, '
+            'insert and remove items, and slice them to copy parts of a list."}\n')
+    (raw / "tiny.00013.jsonl").write_bytes(b"\x00" * 10)  # not JSON at all
+    (raw / "tiny.00021.jsonl").unlink()
+    (raw / "tiny.00021.jsonl.zst").write_bytes(b"\x28\xb5\x2f\xfd garbage")  # corrupt
+    defs = definitions.build_definitions(data_dir=tmp_path, shards_per_run=8,
+                                         checks=CheckThresholds(min_token_retention=0.0))
+    keys = definitions.register_new_shards(defs, instance)
+    assert len(keys) == 40
+    batches = [keys[i:i + 8] for i in range(0, 40, 8)]  # partitions in registration order
+    broken = next(i for i, batch in enumerate(batches) if "tiny.00021" in batch)
+    results = [definitions.materialize_shards(defs, instance, batch[0], batch[-1])
+               for batch in batches]
+    assert [r.success for r in results] == [i != broken for i in range(5)]
+    assert step_starts(results[broken - 1]) == {stage: 1 for stage in STAGES}
+    done = instance.get_materialized_partitions(dg.AssetKey("tokenized_shard"))
+    assert done == set(keys) - set(batches[broken])  # only the broken shard's batch stopped
+    assert instance.get_materialized_partitions(dg.AssetKey("raw_shard")) == \
+        set(keys) - {"tiny.00021"}
+    assert "tiny.00021" in failure_text(results[broken])
+
+    (raw / "tiny.00021.jsonl.zst").unlink()
+    (raw / "tiny.00021.jsonl").write_text('{"text": "fixed"}\n')
+    retry = definitions.materialize_shards(defs, instance, batches[broken][0],
+                                           batches[broken][-1])
+    assert retry.success
+    fresh = {shard for (stage, shard), meta in materializations(retry).items()
+             if stage == "raw_shard" and not meta["cached"]}
+    assert fresh == {"tiny.00021"}
+    assert instance.get_materialized_partitions(dg.AssetKey("tokenized_shard")) == set(keys)

@@ -75,7 +75,9 @@ def _cached_model(kind: str, build) -> Path:
     key = hashlib.sha256(f"{kind}|{tokenizer_fingerprint(tok)}|{sorted(TINY_SHAPE.items())}"
                          .encode()).hexdigest()[:12]
     target = cache_dir() / "models" / f"{kind}-{key}"
-    if not (target / "config.json").is_file():
+    if not all((target / name).is_file() for name in ("config.json", "model.safetensors",
+                                                      "tokenizer_config.json")):
+        shutil.rmtree(target, ignore_errors=True)  # incomplete: built again
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{kind}-"))
         build(tmp, tok)

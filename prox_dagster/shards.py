@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import fnmatch
 import gzip
-import hashlib
 import io
 import json
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -243,29 +242,30 @@ def schema_problems(frame: pl.DataFrame, contract: str) -> list[str]:
     return problems
 
 
-def find_raw_shards(folder: str | os.PathLike,
-                    patterns: Sequence[str] | None = None) -> dict[str, Path]:
-    """Raw shard files directly in ``folder`` by partition key (sorted; no folder: empty);
-    with ``patterns``, only names matching one of those globs (e.g. ``crawl-2026-*``)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return {}
-    found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        key = shard_key(path)
-        if patterns and not any(fnmatch.fnmatchcase(path.name, p) for p in patterns):
+def select_raw_shards(names: Iterable[str], patterns: Sequence[str] | None = None,
+                      where: str = "") -> dict[str, str]:
+    """Which file names (of one folder or prefix) are raw shards, by partition key: a raw
+    suffix, not hidden, matching one of ``patterns`` (globs, e.g. ``crawl-2026-*``) if given.
+    A key with two files is an error."""
+    found: dict[str, str] = {}
+    for name in sorted(names):
+        key = shard_key(name)
+        if key is None or name.startswith("."):
             continue
-        if key is not None and path.is_file() and not path.name.startswith("."):
-            if key in found:
-                raise ShardError(f"shard {key!r} exists twice in {str(folder)!r}: "
-                                 f"{found[key].name} and {path.name}")
-            found[key] = path
+        if patterns and not any(fnmatch.fnmatchcase(name, p) for p in patterns):
+            continue
+        if key in found:
+            raise ShardError(f"shard {key!r} exists twice in {where!r}: {found[key]} and {name}")
+        found[key] = name
     return found
 
 
-def file_sha256(path: str | os.PathLike, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
+def find_raw_shards(folder: str | os.PathLike,
+                    patterns: Sequence[str] | None = None) -> dict[str, Path]:
+    """Raw shard files directly in ``folder`` by partition key (sorted; no folder: empty)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return {}
+    files = [path.name for path in folder.iterdir() if path.is_file()]
+    return {key: folder / name
+            for key, name in select_raw_shards(files, patterns, str(folder)).items()}

@@ -10,11 +10,9 @@ S3 settings come from the usual ``AWS_*`` variables (``AWS_ENDPOINT_URL`` for Mi
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +20,7 @@ from pathlib import Path
 import fsspec
 import polars as pl
 
-from .shards import (ShardError, find_raw_shards, shard_key, write_parquet_atomic,
+from .shards import (ShardError, find_raw_shards, select_raw_shards, write_parquet_atomic,
                      write_text_atomic)
 
 PROVENANCE_SUFFIX = ".provenance.json"
@@ -89,21 +87,14 @@ def list_raw_shards(location: str, patterns: list[str] | None = None) -> dict[st
         return {key: (str(path), path.stat().st_mtime_ns)
                 for key, path in find_raw_shards(location, patterns).items()}
     fs, root = filesystem(location)
-    found: dict[str, tuple[str, int]] = {}
     try:
-        entries = fs.ls(root, detail=True, refresh=True)
+        listing = fs.ls(root, detail=True, refresh=True)
     except FileNotFoundError:
         return {}
-    for entry in sorted(entries, key=lambda e: e["name"]):
-        name = entry["name"].rsplit("/", 1)[-1]
-        key = shard_key(name)
-        if entry.get("type") != "file" or key is None or name.startswith("."):
-            continue
-        if patterns and not any(fnmatch.fnmatchcase(name, p) for p in patterns):
-            continue
-        if key in found:
-            raise ShardError(f"shard {key!r} exists twice in {location!r}")
-        modified = entry.get("LastModified")
+    entries = {e["name"].rsplit("/", 1)[-1]: e for e in listing if e.get("type") == "file"}
+    found = {}
+    for key, name in select_raw_shards(entries, patterns, location).items():
+        modified = entries[name].get("LastModified")
         found[key] = (join(location, name),
                       int(modified.timestamp() * 1e9) if modified is not None else 0)
     return found
@@ -116,14 +107,11 @@ def local_copy(location: str) -> Iterator[Path]:
     if not is_remote(location):
         yield Path(location)
         return
-    folder = Path(tempfile.mkdtemp(prefix="prox-raw-"))
-    try:
-        local = folder / location.rsplit("/", 1)[-1]
+    with tempfile.TemporaryDirectory(prefix="prox-raw-") as folder:
+        local = Path(folder) / location.rsplit("/", 1)[-1]
         fs, path = filesystem(location)
         fs.get_file(path, str(local))
         yield local
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 class ShardStore:
@@ -180,11 +168,8 @@ class ShardStore:
             folder.mkdir(parents=True, exist_ok=True)
             yield folder
             return
-        folder = Path(tempfile.mkdtemp(prefix=f"prox-{asset}-"))
-        try:
-            yield folder
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+        with tempfile.TemporaryDirectory(prefix=f"prox-{asset}-") as folder:
+            yield Path(folder)
 
     def publish(self, asset: str, files: list[Path]) -> list[dict]:
         """Records of ``files`` written in :meth:`staging_dir`, uploaded first when remote."""
@@ -229,11 +214,8 @@ class ShardStore:
         if not self.remote:
             yield Path(location)
             return
-        folder = Path(tempfile.mkdtemp(prefix="prox-upload-"))
-        try:
-            local = folder / location.rsplit("/", 1)[-1]
+        with tempfile.TemporaryDirectory(prefix="prox-upload-") as folder:
+            local = Path(folder) / location.rsplit("/", 1)[-1]
             yield local
             fs, target = filesystem(location)
             fs.put_file(str(local), target)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)

@@ -110,9 +110,7 @@ class _StagedFiles:
         self.staged: dict[Path, Path] = {}
 
     def open(self, name: str):
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.folder)
-        self.staged[self.folder / name] = Path(tmp)
-        return os.fdopen(fd, "wb")
+        return open(self.path(name), "wb")
 
     def path(self, name: str) -> Path:
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.folder)

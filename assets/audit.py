@@ -1,17 +1,17 @@
 """Lineage audits, answered from the Dagster instance: which refiner produced every shard, when,
 with which check results, and whether it is stale against the current refiner."""
 
-import csv
 import datetime as dt
-import io
 import json
 import time
 
 import dagster as dg
 
+from prox_dagster.lineage import audit_csv
 from resources import RefinerResource, ShardStorage
 
 from . import clean, raw, refine_chunks, refine_docs
+from .common import location_value
 from .partitions import shards_partitions_def
 
 REFINED = {"doc": "doc_refined_shard", "chunk": "chunk_refined_shard"}
@@ -20,9 +20,7 @@ SHARD_CHECK_KEYS = [dg.AssetCheckKey(dg.AssetKey(asset), name)
                                           ("chunk_refined_shard", refine_chunks),
                                           ("clean_shard", clean))
                     for name in module.CHECKS]
-COLUMNS = ["shard", "doc_refiner_version", "doc_model", "doc_refined_at", "doc_run_id",
-           "chunk_refiner_version", "chunk_model", "chunk_refined_at", "chunk_run_id",
-           "checks_passed", "checks_failed", "failed_checks", "status"]
+
 
 
 def latest_by_partition(instance: dg.DagsterInstance, asset: str,
@@ -64,7 +62,7 @@ def latest_check_results(instance: dg.DagsterInstance, check_keys: list[dg.Asset
     return results
 
 
-def _value(record: dg.EventLogRecord | None, key: str):
+def metadata_value(record: dg.EventLogRecord | None, key: str):
     if record is None:
         return None
     value = record.asset_materialization.metadata.get(key)
@@ -82,8 +80,8 @@ def audit_rows(instance: dg.DagsterInstance, current_version: str,
         row: dict = {"shard": shard}
         for level in REFINED:
             record = latest[level].get(shard)
-            row[f"{level}_refiner_version"] = _value(record, "refiner_version")
-            row[f"{level}_model"] = _value(record, "model_id")
+            row[f"{level}_refiner_version"] = metadata_value(record, "refiner_version")
+            row[f"{level}_model"] = metadata_value(record, "model_id")
             row[f"{level}_refined_at"] = (
                 dt.datetime.fromtimestamp(record.timestamp, dt.timezone.utc)
                 .isoformat(timespec="seconds") if record else None)
@@ -97,26 +95,6 @@ def audit_rows(instance: dg.DagsterInstance, current_version: str,
                          else "current" if versions == {current_version} else "stale")
         rows.append(row)
     return rows
-
-
-def filter_rows(rows: list[dict], refiner_version: str | None = None, model: str | None = None,
-                status: str | None = None) -> list[dict]:
-    """Rows produced (at either level) by ``refiner_version`` / ``model``, or with ``status``."""
-    def produced_by(row, field, wanted):
-        return wanted is None or wanted in (row[f"doc_{field}"], row[f"chunk_{field}"])
-
-    return [row for row in rows
-            if produced_by(row, "refiner_version", refiner_version)
-            and produced_by(row, "model", model)
-            and (status is None or row["status"] == status)]
-
-
-def rows_to_csv(rows: list[dict]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
 
 
 def rows_to_markdown(rows: list[dict], limit: int = 200) -> str:
@@ -145,7 +123,7 @@ def lineage_audit(context: dg.AssetExecutionContext, refiner: RefinerResource,
     rows = audit_rows(context.instance, refiner.version)
     store = storage.store
     json_path = store.write_text(json.dumps(rows, indent=1), "audit", "lineage.json")
-    store.write_text(rows_to_csv(rows), "audit", "lineage.csv")
+    store.write_text(audit_csv(rows), "audit", "lineage.csv")
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
@@ -159,6 +137,6 @@ def lineage_audit(context: dg.AssetExecutionContext, refiner: RefinerResource,
         "refiner_versions_seen": ", ".join(versions) or "none",
         "shards_with_failed_checks": sum(1 for row in rows if row["checks_failed"]),
         "report": dg.MetadataValue.md(rows_to_markdown(rows)),
-        "json": json_path if store.remote else dg.MetadataValue.path(json_path),
+        "json": location_value(json_path),
         "duration_s": round(time.perf_counter() - started, 3),
     })

@@ -20,7 +20,7 @@ import polars as pl
 from prox_dagster.lineage import input_fingerprint
 from prox_dagster.quality import CheckOutcome
 from prox_dagster.shards import ShardError
-from prox_dagster.store import content_id, exists
+from prox_dagster.store import content_id, exists, is_remote
 from resources import ShardStorage
 
 from .partitions import shards_partitions_def
@@ -60,7 +60,7 @@ def shard_checks(asset: str, checks: Mapping[str, str]) -> list[dg.AssetCheckSpe
 class ShardOutput:
     """What a stage computed for one shard: a ``frame`` for the store to write, or the records
     of ``files`` the stage wrote and published itself. ``extra`` values must be JSON; a dict is shown as a count table, a key
-    ending in ``_path`` as a path."""
+    ending in ``_path`` as a location."""
 
     frame: pl.DataFrame | None
     rows_in: int
@@ -168,11 +168,16 @@ def _one_shard(context, storage, asset, shard, settings, inputs, work, recompute
     return {"metadata": metadata, "checks": summary["checks"]}
 
 
+def location_value(location: str) -> dg.MetadataValue:
+    """A file's location as metadata: a path locally, a URL on S3."""
+    return dg.MetadataValue.url(location) if is_remote(location) \
+        else dg.MetadataValue.path(location)
+
+
 def _file_metadata(store, asset: str, files: list[dict]) -> dict:
     if len(files) == 1:
-        location = store.location(asset, files[0]["name"])
-        path = location if store.remote else dg.MetadataValue.path(location)
-        return {"path": path, "sha256": files[0]["sha256"]}
+        return {"path": location_value(store.location(asset, files[0]["name"])),
+                "sha256": files[0]["sha256"]}
     rows = "\n".join(f"| {f['name']} | {f['bytes']} | {f['sha256']} |" for f in files)
     return {"files": len(files),
             "file_table": dg.MetadataValue.md(
@@ -182,8 +187,8 @@ def _file_metadata(store, asset: str, files: list[dict]) -> dict:
 def _metadata_value(key: str, value: Any):
     if isinstance(value, dict):
         return counts_table(value, key)
-    if key.endswith("_path") and isinstance(value, str) and "://" not in value:
-        return dg.MetadataValue.path(value)
+    if key.endswith("_path") and isinstance(value, str):
+        return location_value(value)
     return value
 
 

@@ -7,6 +7,7 @@ import dagster as dg
 from prox_dagster.pretraining import build_manifest
 from resources import ShardStorage, TokenizerResource
 
+from .common import location_value
 from .partitions import shards_partitions_def
 
 
@@ -39,7 +40,7 @@ def pretraining_set(context: dg.AssetExecutionContext, storage: ShardStorage,
         "total_tokens": manifest.total_tokens,
         "total_documents": manifest.total_documents,
         "formats": ", ".join(manifest.formats) or "none",
-        "manifest": manifest_path if store.remote else dg.MetadataValue.path(manifest_path),
+        "manifest": location_value(manifest_path),
         "shard_table": dg.MetadataValue.md(manifest.shard_table()),
         "document_lengths": dg.MetadataValue.md(manifest.histogram_table()),
         "duration_s": round(time.perf_counter() - started, 3),

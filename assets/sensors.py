@@ -9,7 +9,7 @@ import dagster as dg
 
 from resources import RawSource
 
-from .audit import REFINED, latest_by_partition
+from .audit import REFINED, latest_by_partition, metadata_value
 from .jobs import refine_shard_job
 from .partitions import shards_partitions_def
 
@@ -59,14 +59,10 @@ def shards_to_refine(instance: dg.DagsterInstance, refiner_version: str) -> list
     tokenized = latest_by_partition(instance, "tokenized_shard")
     refined = {level: latest_by_partition(instance, asset) for level, asset in REFINED.items()}
 
-    def version(level, shard):
-        record = refined[level].get(shard)
-        value = record.asset_materialization.metadata.get("refiner_version") if record else None
-        return getattr(value, "value", None)
-
     return [shard for shard in instance.get_dynamic_partitions(shards_partitions_def.name)
             if shard not in tokenized
-            or any(version(level, shard) != refiner_version for level in REFINED)]
+            or any(metadata_value(refined[level].get(shard), "refiner_version")
+                   != refiner_version for level in REFINED)]
 
 
 def build_refine_schedule(refiner_version: str, shards_per_run: int) -> dg.ScheduleDefinition:

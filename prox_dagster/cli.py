@@ -10,7 +10,6 @@ pre-training manifest and prints a summary. ``prox-dagster sample`` only writes 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from .lineage import AUDIT_COLUMNS, audit_csv
 from .sample import write_sample_crawl
 from .shards import find_raw_shards
 
@@ -106,17 +106,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
     rows = definitions.lineage_report(defs, definitions.current_instance(),
                                       refiner_version=args.refiner_version, model=args.model,
                                       status=args.status)
-    columns = list(rows[0]) if rows else ["shard", "status"]
     if args.format == "json":
         print(json.dumps(rows, indent=1))
     elif args.format == "csv":
-        writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+        sys.stdout.write(audit_csv(rows))
     else:
         table = Table(title=f"lineage audit: {len(rows)} shards "
                             f"(current refiner {defs.resources['refiner'].version})")
-        shown = [c for c in columns if not c.endswith("_run_id")]
+        shown = [c for c in AUDIT_COLUMNS if not c.endswith("_run_id")]
         for name in shown:
             table.add_column(name.replace("_", " "))
         for row in rows:

@@ -35,6 +35,7 @@ import os
 import dagster as dg
 
 from assets import JOBS, build_assets, build_automation
+from prox_dagster.lineage import filter_audit_rows
 from prox_dagster.store import join, normalize
 from resources import (CheckThresholds, ProgramPolicy, RawSource, RefinerResource, ShardStorage,
                        TokenizerResource)
@@ -155,8 +156,8 @@ def lineage_report(definitions: dg.Definitions, instance: dg.DagsterInstance, *,
                    refiner_version: str | None = None, model: str | None = None,
                    status: str | None = None) -> list[dict]:
     """The lineage audit (see ``assets/audit.py``): one row per shard, filtered."""
-    from assets.audit import audit_rows, filter_rows
+    from assets.audit import audit_rows
 
     current = definitions.resources["refiner"].version
     rows = audit_rows(instance, current)
-    return filter_rows(rows, refiner_version=refiner_version, model=model, status=status)
+    return filter_audit_rows(rows, refiner_version=refiner_version, model=model, status=status)

@@ -9,7 +9,9 @@ another refiner as stale.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 from typing import Any
 
@@ -35,3 +37,29 @@ def input_fingerprint(asset: str, settings: str, inputs: dict[str, str]) -> str:
     canonical = json.dumps({"asset": asset, "settings": settings, "inputs": inputs},
                            sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# Lineage audit rows (one per shard, built from the Dagster instance by ``assets/audit.py``).
+AUDIT_COLUMNS = ["shard", "doc_refiner_version", "doc_model", "doc_refined_at", "doc_run_id",
+                 "chunk_refiner_version", "chunk_model", "chunk_refined_at", "chunk_run_id",
+                 "checks_passed", "checks_failed", "failed_checks", "status"]
+
+
+def filter_audit_rows(rows: list[dict], refiner_version: str | None = None,
+                      model: str | None = None, status: str | None = None) -> list[dict]:
+    """Rows produced (at either level) by ``refiner_version`` / ``model``, or with ``status``."""
+    def produced_by(row, field, wanted):
+        return wanted is None or wanted in (row[f"doc_{field}"], row[f"chunk_{field}"])
+
+    return [row for row in rows
+            if produced_by(row, "refiner_version", refiner_version)
+            and produced_by(row, "model", model)
+            and (status is None or row["status"] == status)]
+
+
+def audit_csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=AUDIT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()

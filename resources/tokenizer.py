@@ -3,6 +3,7 @@
 import os
 
 import dagster as dg
+from pydantic import PrivateAttr
 
 from prox_dagster.chunking import DEFAULT_MAX_TOKENS
 from prox_dagster.token_files import FORMATS, PROX_CHUNK_SIZE, TokenFileError, token_dtype
@@ -26,11 +27,16 @@ class TokenizerResource(dg.ConfigurableResource):
     sep_token: int = -1
     batch_size: int = 1024
 
+    _fingerprint: str | None = PrivateAttr(default=None)
+
     def get(self):
         return load_tokenizer(self.name_or_path)
 
     def fingerprint(self) -> str:
-        return tokenizer_fingerprint(self.get())
+        # serializing a tokenizer to hash it takes a while: once per resource, not per shard
+        if self._fingerprint is None:
+            self._fingerprint = tokenizer_fingerprint(self.get())
+        return self._fingerprint
 
     def file_settings(self) -> dict:
         """The token-file settings, validated: a bad format or a dtype the vocabulary does not

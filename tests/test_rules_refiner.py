@@ -12,7 +12,7 @@ DOCS = sample_documents(200, seed=99)
 
 def test_version_is_a_fingerprint_of_the_thresholds():
     a, b = build_refiner("rules"), build_refiner("rules", min_words=80)
-    assert a.version.startswith("rules:rules-v1@") and a.version != b.version
+    assert a.version.startswith("rules:rules-v2@") and a.version != b.version
     assert a.version == build_refiner("rules").version
 
 
@@ -89,9 +89,11 @@ def test_line_rules_on_human_labelled_real_pages():
             tp += label == "0" and reason is not None
             fp += label == "1" and reason is not None
             fn += label == "0" and reason is None
-    # A rules baseline: precise on what it flags, modest recall (the LM refiner's job).
-    assert tp / (tp + fp) >= 0.7
-    assert tp / (tp + fn) >= 0.4
+    # Menus, teaser runs and page headers/footers: most noise lines are flagged, at the price
+    # of forum chrome these human labels count as clean text ("Joined: ...", "Posts: ...").
+    precision, recall = tp / (tp + fp), tp / (tp + fn)
+    assert recall >= 0.8 and precision >= 0.55
+    assert 2 * precision * recall / (precision + recall) >= 0.65
 
 
 def test_doc_rules_on_human_quality_labels():
@@ -106,3 +108,58 @@ def test_doc_rules_on_human_quality_labels():
     assert sum(1 for label in drops if label == 0) / len(drops) >= 0.75  # drops are mostly bad
     good = [drop for label, drop in dropped if label == 1]
     assert sum(good) / len(good) <= 0.1  # few good pages lost
+
+
+ARTICLE = [
+    "The city council approved the new budget on Tuesday evening after a long debate.",
+    "Residents will see lower fees for water and waste collection starting next year.",
+    "The mayor said the savings came from a new contract with the regional utility company.",
+    "Opposition members argued that the plan leaves too little money for road repairs.",
+    "A final vote on the road programme is expected before the end of the month.",
+]
+
+
+def test_bullets_are_stripped_before_menu_words_match():
+    reasons = line_reasons(["  • Home", "- Contact us", "* Blog", "1. About"])
+    assert reasons == ["navigation"] * 4
+
+
+def test_menus_of_one_item_per_line_and_teaser_lists_are_runs_of_boilerplate():
+    menu = ["World", "Politics", "Business", "Science", "Arts"]
+    teasers = ["Mayor opens the new bridge over the river",
+               "Five things to know about the budget vote",
+               "Local team wins the regional cup final again"]
+    lines = menu + ["", "Council passes budget"] + ARTICLE[:2] + ["Budget details"] + \
+        ARTICLE[2:] + [""] + teasers
+    reasons = line_reasons(lines)
+    assert reasons[:5] == ["navigation"] * 5
+    assert reasons[-3:] == ["link_list"] * 3
+    # the title right above the text, a section heading between paragraphs (no run) and every
+    # sentence are kept
+    assert all(reasons[i] is None for i in range(6, 13))
+
+
+def test_an_article_is_not_dropped_because_of_its_menus():
+    from prox_dagster.refiners.signals import document_reason
+
+    menu = ["Home", "News", "Sport", "Weather", "Contact"] * 6
+    footer = ["© 2024 Daily Courier", "Privacy Policy | Terms of Use"]
+    assert document_reason("\n".join(menu + ARTICLE * 2 + footer)) is None
+    assert document_reason("\n".join(menu + footer)) == "gopher_too_few_words"
+
+
+def test_pages_in_other_languages_are_not_dropped_for_not_being_english():
+    from prox_dagster.refiners.signals import document_reason
+
+    german = ("Der Stadtrat hat am Dienstag den neuen Haushalt nach einer langen Debatte "
+              "beschlossen. Die Bürger zahlen im nächsten Jahr weniger für Wasser und Müll, "
+              "und die Stadt will mit dem Geld die Schulen sanieren und das Netz der Busse "
+              "ausbauen.")
+    german2 = ("Die Opposition kritisierte, dass für die Reparatur der Straßen zu wenig Geld "
+               "übrig bleibe, und kündigte an, im nächsten Monat einen eigenen Antrag im Rat "
+               "einzubringen.")
+    chinese = "市议会周二晚上经过长时间辩论后批准了新的预算。居民明年将为用水和垃圾收集支付更低的费用。"
+    chinese2 = "反对派议员认为，该计划留给道路维修的资金太少，并表示将在下个月提出自己的方案。"
+    assert document_reason("\n".join(["Startseite", german, german2])) is None
+    assert document_reason("\n".join(["首页", chinese, chinese2])) is None
+

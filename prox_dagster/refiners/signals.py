@@ -1,11 +1,14 @@
 """Rule-based quality signals: which lines are boilerplate, which documents are junk.
 
-Line rules (chunk level) flag navigation and breadcrumb rows, cookie banners, share rows,
-copyright and legal footers, comment-widget chrome, bare URLs and repeated short lines. Document
+Line rules (chunk level) flag navigation and breadcrumb rows (bullets stripped first), cookie
+banners, share rows, copyright and legal footers, comment-widget chrome, bare URLs, repeated short
+lines, runs of three or more lines that are not sentences (menus of one item per line, teaser and
+headline lists) and the non-sentence lines above and below the text (header and footer). Document
 rules (doc level) follow Gopher (Rae et al. 2021), C4 (Raffel et al. 2020) and FineWeb (Penedo et
-al. 2024) quality filters. They are computed on the document's *content* lines (the lines the line
-rules keep), because the raw text of a web page still holds its menus and footers, which would
-otherwise trip the short-line and punctuation rules on good pages.
+al. 2024) quality filters. They judge the document's *body*, the sentence-like lines among those
+the line rules keep, because the raw text of a web page still holds its menus and footers, which
+would otherwise trip the short-line, punctuation and repetition rules on good pages; and they
+count CJK characters as words and know the function words of several languages.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-_NAV_WORDS = {
+NAV_WORDS = {
     "home", "about", "about us", "contact", "contact us", "blog", "news", "login", "log in",
     "logout", "log out", "sign in", "sign up", "register", "search", "menu", "subscribe",
     "newsletter", "next", "previous", "prev", "next post", "previous post", "older posts",
@@ -30,8 +33,10 @@ _NAV_WORDS = {
     "support", "community", "forum", "forums", "events", "downloads", "download",
 }
 _SEPARATORS = re.compile(r"\s*(?:\||»|›|>|•|·|/|::|–)\s*")
-_COOKIE = re.compile(r"\bcookies?\b.*\b(use|accept|consent|policy|settings|experience|agree|"
-                     r"continu\w*|browsing|personali[sz]e)\b", re.I)
+# "cookie" followed, anywhere later in the line, by one of these words: two linear searches
+_COOKIE_WORD = re.compile(r"\bcookies?\b", re.I)
+_COOKIE_TAIL = re.compile(r"\b(use|accept|consent|policy|settings|experience|agree|continu\w*|"
+                          r"browsing|personali[sz]e)\b", re.I)
 _CONSENT = re.compile(r"\b(we value your privacy|gdpr|consent preferences|manage preferences)\b",
                       re.I)
 _SHARE = re.compile(r"^(share|tweet|pin it|email this|share on \w+|share via \w+|"
@@ -51,8 +56,30 @@ _LIST_HEAD = re.compile(r"^(related( posts| articles| stories)?|you (may|might) 
 _URL = re.compile(r"^(https?://|www\.)\S+$", re.I)
 _WORD = re.compile(r"\w+", re.UNICODE)
 _END_PUNCT = (".", "!", "?", '"', "'", "”", "’", ":", ";", ")", "…")
-_STOP_WORDS = {"the", "be", "to", "of", "and", "that", "have", "with"}
+# Gopher's English stop words, plus the commonest function words of other languages written
+# with spaces (de, fr, es, it, pt, nl, sv/da/no, pl, cs, ru, tr, id), so the rule does not drop
+# every non-English page
+STOP_WORDS = frozenset(
+    "the be to of and that have with "
+    "der die das und ist nicht ein eine zu den mit sich des auf für "
+    "le la les et est un une des du pas que qui pour dans sur "
+    "el los las y es en por con una del se no lo al "
+    "il di che è per non gli della sono "
+    "o os as um uma não para com do da em "
+    "de het een en van is dat niet op te "
+    "och att är det som på för inte med af ikke og til er "
+    "i w z na się nie to jest że do "
+    "je se na to že v a "
+    "и в не на что с по это как он "
+    "bir ve bu için da ile "
+    "yang dan di ini itu dengan untuk".split())
 _BULLETS = ("•", "-", "*", "·", "‣", "●", "▪")
+_BULLET_PREFIX = re.compile(r"^(?:[•*·‣●▪◦■□►▸>»›–—-]|\d{1,3}[.)])\s*")
+
+
+def strip_bullet(text: str) -> str:
+    """``text`` without a leading list bullet (``  • Home`` -> ``Home``)."""
+    return _BULLET_PREFIX.sub("", text.strip(), count=1)
 
 
 @dataclass(frozen=True)
@@ -63,8 +90,9 @@ class RulesConfig:
     max_nav_words: int = 4
     min_nav_items: int = 3
     max_boilerplate_words: int = 14
-    max_repeat_words: int = 10
     max_link_words: int = 8
+    min_run_lines: int = 3
+    max_repeat_words: int = 10
     # document rules (Gopher)
     min_words: int = 50
     max_words: int = 100_000
@@ -75,12 +103,12 @@ class RulesConfig:
     max_ellipsis_line_ratio: float = 0.3
     min_alpha_word_ratio: float = 0.8
     min_stop_words: int = 2
-    max_dup_line_ratio: float = 0.3
-    max_dup_line_char_ratio: float = 0.2
     max_top_2gram_char_ratio: float = 0.2
     max_top_3gram_char_ratio: float = 0.18
     max_top_4gram_char_ratio: float = 0.16
-    max_dup_5gram_char_ratio: float = 0.15
+    # Gopher's 0.15 dropped forum threads (quotes repeat) and articles with repeated teasers
+    # on labelled pages while catching one bad page of dclm-human-quality: only heavy repetition
+    max_dup_5gram_char_ratio: float = 0.5
     # FineWeb
     min_punct_line_ratio: float = 0.12
     max_short_line_ratio: float = 0.67
@@ -89,24 +117,29 @@ class RulesConfig:
     drop_lorem_ipsum: bool = True
 
 
+def _is_cookie(text: str) -> bool:
+    match = _COOKIE_WORD.search(text)
+    return match is not None and _COOKIE_TAIL.search(text, match.end()) is not None
+
+
 def line_reason(line: str, config: RulesConfig = RulesConfig()) -> str | None:
     """Why a single line is boilerplate (``None``: it is not)."""
     text = line.strip()
     if not text:
         return None
-    lowered = text.lower().strip(" :.!|")
+    lowered = strip_bullet(text).lower().strip(" :.!|")
     words = text.split()
     n = len(words)
     if _URL.match(text):
         return "url"
-    if lowered in _NAV_WORDS:
+    if lowered in NAV_WORDS:
         return "navigation"
     items = [p for p in _SEPARATORS.split(text) if p]
     if (len(items) >= config.min_nav_items and n <= 6 * len(items)
             and all(len(p.split()) <= config.max_nav_words for p in items)
             and not text.endswith((".", "?", "!"))):
         return "navigation"
-    if n <= config.max_boilerplate_words * 3 and (_COOKIE.search(text) or _CONSENT.search(text)):
+    if n <= config.max_boilerplate_words * 3 and (_is_cookie(text) or _CONSENT.search(text)):
         return "cookie"
     if n <= config.max_boilerplate_words and _COPYRIGHT.search(text):
         return "copyright"
@@ -137,6 +170,8 @@ def line_reasons(lines: list[str], config: RulesConfig = RulesConfig()) -> list[
                 in_list = False
         elif not text:
             in_list = False
+    _mark_runs(lines, reasons, config)
+    _mark_outside_body(lines, reasons)
     seen: set[str] = set()
     for i, line in enumerate(lines):
         key = " ".join(line.split()).lower()
@@ -146,6 +181,53 @@ def line_reasons(lines: list[str], config: RulesConfig = RulesConfig()) -> list[
             reasons[i] = "repeated"
         seen.add(key)
     return reasons
+
+
+def _mark_runs(lines: list[str], reasons: list[str | None], config: RulesConfig) -> None:
+    """Runs of at least ``min_run_lines`` consecutive unpunctuated short lines are menus (each at
+    most ``max_nav_words`` words: one item per line) or teaser / headline lists (at most
+    ``max_boilerplate_words``). Blank lines do not break a run; a sentence does. An article's
+    section heading stands alone between paragraphs, so it is never such a run, and the last line
+    of a run right before a sentence (or its byline) is the title of that text: it stays."""
+    def run_kind(text: str) -> str | None:
+        if is_prose(text):
+            return None
+        n = len(strip_bullet(text).split())
+        if n <= config.max_nav_words and not text.endswith(_END_PUNCT):
+            return "navigation"
+        return "link_list"
+
+    run: list[int] = []
+    for i in range(len(lines) + 1):
+        text = lines[i].strip() if i < len(lines) else ""
+        if not text and i < len(lines):
+            continue
+        kind = run_kind(text) if text else None
+        if kind is not None and (reasons[i] is None or reasons[i] in ("navigation", "link_list")):
+            run.append(i)
+            continue
+        if len(run) >= config.min_run_lines:
+            all_short = all(run_kind(lines[j].strip()) == "navigation" for j in run)
+            if text and (is_prose(text) or reasons[i] == "comment_widget"):  # text or byline
+                run.pop()
+            for j in run:
+                if reasons[j] is None:
+                    reasons[j] = "navigation" if all_short else "link_list"
+        run = []
+
+
+def _mark_outside_body(lines: list[str], reasons: list[str | None]) -> None:
+    """Lines that are not sentences, above the first sentence of the text (but its title, the
+    nearest line above it that no rule flags) or below the last one, are the page's header and
+    footer."""
+    prose = [i for i, line in enumerate(lines) if reasons[i] is None and is_prose(line)]
+    if not prose:
+        return
+    title = max((i for i in range(prose[0]) if lines[i].strip() and reasons[i] is None),
+                default=-1)
+    for i in [*range(prose[0]), *range(prose[-1] + 1, len(lines))]:
+        if reasons[i] is None and i != title and lines[i].strip():
+            reasons[i] = "outside_body"
 
 
 def boilerplate_ranges(reasons: list[str | None], offset: int = 0,
@@ -220,25 +302,54 @@ def _ngram_char_ratios(words: list[str], n: int) -> tuple[float, float]:
     return top_ratio, dup_ratio
 
 
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+_PROSE_END = _END_PUNCT + ("。", "！", "？")
+
+
+def _units(line: str) -> int:
+    """Words, counting each CJK character as one (CJK text has no spaces between words)."""
+    return len(line.split()) + len(_CJK.findall(line))
+
+
+def is_prose(line: str) -> bool:
+    """A sentence-like line: at least 15 words, or at least 6 ending in punctuation."""
+    text = line.rstrip()
+    if text.endswith(("...", "…")):  # a truncated teaser, not a sentence
+        return False
+    n = _units(text)
+    return n >= 15 or (n >= 6 and text.endswith(_PROSE_END))
+
+
 def document_reason(text: str, reasons: list[str | None] | None = None,
                     config: RulesConfig = RulesConfig()) -> str | None:
-    """Why a document should be dropped (``None``: keep it)."""
+    """Why a document should be dropped (``None``: keep it).
+
+    The quality rules judge the document's *body*: the prose lines among those the line rules
+    keep. A page's menus, teaser lists and footers are short unpunctuated lines; judged with
+    them, a good article fails the short-line, punctuation and repetition rules because of its
+    chrome. Word rules count a CJK character as a word, and the stop-word rule knows the common
+    function words of several languages, so a page is not dropped for not being English.
+    """
     lines = text.split("\n")
     if reasons is None:
         reasons = line_reasons(lines, config)
     content = [line.strip() for line, r in zip(lines, reasons) if r is None and line.strip()]
-    body = "\n".join(content)
+    body_lines = [line for line in content if is_prose(line)]
+    body = "\n".join(body_lines)
     words = body.split()
-    n = len(words)
-    if n < config.min_words:
+    units = len(words) + len(_CJK.findall(body))
+    if units < config.min_words:
         return "gopher_too_few_words"
-    if n > config.max_words:
+    if units > config.max_words:
         return "gopher_too_many_words"
-    mean_len = sum(len(w) for w in words) / n
-    if not config.min_mean_word_length <= mean_len <= config.max_mean_word_length:
-        return "gopher_mean_word_length"
+    cjk = len(_CJK.findall(body)) / max(len(body), 1) > 0.2
+    n = max(len(words), 1)
+    if not cjk:
+        mean_len = sum(len(w) for w in words) / n
+        if not config.min_mean_word_length <= mean_len <= config.max_mean_word_length:
+            return "gopher_mean_word_length"
     symbols = body.count("#") + body.count("...") + body.count("…")
-    if symbols / n > config.max_symbol_word_ratio:
+    if symbols / max(units, 1) > config.max_symbol_word_ratio:
         return "gopher_symbol_ratio"
     if sum(line.startswith(_BULLETS) for line in content) / len(content) > \
             config.max_bullet_line_ratio:
@@ -246,20 +357,24 @@ def document_reason(text: str, reasons: list[str | None] | None = None,
     if sum(line.endswith(("...", "…")) for line in content) / len(content) > \
             config.max_ellipsis_line_ratio:
         return "gopher_ellipsis_lines"
-    if sum(1 for w in words if any(c.isalpha() for c in w)) / n < config.min_alpha_word_ratio:
+    if not cjk and sum(1 for w in words if any(c.isalpha() for c in w)) / n < \
+            config.min_alpha_word_ratio:
         return "gopher_alpha_words"
     lowered = [w.lower().strip(".,;:!?\"'()") for w in words]
-    if sum(1 for w in lowered if w in _STOP_WORDS) < config.min_stop_words:
+    if not cjk and sum(1 for w in lowered if w in STOP_WORDS) < config.min_stop_words:
         return "gopher_stop_words"
     if config.drop_lorem_ipsum and "lorem ipsum" in body.lower():
         return "c4_lorem_ipsum"
-    line_counts = Counter(content)
-    dup_lines = sum(c for c in line_counts.values() if c > 1)
-    if dup_lines / len(content) > config.max_dup_line_ratio:
-        return "gopher_dup_lines"
-    dup_chars = sum(len(line) * c for line, c in line_counts.items() if c > 1)
-    if dup_chars / max(len(body), 1) > config.max_dup_line_char_ratio:
-        return "gopher_dup_line_chars"
+    # Gopher's duplicate-line rules are not used: on labelled pages they dropped forum threads
+    # and articles for their quoted replies and repeated teasers, and caught no bad page of
+    # dclm-human-quality. A page that is one passage repeated has too few distinct words; the
+    # n-gram rules judge the distinct body lines.
+    distinct = list(dict.fromkeys(body_lines))
+    if len(distinct) < len(body_lines):
+        body = "\n".join(distinct)
+        lowered = [w.lower().strip(".,;:!?\"'()") for w in body.split()]
+        if len(lowered) + len(_CJK.findall(body)) < config.min_words:
+            return "gopher_too_few_words"
     for n_gram, limit in ((2, config.max_top_2gram_char_ratio),
                           (3, config.max_top_3gram_char_ratio),
                           (4, config.max_top_4gram_char_ratio)):
@@ -267,10 +382,13 @@ def document_reason(text: str, reasons: list[str | None] | None = None,
             return f"gopher_top_{n_gram}gram"
     if _ngram_char_ratios(lowered, 5)[1] > config.max_dup_5gram_char_ratio:
         return "gopher_dup_5gram"
-    if sum(line.endswith(_END_PUNCT) for line in content) / len(content) < \
+    # FineWeb's line rules, on the lines the line rules keep: a page that is mostly short lines
+    # even after its menus went is a listing, not an article
+    if sum(line.endswith(_PROSE_END) for line in content) / len(content) < \
             config.min_punct_line_ratio:
         return "fineweb_line_punct"
-    if sum(len(line) <= config.short_line_chars for line in content) / len(content) > \
-            config.max_short_line_ratio:
+    # a CJK character carries about a word: 30 characters is a long CJK line
+    short = config.short_line_chars // 3 if cjk else config.short_line_chars
+    if sum(len(line) <= short for line in content) / len(content) > config.max_short_line_ratio:
         return "fineweb_short_lines"
     return None

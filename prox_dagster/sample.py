@@ -34,6 +34,7 @@ from .shards import write_atomic, write_text_atomic
 SHARD_PREFIX = "sample-crawl"
 FORMATS = (".jsonl.gz", ".jsonl.zst", ".parquet", ".jsonl")
 JUNK_SHARE = 0.22
+LABELLED_SET = f"{SHARD_PREFIX}.labelled.jsonl"
 
 _THEMES = [
     {
@@ -230,9 +231,15 @@ def sample_texts(n_docs: int = 400, seed: int = 12345) -> list[str]:
 
 def write_sample_crawl(out_dir: str | Path, n_shards: int = 4, docs_per_shard: int = 30,
                        seed: int = 0) -> list[Path]:
-    """Write the sample crawl's raw shards and labels; returns the raw shard paths."""
+    """Write the sample crawl's raw shards and labels; returns the raw shard paths.
+
+    ``labels/sample-crawl.labelled.jsonl`` holds every document with its labels in the format of
+    a labelled set (``text``, ``line_labels``, ``label``: 1 article, 0 junk): what
+    ``prox-dagster eval`` and ``refiner_evaluation`` score and ``train-refiner`` learns from
+    when no other set is named."""
     out = Path(out_dir)
     paths = []
+    labelled: list[str] = []
     for s in range(n_shards):
         key = f"{SHARD_PREFIX}.{s:05d}"
         docs = sample_documents(docs_per_shard, seed=seed * 1000 + s, shard=key)
@@ -249,7 +256,13 @@ def write_sample_crawl(out_dir: str | Path, n_shards: int = 4, docs_per_shard: i
                    "mojibake": d.mojibake} for d in docs]
         write_text_atomic("".join(json.dumps(r) + "\n" for r in labels),
                           out / "labels" / f"{key}.labels.jsonl")
+        # a junk page's "main" lines are no content worth keeping: noise in the labelled set
+        labelled.extend(json.dumps({"id": d.id, "text": d.text, "url": d.url,
+                                    "line_labels": d.line_labels.replace("M", "B") if d.junk
+                                    else d.line_labels, "label": int(not d.junk)},
+                                   ensure_ascii=False) + "\n" for d in docs)
         paths.append(path)
+    write_text_atomic("".join(labelled), out / "labels" / LABELLED_SET)
     return paths
 
 

@@ -1,0 +1,389 @@
+"""How good a refiner's output is, measured on labelled web pages through the real pipeline.
+
+A labelled set is a JSONL file (or a folder holding ``docs.jsonl``) of documents with ``text``
+and at least one kind of label:
+
+- ``line_labels`` or ``line_labels_derived``: one character per line of ``text.split("\\n")``.
+  Content is ``M`` (or ``1`` for human binary labels); every other label is noise; blank lines and
+  lines labelled ``_`` are not scored. A document whose label string has another length than its
+  line count is reported and not line-scored.
+- ``label``: a document-quality label, 1 good, 0 bad.
+
+Each set runs as one shard through the same stage functions the shard assets call
+(:mod:`prox_dagster.pipeline`: doc programs, chunking, chunk programs, execution) with the given
+refiner, tokenizer and policy. A line counts as kept when it survives into the refined text (a
+dropped document keeps nothing). The naive line filter (keep a line of at least 15 words, or of
+at least 6 words ending in punctuation) is scored beside it; its document is dropped when what it
+keeps has no more than the policy's ``min_words`` words, as execution would drop it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from .execute import ExecutionPolicy
+from .pipeline import chunk_shard, execute_shard, refine_chunks, refine_documents
+from .refiners.base import Refiner
+
+CONTENT_LABELS = frozenset("M1")
+IGNORED_LABELS = frozenset("_")
+KEPT_STATUSES = ("kept", "fallback_raw")
+NAIVE = "naive_filter"
+_END_PUNCT = (".", "!", "?", ":", ";", '"', "'", "”", "’", ")", "…", "。", "！", "？")
+
+
+class EvaluationError(ValueError):
+    """A labelled set that cannot be scored at all (missing, unreadable, no labels)."""
+
+
+@dataclass
+class LabelledDocument:
+    id: str
+    text: str
+    url: str | None
+    line_labels: str | None
+    label: int | None
+
+
+@dataclass
+class LabelledSet:
+    name: str
+    path: str
+    documents: list[LabelledDocument]
+    skipped: list[dict] = field(default_factory=list)  # {"id", "reason"}: reported, not scored
+
+    @property
+    def has_line_labels(self) -> bool:
+        return any(d.line_labels is not None for d in self.documents)
+
+    @property
+    def has_doc_labels(self) -> bool:
+        return any(d.label is not None for d in self.documents)
+
+
+def load_labelled_set(path: str | Path, name: str | None = None) -> LabelledSet:
+    """Read a labelled set; an unreadable file or one without any label is an error naming it."""
+    path = Path(path)
+    file = path / "docs.jsonl" if path.is_dir() else path
+    if not file.is_file():
+        raise EvaluationError(f"labelled set {str(path)!r}: no such file (expected a JSONL file "
+                              "or a folder holding docs.jsonl)")
+    name = name or (path.name if path.is_dir() else file.name.removesuffix(".jsonl"))
+    documents: list[LabelledDocument] = []
+    skipped: list[dict] = []
+    seen: set[str] = set()
+    with file.open(encoding="utf-8", errors="replace") as handle:
+        for line_no, raw in enumerate(handle, 1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                skipped.append({"id": f"line {line_no}", "reason": f"not JSON: {exc}"})
+                continue
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                skipped.append({"id": f"line {line_no}", "reason": "no string 'text'"})
+                continue
+            doc_id = str(record.get("id") or f"{name}:{line_no}")
+            if doc_id in seen:
+                doc_id = f"{doc_id}#{line_no}"
+            seen.add(doc_id)
+            text = record["text"]
+            labels = record.get("line_labels") or record.get("line_labels_derived")
+            if labels is not None and (not isinstance(labels, str)
+                                       or len(labels) != text.count("\n") + 1):
+                skipped.append({"id": doc_id, "reason": (
+                    f"line labels of length {len(labels) if isinstance(labels, str) else '?'} "
+                    f"for {text.count(chr(10)) + 1} lines: line labels not scored")})
+                labels = None
+            label = record.get("label")
+            label = int(label) if isinstance(label, (bool, int, float)) and label in (0, 1) \
+                else None
+            documents.append(LabelledDocument(doc_id, text, record.get("url"), labels, label))
+    result = LabelledSet(name, str(file), documents, skipped)
+    if not result.has_line_labels and not result.has_doc_labels:
+        raise EvaluationError(
+            f"labelled set {str(file)!r} ({name}): no document has line labels (line_labels / "
+            "line_labels_derived, one character per line) or a document label (label: 0/1)")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# scoring
+
+@dataclass
+class Counts:
+    """Line counts (content kept / noise kept / content removed / noise removed) and document
+    counts (good kept / bad kept / good dropped / bad dropped)."""
+
+    content_kept: int = 0
+    noise_kept: int = 0
+    content_removed: int = 0
+    noise_removed: int = 0
+    content_in_dropped_docs: int = 0
+    good_kept: int = 0
+    bad_kept: int = 0
+    good_dropped: int = 0
+    bad_dropped: int = 0
+    docs: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    seconds: float = 0.0
+
+    def add(self, other: "Counts") -> None:
+        for name, value in asdict(other).items():
+            setattr(self, name, getattr(self, name) + value)
+
+    def metrics(self) -> dict:
+        def ratio(a: float, b: float) -> float | None:
+            return round(a / b, 4) if b else None
+
+        def f1(p: float | None, r: float | None) -> float | None:
+            return round(2 * p * r / (p + r), 4) if p and r else (0.0 if p is not None
+                                                                   and r is not None else None)
+
+        lines = self.content_kept + self.noise_kept + self.content_removed + self.noise_removed
+        keep_p = ratio(self.content_kept, self.content_kept + self.noise_kept)
+        keep_r = ratio(self.content_kept, self.content_kept + self.content_removed)
+        noise_p = ratio(self.noise_removed, self.noise_removed + self.content_removed)
+        noise_r = ratio(self.noise_removed, self.noise_removed + self.noise_kept)
+        good = self.good_kept + self.good_dropped
+        bad = self.bad_kept + self.bad_dropped
+        doc_p = ratio(self.good_kept, self.good_kept + self.bad_kept)
+        doc_r = ratio(self.good_kept, good)
+        return {
+            "docs": self.docs, "lines": lines,
+            "keep_precision": keep_p, "keep_recall": keep_r, "keep_f1": f1(keep_p, keep_r),
+            "noise_f1": f1(noise_p, noise_r),
+            "content_lost_to_doc_drops": ratio(self.content_in_dropped_docs,
+                                               self.content_kept + self.content_removed),
+            "labelled_docs": good + bad,
+            "doc_keep_precision": doc_p, "doc_keep_recall": doc_r, "doc_keep_f1": f1(doc_p, doc_r),
+            "bad_dropped": ratio(self.bad_dropped, bad), "good_dropped": ratio(self.good_dropped,
+                                                                               good),
+            "token_retention": ratio(self.tokens_out, self.tokens_in),
+            "docs_per_s": round(self.docs / self.seconds, 1) if self.seconds else None,
+        }
+
+
+def kept_lines(original: str, refined: str) -> list[bool]:
+    """Which lines of ``original`` survive into ``refined``.
+
+    Execution removes whole lines and rewrites text inside lines (``normalize``), never reorders.
+    Lines are matched in order: an original line equal to the next refined line is kept; a
+    refined line that equals no later original line is a rewritten one, and keeps the original
+    line it stands at when the two share most of their words. Linear in the two texts.
+    """
+    lines = original.split("\n")
+    if refined == original:
+        return [True] * len(lines)
+    if not refined:
+        return [False] * len(lines)
+    out = refined.split("\n")
+    remaining: dict[str, int] = {}
+    for line in lines:
+        remaining[line] = remaining.get(line, 0) + 1
+    kept = [False] * len(lines)
+    j = 0
+    for i, line in enumerate(lines):
+        remaining[line] -= 1
+        if j >= len(out):
+            continue
+        if out[j] == line:
+            kept[i] = True
+            j += 1
+        elif remaining.get(out[j], 0) == 0 and _rewritten(line, out[j]):
+            kept[i] = True
+            j += 1
+    return kept
+
+
+def _rewritten(before: str, after: str) -> bool:
+    """Whether ``after`` is ``before`` with some text replaced (most words in common)."""
+    a, b = set(before.split()), set(after.split())
+    if not a or not b:
+        return False
+    return len(a & b) / max(len(a), len(b)) >= 0.5 or \
+        (len(a) <= 2 and len(b) <= 2 and (before[:4] == after[:4] or before[-4:] == after[-4:]))
+
+
+def naive_keep(line: str) -> bool:
+    """The two-line filter every refiner must beat."""
+    words = len(line.split())
+    return words >= 15 or (words >= 6 and line.rstrip().endswith(_END_PUNCT))
+
+
+def score_document(doc: LabelledDocument, kept: Sequence[bool], dropped: bool,
+                   counts: Counts) -> None:
+    if doc.line_labels is not None:
+        lines = doc.text.split("\n")
+        for line, label, keep in zip(lines, doc.line_labels, kept):
+            if not line.strip() or label in IGNORED_LABELS:
+                continue
+            content = label in CONTENT_LABELS
+            keep = keep and not dropped
+            if content and dropped:
+                counts.content_in_dropped_docs += 1
+            if content:
+                if keep:
+                    counts.content_kept += 1
+                else:
+                    counts.content_removed += 1
+            elif keep:
+                counts.noise_kept += 1
+            else:
+                counts.noise_removed += 1
+    if doc.label is not None:
+        if doc.label == 1:
+            counts.good_dropped += dropped
+            counts.good_kept += not dropped
+        else:
+            counts.bad_dropped += dropped
+            counts.bad_kept += not dropped
+
+
+def _raw_frame(labelled: LabelledSet) -> pl.DataFrame:
+    docs = labelled.documents
+    return pl.DataFrame({
+        "id": [d.id for d in docs], "text": [d.text for d in docs],
+        "url": [d.url for d in docs], "source": [labelled.name] * len(docs),
+        "meta": ["{}"] * len(docs),
+    }, schema={"id": pl.String, "text": pl.String, "url": pl.String, "source": pl.String,
+               "meta": pl.String})
+
+
+def refine_set(labelled: LabelledSet, refiner: Refiner, tokenizer, *, max_tokens: int = 1500,
+               policy: ExecutionPolicy | None = None) -> tuple[pl.DataFrame, float]:
+    """Run the set as one shard through the pipeline's stages; the clean frame and seconds."""
+    started = time.perf_counter()
+    raw = _raw_frame(labelled)
+    doc_refined = refine_documents(raw, refiner, policy=policy)
+    chunked = chunk_shard(doc_refined, tokenizer, max_tokens)
+    chunk_refined = refine_chunks(chunked, refiner)
+    clean = execute_shard(doc_refined, chunk_refined, tokenizer, policy, shard=labelled.name)
+    return clean, time.perf_counter() - started
+
+
+def naive_counts(labelled: LabelledSet, policy: ExecutionPolicy | None = None) -> Counts:
+    policy = policy or ExecutionPolicy()
+    counts = Counts(docs=len(labelled.documents))
+    started = time.perf_counter()
+    for doc in labelled.documents:
+        lines = doc.text.split("\n")
+        kept = [naive_keep(line) for line in lines]
+        words = sum(len(line.split()) for line, k in zip(lines, kept) if k)
+        score_document(doc, kept, words <= policy.min_words, counts)
+    counts.seconds = time.perf_counter() - started
+    return counts
+
+
+def refiner_counts(labelled: LabelledSet, clean: pl.DataFrame, seconds: float) -> Counts:
+    counts = Counts(docs=len(labelled.documents), seconds=seconds,
+                    tokens_in=int(clean["tokens_in"].sum()),
+                    tokens_out=int(clean["tokens_out"].sum()))
+    by_id = {row[0]: row[1:] for row in clean.select("id", "text", "status").iter_rows()}
+    for doc in labelled.documents:
+        text, status = by_id[doc.id]
+        dropped = status not in KEPT_STATUSES
+        score_document(doc, kept_lines(doc.text, text or "") if not dropped else
+                       [False] * (doc.text.count("\n") + 1), dropped, counts)
+    return counts
+
+
+@dataclass
+class Evaluation:
+    refiner_version: str
+    refiner_backend: str
+    sets: list[dict]        # {"set", "path", "docs", "skipped", "refiner": metrics, NAIVE: metrics}
+    overall: dict           # {"refiner": metrics, NAIVE: metrics}
+    seconds: float
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def rows(self) -> list[dict]:
+        """One row per set and system, plus the overall rows (what the table and CSV show)."""
+        rows = []
+        for entry in [*self.sets, {"set": "overall", **self.overall}]:
+            for system in ("refiner", NAIVE):
+                rows.append({"set": entry["set"], "system": system if system == NAIVE
+                             else self.refiner_backend, **entry[system]})
+        return rows
+
+
+METRIC_COLUMNS = ["docs", "lines", "keep_precision", "keep_recall", "keep_f1", "noise_f1",
+                  "content_lost_to_doc_drops", "labelled_docs", "doc_keep_precision",
+                  "doc_keep_recall", "doc_keep_f1", "bad_dropped", "good_dropped",
+                  "token_retention", "docs_per_s"]
+CSV_COLUMNS = ["set", "system", *METRIC_COLUMNS]
+
+
+def evaluate(sets: Sequence[LabelledSet], refiner: Refiner, tokenizer, *,
+             max_tokens: int = 1500, policy: ExecutionPolicy | None = None,
+             progress: Callable[[str, int, int], None] | None = None) -> Evaluation:
+    """Score ``refiner`` (and the naive filter) on every set, per set and overall."""
+    started = time.perf_counter()
+    totals = {"refiner": Counts(), NAIVE: Counts()}
+    entries = []
+    for position, labelled in enumerate(sets, 1):
+        if progress:
+            progress(labelled.name, position, len(sets))
+        clean, seconds = refine_set(labelled, refiner, tokenizer, max_tokens=max_tokens,
+                                    policy=policy)
+        systems = {"refiner": refiner_counts(labelled, clean, seconds),
+                   NAIVE: naive_counts(labelled, policy)}
+        for system, counts in systems.items():
+            totals[system].add(counts)
+        entries.append({"set": labelled.name, "path": labelled.path,
+                        "docs": len(labelled.documents), "skipped": labelled.skipped,
+                        **{system: counts.metrics() for system, counts in systems.items()}})
+    return Evaluation(refiner.version, refiner.backend, entries,
+                      {system: counts.metrics() for system, counts in totals.items()},
+                      round(time.perf_counter() - started, 3))
+
+
+def evaluation_csv(evaluation: Evaluation) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n",
+                            extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(evaluation.rows())
+    return out.getvalue()
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+TABLE_COLUMNS = ["set", "system", "docs", "keep_precision", "keep_recall", "keep_f1",
+                 "noise_f1", "content_lost_to_doc_drops", "doc_keep_f1", "bad_dropped",
+                 "good_dropped", "token_retention", "docs_per_s"]
+
+
+def evaluation_markdown(evaluation: Evaluation) -> str:
+    """The table as Markdown, then a bar chart of keep-F1 per set (refiner vs naive filter)."""
+    head = "| " + " | ".join(c.replace("_", " ") for c in TABLE_COLUMNS) + " |"
+    lines = [head, "|" + "---|" * len(TABLE_COLUMNS)]
+    for row in evaluation.rows():
+        lines.append("| " + " | ".join(_cell(row.get(c)) for c in TABLE_COLUMNS) + " |")
+    lines += ["", f"keep-F1 per set ({evaluation.refiner_backend} vs {NAIVE}):", "",
+              "| set | system | keep-F1 |", "|---|---|---|"]
+    for row in evaluation.rows():
+        f1 = row.get("keep_f1")
+        if f1 is None:
+            f1 = row.get("doc_keep_f1")
+        if f1 is None:
+            continue
+        bar = "█" * round(f1 * 40)
+        lines.append(f"| {row['set']} | {row['system']} | `{bar}` {f1:.3f} |")
+    return "\n".join(lines)

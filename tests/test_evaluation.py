@@ -1,0 +1,165 @@
+"""The built-in evaluation: line alignment, scoring, labelled-set errors, the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from prox_dagster.evaluation import (EvaluationError, evaluate, evaluation_csv,
+                                     evaluation_markdown, kept_lines, load_labelled_set,
+                                     naive_keep)
+from prox_dagster.programs import format_call
+from prox_dagster.prompts import document_of
+
+
+def test_kept_lines_follows_removals_and_rewrites():
+    original = "menu\nA long first line.\nads\nSecond línea â€™ here\nfooter"
+    assert kept_lines(original, original) == [True] * 5
+    assert kept_lines(original, "") == [False] * 5
+    assert kept_lines(original, "A long first line.\nSecond línea ’ here") == \
+        [False, True, False, True, False]
+    # a repeated line: the copy that survives is the one in order
+    assert kept_lines("x\ny\nx", "y\nx") == [False, True, True]
+
+
+def test_naive_filter_is_the_two_line_rule():
+    assert naive_keep(" ".join(["word"] * 15))
+    assert naive_keep("Six words that end in a stop.")
+    assert not naive_keep("Six words that end without stop")
+    assert not naive_keep("Home")
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+LINES = ["Home | News | Sport", "",
+         "The council approved the new budget on Tuesday after a long debate.",
+         "Residents will see lower fees for water and waste collection next year.",
+         "Share this:", "© 2024 Daily"]
+LABELS = "B_MMBB"
+
+
+class OracleRefiner:
+    """A refiner that knows the labels (a test double at the model edge): it removes exactly
+    the noise lines, so every metric of the real scoring path must be perfect."""
+
+    backend = "oracle"
+    dialect = "prox"
+    model_id = "oracle"
+    version = "oracle:labels@0"
+    tokenizer = None
+    max_doc_prompt_tokens = None
+
+    def __init__(self, labels_by_text):
+        self.labels = labels_by_text
+
+    def generate(self, prompts, *, level):
+        out = []
+        for prompt in prompts:
+            text = document_of(prompt, level)
+            if level == "doc":
+                out.append("keep_doc()" if self.labels[text][1] else "drop_doc()")
+                continue
+            calls = []
+            for raw in text.split("\n"):
+                number = int(raw[1:raw.index("]")])
+                body = raw[raw.index("]") + 1:]
+                for doc, (labels, _) in self.labels.items():
+                    lines = doc.split("\n")
+                    if number < len(lines) and lines[number] == body:
+                        if labels[number] == "B":
+                            calls.append(format_call("remove_lines", line_start=number,
+                                                     line_end=number))
+                        break
+            out.append("\n".join(calls) or "keep_chunk()")
+        return out
+
+
+def test_scores_through_the_real_pipeline(tmp_path, sample_tokenizer):
+    text = "\n".join(LINES)
+    junk = "buy cheap pills\nbuy cheap pills now\nclick here"
+    path = _write(tmp_path / "set.jsonl", [
+        {"id": "a", "text": text, "line_labels": LABELS, "label": 1},
+        {"id": "b", "text": junk, "line_labels": "BBB", "label": 0},
+    ])
+    labelled = load_labelled_set(path)
+    oracle = OracleRefiner({text: (LABELS, True), junk: ("BBB", False)})
+    result = evaluate([labelled], oracle, sample_tokenizer)
+    mine = result.overall["refiner"]
+    assert mine["keep_precision"] == mine["keep_recall"] == mine["keep_f1"] == 1.0
+    assert mine["noise_f1"] == 1.0 and mine["content_lost_to_doc_drops"] == 0.0
+    assert mine["doc_keep_f1"] == 1.0 and mine["bad_dropped"] == 1.0
+    assert mine["good_dropped"] == 0.0 and mine["lines"] == 8
+    naive = result.overall["naive_filter"]
+    # the naive filter keeps the two sentences only, and drops the junk page (too few words)
+    assert naive["keep_precision"] == 1.0 and naive["keep_recall"] == 1.0
+    assert result.refiner_version == "oracle:labels@0"
+    csv_text = evaluation_csv(result)
+    assert csv_text.splitlines()[0].startswith("set,system,docs,lines,keep_precision")
+    assert len(csv_text.splitlines()) == 5  # header + (set, overall) x (refiner, naive)
+    markdown = evaluation_markdown(result)
+    assert "| set | system |" in markdown and "keep-F1 per set" in markdown
+
+
+def test_a_refiner_that_keeps_everything_scores_the_content_share(tmp_path, sample_tokenizer):
+    from prox_dagster.refiners.rules import RulesRefiner
+
+    class KeepAll(RulesRefiner):
+        def generate(self, prompts, *, level):
+            return ["keep_doc()" if level == "doc" else "keep_chunk()" for _ in prompts]
+
+    path = _write(tmp_path / "set.jsonl", [{"id": "a", "text": "\n".join(LINES),
+                                            "line_labels": LABELS}])
+    result = evaluate([load_labelled_set(path)], KeepAll(), sample_tokenizer)
+    mine = result.overall["refiner"]
+    assert mine["keep_recall"] == 1.0 and mine["keep_precision"] == 0.4  # 2 of 5 lines
+    assert mine["doc_keep_f1"] is None and mine["labelled_docs"] == 0
+
+
+def test_a_set_without_labels_is_an_error_naming_the_file(tmp_path):
+    path = _write(tmp_path / "nolabels.jsonl", [{"id": "a", "text": "hello"}])
+    with pytest.raises(EvaluationError, match="nolabels.jsonl.*no document has line labels"):
+        load_labelled_set(path)
+    with pytest.raises(EvaluationError, match="no such file"):
+        load_labelled_set(tmp_path / "missing.jsonl")
+
+
+def test_label_strings_of_the_wrong_length_are_reported_and_not_scored(tmp_path,
+                                                                        sample_tokenizer):
+    path = _write(tmp_path / "set.jsonl", [
+        {"id": "ok", "text": "\n".join(LINES), "line_labels": LABELS},
+        {"id": "short", "text": "a\nb\nc", "line_labels": "MM"},
+    ])
+    labelled = load_labelled_set(path)
+    assert [s["id"] for s in labelled.skipped] == ["short"]
+    assert "length 2 for 3 lines" in labelled.skipped[0]["reason"]
+    result = evaluate([labelled], OracleRefiner({"\n".join(LINES): (LABELS, True),
+                                                 "a\nb\nc": ("BBB", True)}), sample_tokenizer)
+    assert result.overall["refiner"]["lines"] == 5  # only the well-labelled document
+    assert result.sets[0]["skipped"][0]["id"] == "short"
+
+
+@pytest.mark.integration
+def test_cli_eval_scores_the_loaded_refiner(tmp_path, sample_crawl):
+    labelled = sample_crawl / "labels" / "sample-crawl.labelled.jsonl"
+    env = {**os.environ, "PROX_REFINER_BACKEND": "rules"}
+    proc = subprocess.run([sys.executable, "-m", "prox_dagster.cli", "eval", str(labelled),
+                           "--format", "json", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["refiner_version"].startswith("rules:rules-v2@")
+    assert result["sets"][0]["docs"] == 120
+    rules, naive = result["overall"]["refiner"], result["overall"]["naive_filter"]
+    assert rules["keep_f1"] > naive["keep_f1"]  # on the sample crawl the rules are better
+    assert rules["bad_dropped"] >= 0.9 and rules["good_dropped"] <= 0.1
+    assert (tmp_path / "out" / "evaluation.csv").read_text().startswith("set,system")
+
+    bad = _write(tmp_path / "plain.jsonl", [{"id": "x", "text": "no labels here"}])
+    proc = subprocess.run([sys.executable, "-m", "prox_dagster.cli", "eval", str(bad)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 2 and "plain.jsonl" in proc.stdout + proc.stderr

@@ -4,6 +4,7 @@ import dagster as dg
 import polars as pl
 
 from prox_dagster.pipeline import execute_shard
+from prox_dagster.preview import refinement_preview
 from prox_dagster.quality import CheckOutcome, no_empty_kept_text, token_retention, unique_ids
 from prox_dagster.shards import schema_problems
 from resources import CheckThresholds, ProgramPolicy, ShardStorage, TokenizerResource
@@ -31,7 +32,8 @@ def build_clean_shard(code_version: str, shards_per_run: int = 1) -> dg.AssetsDe
                     checks: CheckThresholds):
         """One row per raw document: the refined `text`, `status` (kept, dropped_doc,
         dropped_chunk, fallback_raw), `n_ops`, `n_errors`, `tokens_in`, `tokens_out` and the
-        `refiner_version` that wrote its programs."""
+        `refiner_version` that wrote its programs. `refinement_preview` shows a few dropped
+        documents with their reason and removed lines with the call that removed them."""
         limits = checks.thresholds()
 
         def work(shard: str) -> ShardOutput:
@@ -62,6 +64,7 @@ def build_clean_shard(code_version: str, shards_per_run: int = 1) -> dg.AssetsDe
                 "program_errors": int(clean["n_errors"].sum()),
                 "program_ops": int(clean["n_ops"].sum()),
                 "refiner_version": ", ".join(sorted(set(clean["refiner_version"]))) or "none",
+                "refinement_preview": refinement_preview(docs, chunk_programs, clean),
             })
 
         yield from run_shards(

@@ -59,8 +59,9 @@ def shard_checks(asset: str, checks: Mapping[str, str]) -> list[dg.AssetCheckSpe
 @dataclass
 class ShardOutput:
     """What a stage computed for one shard: a ``frame`` for the store to write, or the records
-    of ``files`` the stage wrote and published itself. ``extra`` values must be JSON; a dict is shown as a count table, a key
-    ending in ``_path`` as a location."""
+    of ``files`` the stage wrote and published itself. ``extra`` values must be JSON; a dict is
+    shown as a count table, a key ending in ``_path`` as a location, one ending in ``_preview``
+    as Markdown."""
 
     frame: pl.DataFrame | None
     rows_in: int
@@ -189,6 +190,8 @@ def _metadata_value(key: str, value: Any):
         return counts_table(value, key)
     if key.endswith("_path") and isinstance(value, str):
         return location_value(value)
+    if key.endswith("_preview") and isinstance(value, str):
+        return dg.MetadataValue.md(value)
     return value
 
 

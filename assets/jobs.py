@@ -21,3 +21,11 @@ pretraining_set_job = dg.define_asset_job(
 lineage_audit_job = dg.define_asset_job(
     "lineage_audit_job", selection=dg.AssetSelection.assets("lineage_audit"),
     description="Which refiner produced every shard, with check results and staleness.")
+
+refiner_evaluation_job = dg.define_asset_job(
+    "refiner_evaluation_job", selection=dg.AssetSelection.assets("refiner_evaluation"),
+    description="Score the loaded refiner on the labelled evaluation sets.")
+
+classifier_model_job = dg.define_asset_job(
+    "classifier_model_job", selection=dg.AssetSelection.assets("classifier_model"),
+    description="Train the classifier refiner on the labelled training sets.")

@@ -5,6 +5,8 @@ registers one partition per shard through the raw-shard sensor, materializes eve
 shard in a real Dagster instance (``$DAGSTER_HOME``, default ``./.dagster_home``), builds the
 pre-training manifest and prints a summary. ``prox-dagster sample`` only writes the sample crawl.
 ``prox-dagster audit`` reports, from the instance, which refiner produced every shard.
+``prox-dagster eval SET...`` scores the refiner the code location loads on labelled sets;
+``prox-dagster train-refiner SET...`` trains the ``classifier`` refiner's model file.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from rich.table import Table
 
 from .lineage import AUDIT_COLUMNS, audit_csv
 from .sample import write_sample_crawl
-from .shards import find_raw_shards
+from .shards import find_raw_shards, write_text_atomic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,6 +124,96 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_sets(paths: list[str], console: Console):
+    from .evaluation import EvaluationError, load_labelled_set
+
+    sets = []
+    for path in paths:
+        try:
+            sets.append(load_labelled_set(path))
+        except EvaluationError as exc:
+            console.print(f"[red]{exc}")
+            return None
+        for skipped in sets[-1].skipped:
+            console.print(f"[yellow]{sets[-1].name}: {skipped['id']}: {skipped['reason']}")
+    return sets
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    console = Console(width=None if sys.stdout.isatty() else 200, stderr=args.format != "table")
+    sets = _load_sets(args.sets, console)
+    if sets is None:
+        return 2
+    if args.backend:
+        os.environ["PROX_REFINER_BACKEND"] = args.backend
+    if args.model:
+        os.environ["PROX_CLASSIFIER_MODEL"] = args.model
+
+    from . import definitions
+    from .evaluation import evaluate, evaluation_csv
+
+    # the refiner, tokenizer and policy the code location loads (same settings, same code)
+    defs = definitions.build_definitions()
+    resources = defs.resources
+    tokenizer = definitions.loaded_tokenizer(defs)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("evaluating", total=len(sets))
+
+        def step(name: str, position: int, total: int) -> None:
+            progress.update(task, completed=position - 1, description=f"evaluating on {name}")
+
+        evaluation = evaluate(sets, resources["refiner"].get(), tokenizer.get(),
+                              max_tokens=tokenizer.max_chunk_tokens,
+                              policy=resources["policy"].policy(), progress=step)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(json.dumps(evaluation.to_json(), indent=1), out / "evaluation.json")
+        write_text_atomic(evaluation_csv(evaluation), out / "evaluation.csv")
+    if args.format == "json":
+        print(json.dumps(evaluation.to_json(), indent=1))
+    elif args.format == "csv":
+        sys.stdout.write(evaluation_csv(evaluation))
+    else:
+        console.print(_evaluation_table(evaluation))
+    return 0
+
+
+def _evaluation_table(evaluation) -> Table:
+    from .evaluation import TABLE_COLUMNS
+
+    table = Table(title=f"refiner {evaluation.refiner_version} on "
+                        f"{len(evaluation.sets)} labelled sets ({evaluation.seconds:.1f}s)")
+    for name in TABLE_COLUMNS:
+        table.add_column(name.replace("_", " "), justify="left" if name in ("set", "system")
+                         else "right")
+    for row in evaluation.rows():
+        table.add_row(*("-" if row.get(c) is None else f"{row[c]:.3f}"
+                        if isinstance(row[c], float) else str(row[c]) for c in TABLE_COLUMNS))
+    return table
+
+
+def cmd_train_refiner(args: argparse.Namespace) -> int:
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    sets = _load_sets(args.sets, console)
+    if sets is None:
+        return 2
+    from .refiners.classifier import ClassifierModel
+    from .refiners.classifier_training import TrainingSettings, train_classifier, write_model
+    from .tokenization import load_tokenizer
+
+    tokenizer = load_tokenizer(args.tokenizer)
+    with console.status("training the classifier refiner"):
+        spec = train_classifier(sets, tokenizer, TrainingSettings(max_tokens=args.max_tokens),
+                                name=args.name, log=console.print)
+    digest = write_model(spec, args.out)
+    model = ClassifierModel(args.out)  # what the refiner will load, read back once
+    console.print(f"wrote {args.out} (sha256 {digest[:12]}, model {model.name}, line threshold "
+                  f"{model.line_threshold:.2f}, doc threshold {model.doc_threshold:.3f})")
+    console.print(f"use it: PROX_REFINER_BACKEND=classifier PROX_CLASSIFIER_MODEL={args.out}")
+    return 0
+
+
 def _summary_row(instance, definitions, shard: str, passed: int, total: int) -> list[str]:
     raw = definitions.latest_metadata(instance, "raw_shard", shard)
     docs = definitions.latest_metadata(instance, "doc_refined_shard", shard)
@@ -166,12 +258,28 @@ def main(argv: list[str] | None = None) -> int:
     audit.add_argument("--model", help="only shards this model (id or path) refined")
     audit.add_argument("--status", choices=["current", "stale", "unrefined"])
     audit.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    evaluate = sub.add_parser("eval", help="score the refiner the code location loads on "
+                                           "labelled sets, beside the naive line filter")
+    evaluate.add_argument("sets", nargs="+", help="labelled JSONL files or folders with docs.jsonl")
+    evaluate.add_argument("--backend", help="refiner backend (default: PROX_REFINER_BACKEND)")
+    evaluate.add_argument("--model", help="classifier model file (default: PROX_CLASSIFIER_MODEL)")
+    evaluate.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    evaluate.add_argument("--out", help="also write evaluation.json and evaluation.csv here")
+    train = sub.add_parser("train-refiner", help="train the classifier refiner on labelled sets")
+    train.add_argument("sets", nargs="+", help="labelled JSONL files or folders with docs.jsonl")
+    train.add_argument("--out", required=True, help="model file to write (JSON)")
+    train.add_argument("--name", help="model name (default: from the sets)")
+    train.add_argument("--tokenizer", default=os.environ.get("PROX_TOKENIZER", "sample"),
+                       help="chunking tokenizer, as the pipeline uses (PROX_TOKENIZER)")
+    train.add_argument("--max-tokens", type=int,
+                       default=int(os.environ.get("PROX_MAX_CHUNK_TOKENS", "1500")))
     for p in (demo, sample):
         p.add_argument("--shards", type=int, default=4)
         p.add_argument("--docs", type=int, default=30, help="documents per shard")
         p.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    return {"demo": cmd_demo, "sample": cmd_sample, "audit": cmd_audit}[args.command](args)
+    return {"demo": cmd_demo, "sample": cmd_sample, "audit": cmd_audit, "eval": cmd_eval,
+            "train-refiner": cmd_train_refiner}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,12 @@ variable                   meaning                                     default
 ``PROX_RAW_DIR``           raw shards the sensor watches (or s3://)     ``$PROX_DATA_DIR/raw``
 ``PROX_TOKENIZER``         HF tokenizer folder or hub id                ``sample`` (offline)
 ``PROX_MAX_CHUNK_TOKENS``  chunk budget in tokens                       ``1500``
-``PROX_REFINER_BACKEND``   refiner backend: rules, hf, vllm, openai     ``rules``
+``PROX_REFINER_BACKEND``   refiner backend: classifier, rules, hf,      ``classifier``
+                           vllm, openai
+``PROX_CLASSIFIER_MODEL``  classifier model file (JSON)                 the shipped model
+``PROX_EVAL_SETS``         labelled sets to evaluate on (``:``-separated) the sample crawl's
+``PROX_TRAIN_SETS``        labelled sets to train the classifier on      the sample crawl's
+``PROX_MODEL_DIR``         where ``classifier_model`` writes models     ``$PROX_DATA_DIR/models``
 ``PROX_DOC_MODEL``         doc refiner model (hub id or folder)         (none)
 ``PROX_CHUNK_MODEL``       chunk refiner model                          the doc model
 ``PROX_MODEL_REVISION``    hub revision of the models                   ``main``
@@ -36,9 +41,11 @@ import dagster as dg
 
 from assets import JOBS, build_assets, build_automation
 from prox_dagster.lineage import filter_audit_rows
-from prox_dagster.store import join, normalize
-from resources import (CheckThresholds, ProgramPolicy, RawSource, RefinerResource, ShardStorage,
-                       TokenizerResource)
+from prox_dagster.store import is_remote, join, normalize
+from prox_dagster.sample import LABELLED_SET
+from prox_dagster.tokenization import cache_dir
+from resources import (CheckThresholds, LabelledSets, ProgramPolicy, RawSource, RefinerResource,
+                       ShardStorage, TokenizerResource)
 
 
 def build_definitions(*, data_dir: str | os.PathLike | None = None,
@@ -48,6 +55,7 @@ def build_definitions(*, data_dir: str | os.PathLike | None = None,
                       refiner: RefinerResource | None = None,
                       policy: ProgramPolicy | None = None,
                       checks: CheckThresholds | None = None,
+                      labelled_sets: LabelledSets | None = None,
                       shards_per_run: int | None = None) -> dg.Definitions:
     env = os.environ
     data = normalize(data_dir or env.get("PROX_DATA_DIR", "./.prox_data"))
@@ -64,6 +72,9 @@ def build_definitions(*, data_dir: str | os.PathLike | None = None,
         "refiner": refiner,
         "policy": policy,
         "checks": checks or CheckThresholds(),
+        "labelled_sets": labelled_sets or LabelledSets.from_env(
+            [join(data, "labels", LABELLED_SET)] if not is_remote(data) else [],
+            str(cache_dir() / "models") if is_remote(data) else join(data, "models")),
     }
     per_run = shards_per_run or int(env.get("PROX_SHARDS_PER_RUN", "16"))
     return dg.Definitions(
@@ -85,6 +96,14 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 def current_instance() -> dg.DagsterInstance:
     """The instance in ``$DAGSTER_HOME``."""
     return dg.DagsterInstance.get()
+
+
+def loaded_tokenizer(definitions: dg.Definitions):
+    """The tokenizer resource the code location loads, built from its configured settings (it
+    is left open to run config for the token-file settings, which the pipeline stages before
+    tokenization do not use)."""
+    partial = definitions.resources["tokenizer"]
+    return TokenizerResource(**getattr(partial, "data", {}))
 
 
 def register_new_shards(definitions: dg.Definitions, instance: dg.DagsterInstance) -> list[str]:

@@ -7,6 +7,7 @@ id reaches ``clean_shard`` exactly once.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
@@ -20,6 +21,7 @@ from .refiners.base import Refiner
 from .shards import SCHEMAS
 from .tokenization import token_counts
 
+_NUMBERING = re.compile(r"^\[\d{3,}\]", re.M)
 Progress = Callable[[int, int], None]
 DEFAULT_BATCH = 256
 
@@ -39,10 +41,19 @@ def _generate(refiner: Refiner, prompts: Sequence[str], level: str, batch_size: 
     return outputs
 
 
+def _observe_shard(refiner: Refiner, documents: Sequence[str]) -> None:
+    # refiners that use shard-level signals (lines repeated across the shard's documents) see
+    # every document of the shard first, whatever the batch size
+    observe = getattr(refiner, "observe_shard", None)
+    if observe is not None:
+        observe(documents)
+
+
 def refine_documents(raw: pl.DataFrame, refiner: Refiner, *, batch_size: int = DEFAULT_BATCH,
                      policy: ExecutionPolicy | None = None,
                      progress: Progress | None = None) -> pl.DataFrame:
     """``raw_shard`` -> ``doc_refined_shard``: a doc-level program and decision per document."""
+    _observe_shard(refiner, raw["text"].to_list())
     prompts = [doc_prompt(text, refiner.tokenizer, refiner.max_doc_prompt_tokens)
                for text in raw["text"]]
     programs = _generate(refiner, prompts, "doc", batch_size, progress)
@@ -75,6 +86,10 @@ def chunk_shard(doc_refined: pl.DataFrame, tokenizer,
 def refine_chunks(chunked: pl.DataFrame, refiner: Refiner, *, batch_size: int = DEFAULT_BATCH,
                   progress: Progress | None = None) -> pl.DataFrame:
     """``chunked_shard`` -> ``chunk_refined_shard``: a chunk-level program per chunk."""
+    documents: dict[str, list[str]] = defaultdict(list)
+    for doc_id, text in chunked.select("doc_id", "chunk_text").iter_rows():
+        documents[doc_id].append(_NUMBERING.sub("", text))
+    _observe_shard(refiner, ["\n".join(parts) for parts in documents.values()])
     prompts = [chunk_prompt(text, refiner.tokenizer) for text in chunked["chunk_text"]]
     programs = _generate(refiner, prompts, "chunk", batch_size, progress)
     return chunked.with_columns(

@@ -14,12 +14,16 @@ from prox_dagster.refiners import Refiner, build_refiner
 class RefinerResource(dg.ConfigurableResource):
     """Which refiner writes the programs, and how it runs.
 
+    ``classifier`` (default: the learned CPU refiner, the model shipped with the package unless
+    ``classifier_model`` names another file), ``rules``, ``hf``, ``vllm`` or ``openai``.
+
     Built lazily once per process and shared by the doc and chunk steps of a run (the refine
     job runs in one process); models load on the first prompt. ``version`` is the lineage
     fingerprint used as the refiner assets' code version; computing it loads no model.
     """
 
-    backend: str = "rules"
+    backend: str = "classifier"
+    classifier_model: str = ""
     doc_model: str = ""
     chunk_model: str = ""
     revision: str = ""
@@ -46,7 +50,8 @@ class RefinerResource(dg.ConfigurableResource):
     def from_env(cls, env=None) -> "RefinerResource":
         """Settings from ``PROX_REFINER_*`` / ``PROX_*_MODEL`` variables (unset: defaults)."""
         env = os.environ if env is None else env
-        names = {"backend": "PROX_REFINER_BACKEND", "doc_model": "PROX_DOC_MODEL",
+        names = {"backend": "PROX_REFINER_BACKEND", "classifier_model": "PROX_CLASSIFIER_MODEL",
+                 "doc_model": "PROX_DOC_MODEL",
                  "chunk_model": "PROX_CHUNK_MODEL", "revision": "PROX_MODEL_REVISION",
                  "dtype": "PROX_REFINER_DTYPE", "device": "PROX_REFINER_DEVICE",
                  "batch_size": "PROX_REFINER_BATCH", "base_url": "PROX_REFINER_BASE_URL",
@@ -61,6 +66,8 @@ class RefinerResource(dg.ConfigurableResource):
         """The options of ``backend``, as the engine's ``build_refiner`` takes them."""
         if self.backend == "rules":
             return dict(self.options)
+        if self.backend == "classifier":
+            return {"model": self.classifier_model or None, **self.options}
         common = {"doc_model": self.doc_model, "chunk_model": self.chunk_model or None,
                   "revision": self.revision or None, "dialect": self.dialect}
         if self.backend == "hf":

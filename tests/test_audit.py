@@ -44,7 +44,7 @@ def test_report_says_who_refined_each_shard_and_what_is_stale(audited):
     assert rows[SHARDS[0]]["status"] == "current"
     assert rows[SHARDS[0]]["doc_refiner_version"] == version
     assert rows[SHARDS[0]]["chunk_refiner_version"] == version
-    assert rows[SHARDS[0]]["doc_model"] == rows[SHARDS[0]]["chunk_model"] == "rules-v1"
+    assert rows[SHARDS[0]]["doc_model"] == rows[SHARDS[0]]["chunk_model"] == "classifier-web-v1"
     assert rows[SHARDS[0]]["checks_passed"] == 9 and rows[SHARDS[0]]["checks_failed"] == 0
     assert rows[SHARDS[1]]["status"] == "stale"
     assert rows[SHARDS[1]]["doc_refiner_version"] == other_version

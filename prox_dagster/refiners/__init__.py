@@ -32,8 +32,15 @@ def _openai(**options: Any) -> Refiner:
     return OpenAIRefiner(**options)
 
 
+def _classifier(model: str | None = None, **thresholds: Any) -> Refiner:
+    from .classifier import ClassifierRefiner
+
+    return ClassifierRefiner(model or None, RulesConfig(**thresholds))
+
+
 # backend name -> factory taking the backend's options (LM backends import torch/vLLM lazily)
-BACKENDS = {"rules": _rules, "hf": _hf, "vllm": _vllm, "openai": _openai}
+BACKENDS = {"rules": _rules, "hf": _hf, "vllm": _vllm, "openai": _openai,
+            "classifier": _classifier}
 
 
 def build_refiner(backend: str = "rules", **options: Any) -> Refiner:

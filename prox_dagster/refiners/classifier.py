@@ -1,0 +1,200 @@
+"""The ``classifier`` refiner: learned line and document models on the CPU, writing ProX programs.
+
+Two LightGBM models (see ``docs/classifier.md`` for why LightGBM) judge every document:
+
+- the *line model* gives each non-blank line a probability of being main content, from the line,
+  its neighbours and how many other documents of the shard hold it
+  (:mod:`~prox_dagster.refiners.line_features`);
+- the *document model* gives the document a probability of being worth pre-training on, from the
+  line probabilities and quality statistics of the likely content.
+
+Doc level: ``drop_doc()  # classifier p_good=0.12`` when the document model's probability is under
+its threshold, else ``keep_doc()``. Chunk level: one ``remove_lines`` per run of lines under the
+line threshold (blank lines bridge a run), one ``normalize`` per mojibake sequence, or
+``keep_chunk()``. So parsing, execution, checks and lineage are those of every other backend.
+
+The model file is JSON: LightGBM's own text format for each booster plus thresholds, feature names
+and how it was trained. Loading it parses text and runs no code (no pickle). Its sha256 is part of
+the refiner version, so a retrained model marks exactly the shards it did not refine as stale.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from ..lineage import refiner_fingerprint
+from ..programs import format_call
+from ..prompts import PROMPT_FORMAT_VERSION, document_of
+from .line_features import (DOC_FEATURES, FEATURE_NAMES, FEATURES_VERSION, ShardLineCounts,
+                            chunk_features, document_features)
+from .signals import RulesConfig, boilerplate_ranges, mojibake_fixes
+
+MODEL_FORMAT = "prox-dagster/line-classifier"
+MODEL_FORMAT_VERSION = 1
+DEFAULT_MODEL = "classifier-web-v1.json"
+_NUMBERED = re.compile(r"^\[(\d{3,})\](.*)$")
+
+
+class ClassifierModelError(ValueError):
+    """A model file that is missing, unreadable, truncated or of another format version."""
+
+
+def default_model_path() -> Path:
+    """The model that ships with the package (trained on ``../shared/data/web``; see the README)."""
+    return Path(str(resources.files("prox_dagster.refiners") / "models" / DEFAULT_MODEL))
+
+
+class ClassifierModel:
+    """A loaded model file: both boosters, their thresholds and the file's sha256."""
+
+    def __init__(self, path: str | Path):
+        import lightgbm as lgb
+
+        self.path = Path(path)
+        try:
+            data = self.path.read_bytes()
+        except OSError as exc:
+            raise ClassifierModelError(f"classifier model {str(self.path)!r} cannot be read: "
+                                       f"{exc.strerror or exc}") from None
+        self.sha256 = hashlib.sha256(data).hexdigest()
+        try:
+            spec = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ClassifierModelError(
+                f"classifier model {str(self.path)!r} is not a complete JSON model file "
+                f"(truncated or corrupt: {exc})") from None
+        if not isinstance(spec, dict) or spec.get("format") != MODEL_FORMAT:
+            raise ClassifierModelError(f"{str(self.path)!r} is not a {MODEL_FORMAT} model file")
+        if spec.get("format_version") != MODEL_FORMAT_VERSION:
+            raise ClassifierModelError(
+                f"classifier model {str(self.path)!r} has format version "
+                f"{spec.get('format_version')!r}; this prox-dagster reads version "
+                f"{MODEL_FORMAT_VERSION}: retrain it with `prox-dagster train-refiner`")
+        if spec.get("features_version") != FEATURES_VERSION or \
+                spec.get("line_features") != FEATURE_NAMES or \
+                spec.get("doc_features") != DOC_FEATURES:
+            raise ClassifierModelError(
+                f"classifier model {str(self.path)!r} was trained on features "
+                f"{spec.get('features_version')!r}, not {FEATURES_VERSION!r}: retrain it")
+        try:
+            self.line_booster = lgb.Booster(model_str=spec["line_model"])
+            self.doc_booster = lgb.Booster(model_str=spec["doc_model"])
+            self.line_threshold = float(spec["line_threshold"])
+            self.doc_threshold = float(spec["doc_threshold"])
+        except (KeyError, TypeError, ValueError, lgb.basic.LightGBMError) as exc:
+            raise ClassifierModelError(f"classifier model {str(self.path)!r} is incomplete or "
+                                       f"corrupt: {type(exc).__name__}: {exc}") from None
+        self.name = str(spec.get("name") or self.path.stem)
+        self.training = spec.get("training", {})
+
+    def line_probabilities(self, matrix: np.ndarray) -> np.ndarray:
+        if not len(matrix):
+            return np.zeros(0)
+        return self.line_booster.predict(matrix, num_threads=1)
+
+    def doc_probabilities(self, matrix: np.ndarray) -> np.ndarray:
+        if not len(matrix):
+            return np.zeros(0)
+        return self.doc_booster.predict(matrix, num_threads=1)
+
+
+class ClassifierRefiner:
+    backend = "classifier"
+    dialect = "prox"
+    tokenizer = None
+    max_doc_prompt_tokens = None
+
+    def __init__(self, model: str | Path | None = None, config: RulesConfig | None = None):
+        self.model = ClassifierModel(model or default_model_path())
+        self.config = config or RulesConfig()
+        self.model_id = self.model.name
+        self.version = refiner_fingerprint(
+            self.backend, self.model_id,
+            {"sha256": self.model.sha256, "features": FEATURES_VERSION,
+             "prompt": PROMPT_FORMAT_VERSION, "dialect": self.dialect,
+             "rules": dataclasses.asdict(self.config)})
+        self._shard: ShardLineCounts | None = None
+
+    def observe_shard(self, documents: Sequence[str]) -> None:
+        """Count the lines of the shard's documents (the cross-document repetition signal)."""
+        self._shard = ShardLineCounts(text.split("\n") for text in documents)
+
+    def generate(self, prompts: Sequence[str], *, level: str) -> list[str]:
+        if level == "doc":
+            return self.doc_programs([document_of(p, "doc") for p in prompts])
+        if level == "chunk":
+            return self.chunk_programs([document_of(p, "chunk") for p in prompts])
+        raise ValueError(f"level must be 'doc' or 'chunk', not {level!r}")
+
+    def _line_probabilities(self, documents: list[list[str]]):
+        features = [chunk_features(lines, self._shard, self.config) for lines in documents]
+        stacked = np.vstack([m for m, _ in features]) if features else np.zeros((0, 1))
+        probabilities = self.model.line_probabilities(stacked)
+        out, position = [], 0
+        for matrix, indices in features:
+            out.append((matrix, indices, probabilities[position:position + len(indices)]))
+            position += len(indices)
+        return out
+
+    def doc_scores(self, texts: Sequence[str]) -> np.ndarray:
+        """The document model's probability that each document is worth keeping."""
+        split = [text.split("\n") for text in texts]
+        judged = self._line_probabilities(split)
+        rows = [document_features(lines, indices, probs, matrix, self.model.line_threshold)
+                for lines, (matrix, indices, probs) in zip(split, judged)]
+        return self.model.doc_probabilities(np.asarray(rows, dtype=np.float64).reshape(
+            len(rows), len(DOC_FEATURES)))
+
+    def doc_programs(self, texts: Sequence[str]) -> list[str]:
+        return ["keep_doc()" if p >= self.model.doc_threshold
+                else f"drop_doc()  # classifier p_good={p:.2f}" for p in self.doc_scores(texts)]
+
+    def chunk_programs(self, chunks: Sequence[str]) -> list[str]:
+        parsed: list[tuple[list[str], list[int]] | None] = []
+        for chunk in chunks:
+            numbers: list[int] = []
+            lines: list[str] = []
+            for raw in chunk.split("\n"):
+                match = _NUMBERED.match(raw)
+                if match is None:  # not our numbering: the chunk is left alone
+                    break
+                numbers.append(int(match.group(1)))
+                lines.append(match.group(2))
+            else:
+                parsed.append((lines, numbers))
+                continue
+            parsed.append(None)
+        judged = self._line_probabilities([p[0] for p in parsed if p is not None])
+        programs = []
+        it = iter(judged)
+        for item in parsed:
+            if item is None:
+                programs.append("keep_chunk()")
+                continue
+            lines, numbers = item
+            _, indices, probs = next(it)
+            programs.append(self._chunk_program(lines, numbers, indices, probs))
+        return programs
+
+    def _chunk_program(self, lines: list[str], numbers: list[int], indices: list[int],
+                       probs: np.ndarray) -> str:
+        noise: list[str | None] = [None] * len(lines)
+        for i, p in zip(indices, probs):
+            if p < self.model.line_threshold:
+                noise[i] = "noise"
+        blank = [not line.strip() for line in lines]
+        calls = [format_call("normalize", source_str=bad, target_str=good)
+                 for bad, good in mojibake_fixes("\n".join(
+                     line for line, r in zip(lines, noise) if r is None)).items()]
+        for start, end in boilerplate_ranges(noise, blank=blank):
+            calls.append(format_call("remove_lines", line_start=numbers[start],
+                                     line_end=numbers[end]))
+        return "\n".join(calls) if calls else "keep_chunk()"

@@ -1,0 +1,278 @@
+"""Training the ``classifier`` refiner from labelled sets (``prox-dagster train-refiner``).
+
+The line model learns from sets with line labels, on exactly the features the refiner computes
+at chunk level: every document is chunked with the tokenizer and budget the pipeline uses, each
+chunk is featurized on its own, and each set plays the role of one shard for the repetition
+features. Every set weighs the same in training, whatever its size, so that one large set does
+not teach the model one site's layout.
+
+The line threshold is chosen on out-of-fold probabilities (each training set predicted by a
+model trained without it): the best keep-F1 averaged over the sets among thresholds whose
+keep-recall, averaged over the sets, stays at least ``min_line_recall`` (content lost is worse
+than noise kept). Labelled sets disagree on what content is (one set's human labels count forum
+signatures and lists as clean text, another's gold text holds every list item), so one threshold
+cannot suit every set; averaging over sets keeps any one from deciding it.
+
+The document model learns from sets with a document ``label`` and from line-labelled pages
+(a page with at least ``min_content_units`` words of labelled content is a good page; one with
+almost none is not). Its features come from line probabilities of models that did not see the
+document, and its threshold keeps at least ``min_good_kept`` of the good documents out of fold.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..chunking import chunk_documents
+from ..evaluation import CONTENT_LABELS, IGNORED_LABELS, LabelledSet
+from ..shards import write_text_atomic
+from .classifier import MODEL_FORMAT, MODEL_FORMAT_VERSION
+from .line_features import (DOC_FEATURES, FEATURE_NAMES, FEATURES_VERSION, ShardLineCounts,
+                            chunk_features, document_features)
+
+Log = Callable[[str], None]
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    line_rounds: int = 300
+    line_leaves: int = 31
+    doc_rounds: int = 150
+    doc_leaves: int = 7
+    learning_rate: float = 0.05
+    min_line_recall: float = 0.75
+    min_good_kept: float = 0.92
+    min_content_units: int = 40
+    doc_folds: int = 5
+    seed: int = 0
+    max_tokens: int = 1500
+
+
+@dataclass
+class LineData:
+    matrix: np.ndarray
+    labels: np.ndarray
+    weights: np.ndarray
+    groups: np.ndarray          # index of the set each row comes from
+    set_names: list[str] = field(default_factory=list)
+
+
+def set_line_data(labelled: LabelledSet, tokenizer, max_tokens: int = 1500) -> LineData:
+    """Chunk-level features and labels of every scored line of one set (the set is the shard)."""
+    shard = ShardLineCounts(d.text.split("\n") for d in labelled.documents)
+    docs = [d for d in labelled.documents if d.line_labels is not None]
+    chunked = chunk_documents([d.text for d in docs], tokenizer, max_tokens)
+    blocks, labels = [], []
+    for doc, chunks in zip(docs, chunked):
+        lines = doc.text.split("\n")
+        for chunk in chunks:
+            span = lines[chunk.line_start:chunk.line_end + 1]
+            matrix, indices = chunk_features(span, shard)
+            keep = [k for k, i in enumerate(indices)
+                    if doc.line_labels[chunk.line_start + i] not in IGNORED_LABELS]
+            if keep:
+                blocks.append(matrix[keep])
+                labels.extend(doc.line_labels[chunk.line_start + indices[k]] in CONTENT_LABELS
+                              for k in keep)
+    matrix = np.vstack(blocks) if blocks else np.zeros((0, len(FEATURE_NAMES)), np.float32)
+    n = len(labels)
+    return LineData(matrix, np.asarray(labels, dtype=np.float64), np.ones(n),
+                    np.zeros(n, dtype=int), [labelled.name])
+
+
+def line_dataset(sets: Sequence[LabelledSet], tokenizer, max_tokens: int = 1500,
+                 cache: dict | None = None) -> LineData:
+    """The line data of every line-labelled set, each set weighing the same in total."""
+    parts = []
+    for labelled in sets:
+        if not labelled.has_line_labels:
+            continue
+        key = ("lines", labelled.path, max_tokens)
+        if cache is not None and key in cache:
+            part = cache[key]
+        else:
+            part = set_line_data(labelled, tokenizer, max_tokens)
+            if cache is not None:
+                cache[key] = part
+        if len(part.labels):
+            parts.append(part)
+    if not parts:
+        raise ValueError("no line-labelled documents to train the line model on")
+    # every set weighs the same, and within a set content and noise weigh the same (content is
+    # 5-40% of lines), so probabilities centre on 0.5 whatever the set's share of content
+    weights = np.concatenate([
+        np.where(p.labels > 0, 0.5 / max(p.labels.sum(), 1), 0.5 / max((p.labels == 0).sum(), 1))
+        for p in parts])
+    return LineData(np.vstack([p.matrix for p in parts]),
+                    np.concatenate([p.labels for p in parts]),
+                    weights * len(weights) / weights.sum(),
+                    np.concatenate([np.full(len(p.labels), g) for g, p in enumerate(parts)]),
+                    [p.set_names[0] for p in parts])
+
+
+def _train_lines(data: LineData, rows: np.ndarray, settings: TrainingSettings):
+    import lightgbm as lgb
+
+    params = {"objective": "binary", "learning_rate": settings.learning_rate,
+              "num_leaves": settings.line_leaves, "min_data_in_leaf": 50,
+              "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1,
+              "lambda_l2": 1.0, "seed": settings.seed, "deterministic": True,
+              "num_threads": 2, "verbose": -1}
+    train = lgb.Dataset(data.matrix[rows], data.labels[rows], weight=data.weights[rows],
+                        feature_name=FEATURE_NAMES, categorical_feature=["rule_reason"],
+                        free_raw_data=True)
+    return lgb.train(params, train, num_boost_round=settings.line_rounds)
+
+
+def _best_threshold(probs: np.ndarray, labels: np.ndarray, groups: np.ndarray,
+                    min_recall: float) -> float:
+    """The threshold with the best keep-F1 averaged over the sets (each set counts the same)
+    among those whose keep-recall, averaged over the sets, is at least ``min_recall``."""
+    best, best_f1 = 0.5, -1.0
+    sets = [groups == g for g in np.unique(groups)]
+    for threshold in np.linspace(0.02, 0.98, 49):
+        f1s, recalls = [], []
+        for members in sets:
+            kept, content = probs[members] >= threshold, labels[members] > 0
+            tp = float((kept & content).sum())
+            recalls.append(tp / max(content.sum(), 1))
+            f1s.append(2 * tp / max(kept.sum() + content.sum(), 1))
+        if np.mean(recalls) >= min_recall and np.mean(f1s) > best_f1:
+            best, best_f1 = float(threshold), float(np.mean(f1s))
+    return best
+
+
+def _doc_inputs(labelled: LabelledSet, min_content_units: int) -> list[tuple]:
+    """(lines, indices, whole-document line features, label) of every document with a usable
+    label: its ``label``, else good when its labelled content has ``min_content_units`` words
+    (CJK characters count as words), bad when it has almost none."""
+    shard = ShardLineCounts(d.text.split("\n") for d in labelled.documents)
+    out = []
+    for doc in labelled.documents:
+        label = doc.label
+        lines = doc.text.split("\n")
+        if label is None and doc.line_labels is not None:
+            units = sum(len(line.split()) + len(_CJK.findall(line))
+                        for line, mark in zip(lines, doc.line_labels) if mark in CONTENT_LABELS)
+            label = 1 if units >= min_content_units else (0 if units < 10 else None)
+        if label is None:
+            continue
+        matrix, indices = chunk_features(lines, shard)
+        out.append((lines, indices, matrix, label, doc.label is not None))
+    return out
+
+
+def train_classifier(sets: Sequence[LabelledSet], tokenizer,
+                     settings: TrainingSettings = TrainingSettings(), *, name: str | None = None,
+                     log: Log = print, cache: dict | None = None) -> dict:
+    """Train both models on ``sets``; the model file's content (see :func:`write_model`)."""
+    import lightgbm as lgb
+
+    started = time.perf_counter()
+    name = name or "classifier-" + "+".join(s.name for s in sets)[:80]
+    data = line_dataset(sets, tokenizer, settings.max_tokens, cache)
+    log(f"line data: {len(data.labels)} lines from {len(data.set_names)} sets "
+        f"({int(data.labels.sum())} content)")
+    n_groups = len(data.set_names)
+    oof = np.zeros(len(data.labels))
+    fold_models: dict[int, object] = {}
+    if n_groups > 1:
+        for group in range(n_groups):
+            held = data.groups == group
+            fold_models[group] = _train_lines(data, np.flatnonzero(~held), settings)
+            oof[held] = fold_models[group].predict(data.matrix[held])
+            log(f"  out-of-fold line model without {data.set_names[group]}")
+        threshold = _best_threshold(oof, data.labels, data.groups, settings.min_line_recall)
+    else:
+        threshold = 0.5
+    line_model = _train_lines(data, np.arange(len(data.labels)), settings)
+    log(f"line model: {line_model.num_trees()} trees, threshold {threshold:.2f}")
+
+    def predict_line(model, matrix):
+        return model.predict(matrix) if len(matrix) else np.zeros(0)
+
+    doc_x, doc_y, labelled_docs = [], [], []
+    for labelled in sets:
+        group = data.set_names.index(labelled.name) if labelled.name in data.set_names else None
+        model = fold_models.get(group, line_model) if group is not None else line_model
+        key = ("docs", labelled.path, settings.min_content_units)
+        inputs = cache.get(key) if cache is not None else None
+        if inputs is None:
+            inputs = _doc_inputs(labelled, settings.min_content_units)
+            if cache is not None:
+                cache[key] = inputs
+        for lines, indices, matrix, label, real in inputs:
+            probs = predict_line(model, matrix)
+            doc_x.append(document_features(lines, indices, probs, matrix, threshold))
+            doc_y.append(label)
+            labelled_docs.append(real)
+    doc_x_arr = np.asarray(doc_x, dtype=np.float64).reshape(len(doc_x), len(DOC_FEATURES))
+    doc_y_arr = np.asarray(doc_y, dtype=np.float64)
+    if len(set(doc_y)) < 2:
+        raise ValueError("the document model needs good and bad documents: add a set with "
+                         "document labels (label: 0/1)")
+    doc_params = {"objective": "binary", "learning_rate": settings.learning_rate,
+                  "num_leaves": settings.doc_leaves, "min_data_in_leaf": 15,
+                  "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1,
+                  "lambda_l2": 2.0, "seed": settings.seed, "deterministic": True,
+                  "num_threads": 2, "verbose": -1}
+    # out-of-fold document probabilities (stratified folds, fixed seed) choose the threshold
+    rng = np.random.default_rng(settings.seed)
+    folds = np.zeros(len(doc_y_arr), dtype=int)
+    for value in (0.0, 1.0):
+        members = rng.permutation(np.flatnonzero(doc_y_arr == value))
+        folds[members] = np.arange(len(members)) % settings.doc_folds
+    doc_oof = np.zeros(len(doc_y_arr))
+    for fold in range(settings.doc_folds):
+        train = folds != fold
+        booster = lgb.train(doc_params, lgb.Dataset(doc_x_arr[train], doc_y_arr[train],
+                                                    feature_name=DOC_FEATURES),
+                            num_boost_round=settings.doc_rounds)
+        doc_oof[~train] = booster.predict(doc_x_arr[~train])
+    # the threshold keeps ``min_good_kept`` of the good documents that carry a human document
+    # label (where there are any): pages judged good by their amount of labelled content are
+    # mostly easy, and a quantile over them would set the bar too high for real crawls
+    real = np.asarray(labelled_docs, dtype=bool)
+    judged = real if (real & (doc_y_arr > 0)).any() else np.ones_like(real)
+    good = np.sort(doc_oof[judged & (doc_y_arr > 0)])
+    doc_threshold = float(good[int((1 - settings.min_good_kept) * len(good))]) if len(good) \
+        else 0.5
+    doc_model = lgb.train(doc_params, lgb.Dataset(doc_x_arr, doc_y_arr, feature_name=DOC_FEATURES),
+                          num_boost_round=settings.doc_rounds)
+    bad = judged & (doc_y_arr == 0)
+    bad_dropped = float((doc_oof[bad] < doc_threshold).mean()) if bad.any() else None
+    log(f"trained in {time.perf_counter() - started:.0f}s")
+    log(f"doc model: {len(doc_y)} documents, threshold {doc_threshold:.3f} "
+        f"(out of fold: {settings.min_good_kept:.0%} good kept, "
+        f"{bad_dropped if bad_dropped is not None else 0:.0%} bad dropped)")
+    return {
+        "format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "name": name,
+        "features_version": FEATURES_VERSION, "line_features": FEATURE_NAMES,
+        "doc_features": DOC_FEATURES,
+        "line_threshold": round(threshold, 4), "doc_threshold": round(doc_threshold, 6),
+        "training": {
+            "sets": [{"name": s.name, "path": s.path, "documents": len(s.documents)}
+                     for s in sets],
+            "line_rows": int(len(data.labels)), "doc_rows": int(len(doc_y)),
+            "out_of_fold_bad_dropped": bad_dropped,
+            "settings": settings.__dict__, "tokenizer": getattr(tokenizer, "name_or_path", ""),
+        },
+        "line_model": line_model.model_to_string(),
+        "doc_model": doc_model.model_to_string(),
+    }
+
+
+def write_model(spec: dict, path) -> str:
+    """Write the model file atomically; its sha256."""
+    import hashlib
+
+    text = json.dumps(spec, indent=None, sort_keys=True)
+    write_text_atomic(text, path)
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,328 @@
+"""Features of every line of a chunk (or document), for the learned ``classifier`` refiner.
+
+A line is judged with its neighbours: boilerplate comes in runs (menus, footers, teaser lists)
+and main content in blocks of long, punctuated lines. Three groups of features:
+
+- the line itself: length in words and characters (CJK characters count as words), closing
+  punctuation, letter / digit / capital / symbol shares, bullets, separators, URLs, whether the
+  ``rules`` refiner's boilerplate rules fire on it and why;
+- its context: the same signals for the nearest non-blank lines around it, windowed averages,
+  the distance to the nearest long sentence-like line, the length of the run of short lines it
+  sits in, the prose blocks around it. Not where it sits in the chunk: positions depend on how
+  a page was extracted and chunked, and (measured leaving one labelled set out) they taught the
+  model one set's layouts;
+- repetition: how many other documents of the shard hold the same line (lines repeated across
+  many documents of a crawl are boilerplate: CCNet, RefinedWeb) and how often the line recurs in
+  its own document.
+
+Every feature is computed in one pass over the lines (plus fixed-width windows), so the cost is
+linear in the chunk's length. Blank lines get no features: they are never scored.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from .signals import NAV_WORDS, RulesConfig, line_reasons, strip_bullet
+
+FEATURES_VERSION = "line-features-v1"
+
+# rule reasons as category codes (0: no rule fires)
+REASONS = ("url", "navigation", "cookie", "copyright", "legal", "share", "comment_widget",
+           "link_list", "repeated", "outside_body")
+_REASON_CODE = {name: i + 1 for i, name in enumerate(REASONS)}
+
+_END_PUNCT = (".", "!", "?", "。", "！", "？", "…", '"', "”", "'", "’", ")", "»")
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+_SEPARATOR_CHARS = re.compile(r"[|»›•·/>]")
+_URLISH = re.compile(r"https?://|www\.|\.(com|org|net|html?)\b|@\w+\.\w", re.I)
+_DATEISH = re.compile(r"\b(19|20)\d\d\b|\b\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}\b")
+_STOP = frozenset("the be to of and a in that have i it for not on with he as you do at this "
+                  "but his by from they we say her she or an will my one all would there their "
+                  "is are was were".split())
+_LETTER = re.compile(r"[^\W\d_]")
+_DIGIT = re.compile(r"\d")
+_WS = re.compile(r"\s+")
+_DIGITS = re.compile(r"\d+")
+
+LINE_FEATURES = [
+    "log_words", "log_chars", "ends_punct", "ends_colon", "alpha_share", "digit_share",
+    "upper_share", "capitalized_words", "symbol_share", "bullet", "separators", "urlish",
+    "dateish", "cjk_share", "stop_share", "mean_word_len", "nav_word", "rule_reason",
+    "long_sentence", "shard_doc_share", "log_shard_docs", "doc_repeats",
+]
+CONTEXT_FEATURES = [
+    "prev1_log_words", "prev1_ends_punct", "prev2_log_words", "next1_log_words",
+    "next1_ends_punct", "next2_log_words", "prev1_rule", "next1_rule",
+    "win3_log_words", "win3_long", "win10_log_words", "win10_long", "win3_rule",
+    "win10_shard_share",
+    "dist_long_before", "dist_long_after", "short_run", "inside_long_span", "blank_before",
+    "blank_after", "chunk_long_share", "words_vs_max",
+    "in_block", "block_log_words", "block_vs_largest", "block_rank", "dist_largest_block",
+    "side_of_largest_block",
+]
+FEATURE_NAMES = LINE_FEATURES + CONTEXT_FEATURES
+
+
+def line_key(line: str) -> str:
+    """What counts as "the same line" across documents: case, spacing and digits ignored
+    (``Posted on 3 May 2021`` and ``Posted on 9 June 2022`` differ only in their words)."""
+    return _DIGITS.sub("0", _WS.sub(" ", line).strip().lower())
+
+
+class ShardLineCounts:
+    """How many documents of a shard hold each line (by :func:`line_key`)."""
+
+    def __init__(self, documents: Iterable[Iterable[str]] = ()):
+        self.counts: Counter[str] = Counter()
+        self.n_docs = 0
+        for lines in documents:
+            self.n_docs += 1
+            self.counts.update({line_key(line) for line in lines if line.strip()})
+
+    def others(self, key: str) -> int:
+        """Documents other than the line's own that hold it (at least the own one is assumed)."""
+        return max(self.counts.get(key, 1) - 1, 0)
+
+
+def _units(text: str) -> tuple[int, int]:
+    """(words, CJK characters): a CJK character counts as a word (no spaces between them)."""
+    cjk = len(_CJK.findall(text))
+    return len(text.split()) + cjk, cjk
+
+
+def _line_row(line: str, reason: str | None, shard: ShardLineCounts | None,
+              doc_counts: Counter) -> list[float]:
+    text = line.strip()
+    n_chars = len(text)
+    words = text.split()
+    units, cjk = _units(text)
+    letters = len(_LETTER.findall(text))
+    digits = len(_DIGIT.findall(text))
+    upper = sum(map(str.isupper, text))
+    spaces = n_chars - len("".join(words))
+    symbols = n_chars - letters - digits - spaces
+    ends_punct = text.endswith(_END_PUNCT)
+    stripped = strip_bullet(text)
+    key = line_key(text)
+    others = shard.others(key) if shard is not None else 0
+    n_docs = shard.n_docs if shard is not None else 1
+    lowered_words = [w.lower().strip(".,;:!?\"'()") for w in words]
+    return [
+        math.log1p(units),
+        math.log1p(n_chars),
+        float(ends_punct),
+        float(text.endswith((":", "："))),
+        letters / n_chars,
+        digits / n_chars,
+        upper / max(letters, 1),
+        sum(map(str.isupper, (w[:1] for w in words))) / max(len(words), 1),
+        symbols / n_chars,
+        float(stripped != text),
+        float(len(_SEPARATOR_CHARS.findall(text))),
+        float(bool(_URLISH.search(text))),
+        float(bool(_DATEISH.search(text))),
+        cjk / n_chars,
+        sum(w in _STOP for w in lowered_words) / max(len(words), 1),
+        (n_chars - spaces) / max(len(words), 1),
+        float(stripped.lower().strip(" :.!|") in NAV_WORDS),
+        float(_REASON_CODE.get(reason, 0) if reason else 0),
+        float(units >= 15 or (units >= 6 and ends_punct)),
+        others / max(n_docs - 1, 1),
+        math.log1p(others),
+        float(doc_counts[key] - 1),
+    ]
+
+
+def _block_features(long_pos: np.ndarray, words: np.ndarray, n: int,
+                    max_gap: int = 3) -> np.ndarray:
+    """Prose blocks: runs of sentence-like lines with at most ``max_gap - 1`` other lines
+    between two of them. The main text is usually the largest block; comments and promos are
+    smaller blocks apart from it. Per line: whether it lies in a block, that block's words, its
+    share of the largest block's, its rank by size, the distance to the largest block and on
+    which side of it the line is."""
+    out = np.zeros((n, 6))
+    out[:, 3] = 99.0
+    out[:, 4] = 99.0
+    if not long_pos.size:
+        return out
+    breaks = np.flatnonzero(np.diff(long_pos) > max_gap)
+    starts = np.concatenate([[long_pos[0]], long_pos[breaks + 1]])
+    ends = np.concatenate([long_pos[breaks], [long_pos[-1]]])
+    sums = np.concatenate([[0.0], np.cumsum(words)])
+    block_words = sums[ends + 1] - sums[starts]
+    order = np.argsort(-block_words, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    largest = order[0]
+    positions = np.arange(n)
+    block_of = np.searchsorted(starts, positions, side="right") - 1
+    inside = (block_of >= 0) & (positions <= ends[np.maximum(block_of, 0)])
+    out[:, 0] = inside
+    safe = np.maximum(block_of, 0)
+    out[:, 1] = np.where(inside, np.log1p(block_words[safe]), 0.0)
+    out[:, 2] = np.where(inside, block_words[safe] / max(block_words[largest], 1.0), 0.0)
+    out[:, 3] = np.where(inside, np.minimum(rank[safe], 99), 99.0)
+    lo, hi = starts[largest], ends[largest]
+    out[:, 4] = np.minimum(np.where(positions < lo, lo - positions,
+                                    np.where(positions > hi, positions - hi, 0)), 99)
+    out[:, 5] = np.sign(positions - lo) * (positions > hi) + -1.0 * (positions < lo)
+    return out
+
+
+def chunk_features(lines: Sequence[str], shard: ShardLineCounts | None = None,
+                   config: RulesConfig = RulesConfig()) -> tuple[np.ndarray, list[int]]:
+    """Features of the non-blank lines of one chunk: ``(matrix, indices)``, one matrix row per
+    non-blank line, ``indices`` the lines' positions in ``lines``."""
+    reasons = line_reasons(list(lines), config)
+    indices = [i for i, line in enumerate(lines) if line.strip()]
+    if not indices:
+        return np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32), []
+    doc_counts = Counter(line_key(lines[i]) for i in indices)
+    base = np.array([_line_row(lines[i], reasons[i], shard, doc_counts) for i in indices],
+                    dtype=np.float64)
+    n = len(indices)
+    col = {name: j for j, name in enumerate(LINE_FEATURES)}
+    log_words = base[:, col["log_words"]]
+    ends = base[:, col["ends_punct"]]
+    long = base[:, col["long_sentence"]]
+    rule = (base[:, col["rule_reason"]] > 0).astype(np.float64)
+    shard_share = base[:, col["shard_doc_share"]]
+    words = np.expm1(log_words)
+
+    def shifted(values: np.ndarray, k: int, fill: float) -> np.ndarray:
+        out = np.full(n, fill)
+        if k > 0 and k < n:
+            out[k:] = values[:-k]
+        elif k < 0 and -k < n:
+            out[:k] = values[-k:]
+        return out
+
+    def window_mean(values: np.ndarray, half: int) -> np.ndarray:
+        sums = np.concatenate([[0.0], np.cumsum(values)])
+        lo = np.clip(np.arange(n) - half, 0, n)
+        hi = np.clip(np.arange(n) + half + 1, 0, n)
+        return (sums[hi] - sums[lo]) / (hi - lo)
+
+    positions = np.arange(n)
+    long_pos = positions[long > 0]
+    if long_pos.size:
+        after_idx = np.searchsorted(long_pos, positions, side="left")
+        after = np.where(after_idx < long_pos.size,
+                         long_pos[np.minimum(after_idx, long_pos.size - 1)] - positions, 99)
+        before_idx = np.searchsorted(long_pos, positions, side="right") - 1
+        before = np.where(before_idx >= 0, positions - long_pos[np.maximum(before_idx, 0)], 99)
+        inside = ((positions >= long_pos[0]) & (positions <= long_pos[-1])).astype(np.float64)
+    else:
+        after = before = np.full(n, 99)
+        inside = np.zeros(n)
+    # length of the run of consecutive short lines (fewer than 6 words) holding each line
+    short = log_words < math.log1p(6)
+    run = np.zeros(n)
+    start = 0
+    while start < n:
+        end = start
+        while end < n and short[end] == short[start]:
+            end += 1
+        run[start:end] = (end - start) if short[start] else 0
+        start = end
+    blocks = _block_features(long_pos, words, n)
+    blank_before = np.array([float(i > 0 and not lines[i - 1].strip()) for i in indices])
+    blank_after = np.array([float(i + 1 < len(lines) and not lines[i + 1].strip())
+                            for i in indices])
+    context = np.column_stack([
+        shifted(log_words, 1, 0.0), shifted(ends, 1, 0.0), shifted(log_words, 2, 0.0),
+        shifted(log_words, -1, 0.0), shifted(ends, -1, 0.0), shifted(log_words, -2, 0.0),
+        shifted(rule, 1, 0.0), shifted(rule, -1, 0.0),
+        window_mean(log_words, 3), window_mean(long, 3), window_mean(log_words, 10),
+        window_mean(long, 10), window_mean(rule, 3), window_mean(shard_share, 10),
+        np.minimum(before, 99), np.minimum(after, 99), np.minimum(run, 200), inside,
+        blank_before, blank_after, np.full(n, long.mean()), words / max(words.max(), 1.0),
+        blocks,
+    ])
+    return np.hstack([base, context]).astype(np.float32), indices
+
+
+DOC_FEATURES = [
+    "log_lines", "log_words", "mean_p", "content_word_share", "log_content_words",
+    "content_line_share", "max_block_words", "top_p_mean", "content_mean_word_len",
+    "content_stop_share", "content_alpha_share", "content_punct_lines", "content_dup_lines",
+    "content_top2gram", "content_dup5gram", "content_symbols", "content_bullet_lines",
+    "content_ellipsis_lines", "content_short_lines", "raw_short_lines", "raw_punct_lines",
+    "type_token_ratio", "digit_share", "cjk_share", "shard_repeat_share", "long_share",
+]
+
+
+def _ngram_shares(words: list[str]) -> tuple[float, float]:
+    """Gopher repetition: chars of the most common 2-gram, and chars covered by duplicated
+    5-grams, over all word chars (linear: one pass per n with a hash map)."""
+    total = sum(len(w) for w in words) or 1
+    top = 0.0
+    if len(words) >= 2:
+        grams = Counter(zip(words, words[1:]))
+        gram, count = grams.most_common(1)[0]
+        top = (len(gram[0]) + len(gram[1])) * count / total if count > 1 else 0.0
+    dup = 0.0
+    if len(words) >= 5:
+        fives = list(zip(*(words[i:] for i in range(5))))
+        counts = Counter(fives)
+        covered = np.zeros(len(words), dtype=bool)
+        for i, gram in enumerate(fives):
+            if counts[gram] > 1:
+                covered[i:i + 5] = True
+        dup = sum(len(w) for w, c in zip(words, covered) if c) / total
+    return top, dup
+
+
+def document_features(lines: Sequence[str], indices: Sequence[int], probabilities: np.ndarray,
+                      matrix: np.ndarray, threshold: float) -> list[float]:
+    """Features of a whole document for the keep/drop decision, from its lines' content
+    probabilities (the line model's) and Gopher/FineWeb-style statistics of its likely content."""
+    n = len(indices)
+    if n == 0:
+        return [0.0] * len(DOC_FEATURES)
+    col = {name: j for j, name in enumerate(FEATURE_NAMES)}
+    words = np.expm1(matrix[:, col["log_words"]].astype(np.float64))
+    total_words = max(words.sum(), 1.0)
+    content = probabilities >= threshold
+    content_lines = [lines[i].strip() for i, c in zip(indices, content) if c]
+    content_words = [w.lower().strip(".,;:!?\"'()") for line in content_lines
+                     for w in line.split()]
+    # the largest block of consecutive likely-content lines, in words
+    block = best = 0.0
+    for w, c in zip(words, content):
+        block = block + w if c else 0.0
+        best = max(best, block)
+    top_p = np.sort(probabilities)[-max(1, n // 5):]
+    m = len(content_lines) or 1
+    raw_lines = [lines[i].strip() for i in indices]
+    all_words = [w.lower() for line in raw_lines for w in line.split()]
+    top2, dup5 = _ngram_shares(content_words)
+    n_cw = len(content_words) or 1
+    dup_lines = sum(c for c in Counter(content_lines).values() if c > 1)
+    return [
+        math.log1p(n), math.log1p(total_words), float(probabilities.mean()),
+        float((words * content).sum() / total_words), math.log1p(float((words * content).sum())),
+        float(content.mean()), math.log1p(best), float(top_p.mean()),
+        sum(len(w) for w in content_words) / n_cw,
+        sum(w in _STOP for w in content_words) / n_cw,
+        sum(any(ch.isalpha() for ch in w) for w in content_words) / n_cw,
+        sum(line.endswith(_END_PUNCT) for line in content_lines) / m,
+        dup_lines / m, top2, dup5,
+        sum(line.count("#") + line.count("...") + line.count("…") for line in content_lines)
+        / n_cw,
+        sum(strip_bullet(line) != line for line in content_lines) / m,
+        sum(line.endswith(("...", "…")) for line in content_lines) / m,
+        sum(len(line) <= 30 for line in content_lines) / m,
+        sum(len(line) <= 30 for line in raw_lines) / n,
+        sum(line.endswith(_END_PUNCT) for line in raw_lines) / n,
+        len(set(all_words)) / max(len(all_words), 1),
+        float(matrix[:, col["digit_share"]].mean()), float(matrix[:, col["cjk_share"]].mean()),
+        float((matrix[:, col["shard_doc_share"]] > 0).mean()),
+        float(matrix[:, col["long_sentence"]].mean()),
+    ]

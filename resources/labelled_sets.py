@@ -1,0 +1,37 @@
+"""Which labelled sets the refiner is evaluated on and trained from, and where models go."""
+
+import os
+
+import dagster as dg
+
+from prox_dagster.evaluation import LabelledSet, load_labelled_set
+
+
+def _paths(value: str) -> list[str]:
+    return [p for p in value.replace(",", os.pathsep).split(os.pathsep) if p.strip()]
+
+
+class LabelledSets(dg.ConfigurableResource):
+    """``evaluation`` / ``training``: labelled sets (JSONL files, or folders holding
+    ``docs.jsonl``) in the format of ``prox_dagster.evaluation``; ``model_dir``: the local folder
+    trained classifier models are written to."""
+
+    evaluation: list[str] = []
+    training: list[str] = []
+    model_dir: str = ""
+
+    @classmethod
+    def from_env(cls, default_sets: list[str], model_dir: str) -> "LabelledSets":
+        """``PROX_EVAL_SETS`` / ``PROX_TRAIN_SETS`` (paths separated by ``:`` or ``,``), else
+        ``default_sets``; ``PROX_MODEL_DIR``, else ``model_dir``."""
+        env = os.environ
+        return cls(evaluation=_paths(env.get("PROX_EVAL_SETS", "")) or default_sets,
+                   training=_paths(env.get("PROX_TRAIN_SETS", "")) or default_sets,
+                   model_dir=env.get("PROX_MODEL_DIR", model_dir))
+
+    def load(self, which: str) -> list[LabelledSet]:
+        paths = self.evaluation if which == "evaluation" else self.training
+        if not paths:
+            raise ValueError(f"no {which} sets: set PROX_{'EVAL' if which == 'evaluation' else 'TRAIN'}"
+                             "_SETS or the labelled_sets resource's config")
+        return [load_labelled_set(path) for path in paths]

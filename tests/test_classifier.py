@@ -1,0 +1,169 @@
+"""The learned ``classifier`` refiner: training, the model file, programs, quality, bad models."""
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import pytest
+
+from prox_dagster.evaluation import evaluate, load_labelled_set
+from prox_dagster.programs import parse_program
+from prox_dagster.prompts import chunk_prompt, doc_prompt
+from prox_dagster.refiners import build_refiner
+from prox_dagster.refiners.classifier import (ClassifierModel, ClassifierModelError,
+                                              ClassifierRefiner, default_model_path)
+from prox_dagster.sample import LABELLED_SET, write_sample_crawl
+
+
+@pytest.fixture(scope="module")
+def sample_model(tmp_path_factory, sample_crawl):
+    """A classifier trained with the CLI on the sample crawl's labelled set."""
+    out = tmp_path_factory.mktemp("model") / "sample-model.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "prox_dagster.cli", "train-refiner",
+         str(sample_crawl / "labels" / LABELLED_SET), "--out", str(out), "--name", "sample"],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PROX_CLASSIFIER_MODEL=" in proc.stdout
+    return out
+
+
+@pytest.fixture(scope="module")
+def held_out_sample(tmp_path_factory):
+    """Another sample crawl (other seed): pages the sample model never saw."""
+    out = tmp_path_factory.mktemp("held_out")
+    write_sample_crawl(out, n_shards=2, docs_per_shard=40, seed=7)
+    return load_labelled_set(out / "labels" / LABELLED_SET)
+
+
+def test_model_file_is_json_text_and_training_is_deterministic(sample_model, tmp_path,
+                                                               sample_crawl):
+    spec = json.loads(sample_model.read_text())  # plain JSON: nothing to unpickle
+    assert spec["format"] == "prox-dagster/line-classifier" and spec["format_version"] == 1
+    assert spec["line_model"].startswith("tree") and spec["doc_model"].startswith("tree")
+    assert spec["training"]["sets"][0]["name"] == "sample-crawl.labelled"
+    model = ClassifierModel(sample_model)
+    assert model.name == "sample" and 0 < model.line_threshold < 1
+    from prox_dagster.refiners.classifier_training import train_classifier, write_model
+    from prox_dagster.tokenization import load_tokenizer
+
+    again = write_model(train_classifier([load_labelled_set(sample_crawl / "labels" /
+                                                            LABELLED_SET)],
+                                         load_tokenizer("sample"), name="sample",
+                                         log=lambda _: None), tmp_path / "again.json")
+    assert again == hashlib.sha256(sample_model.read_bytes()).hexdigest()
+
+
+def test_programs_parse_and_beat_the_naive_filter_on_unseen_pages(sample_model,
+                                                                  held_out_sample,
+                                                                  sample_tokenizer):
+    refiner = ClassifierRefiner(sample_model)
+    docs = held_out_sample.documents[:10]
+    refiner.observe_shard([d.text for d in docs])
+    doc_programs = refiner.generate([doc_prompt(d.text) for d in docs], level="doc")
+    assert all(parse_program(p, "doc").ok for p in doc_programs)
+    chunk_programs = refiner.generate([chunk_prompt("[000]Home | News\n[001]" + docs[0].text)],
+                                      level="chunk")
+    assert all(parse_program(p, "chunk").ok for p in chunk_programs)
+
+    result = evaluate([held_out_sample], refiner, sample_tokenizer).overall
+    mine, naive = result["refiner"], result["naive_filter"]
+    assert mine["keep_f1"] >= naive["keep_f1"] + 0.05
+    assert mine["keep_recall"] >= 0.8
+    assert mine["bad_dropped"] >= 0.8 and mine["good_dropped"] <= 0.1
+
+
+def test_the_shipped_model_is_the_default_refiner():
+    from resources import RefinerResource
+
+    path = default_model_path()
+    assert path.is_file()
+    refiner = build_refiner("classifier")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert refiner.version.startswith("classifier:") and refiner.model.sha256 == digest
+    assert RefinerResource().backend == "classifier"
+    assert RefinerResource().version == refiner.version
+
+
+def test_a_retrained_model_is_another_refiner_version(sample_model, tmp_path):
+    from resources import RefinerResource
+
+    spec = json.loads(sample_model.read_text())
+    spec["doc_threshold"] = spec["doc_threshold"] / 2  # another model, same format
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(spec))
+    a = RefinerResource(classifier_model=str(sample_model)).version
+    b = RefinerResource(classifier_model=str(other)).version
+    assert a != b and a.startswith("classifier:sample@")
+
+    from prox_dagster.definitions import build_definitions
+
+    defs = build_definitions(data_dir=tmp_path / "data",
+                             refiner=RefinerResource(classifier_model=str(other)))
+    node = defs.resolve_assets_def("doc_refined_shard")
+    assert b in node.code_versions_by_key[node.key]
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "version", "not_a_model"])
+def test_a_bad_model_file_fails_before_any_shard_is_touched(sample_model, tmp_path, damage):
+    from resources import RefinerResource
+
+    path = tmp_path / "model.json"
+    text = sample_model.read_text()
+    if damage == "truncated":
+        path.write_text(text[: len(text) // 2])
+    elif damage == "version":
+        path.write_text(json.dumps({**json.loads(text), "format_version": 99}))
+    elif damage == "not_a_model":
+        path.write_text(json.dumps({"hello": "world"}))
+    expected = {"missing": "cannot be read", "truncated": "truncated or corrupt",
+                "version": "format version 99", "not_a_model": "is not a"}[damage]
+    with pytest.raises(ClassifierModelError, match=expected) as info:
+        ClassifierModel(path)
+    assert str(path) in str(info.value)
+
+    # loading the code location is where it fails: before any run, any shard
+    from prox_dagster.definitions import build_definitions
+
+    data = tmp_path / "data"
+    with pytest.raises(ClassifierModelError):
+        build_definitions(data_dir=data, refiner=RefinerResource(classifier_model=str(path)))
+    assert not data.exists()
+
+
+def test_a_corrupt_booster_is_a_model_error(sample_model, tmp_path):
+    spec = json.loads(sample_model.read_text())
+    spec["line_model"] = "tree\nversion=v4\nnum_class=oops"
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(spec))
+    with pytest.raises(ClassifierModelError, match="incomplete or corrupt"):
+        ClassifierModel(path)
+
+
+def test_training_needs_good_and_bad_documents(tmp_path, sample_tokenizer):
+    from prox_dagster.refiners.classifier_training import train_classifier
+
+    rows = [{"id": str(i), "text": "Home | About\nA sentence that is long enough to be prose "
+             "for the model here.\n© 2024", "line_labels": "BMB", "label": 1}
+            for i in range(30)]
+    path = tmp_path / "good.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match="needs good and bad documents"):
+        train_classifier([load_labelled_set(path)], sample_tokenizer, log=lambda _: None)
+
+
+def test_shard_repetition_marks_a_line_common_to_many_documents(sample_model):
+    refiner = ClassifierRefiner(sample_model)
+    body = ("The committee met on Monday to review the annual budget and the plans for the "
+            "new library building in the town centre.")
+    docs = [f"Subscribe to our weekly newsletter today\n{body} {'x' * (i + 1)}."
+            for i in range(40)]
+    matrix_alone = refiner._line_probabilities([docs[0].split("\n")])[0][0]
+    refiner.observe_shard(docs)
+    matrix_shard = refiner._line_probabilities([docs[0].split("\n")])[0][0]
+    from prox_dagster.refiners.line_features import FEATURE_NAMES
+
+    col = FEATURE_NAMES.index("shard_doc_share")
+    assert matrix_alone[0, col] == 0.0 and matrix_shard[0, col] == 1.0
+    assert matrix_shard[1, col] == 0.0  # the body lines differ (digits aside) per document

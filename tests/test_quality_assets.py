@@ -1,0 +1,92 @@
+"""The quality assets in a temporary instance: refiner_evaluation, classifier_model, and the
+per-shard refinement preview of clean_shard."""
+
+import json
+
+import dagster as dg
+import pytest
+
+from prox_dagster import definitions
+from prox_dagster.refiners.classifier import ClassifierModel
+from prox_dagster.sample import write_sample_crawl
+from resources import RefinerResource
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def crawl(tmp_path):
+    write_sample_crawl(tmp_path / "data", n_shards=2, docs_per_shard=20)
+    return tmp_path / "data"
+
+
+def _run(defs, instance, asset):
+    return defs.resolve_job_def(f"{asset}_job").execute_in_process(
+        instance=instance, run_config=definitions.run_config(), raise_on_error=False)
+
+
+def _materialize(defs, instance, asset):
+    assert _run(defs, instance, asset).success
+    return definitions.latest_metadata(instance, asset)
+
+
+def test_evaluation_then_training_then_a_new_refiner_version(crawl, instance):
+    defs = definitions.build_definitions(data_dir=crawl)
+    version = RefinerResource().version
+    evaluation = _materialize(defs, instance, "refiner_evaluation")
+    assert evaluation["refiner_version"] == version
+    assert evaluation["sets"] == "sample-crawl.labelled" and evaluation["documents"] == 40
+    assert "| set | system |" in evaluation["report"] and "keep-F1 per set" in \
+        evaluation["report"]
+    assert 0 < evaluation["overall_keep_f1"] <= 1
+    assert evaluation["keep_f1/sample-crawl.labelled"] == evaluation["overall_keep_f1"]
+    saved = json.loads((crawl / "evaluation" / (evaluation["json"].rsplit("/", 1)[-1]))
+                       .read_text())
+    assert saved["refiner_version"] == version and saved["sets"][0]["docs"] == 40
+    # the evaluation's code version is the refiner version: a new refiner makes it stale
+    node = defs.resolve_assets_def("refiner_evaluation")
+    assert node.code_versions_by_key[node.key] == version
+
+    trained = _materialize(defs, instance, "classifier_model")
+    model = ClassifierModel(trained["path"])
+    assert trained["sha256"] == model.sha256 and model.sha256[:12] in trained["path"]
+    assert trained["training_sets"] == "sample-crawl.labelled"
+    assert f"PROX_CLASSIFIER_MODEL={trained['path']}" in trained["use_with"]
+
+    retrained = definitions.build_definitions(
+        data_dir=crawl, refiner=RefinerResource(classifier_model=trained["path"]))
+    new_version = retrained.resources["refiner"].version
+    assert new_version != version and model.sha256 != ClassifierModel(
+        RefinerResource().get().model.path).sha256
+    second = _materialize(retrained, instance, "refiner_evaluation")
+    assert second["refiner_version"] == new_version
+    records = instance.fetch_materializations(dg.AssetKey("refiner_evaluation"), limit=10)
+    versions = [r.asset_materialization.metadata["refiner_version"].value
+                for r in records.records]
+    assert versions == [new_version, version]  # one materialization per refiner version
+
+
+def test_a_set_without_labels_fails_the_evaluation_naming_it(crawl, instance, tmp_path):
+    from resources import LabelledSets
+
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(json.dumps({"id": "a", "text": "no labels"}) + "\n")
+    defs = definitions.build_definitions(
+        data_dir=crawl, labelled_sets=LabelledSets(evaluation=[str(plain)]))
+    result = _run(defs, instance, "refiner_evaluation")
+    assert not result.success
+    error = result.get_step_failure_events()[0].event_specific_data.error
+    message = (error.cause or error).message
+    assert "plain.jsonl" in message and "no document has line labels" in message
+
+
+def test_clean_shard_shows_dropped_documents_and_removed_lines(crawl, instance):
+    defs = definitions.build_definitions(data_dir=crawl)
+    definitions.register_new_shards(defs, instance)
+    assert definitions.materialize_shard(defs, instance, "sample-crawl.00000").success
+    meta = definitions.latest_metadata(instance, "clean_shard", "sample-crawl.00000")
+    preview = meta["refinement_preview"]
+    assert "**Dropped documents**" in preview and "**Removed lines**" in preview
+    assert "`drop_doc()`: classifier p_good=" in preview  # the doc program's reason
+    assert "`remove_lines(line_start=" in preview
+    assert "none removed" not in preview

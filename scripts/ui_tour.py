@@ -87,6 +87,34 @@ query Status($id: String!) {
   }
 }"""
 
+LAUNCH_RUN = """
+mutation LaunchRun($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}"""
+
+RUN_STATUS = """
+query RunStatus($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"""
+
+LATEST_METADATA = """
+query Latest($path: [String!]!) {
+  assetNodeOrError(assetKey: {path: $path}) {
+    ... on AssetNode {
+      assetMaterializations(limit: 1) {
+        metadataEntries {
+          label
+          ... on MarkdownMetadataEntry { mdStr }
+          ... on TextMetadataEntry { text }
+          ... on FloatMetadataEntry { floatValue }
+        }
+      }
+    }
+  }
+}"""
+
 RUNS = """
 query Runs($id: String!) {
   runsOrError(filter: {tags: [{key: "dagster/backfill", value: $id}]}) {
@@ -107,6 +135,29 @@ def screenshot(url: str, path: Path, budget_ms: int = 20000) -> Path:
     finally:
         shutil.rmtree(profile, ignore_errors=True)
     return path
+
+
+def evaluate_from_ui(url: str, location: str, timeout: float = 300) -> dict:
+    """Launch ``refiner_evaluation_job`` as the UI's Materialize button does, wait for it, and
+    read back what the UI shows of the result: its status and the materialization's metadata."""
+    launched = graphql(url, LAUNCH_RUN, {"params": {
+        "selector": {"repositoryLocationName": location, "repositoryName": "__repository__",
+                     "jobName": "refiner_evaluation_job"},
+        "runConfigData": {}}})["launchRun"]
+    if launched["__typename"] != "LaunchRunSuccess":
+        raise RuntimeError(f"evaluation run not launched: {launched}")
+    run_id = launched["run"]["runId"]
+    started = time.monotonic()
+    status = None
+    while time.monotonic() - started < timeout:
+        status = graphql(url, RUN_STATUS, {"id": run_id})["runOrError"].get("status")
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            break
+        time.sleep(2)
+    node = graphql(url, LATEST_METADATA, {"path": ["refiner_evaluation"]})["assetNodeOrError"]
+    entries = (node.get("assetMaterializations") or [{}])[0].get("metadataEntries", [])
+    metadata = {e["label"]: e.get("mdStr", e.get("text", e.get("floatValue"))) for e in entries}
+    return {"run_id": run_id, "status": status, "metadata": metadata}
 
 
 def tour(out: Path, shards: int, shards_per_run: int, screenshots: bool = True) -> dict:
@@ -155,18 +206,20 @@ def tour(out: Path, shards: int, shards_per_run: int, screenshots: bool = True) 
         runs = graphql(url, RUNS, {"id": backfill})["runsOrError"]["results"]
         materialized = {asset: sorted(instance.get_materialized_partitions(
             definitions.dg.AssetKey(asset))) for asset in GRAPH_ASSETS}
+        location = graphql(url, "{ workspaceOrError { ... on Workspace { locationEntries {"
+                                " name } } } }")["workspaceOrError"]["locationEntries"][0]
+        evaluation = evaluate_from_ui(url, location["name"])
         shots = {}
         if screenshots:
             out.mkdir(parents=True, exist_ok=True)
             shard = keys[-1]
-            location = graphql(url, "{ workspaceOrError { ... on Workspace { locationEntries {"
-                                    " name } } } }")["workspaceOrError"]["locationEntries"][0]
             pages = {
                 "asset_graph": f"{url}/locations/{location['name']}/asset-groups/refine/lineage",
                 "partition_metadata": f"{url}/assets/clean_shard?view=partitions"
                                       f"&partition={shard}",
                 "checks": f"{url}/assets/clean_shard?view=checks",
                 "backfill": f"{url}/runs/b/{backfill}?tab=runs",
+                "refiner_evaluation": f"{url}/assets/refiner_evaluation",
             }
             shots = {name: str(screenshot(page, out / f"{name}.png"))
                      for name, page in pages.items()}
@@ -176,7 +229,7 @@ def tour(out: Path, shards: int, shards_per_run: int, screenshots: bool = True) 
                           "range": [t["value"] for t in r["tags"] if t["key"] in (
                               "dagster/asset_partition_range_start",
                               "dagster/asset_partition_range_end")]} for r in runs],
-                "materialized": materialized, "screenshots": shots,
+                "materialized": materialized, "screenshots": shots, "evaluation": evaluation,
                 "log": str(work / "dagster_dev.log")}
     finally:
         if process.poll() is None:

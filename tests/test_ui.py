@@ -26,6 +26,13 @@ def test_a_backfill_from_the_ui_runs_in_batches_and_shows_its_partitions(tmp_pat
     assert ranges == [tuple(summary["partitions"][:2]), tuple(summary["partitions"][2:])]
     for asset, partitions in summary["materialized"].items():
         assert partitions == summary["partitions"], asset
+    # the refiner evaluation, launched from the UI's API, says in the UI what it measured
+    evaluation = summary["evaluation"]
+    assert evaluation["status"] == "SUCCESS"
+    shown = evaluation["metadata"]
+    assert shown["refiner_version"].startswith("classifier:classifier-web-v1@")
+    assert "| set | system |" in shown["report"] and "keep-F1 per set" in shown["report"]
+    assert 0 < shown["overall_keep_f1"] <= 1
     for name, path in summary["screenshots"].items():
         data = Path(path).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 30_000, name  # not blank

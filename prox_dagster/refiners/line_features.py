@@ -47,8 +47,7 @@ _STOP = frozenset("the be to of and a in that have i it for not on with he as yo
                   "is are was were".split())
 _LETTER = re.compile(r"[^\W\d_]")
 _DIGIT = re.compile(r"\d")
-_WS = re.compile(r"\s+")
-_DIGITS = re.compile(r"\d+")
+_DIGITS_TO_ZERO = str.maketrans("123456789", "000000000")
 
 LINE_FEATURES = [
     "log_words", "log_chars", "ends_punct", "ends_colon", "alpha_share", "digit_share",
@@ -71,8 +70,8 @@ FEATURE_NAMES = LINE_FEATURES + CONTEXT_FEATURES
 
 def line_key(line: str) -> str:
     """What counts as "the same line" across documents: case, spacing and digits ignored
-    (``Posted on 3 May 2021`` and ``Posted on 9 June 2022`` differ only in their words)."""
-    return _DIGITS.sub("0", _WS.sub(" ", line).strip().lower())
+    (``Posted on 3 May 2021`` and ``Posted on 9 May 2022`` are the same line)."""
+    return " ".join(line.split()).lower().translate(_DIGITS_TO_ZERO)
 
 
 class ShardLineCounts:
@@ -96,7 +95,7 @@ def _units(text: str) -> tuple[int, int]:
     return len(text.split()) + cjk, cjk
 
 
-def _line_row(line: str, reason: str | None, shard: ShardLineCounts | None,
+def _line_row(line: str, key: str, reason: str | None, shard: ShardLineCounts | None,
               doc_counts: Counter) -> list[float]:
     text = line.strip()
     n_chars = len(text)
@@ -109,7 +108,6 @@ def _line_row(line: str, reason: str | None, shard: ShardLineCounts | None,
     symbols = n_chars - letters - digits - spaces
     ends_punct = text.endswith(_END_PUNCT)
     stripped = strip_bullet(text)
-    key = line_key(text)
     others = shard.others(key) if shard is not None else 0
     n_docs = shard.n_docs if shard is not None else 1
     lowered_words = [w.lower().strip(".,;:!?\"'()") for w in words]
@@ -183,9 +181,10 @@ def chunk_features(lines: Sequence[str], shard: ShardLineCounts | None = None,
     indices = [i for i, line in enumerate(lines) if line.strip()]
     if not indices:
         return np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32), []
-    doc_counts = Counter(line_key(lines[i]) for i in indices)
-    base = np.array([_line_row(lines[i], reasons[i], shard, doc_counts) for i in indices],
-                    dtype=np.float64)
+    keys = [line_key(lines[i]) for i in indices]
+    doc_counts = Counter(keys)
+    base = np.array([_line_row(lines[i], key, reasons[i], shard, doc_counts)
+                     for i, key in zip(indices, keys)], dtype=np.float64)
     n = len(indices)
     col = {name: j for j, name in enumerate(LINE_FEATURES)}
     log_words = base[:, col["log_words"]]

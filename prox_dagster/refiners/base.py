@@ -16,6 +16,12 @@ class Refiner(Protocol):
     model's tokenizer (used to build and truncate prompts and to chunk documents), or None for
     refiners without a model. ``max_doc_prompt_tokens`` is the doc-level prompt budget (None: no
     truncation).
+
+    A refiner may also have ``observe_shard(documents: Sequence[str]) -> None``: the pipeline
+    calls it with every document of the shard before it asks for that shard's programs at either
+    level, so shard-level signals (a line repeated across many documents is boilerplate) do not
+    depend on the prompt batch size. The ``classifier`` refiner uses it; LM refiners see only
+    their prompts, as ProX's models do.
     """
 
     version: str

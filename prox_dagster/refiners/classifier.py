@@ -34,7 +34,7 @@ from ..lineage import refiner_fingerprint
 from ..programs import format_call
 from ..prompts import PROMPT_FORMAT_VERSION, document_of
 from .line_features import (DOC_FEATURES, FEATURE_NAMES, FEATURES_VERSION, ShardLineCounts,
-                            chunk_features, document_features)
+                            chunk_features, document_features, repetition)
 from .signals import RulesConfig, boilerplate_ranges, mojibake_fixes
 
 MODEL_FORMAT = "prox-dagster/line-classifier"
@@ -144,18 +144,34 @@ class ClassifierRefiner:
             position += len(indices)
         return out
 
-    def doc_scores(self, texts: Sequence[str]) -> np.ndarray:
-        """The document model's probability that each document is worth keeping."""
+    def _doc_rows(self, texts: Sequence[str]) -> list[list[float]]:
         split = [text.split("\n") for text in texts]
         judged = self._line_probabilities(split)
-        rows = [document_features(lines, indices, probs, matrix, self.model.line_threshold)
+        return [document_features(lines, indices, probs, matrix, self.model.line_threshold)
                 for lines, (matrix, indices, probs) in zip(split, judged)]
+
+    def doc_scores(self, texts: Sequence[str]) -> np.ndarray:
+        """The document model's probability that each document is worth keeping."""
+        rows = self._doc_rows(texts)
         return self.model.doc_probabilities(np.asarray(rows, dtype=np.float64).reshape(
             len(rows), len(DOC_FEATURES)))
 
     def doc_programs(self, texts: Sequence[str]) -> list[str]:
-        return ["keep_doc()" if p >= self.model.doc_threshold
-                else f"drop_doc()  # classifier p_good={p:.2f}" for p in self.doc_scores(texts)]
+        rows = self._doc_rows(texts)
+        scores = self.model.doc_probabilities(np.asarray(rows, dtype=np.float64).reshape(
+            len(rows), len(DOC_FEATURES)))
+        programs = []
+        for row, p in zip(rows, scores):
+            repeated = repetition(row)
+            # word-for-word repetition beyond anything in the labelled pages: trees do not
+            # extrapolate, so the Gopher rule (at the rules refiner's threshold) decides
+            if repeated > self.config.max_dup_5gram_char_ratio:
+                programs.append(f"drop_doc()  # classifier repeated passages {repeated:.2f}")
+            elif p < self.model.doc_threshold:
+                programs.append(f"drop_doc()  # classifier p_good={p:.2f}")
+            else:
+                programs.append("keep_doc()")
+        return programs
 
     def chunk_programs(self, chunks: Sequence[str]) -> list[str]:
         parsed: list[tuple[list[str], list[int]] | None] = []

@@ -30,7 +30,7 @@ import numpy as np
 
 from .signals import NAV_WORDS, RulesConfig, line_reasons, strip_bullet
 
-FEATURES_VERSION = "line-features-v1"
+FEATURES_VERSION = "line-features-v1+doc-v2"
 
 # rule reasons as category codes (0: no rule fires)
 REASONS = ("url", "navigation", "cookie", "copyright", "legal", "share", "comment_widget",
@@ -249,11 +249,11 @@ def chunk_features(lines: Sequence[str], shard: ShardLineCounts | None = None,
 
 DOC_FEATURES = [
     "log_lines", "log_words", "mean_p", "content_word_share", "log_content_words",
-    "content_line_share", "max_block_words", "top_p_mean", "content_mean_word_len",
-    "content_stop_share", "content_alpha_share", "content_punct_lines", "content_dup_lines",
-    "content_top2gram", "content_dup5gram", "content_symbols", "content_bullet_lines",
-    "content_ellipsis_lines", "content_short_lines", "raw_short_lines", "raw_punct_lines",
-    "type_token_ratio", "digit_share", "cjk_share", "shard_repeat_share", "long_share",
+    "max_block_words", "top_p_mean", "content_mean_word_len", "content_stop_share",
+    "content_alpha_share", "content_punct_words", "content_dup_lines", "content_top2gram",
+    "content_dup5gram", "content_symbols", "content_bullet_words", "content_ellipsis_words",
+    "content_short_words", "raw_short_words", "raw_punct_words", "type_token_ratio",
+    "digit_share", "cjk_share", "shard_repeat_words", "long_words",
 ]
 
 
@@ -281,7 +281,10 @@ def _ngram_shares(words: list[str]) -> tuple[float, float]:
 def document_features(lines: Sequence[str], indices: Sequence[int], probabilities: np.ndarray,
                       matrix: np.ndarray, threshold: float) -> list[float]:
     """Features of a whole document for the keep/drop decision, from its lines' content
-    probabilities (the line model's) and Gopher/FineWeb-style statistics of its likely content."""
+    probabilities (the line model's) and Gopher/FineWeb-style statistics of its likely content.
+
+    Shares of lines are weighted by the lines' words: a one-line menu above a long article is a
+    small part of the page, not half of a two-line document."""
     n = len(indices)
     if n == 0:
         return [0.0] * len(DOC_FEATURES)
@@ -289,39 +292,50 @@ def document_features(lines: Sequence[str], indices: Sequence[int], probabilitie
     words = np.expm1(matrix[:, col["log_words"]].astype(np.float64))
     total_words = max(words.sum(), 1.0)
     content = probabilities >= threshold
-    content_lines = [lines[i].strip() for i, c in zip(indices, content) if c]
+    content_words_n = max(float((words * content).sum()), 1.0)
+    raw_lines = [lines[i].strip() for i in indices]
+    content_lines = [line for line, c in zip(raw_lines, content) if c]
     content_words = [w.lower().strip(".,;:!?\"'()") for line in content_lines
                      for w in line.split()]
+
+    def share(flags, of_content: bool = False) -> float:
+        flags = np.asarray(flags, dtype=np.float64)
+        if of_content:
+            return float((words * content * flags).sum() / content_words_n)
+        return float((words * flags).sum() / total_words)
+
     # the largest block of consecutive likely-content lines, in words
     block = best = 0.0
     for w, c in zip(words, content):
         block = block + w if c else 0.0
         best = max(best, block)
     top_p = np.sort(probabilities)[-max(1, n // 5):]
-    m = len(content_lines) or 1
-    raw_lines = [lines[i].strip() for i in indices]
     all_words = [w.lower() for line in raw_lines for w in line.split()]
     top2, dup5 = _ngram_shares(content_words)
     n_cw = len(content_words) or 1
     dup_lines = sum(c for c in Counter(content_lines).values() if c > 1)
+    short = [len(line) <= 30 for line in raw_lines]
+    punct = [line.endswith(_END_PUNCT) for line in raw_lines]
     return [
-        math.log1p(n), math.log1p(total_words), float(probabilities.mean()),
-        float((words * content).sum() / total_words), math.log1p(float((words * content).sum())),
-        float(content.mean()), math.log1p(best), float(top_p.mean()),
+        math.log1p(n), math.log1p(total_words), share(probabilities),
+        share(content), math.log1p(float((words * content).sum())), math.log1p(best),
+        float(top_p.mean()),
         sum(len(w) for w in content_words) / n_cw,
         sum(w in _STOP for w in content_words) / n_cw,
         sum(any(ch.isalpha() for ch in w) for w in content_words) / n_cw,
-        sum(line.endswith(_END_PUNCT) for line in content_lines) / m,
-        dup_lines / m, top2, dup5,
+        share(punct, True), dup_lines / max(len(content_lines), 1), top2, dup5,
         sum(line.count("#") + line.count("...") + line.count("…") for line in content_lines)
         / n_cw,
-        sum(strip_bullet(line) != line for line in content_lines) / m,
-        sum(line.endswith(("...", "…")) for line in content_lines) / m,
-        sum(len(line) <= 30 for line in content_lines) / m,
-        sum(len(line) <= 30 for line in raw_lines) / n,
-        sum(line.endswith(_END_PUNCT) for line in raw_lines) / n,
+        share([strip_bullet(line) != line for line in raw_lines], True),
+        share([line.endswith(("...", "…")) for line in raw_lines], True),
+        share(short, True), share(short), share(punct),
         len(set(all_words)) / max(len(all_words), 1),
-        float(matrix[:, col["digit_share"]].mean()), float(matrix[:, col["cjk_share"]].mean()),
-        float((matrix[:, col["shard_doc_share"]] > 0).mean()),
-        float(matrix[:, col["long_sentence"]].mean()),
+        share(matrix[:, col["digit_share"]]), share(matrix[:, col["cjk_share"]]),
+        share(matrix[:, col["shard_doc_share"]] > 0), share(matrix[:, col["long_sentence"]]),
     ]
+
+
+def repetition(features: Sequence[float]) -> float:
+    """The share of a document's likely content in passages repeated word for word (duplicated
+    5-grams, Gopher), from :func:`document_features`."""
+    return float(features[DOC_FEATURES.index("content_dup5gram")])

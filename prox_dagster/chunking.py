@@ -11,6 +11,7 @@ Rust tokenizer, instead of one call per line.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,6 +30,28 @@ class Chunk:
 
 def number_line(index: int, line: str) -> str:
     return f"[{index:03d}]{line}"
+
+
+_NUMBERED = re.compile(r"^\[(\d{3,})\](.*)$")
+_NUMBERS = re.compile(r"^\[\d{3,}\]", re.M)
+
+
+def split_numbered(chunk_text: str) -> tuple[list[int], list[str]] | None:
+    """The line numbers and lines of a numbered chunk; None when a line lacks its number."""
+    numbers: list[int] = []
+    lines: list[str] = []
+    for raw in chunk_text.split("\n"):
+        match = _NUMBERED.match(raw)
+        if match is None:
+            return None
+        numbers.append(int(match.group(1)))
+        lines.append(match.group(2))
+    return numbers, lines
+
+
+def strip_numbers(chunk_text: str) -> str:
+    """A numbered chunk's text without its ``[NNN]`` prefixes."""
+    return _NUMBERS.sub("", chunk_text)
 
 
 def chunk_lines(text: str, tokenizer, max_tokens: int = DEFAULT_MAX_TOKENS) -> list[Chunk]:

@@ -7,13 +7,12 @@ id reaches ``clean_shard`` exactly once.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
 import polars as pl
 
-from .chunking import DEFAULT_MAX_TOKENS, chunk_documents
+from .chunking import DEFAULT_MAX_TOKENS, chunk_documents, strip_numbers
 from .execute import ExecutionPolicy, decide_document, execute_document
 from .programs import parse_program
 from .prompts import chunk_prompt, doc_prompt
@@ -21,7 +20,6 @@ from .refiners.base import Refiner
 from .shards import SCHEMAS
 from .tokenization import token_counts
 
-_NUMBERING = re.compile(r"^\[\d{3,}\]", re.M)
 Progress = Callable[[int, int], None]
 DEFAULT_BATCH = 256
 
@@ -88,7 +86,7 @@ def refine_chunks(chunked: pl.DataFrame, refiner: Refiner, *, batch_size: int = 
     """``chunked_shard`` -> ``chunk_refined_shard``: a chunk-level program per chunk."""
     documents: dict[str, list[str]] = defaultdict(list)
     for doc_id, text in chunked.select("doc_id", "chunk_text").iter_rows():
-        documents[doc_id].append(_NUMBERING.sub("", text))
+        documents[doc_id].append(strip_numbers(text))
     _observe_shard(refiner, ["\n".join(parts) for parts in documents.values()])
     prompts = [chunk_prompt(text, refiner.tokenizer) for text in chunked["chunk_text"]]
     programs = _generate(refiner, prompts, "chunk", batch_size, progress)

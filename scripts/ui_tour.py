@@ -109,6 +109,8 @@ query Latest($path: [String!]!) {
           ... on MarkdownMetadataEntry { mdStr }
           ... on TextMetadataEntry { text }
           ... on FloatMetadataEntry { floatValue }
+          ... on IntMetadataEntry { intValue }
+          ... on PathMetadataEntry { path }
         }
       }
     }
@@ -123,13 +125,13 @@ query Runs($id: String!) {
 }"""
 
 
-def screenshot(url: str, path: Path, budget_ms: int = 20000) -> Path:
+def screenshot(url: str, path: Path, budget_ms: int = 20000, height: int = 950) -> Path:
     profile = tempfile.mkdtemp(prefix="chromium-")
     try:
         subprocess.run(
             ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
              "--no-first-run", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", f"--user-data-dir={profile}", "--window-size=1500,950",
+             "--disable-sync", f"--user-data-dir={profile}", f"--window-size=1500,{height}",
              f"--virtual-time-budget={budget_ms}", f"--screenshot={path}", url],
             check=True, capture_output=True, timeout=180)
     finally:
@@ -156,7 +158,8 @@ def evaluate_from_ui(url: str, location: str, timeout: float = 300) -> dict:
         time.sleep(2)
     node = graphql(url, LATEST_METADATA, {"path": ["refiner_evaluation"]})["assetNodeOrError"]
     entries = (node.get("assetMaterializations") or [{}])[0].get("metadataEntries", [])
-    metadata = {e["label"]: e.get("mdStr", e.get("text", e.get("floatValue"))) for e in entries}
+    metadata = {e["label"]: next((e[k] for k in ("mdStr", "text", "floatValue", "intValue", "path")
+                                  if k in e), None) for e in entries}
     return {"run_id": run_id, "status": status, "metadata": metadata}
 
 
@@ -223,6 +226,9 @@ def tour(out: Path, shards: int, shards_per_run: int, screenshots: bool = True) 
             }
             shots = {name: str(screenshot(page, out / f"{name}.png"))
                      for name, page in pages.items()}
+            # tall enough to reach the refinement preview below the shard's numbers
+            shots["refinement_preview"] = str(screenshot(
+                pages["partition_metadata"], out / "refinement_preview.png", height=1300))
         return {"url": url, "backfill_id": backfill, "status": status.get("status"),
                 "seconds": round(elapsed, 1), "partitions": keys,
                 "runs": [{"run_id": r["runId"], "status": r["status"],

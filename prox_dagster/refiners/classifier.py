@@ -23,13 +23,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from ..chunking import split_numbered
 from ..lineage import refiner_fingerprint
 from ..programs import format_call
 from ..prompts import PROMPT_FORMAT_VERSION, document_of
@@ -40,7 +40,6 @@ from .signals import RulesConfig, boilerplate_ranges, mojibake_fixes
 MODEL_FORMAT = "prox-dagster/line-classifier"
 MODEL_FORMAT_VERSION = 1
 DEFAULT_MODEL = "classifier-web-v1.json"
-_NUMBERED = re.compile(r"^\[(\d{3,})\](.*)$")
 
 
 class ClassifierModelError(ValueError):
@@ -174,20 +173,9 @@ class ClassifierRefiner:
         return programs
 
     def chunk_programs(self, chunks: Sequence[str]) -> list[str]:
-        parsed: list[tuple[list[str], list[int]] | None] = []
-        for chunk in chunks:
-            numbers: list[int] = []
-            lines: list[str] = []
-            for raw in chunk.split("\n"):
-                match = _NUMBERED.match(raw)
-                if match is None:  # not our numbering: the chunk is left alone
-                    break
-                numbers.append(int(match.group(1)))
-                lines.append(match.group(2))
-            else:
-                parsed.append((lines, numbers))
-                continue
-            parsed.append(None)
+        # a chunk without our numbering is left alone
+        parsed = [(split[1], split[0]) if (split := split_numbered(chunk)) else None
+                  for chunk in chunks]
         judged = self._line_probabilities([p[0] for p in parsed if p is not None])
         programs = []
         it = iter(judged)

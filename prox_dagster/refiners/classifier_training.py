@@ -22,7 +22,6 @@ document, and its threshold keeps at least ``min_good_kept`` of the good documen
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,11 +32,11 @@ from ..chunking import chunk_documents
 from ..evaluation import CONTENT_LABELS, IGNORED_LABELS, LabelledSet
 from ..shards import write_text_atomic
 from .classifier import MODEL_FORMAT, MODEL_FORMAT_VERSION
+from .signals import word_units
 from .line_features import (DOC_FEATURES, FEATURE_NAMES, FEATURES_VERSION, ShardLineCounts,
                             chunk_features, document_features)
 
 Log = Callable[[str], None]
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 
 
 @dataclass(frozen=True)
@@ -159,8 +158,7 @@ def _doc_inputs(labelled: LabelledSet, min_content_units: int) -> list[tuple]:
         label = doc.label
         lines = doc.text.split("\n")
         if label is None and doc.line_labels is not None:
-            units = sum(len(line.split()) + len(_CJK.findall(line))
-                        for line, mark in zip(lines, doc.line_labels) if mark in CONTENT_LABELS)
+            units = sum(word_units(line) for line, mark in zip(lines, doc.line_labels) if mark in CONTENT_LABELS)
             label = 1 if units >= min_content_units else (0 if units < 10 else None)
         if label is None:
             continue

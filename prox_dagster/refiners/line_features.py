@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from .signals import NAV_WORDS, RulesConfig, line_reasons, strip_bullet
+from .signals import CJK, NAV_WORDS, RulesConfig, line_reasons, strip_bullet
 
 FEATURES_VERSION = "line-features-v1+doc-v2"
 
@@ -38,7 +38,6 @@ REASONS = ("url", "navigation", "cookie", "copyright", "legal", "share", "commen
 _REASON_CODE = {name: i + 1 for i, name in enumerate(REASONS)}
 
 _END_PUNCT = (".", "!", "?", "。", "！", "？", "…", '"', "”", "'", "’", ")", "»")
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 _SEPARATOR_CHARS = re.compile(r"[|»›•·/>]")
 _URLISH = re.compile(r"https?://|www\.|\.(com|org|net|html?)\b|@\w+\.\w", re.I)
 _DATEISH = re.compile(r"\b(19|20)\d\d\b|\b\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}\b")
@@ -91,7 +90,7 @@ class ShardLineCounts:
 
 def _units(text: str) -> tuple[int, int]:
     """(words, CJK characters): a CJK character counts as a word (no spaces between them)."""
-    cjk = len(_CJK.findall(text))
+    cjk = len(CJK.findall(text))
     return len(text.split()) + cjk, cjk
 
 

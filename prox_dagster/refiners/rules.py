@@ -12,16 +12,15 @@ per distinct mojibake sequence, or ``keep_chunk()``.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Sequence
 
+from ..chunking import split_numbered
 from ..lineage import refiner_fingerprint
 from ..programs import format_call
 from ..prompts import PROMPT_FORMAT_VERSION, document_of
 from .signals import RulesConfig, boilerplate_ranges, document_reason, line_reasons, mojibake_fixes
 
 RULES_VERSION = "rules-v2"
-_NUMBERED = re.compile(r"^\[(\d{3,})\](.*)$")
 
 
 class RulesRefiner:
@@ -50,14 +49,10 @@ class RulesRefiner:
         return "keep_doc()" if reason is None else f"drop_doc()  # {reason}"
 
     def chunk_program(self, numbered_chunk: str) -> str:
-        numbers: list[int] = []
-        lines: list[str] = []
-        for raw in numbered_chunk.split("\n"):
-            match = _NUMBERED.match(raw)
-            if match is None:  # not our numbering: the chunk is left alone
-                return "keep_chunk()"
-            numbers.append(int(match.group(1)))
-            lines.append(match.group(2))
+        split = split_numbered(numbered_chunk)
+        if split is None:  # not our numbering: the chunk is left alone
+            return "keep_chunk()"
+        numbers, lines = split
         reasons = line_reasons(lines, self.config)
         blank = [not line.strip() for line in lines]
         calls = []

@@ -302,13 +302,14 @@ def _ngram_char_ratios(words: list[str], n: int) -> tuple[float, float]:
     return top_ratio, dup_ratio
 
 
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+# kana, CJK ideographs and hangul: scripts written without spaces between words
+CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 _PROSE_END = _END_PUNCT + ("。", "！", "？")
 
 
-def _units(line: str) -> int:
+def word_units(line: str) -> int:
     """Words, counting each CJK character as one (CJK text has no spaces between words)."""
-    return len(line.split()) + len(_CJK.findall(line))
+    return len(line.split()) + len(CJK.findall(line))
 
 
 def is_prose(line: str) -> bool:
@@ -316,7 +317,7 @@ def is_prose(line: str) -> bool:
     text = line.rstrip()
     if text.endswith(("...", "…")):  # a truncated teaser, not a sentence
         return False
-    n = _units(text)
+    n = word_units(text)
     return n >= 15 or (n >= 6 and text.endswith(_PROSE_END))
 
 
@@ -337,12 +338,12 @@ def document_reason(text: str, reasons: list[str | None] | None = None,
     body_lines = [line for line in content if is_prose(line)]
     body = "\n".join(body_lines)
     words = body.split()
-    units = len(words) + len(_CJK.findall(body))
+    units = len(words) + len(CJK.findall(body))
     if units < config.min_words:
         return "gopher_too_few_words"
     if units > config.max_words:
         return "gopher_too_many_words"
-    cjk = len(_CJK.findall(body)) / max(len(body), 1) > 0.2
+    cjk = len(CJK.findall(body)) / max(len(body), 1) > 0.2
     n = max(len(words), 1)
     if not cjk:
         mean_len = sum(len(w) for w in words) / n
@@ -373,7 +374,7 @@ def document_reason(text: str, reasons: list[str | None] | None = None,
     if len(distinct) < len(body_lines):
         body = "\n".join(distinct)
         lowered = [w.lower().strip(".,;:!?\"'()") for w in body.split()]
-        if len(lowered) + len(_CJK.findall(body)) < config.min_words:
+        if len(lowered) + len(CJK.findall(body)) < config.min_words:
             return "gopher_too_few_words"
     for n_gram, limit in ((2, config.max_top_2gram_char_ratio),
                           (3, config.max_top_3gram_char_ratio),

@@ -25,6 +25,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -32,9 +33,9 @@ from ..chunking import chunk_documents
 from ..evaluation import CONTENT_LABELS, IGNORED_LABELS, LabelledSet
 from ..shards import write_text_atomic
 from .classifier import MODEL_FORMAT, MODEL_FORMAT_VERSION
-from .signals import word_units
 from .line_features import (DOC_FEATURES, FEATURE_NAMES, FEATURES_VERSION, ShardLineCounts,
                             chunk_features, document_features)
+from .signals import word_units
 
 Log = Callable[[str], None]
 
@@ -158,7 +159,8 @@ def _doc_inputs(labelled: LabelledSet, min_content_units: int) -> list[tuple]:
         label = doc.label
         lines = doc.text.split("\n")
         if label is None and doc.line_labels is not None:
-            units = sum(word_units(line) for line, mark in zip(lines, doc.line_labels) if mark in CONTENT_LABELS)
+            units = sum(word_units(line) for line, mark in zip(lines, doc.line_labels)
+                        if mark in CONTENT_LABELS)
             label = 1 if units >= min_content_units else (0 if units < 10 else None)
         if label is None:
             continue
@@ -260,7 +262,9 @@ def train_classifier(sets: Sequence[LabelledSet], tokenizer,
                      for s in sets],
             "line_rows": int(len(data.labels)), "doc_rows": int(len(doc_y)),
             "out_of_fold_bad_dropped": bad_dropped,
-            "settings": settings.__dict__, "tokenizer": getattr(tokenizer, "name_or_path", ""),
+            # the tokenizer's name, not where this machine keeps it
+            "settings": settings.__dict__,
+            "tokenizer": Path(str(getattr(tokenizer, "name_or_path", ""))).name,
         },
         "line_model": line_model.model_to_string(),
         "doc_model": doc_model.model_to_string(),

@@ -149,11 +149,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.model:
         os.environ["PROX_CLASSIFIER_MODEL"] = args.model
 
-    from . import definitions
     from .evaluation import evaluate, evaluation_csv
+    from .refiners.classifier import ClassifierModelError
 
-    # the refiner, tokenizer and policy the code location loads (same settings, same code)
-    defs = definitions.build_definitions()
+    # the refiner, tokenizer and policy the code location loads (same settings, same code;
+    # importing the composition root loads them, and a bad model file fails right there)
+    try:
+        from . import definitions
+
+        defs = definitions.build_definitions()
+    except ClassifierModelError as exc:
+        console.print(f"[red]{exc}")
+        return 2
     resources = defs.resources
     tokenizer = definitions.loaded_tokenizer(defs)
     with Progress(console=console, transient=True) as progress:

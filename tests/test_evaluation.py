@@ -163,3 +163,9 @@ def test_cli_eval_scores_the_loaded_refiner(tmp_path, sample_crawl):
     proc = subprocess.run([sys.executable, "-m", "prox_dagster.cli", "eval", str(bad)],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 2 and "plain.jsonl" in proc.stdout + proc.stderr
+
+    proc = subprocess.run([sys.executable, "-m", "prox_dagster.cli", "eval", str(labelled),
+                           "--backend", "classifier", "--model", str(tmp_path / "none.json")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 2 and "none.json" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -10,6 +10,7 @@ backend from the training sets and writes a model file to load with ``PROX_CLASS
 import json
 import re
 import time
+from pathlib import Path
 
 import dagster as dg
 
@@ -88,8 +89,6 @@ def classifier_model(context: dg.AssetExecutionContext, labelled_sets: LabelledS
     spec = train_classifier(sets, tokenizer.get(),
                             TrainingSettings(max_tokens=tokenizer.max_chunk_tokens),
                             log=context.log.info)
-    from pathlib import Path
-
     folder = Path(labelled_sets.model_dir)
     folder.mkdir(parents=True, exist_ok=True)
     staging = folder / ".classifier-training.json"

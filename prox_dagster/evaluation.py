@@ -293,8 +293,7 @@ def refiner_counts(labelled: LabelledSet, clean: pl.DataFrame, seconds: float) -
     for doc in labelled.documents:
         text, status = by_id[doc.id]
         dropped = status not in KEPT_STATUSES
-        score_document(doc, kept_lines(doc.text, text or "") if not dropped else
-                       [False] * (doc.text.count("\n") + 1), dropped, counts)
+        score_document(doc, kept_lines(doc.text, text or ""), dropped, counts)
     return counts
 
 

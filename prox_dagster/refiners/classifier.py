@@ -149,12 +149,6 @@ class ClassifierRefiner:
         return [document_features(lines, indices, probs, matrix, self.model.line_threshold)
                 for lines, (matrix, indices, probs) in zip(split, judged)]
 
-    def doc_scores(self, texts: Sequence[str]) -> np.ndarray:
-        """The document model's probability that each document is worth keeping."""
-        rows = self._doc_rows(texts)
-        return self.model.doc_probabilities(np.asarray(rows, dtype=np.float64).reshape(
-            len(rows), len(DOC_FEATURES)))
-
     def doc_programs(self, texts: Sequence[str]) -> list[str]:
         rows = self._doc_rows(texts)
         scores = self.model.doc_probabilities(np.asarray(rows, dtype=np.float64).reshape(

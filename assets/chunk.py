@@ -2,14 +2,17 @@
 
 import dagster as dg
 
+from prox_dagster import fingerprint as fp
 from prox_dagster.pipeline import chunk_shard
 from resources import ShardStorage, TokenizerResource
+from resources.settings import settings_values
 
 from .common import ShardOutput, run_shards, shard_asset_settings
 
 
-def build_chunked_shard(shards_per_run: int) -> dg.AssetsDefinition:
-    @dg.asset(deps=["doc_refined_shard"], **shard_asset_settings("refine", shards_per_run))
+def build_chunked_shard(code_version: str, shards_per_run: int) -> dg.AssetsDefinition:
+    @dg.asset(deps=["doc_refined_shard"],
+              **shard_asset_settings("chunked_shard", "refine", shards_per_run, code_version))
     def chunked_shard(context: dg.AssetExecutionContext, storage: ShardStorage,
                       tokenizer: TokenizerResource):
         """One row per chunk of a kept document: `doc_id`, `chunk_index`, `line_start`,
@@ -25,9 +28,7 @@ def build_chunked_shard(shards_per_run: int) -> dg.AssetsDefinition:
                 "max_chunk_tokens": tokenizer.max_chunk_tokens,
                 "tokenizer": tokenizer.name_or_path})
 
-        yield from run_shards(
-            context, storage,
-            settings=f"{tokenizer.fingerprint()}|max={tokenizer.max_chunk_tokens}",
-            inputs=lambda shard: [storage.store.path("doc_refined_shard", shard)], work=work)
+        yield from run_shards(context, storage, work=work, code_version=fp.code_version(
+            "chunked_shard", settings_values(tokenizer=tokenizer)))
 
     return chunked_shard

@@ -1,30 +1,32 @@
 """Stage 5: the programs executed; the refined text and status of every document."""
 
 import dagster as dg
-import polars as pl
 
+from prox_dagster import fingerprint as fp
 from prox_dagster.pipeline import execute_shard
 from prox_dagster.preview import refinement_preview
-from prox_dagster.quality import CheckOutcome, no_empty_kept_text, token_retention, unique_ids
-from prox_dagster.shards import schema_problems
+from prox_dagster.quality import kept_share, programs_match_documents, token_retention
 from resources import CheckThresholds, ProgramPolicy, ShardStorage, TokenizerResource
+from resources.settings import settings_values
 
 from .common import ShardOutput, run_shards, shard_asset_settings, shard_checks
 
 CHECKS = {
     "token_retention": "Tokens out / tokens in lies within [min, max]_token_retention (GX).",
-    "no_empty_kept_text": "No kept document has empty text (GX).",
-    "unique_ids": "Document ids are unique (GX).",
-    "every_document_once": "Every doc_refined id appears exactly once, kept or with a status.",
-    "schema": "Columns and types follow the clean_shard contract.",
+    "kept_share": "At least min_kept_share of the documents are kept.",
+    "programs_match_documents": "The chunk programs were written for the current doc decision "
+                                "by the same refiner, and every upstream stage is current.",
 }
 
 
-def build_clean_shard(code_version: str, shards_per_run: int = 1) -> dg.AssetsDefinition:
+def build_clean_shard(code_version: str, versions: dict[str, str],
+                      shards_per_run: int = 1) -> dg.AssetsDefinition:
+    """``versions``: every stage's code version, to tell whether the upstream stages are
+    current."""
+
     @dg.asset(
         deps=["doc_refined_shard", "chunk_refined_shard"],
-        **shard_asset_settings("refine", shards_per_run),
-        code_version=code_version,
+        **shard_asset_settings("clean_shard", "refine", shards_per_run, code_version),
         check_specs=shard_checks("clean_shard", CHECKS),
     )
     def clean_shard(context: dg.AssetExecutionContext, storage: ShardStorage,
@@ -34,28 +36,22 @@ def build_clean_shard(code_version: str, shards_per_run: int = 1) -> dg.AssetsDe
         dropped_chunk, fallback_raw), `n_ops`, `n_errors`, `tokens_in`, `tokens_out` and the
         `refiner_version` that wrote its programs. `refinement_preview` shows a few dropped
         documents with their reason and removed lines with the call that removed them."""
-        limits = checks.thresholds()
+        limits = checks.settings()
 
         def work(shard: str) -> ShardOutput:
             docs = storage.read("doc_refined_shard", shard)
             chunk_programs = storage.read("chunk_refined_shard", shard)
-            clean = execute_shard(docs, chunk_programs, tokenizer.get(), policy.policy(),
-                                  shard=shard)
+            behind = [f"{f.stage} is {f.state} ({f.reason})" for f in
+                      fp.stale_upstream(storage.store, "clean_shard", shard, versions)]
+            clean = execute_shard(docs, chunk_programs, tokenizer.get(), policy.settings())
             tokens_in, tokens_out = int(clean["tokens_in"].sum()), int(clean["tokens_out"].sum())
             statuses = dict(clean["status"].value_counts().iter_rows())
-            missing = set(docs["id"]) - set(clean["id"])
-            repeated = clean.group_by("id").len().filter(pl.col("len") > 1).height
-            problems = schema_problems(clean, "clean_shard")
             return ShardOutput(clean, rows_in=docs.height, checks={
                 "token_retention": token_retention(clean, limits.min_token_retention,
                                                    limits.max_token_retention),
-                "no_empty_kept_text": no_empty_kept_text(clean),
-                "unique_ids": unique_ids(clean),
-                "every_document_once": CheckOutcome(
-                    not missing and not repeated,
-                    f"{len(missing)} documents missing, {repeated} repeated",
-                    {"missing": len(missing), "repeated": repeated}),
-                "schema": CheckOutcome(not problems, "; ".join(problems) or "conforms"),
+                "kept_share": kept_share(clean, limits.min_kept_share),
+                "programs_match_documents": programs_match_documents(docs, chunk_programs,
+                                                                     behind),
             }, extra={
                 "docs_kept": statuses.get("kept", 0) + statuses.get("fallback_raw", 0),
                 "status_counts": statuses,
@@ -67,11 +63,7 @@ def build_clean_shard(code_version: str, shards_per_run: int = 1) -> dg.AssetsDe
                 "refinement_preview": refinement_preview(docs, chunk_programs, clean),
             })
 
-        yield from run_shards(
-            context, storage,
-            settings=f"{code_version}|{tokenizer.fingerprint()}|{limits}",
-            inputs=lambda shard: [storage.store.path("doc_refined_shard", shard),
-                                  storage.store.path("chunk_refined_shard", shard)],
-            work=work)
+        yield from run_shards(context, storage, work=work, code_version=fp.code_version(
+            "clean_shard", settings_values(policy=policy, tokenizer=tokenizer, checks=checks)))
 
     return clean_shard

@@ -8,6 +8,8 @@ raises does not cost the others their work: they are written and recorded before
 naming it.
 """
 
+import datetime as dt
+import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -16,37 +18,40 @@ from typing import Any
 
 import dagster as dg
 import polars as pl
+# not exported by dagster 1.13; it is what AssetCheckResult fills in for the checks it evaluates
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData)
 
-from prox_dagster.lineage import input_fingerprint
+from prox_dagster import fingerprint as fp
 from prox_dagster.quality import CheckOutcome
 from prox_dagster.shards import ShardError
-from prox_dagster.store import content_id, exists, is_remote
+from prox_dagster.store import is_remote
 from resources import ShardStorage
 
 from .partitions import shards_partitions_def
 
-# Part of every input fingerprint: bump it when a stage's code writes different rows for the
-# same inputs and settings, so stored shards stop counting as cached.
-STAGE_FORMAT_VERSION = "1"
-
 # A run tagged with this recomputes every shard even where a cached output is current.
 RECOMPUTE_TAG = "prox/recompute"
+OWNERS = ["team:data-platform"]
 
 
-def shard_asset_settings(group: str, shards_per_run: int) -> dict:
-    """What every shard asset shares: shard partitions, and backfills batched into runs of
-    ``shards_per_run`` shards (all stages alike, so one run carries a batch through the graph)."""
+def shard_asset_settings(stage: str, group: str, shards_per_run: int, code_version: str,
+                         kinds: set[str] | None = None) -> dict:
+    """What every shard asset shares: shard partitions, backfills batched into runs of
+    ``shards_per_run`` shards (all stages alike, so one run carries a batch through the graph),
+    the stage's code version (``prox_dagster.fingerprint``), owners and tags."""
     return {"partitions_def": shards_partitions_def, "group_name": group,
-            "kinds": {"polars", "parquet"},
+            "kinds": kinds or {"polars", "parquet"}, "code_version": code_version,
+            "owners": OWNERS, "tags": {"stage": stage.removesuffix("_shard")},
             "backfill_policy": dg.BackfillPolicy.multi_run(max(1, shards_per_run))}
 
 
-def refiner_asset_settings(code_version: str, op_tags: dict | None,
+def refiner_asset_settings(stage: str, code_version: str, op_tags: dict | None,
                            shards_per_run: int) -> dict:
-    """What both refiner assets add: the ``gpu`` pool, the refiner version as code version and
-    the refiner's per-step resource requests."""
-    return {**shard_asset_settings("refine", shards_per_run), "pool": "gpu",
-            "code_version": code_version, "op_tags": op_tags or None}
+    """What both refiner assets add: the ``gpu`` pool and the refiner's per-step resource
+    requests."""
+    return {**shard_asset_settings(stage, "refine", shards_per_run, code_version),
+            "pool": "gpu", "op_tags": op_tags or None}
 
 
 def shard_checks(asset: str, checks: Mapping[str, str]) -> list[dg.AssetCheckSpec]:
@@ -76,22 +81,28 @@ class ShardsFailed(Exception):
 
 
 def run_shards(context: dg.AssetExecutionContext, storage: ShardStorage, *,
-               settings: str, inputs: Callable[[str], list[str]],
-               work: Callable[[str], ShardOutput]) -> Iterator:
+               code_version: str, work: Callable[[str], ShardOutput],
+               raw_location: Callable[[str], str] | None = None) -> Iterator:
     """Materialize every shard of the step (see the module docstring).
 
-    ``settings`` is everything besides the input files that shapes the rows and check results
-    (refiner version, tokenizer, thresholds); ``inputs(shard)`` lists the input files'
-    locations.
+    ``code_version`` is the stage's code version computed from this run's resources (it equals
+    the asset's unless run config changed a setting); ``raw_location(shard)`` is the crawl file
+    of a raw shard.
     """
     asset = context.asset_key.path[-1]
+    if context.assets_def.code_versions_by_key[context.asset_key] != code_version:
+        context.log.warning(
+            f"{asset}: this run's settings give code version {code_version}, the code location "
+            f"was loaded with {context.assets_def.code_versions_by_key[context.asset_key]}; "
+            "the shards are fingerprinted with this run's settings")
     keys = context.partition_keys
     recompute = context.run.tags.get(RECOMPUTE_TAG, "").lower() in ("1", "true", "yes")
     done: dict[str, dict] = {}
     failed: dict[str, str] = {}
     for position, shard in enumerate(keys, 1):
         try:
-            done[shard] = _one_shard(context, storage, asset, shard, settings, inputs, work,
+            done[shard] = _one_shard(context, storage, asset, shard, code_version, work,
+                                     raw_location(shard) if raw_location else None,
                                      recompute)
         except Exception as exc:
             if len(keys) == 1:
@@ -104,53 +115,61 @@ def run_shards(context: dg.AssetExecutionContext, storage: ShardStorage, *,
 
     if failed:
         for shard, summary in done.items():
-            yield dg.AssetMaterialization(asset_key=context.asset_key, partition=shard,
-                                          metadata=summary["metadata"])
+            yield dg.AssetMaterialization(
+                asset_key=context.asset_key, partition=shard, metadata=summary["metadata"],
+                tags={"dagster/data_version": summary["data_version"],
+                      "dagster/data_version_is_user_provided": "true",
+                      "dagster/code_version": code_version})
         yield from _check_evaluations(context, done)
         raise ShardsFailed(f"{asset}: {len(failed)} of {len(keys)} shards failed "
                            f"(the other {len(done)} are written and recorded): "
                            + "; ".join(f"{s}: {why}" for s, why in failed.items()))
     for shard, summary in done.items():
         context.add_asset_metadata(summary["metadata"], partition_key=shard)
-    yield dg.MaterializeResult()
+    # One data version per step (Dagster takes one per output): the content of the step's
+    # shards, so a cached re-run of the same shards changes nothing downstream.
+    batch = hashlib.sha256(json.dumps(sorted((s, d["data_version"]) for s, d in done.items()))
+                           .encode()).hexdigest()[:24]
+    yield dg.MaterializeResult(data_version=dg.DataVersion(batch))
     yield from _check_evaluations(context, done)
     for output_name in context.assets_def.check_specs_by_output_name:
         yield dg.Output(None, output_name=output_name)
 
 
-def _one_shard(context, storage, asset, shard, settings, inputs, work, recompute) -> dict:
+def _one_shard(context, storage, asset, shard, code_version, work, raw_location,
+               recompute) -> dict:
     started = time.perf_counter()
     store = storage.store
-    files = inputs(shard)
-    for file in files:
-        if not exists(file):
-            raise ShardError(f"shard {shard!r}: {asset} reads {file!r}, which does not "
-                             "exist; materialize the upstream asset for this shard first")
-    fingerprint = input_fingerprint(asset, f"{STAGE_FORMAT_VERSION}|{settings}",
-                                    {f.rsplit("/", 2)[-2]: content_id(f) for f in files})
-    stored = store.provenance(asset, shard)
-    cached = (not recompute and stored is not None and stored.get("fingerprint") == fingerprint
-              and all(exists(store.location(asset, f["name"])) for f in stored["files"]))
+    status = fp.freshness(store, asset, shard, code_version, raw_location)
+    if status.state == "missing" and status.fingerprint is None:
+        raise ShardError(f"shard {shard!r}: {asset} cannot be computed: {status.reason}; "
+                         "materialize the upstream asset for this shard first")
+    cached = status.current and not recompute
     if cached:
-        summary = stored
+        summary = status.sidecar
         context.log.info(f"shard {shard}: {asset} is current (inputs and settings unchanged), "
                          "cached")
     else:
         output = work(shard)
         records = ([store.write(output.frame, asset, shard)] if output.frame is not None
                    else output.files)
+        inputs = {name: fp.input_id(location) for name, location in
+                  fp.input_locations(store, asset, shard, raw_location).items()}
         summary = {
-            "fingerprint": fingerprint, "settings": settings,
+            "fingerprint": status.fingerprint, "code_version": code_version, "inputs": inputs,
+            "run_id": context.run_id,
+            "written_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "rows_in": output.rows_in,
             "rows_out": output.frame.height if output.frame is not None else output.rows_out,
             "duration_s": round(time.perf_counter() - started, 3),
             "files": records,
+            "columns": _column_types(output.frame),
             # through JSON so fresh and cached shards report exactly the same values
             "checks": json.loads(json.dumps({n: asdict(o) for n, o in output.checks.items()},
                                             default=str)),
             "extra": json.loads(json.dumps(output.extra, default=str)),
         }
-        store.write_provenance(asset, shard, summary)
+        fp.write_sidecar(store, asset, shard, summary)
         context.log.info(f"shard {shard}: {summary['rows_in']} rows in, "
                          f"{summary['rows_out']} out, {summary['duration_s']:.2f}s -> "
                          f"{store.location(asset)} ({len(records)} files)")
@@ -158,15 +177,25 @@ def _one_shard(context, storage, asset, shard, settings, inputs, work, recompute
     metadata = {
         "shard": shard,
         "cached": cached,
+        "dagster/row_count": summary["rows_out"],
         "rows_in": summary["rows_in"],
-        "rows_out": summary["rows_out"],
         "duration_s": duration,
         "rows_per_s": round(summary["rows_in"] / duration, 1) if duration > 0 else 0.0,
         **_file_metadata(store, asset, summary["files"]),
-        "input_fingerprint": fingerprint,
+        "fingerprint": summary["fingerprint"],
         **{key: _metadata_value(key, value) for key, value in summary["extra"].items()},
     }
-    return {"metadata": metadata, "checks": summary["checks"]}
+    if summary.get("columns"):
+        metadata["dagster/column_schema"] = dg.TableSchema(columns=[
+            dg.TableColumn(name, dtype) for name, dtype in summary["columns"].items()])
+    content = hashlib.sha256("".join(f["sha256"] for f in summary["files"]).encode())
+    return {"metadata": metadata, "checks": summary["checks"],
+            "data_version": content.hexdigest()[:24]}
+
+
+def _column_types(frame: pl.DataFrame | None) -> dict[str, str]:
+    return {name: str(dtype) for name, dtype in frame.schema.items()} if frame is not None \
+        else {}
 
 
 def location_value(location: str) -> dg.MetadataValue:
@@ -197,12 +226,26 @@ def _metadata_value(key: str, value: Any):
 
 def _check_evaluations(context: dg.AssetExecutionContext,
                        done: dict[str, dict]) -> Iterator[dg.AssetCheckEvaluation]:
+    """Each shard's check results, tied to the materialization they judged (so the check's
+    Partitions tab shows Passed/Failed per shard)."""
     for shard, summary in done.items():
+        target = _materialization_of_this_run(context, shard)
         for name, outcome in summary["checks"].items():
             yield dg.AssetCheckEvaluation(
                 asset_key=context.asset_key, check_name=name, passed=outcome["passed"],
                 description=outcome["description"], metadata=outcome["metadata"],
-                blocking=True, partition=shard)
+                blocking=True, partition=shard, target_materialization_data=target)
+
+
+def _materialization_of_this_run(context, shard: str):
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[shard]),
+        limit=1).records
+    if not records or records[0].run_id != context.run_id:
+        return None
+    return AssetCheckEvaluationTargetMaterializationData(
+        storage_id=records[0].storage_id, run_id=records[0].run_id,
+        timestamp=records[0].timestamp)
 
 
 def counts_table(counts: Mapping[str, int], key: str = "value") -> dg.MetadataValue:

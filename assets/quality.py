@@ -43,7 +43,7 @@ def build_refiner_evaluation(code_version: str) -> dg.AssetsDefinition:
         engine = refiner.get()
         evaluation = evaluate(
             sets, engine, tokenizer.get(), max_tokens=tokenizer.max_chunk_tokens,
-            policy=policy.policy(),
+            policy=policy.settings(),
             progress=lambda name, i, n: context.log.info(f"evaluating on {name} ({i}/{n})"))
         for entry in evaluation.sets:
             for skipped in entry["skipped"]:

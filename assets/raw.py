@@ -2,27 +2,31 @@
 
 import dagster as dg
 
-from prox_dagster.quality import CheckOutcome, unique_ids
-from prox_dagster.shards import read_raw_shard, schema_problems
+from prox_dagster import fingerprint as fp
+from prox_dagster.quality import has_documents, quarantine_share
+from prox_dagster.shards import read_raw_shard
 from prox_dagster.store import local_copy
-from resources import RawSource, ShardStorage
+from resources import CheckThresholds, RawSource, ShardStorage
+from resources.settings import settings_values
 
 from .common import ShardOutput, run_shards, shard_asset_settings, shard_checks
 
 QUARANTINE = "raw_quarantine"
-CHECKS = {"unique_ids": "Document ids are unique within the shard (GX).",
-          "schema": "Columns and types follow the raw_shard contract."}
+CHECKS = {"has_documents": "The crawl file gave at least one readable document.",
+          "quarantine_share": "At most max_quarantine_share of the file's records are "
+                              "quarantined."}
 
 
-def build_raw_shard(shards_per_run: int) -> dg.AssetsDefinition:
-    @dg.asset(**shard_asset_settings("ingest", shards_per_run),
+def build_raw_shard(code_version: str, shards_per_run: int) -> dg.AssetsDefinition:
+    @dg.asset(**shard_asset_settings("raw_shard", "ingest", shards_per_run, code_version),
               check_specs=shard_checks("raw_shard", CHECKS))
     def raw_shard(context: dg.AssetExecutionContext, raw_source: RawSource,
-                  storage: ShardStorage):
+                  storage: ShardStorage, checks: CheckThresholds):
         """One row per document of the raw crawl file: `id` (stable, unique in the shard),
         `text`, `url`, `source`, `meta` (other fields as JSON). Records that cannot be documents
         (broken JSON, no `text`, repeated id) go to `raw_quarantine/{shard}.parquet` with their
         reason."""
+        limits = checks.settings()
 
         def work(shard: str) -> ShardOutput:
             source_file = raw_source.locate(shard)
@@ -35,17 +39,20 @@ def build_raw_shard(shards_per_run: int) -> dg.AssetsDefinition:
             if raw.quarantine.height:
                 context.log.warning(f"shard {shard}: {raw.quarantine.height} records "
                                     f"quarantined ({reasons}) -> {quarantine_path}")
-            problems = schema_problems(raw.documents, "raw_shard")
+            documents, quarantined = raw.documents.height, raw.quarantine.height
             return ShardOutput(
                 raw.documents, rows_in=raw.stats["lines"] - raw.stats["blank_lines"],
-                checks={"unique_ids": unique_ids(raw.documents),
-                        "schema": CheckOutcome(not problems, "; ".join(problems) or "conforms")},
-                extra={"source_file": str(source_file), "documents": raw.documents.height,
-                       "quarantined": raw.quarantine.height, "quarantine_reasons": reasons,
+                checks={"has_documents": has_documents(documents, quarantined,
+                                                       str(source_file), reasons),
+                        "quarantine_share": quarantine_share(documents, quarantined,
+                                                             limits.max_quarantine_share)},
+                extra={"source_file": str(source_file), "documents": documents,
+                       "quarantined": quarantined, "quarantine_reasons": reasons,
                        "quarantine_path": quarantine_path,
                        "utf8_repaired": raw.stats["utf8_repaired"]})
 
-        yield from run_shards(context, storage, settings="raw",
-                              inputs=lambda shard: [raw_source.locate(shard)], work=work)
+        yield from run_shards(
+            context, storage, work=work, raw_location=raw_source.locate,
+            code_version=fp.code_version("raw_shard", settings_values(checks=checks)))
 
     return raw_shard

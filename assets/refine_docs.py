@@ -2,13 +2,14 @@
 
 import dagster as dg
 
+from prox_dagster import fingerprint as fp
 from prox_dagster.pipeline import refine_documents
 from prox_dagster.quality import parse_rate
 from resources import CheckThresholds, ProgramPolicy, RefinerResource, ShardStorage
+from resources.settings import settings_values
 
 from .common import (ShardOutput, progress_logger, refiner_asset_settings, refiner_metadata,
                      run_shards, shard_checks)
-
 
 CHECKS = {"doc_parse_rate": "Share of doc programs that parse is at least "
                             "min_doc_parse_rate (GX)."}
@@ -18,7 +19,7 @@ def build_doc_refined_shard(code_version: str, op_tags: dict | None = None,
                             shards_per_run: int = 1) -> dg.AssetsDefinition:
     @dg.asset(
         deps=["raw_shard"],
-        **refiner_asset_settings(code_version, op_tags, shards_per_run),
+        **refiner_asset_settings("doc_refined_shard", code_version, op_tags, shards_per_run),
         check_specs=shard_checks("doc_refined_shard", CHECKS),
     )
     def doc_refined_shard(context: dg.AssetExecutionContext, storage: ShardStorage,
@@ -27,12 +28,12 @@ def build_doc_refined_shard(code_version: str, op_tags: dict | None = None,
         """One row per raw document, with the refiner's `doc_program`, `doc_parse_ok` and the
         decision `doc_keep`. Dropped documents stay, flagged, for audits."""
         engine = refiner.get()
-        minimum = checks.thresholds().min_doc_parse_rate
+        minimum = checks.settings().min_doc_parse_rate
 
         def work(shard: str) -> ShardOutput:
             raw = storage.read("raw_shard", shard)
             refined = refine_documents(raw, engine, batch_size=refiner.batch_size,
-                                       policy=policy.policy(),
+                                       policy=policy.settings(),
                                        progress=progress_logger(context, f"{shard} doc programs"))
             kept = int(refined["doc_keep"].sum())
             return ShardOutput(
@@ -42,8 +43,7 @@ def build_doc_refined_shard(code_version: str, op_tags: dict | None = None,
                        "parse_rate": float(refined["doc_parse_ok"].mean() or 0.0),
                        **refiner_metadata(engine, code_version, context)})
 
-        yield from run_shards(
-            context, storage, settings=f"{engine.version}|{policy.version}|min={minimum}",
-            inputs=lambda shard: [storage.store.path("raw_shard", shard)], work=work)
+        yield from run_shards(context, storage, work=work, code_version=fp.code_version(
+            "doc_refined_shard", settings_values(refiner=refiner, policy=policy, checks=checks)))
 
     return doc_refined_shard

@@ -1,95 +1,111 @@
-"""New crawl shards and stale ones: a sensor registers new raw files, a schedule refines every
-shard that is new or was refined by another refiner. Both request runs of ``refine_shard_job``
-over contiguous ranges of at most ``shards_per_run`` shards, as backfills do."""
+"""Automation: a sensor registers new raw files as shards, a schedule refines every shard that is
+not current. Both request runs of ``refine_shard_job`` over contiguous ranges of at most
+``shards_per_run`` shards, as backfills do.
 
-import json
+What is "current" is the lineage audit's answer (``prox_dagster.fingerprint``): the schedule
+never requests a shard that is current, covered by a queued or running run, or whose current
+output failed a blocking check (that waits until its inputs or settings change)."""
+
+import base64
 import os
+import zlib
 
 import dagster as dg
 
-from resources import RawSource
+from resources import RawSource, ShardStorage
 
-from .audit import REFINED, latest_by_partition, metadata_value
+from .audit import RANGE_END, RANGE_START, audit_rows
 from .jobs import refine_shard_job
 from .partitions import shards_partitions_def
 
-RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+REQUESTED = ("stale", "missing")  # audit statuses the schedule refines
 
 
-def range_requests(keys: list[str], shards_per_run: int, reason: str) -> list[dg.RunRequest]:
-    """One run per batch of consecutive partition keys (``keys`` in partition order)."""
-    requests = []
-    for i in range(0, len(keys), max(1, shards_per_run)):
-        batch = keys[i:i + shards_per_run]
-        requests.append(dg.RunRequest(
-            run_key=f"{reason}:{batch[0]}..{batch[-1]}",
-            tags={RANGE_START: batch[0], RANGE_END: batch[-1], "prox/trigger": reason}))
-    return requests
+def range_requests(keys: list[str], order: list[str], shards_per_run: int, reason: str,
+                   suffix: str = "") -> list[dg.RunRequest]:
+    """One run per batch of at most ``shards_per_run`` keys that are consecutive in the
+    partition ``order`` (a run covers a contiguous range of partitions)."""
+    position = {key: i for i, key in enumerate(order)}
+    batches: list[list[str]] = []
+    for key in sorted(keys, key=position.__getitem__):
+        if batches and position[key] == position[batches[-1][-1]] + 1 \
+                and len(batches[-1]) < max(1, shards_per_run):
+            batches[-1].append(key)
+        else:
+            batches.append([key])
+    return [dg.RunRequest(run_key=f"{reason}:{batch[0]}..{batch[-1]}{suffix}",
+                          tags={RANGE_START: batch[0], RANGE_END: batch[-1],
+                                "prox/trigger": reason})
+            for batch in batches]
+
+
+def _encode(keys: set[str]) -> str:
+    return base64.b64encode(zlib.compress("\n".join(sorted(keys)).encode())).decode()
+
+
+def _decode(cursor: str | None) -> set[str]:
+    if not cursor:
+        return set()
+    try:
+        return set(zlib.decompress(base64.b64decode(cursor)).decode().split("\n")) - {""}
+    except (ValueError, zlib.error):
+        return set()  # an earlier cursor format: the registered partitions alone say what is new
 
 
 def build_raw_shard_sensor(shards_per_run: int) -> dg.SensorDefinition:
     @dg.sensor(job=refine_shard_job, minimum_interval_seconds=30,
-               default_status=dg.DefaultSensorStatus.STOPPED)
+               default_status=dg.DefaultSensorStatus.STOPPED,
+               description="Registers every raw file that has no shard partition yet (whatever "
+                           "its modification time: files moved in with mv, rsync -a or cp -p "
+                           "count) and requests runs that refine them in batches.")
     def raw_shard_sensor(context: dg.SensorEvaluationContext,
                          raw_source: RawSource) -> dg.SensorResult | dg.SkipReason:
-        """Watches the raw folder or S3 prefix. The cursor is the (modification time, key) of the newest
-        shard registered: every file after it without a partition gets one, at most
-        `max_shards_per_tick` per tick, and runs refine them in batches."""
-        cursor = json.loads(context.cursor) if context.cursor else {"mtime_ns": 0, "key": ""}
-        mark = (cursor["mtime_ns"], cursor["key"])
+        """The cursor holds every key the sensor registered (compressed), so a partition an
+        operator deleted is not brought back; at most `max_shards_per_tick` per tick, oldest
+        first."""
+        registered = _decode(context.cursor)
         known = set(context.instance.get_dynamic_partitions(shards_partitions_def.name))
         files = sorted((mtime, key) for key, (_, mtime) in raw_source.shards().items())
-        new = [(mtime, key) for mtime, key in files if (mtime, key) > mark and key not in known]
+        new = [key for _, key in files if key not in known and key not in registered]
         if not new:
             return dg.SkipReason(f"no new shards in {raw_source.path}")
-        batch = new[:raw_source.max_shards_per_tick]
-        keys = [key for _, key in batch]
+        keys = new[:raw_source.max_shards_per_tick]
         context.log.info(f"{len(keys)} new shards ({len(new) - len(keys)} left for the next "
                          f"ticks): {keys[:10]}")
+        order = context.instance.get_dynamic_partitions(shards_partitions_def.name) + keys
         return dg.SensorResult(
-            run_requests=range_requests(keys, shards_per_run, "new"),
+            run_requests=range_requests(keys, order, shards_per_run, "new"),
             dynamic_partitions_requests=[shards_partitions_def.build_add_request(keys)],
-            cursor=json.dumps({"mtime_ns": batch[-1][0], "key": batch[-1][1]}))
+            cursor=_encode(registered | set(keys)))
 
     return raw_shard_sensor
 
 
-def shards_to_refine(instance: dg.DagsterInstance, refiner_version: str) -> list[str]:
-    """Shards (in partition order) never tokenized, or refined by another refiner version."""
-    tokenized = latest_by_partition(instance, "tokenized_shard")
-    refined = {level: latest_by_partition(instance, asset) for level, asset in REFINED.items()}
-
-    return [shard for shard in instance.get_dynamic_partitions(shards_partitions_def.name)
-            if shard not in tokenized
-            or any(metadata_value(refined[level].get(shard), "refiner_version")
-                   != refiner_version for level in REFINED)]
+def shards_to_refine(instance: dg.DagsterInstance, storage: ShardStorage,
+                     raw_source: RawSource, versions: dict[str, str]) -> list[str]:
+    """Shards (in partition order) whose audit status is stale or missing."""
+    return [row["shard"] for row in audit_rows(instance, storage, raw_source, versions)
+            if row["status"] in REQUESTED]
 
 
-def build_refine_schedule(refiner_version: str, shards_per_run: int) -> dg.ScheduleDefinition:
+def build_refine_schedule(versions: dict[str, str], shards_per_run: int) -> dg.ScheduleDefinition:
     @dg.schedule(job=refine_shard_job,
                  cron_schedule=os.environ.get("PROX_REFINE_CRON", "0 * * * *"),
-                 default_status=dg.DefaultScheduleStatus.STOPPED)
-    def refine_schedule(context: dg.ScheduleEvaluationContext):
-        """Every shard that is new or stale against the current refiner, in batched runs (the
-        cron comes from `PROX_REFINE_CRON`, hourly by default). Current shards cost nothing:
-        their stages report `cached`."""
-        todo = shards_to_refine(context.instance, refiner_version)
+                 default_status=dg.DefaultScheduleStatus.STOPPED,
+                 description="Refines every shard that is stale or missing against the loaded "
+                             "settings, in batched runs (cron: PROX_REFINE_CRON, hourly by "
+                             "default). Skips current shards, shards a queued or running run "
+                             "covers, and shards whose current output failed a blocking check.")
+    def refine_schedule(context: dg.ScheduleEvaluationContext, storage: ShardStorage,
+                        raw_source: RawSource):
+        todo = shards_to_refine(context.instance, storage, raw_source, versions)
         if not todo:
-            return dg.SkipReason("every shard is refined by the current refiner")
-        # a run covers a contiguous range of partitions: split where the list skips shards
-        order = {key: i for i, key in
-                 enumerate(context.instance.get_dynamic_partitions(shards_partitions_def.name))}
-        requests, run = [], [todo[0]]
-        for key in todo[1:]:
-            if order[key] == order[run[-1]] + 1 and len(run) < shards_per_run:
-                run.append(key)
-            else:
-                requests.extend(range_requests(run, shards_per_run, "scheduled"))
-                run = [key]
-        requests.extend(range_requests(run, shards_per_run, "scheduled"))
-        context.log.info(f"{len(todo)} shards to refine in {len(requests)} runs")
+            return dg.SkipReason("every shard is current, running, or failed a blocking check "
+                                 "with unchanged inputs and settings")
+        order = context.instance.get_dynamic_partitions(shards_partitions_def.name)
         scheduled_at = context.scheduled_execution_time.isoformat(timespec="seconds")
-        return [dg.RunRequest(run_key=f"{r.run_key}@{scheduled_at}", tags=r.tags)
-                for r in requests]
+        requests = range_requests(todo, order, shards_per_run, "scheduled", f"@{scheduled_at}")
+        context.log.info(f"{len(todo)} shards to refine in {len(requests)} runs")
+        return requests
 
     return refine_schedule

@@ -4,7 +4,8 @@
 registers one partition per shard through the raw-shard sensor, materializes every asset of every
 shard in a real Dagster instance (``$DAGSTER_HOME``, default ``./.dagster_home``), builds the
 pre-training manifest and prints a summary. ``prox-dagster sample`` only writes the sample crawl.
-``prox-dagster audit`` reports, from the instance, which refiner produced every shard.
+``prox-dagster audit`` reports whether every shard is current, which refiner produced it and
+which run covers it.
 ``prox-dagster eval SET...`` scores the refiner the code location loads on labelled sets;
 ``prox-dagster train-refiner SET...`` trains the ``classifier`` refiner's model file.
 """
@@ -22,7 +23,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from .lineage import AUDIT_COLUMNS, audit_csv
+from .lineage import audit_csv
 from .sample import write_sample_crawl
 from .shards import find_raw_shards, write_text_atomic
 
@@ -115,9 +116,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
     else:
         table = Table(title=f"lineage audit: {len(rows)} shards "
                             f"(current refiner {defs.resources['refiner'].version})")
-        shown = [c for c in AUDIT_COLUMNS if not c.endswith("_run_id")]
+        # the table keeps what fits a terminal; JSON and CSV have every column
+        shown = ["shard", "status", "reason", "doc_refiner_version", "doc_refined_at",
+                 "checks_passed", "failed_checks"]
         for name in shown:
-            table.add_column(name.replace("_", " "))
+            table.add_column(name.replace("_", " "), no_wrap=name == "shard",
+                             overflow="fold")
         for row in rows:
             table.add_row(*("-" if row[c] is None else str(row[c]) for c in shown))
         console.print(table)
@@ -171,7 +175,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         evaluation = evaluate(sets, resources["refiner"].get(), tokenizer.get(),
                               max_tokens=tokenizer.max_chunk_tokens,
-                              policy=resources["policy"].policy(), progress=step)
+                              policy=resources["policy"].settings(), progress=step)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -263,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     audit.add_argument("--dagster-home", default=os.environ.get("DAGSTER_HOME", ".dagster_home"))
     audit.add_argument("--refiner-version", help="only shards this refiner version refined")
     audit.add_argument("--model", help="only shards this model (id or path) refined")
-    audit.add_argument("--status", choices=["current", "stale", "unrefined"])
+    audit.add_argument("--status", choices=["current", "stale", "missing", "failed", "running"])
     audit.add_argument("--format", choices=["table", "json", "csv"], default="table")
     evaluate = sub.add_parser("eval", help="score the refiner the code location loads on "
                                            "labelled sets, beside the naive line filter")

@@ -40,12 +40,14 @@ import os
 import dagster as dg
 
 from assets import JOBS, build_assets, build_automation
+from prox_dagster import fingerprint
 from prox_dagster.lineage import filter_audit_rows
 from prox_dagster.store import is_remote, join, normalize
 from prox_dagster.sample import LABELLED_SET
 from prox_dagster.tokenization import cache_dir
 from resources import (CheckThresholds, LabelledSets, ProgramPolicy, RawSource, RefinerResource,
                        ShardStorage, TokenizerResource)
+from resources.settings import settings_values
 
 
 def build_definitions(*, data_dir: str | os.PathLike | None = None,
@@ -77,12 +79,30 @@ def build_definitions(*, data_dir: str | os.PathLike | None = None,
             str(cache_dir() / "models") if is_remote(data) else join(data, "models")),
     }
     per_run = shards_per_run or int(env.get("PROX_SHARDS_PER_RUN", "16"))
+    versions = stage_code_versions(resources)
     return dg.Definitions(
-        assets=build_assets(refiner.version, policy.version, refiner.op_tags(), per_run),
+        assets=build_assets(versions, refiner.version,
+                            loaded_tokenizer_of(resources).file_settings()["fmt"],
+                            refiner.op_tags(), per_run),
         jobs=JOBS,
         resources=resources,
-        **build_automation(refiner.version, per_run),
+        **build_automation(versions, per_run),
     )
+
+
+def loaded_tokenizer_of(resources: dict) -> TokenizerResource:
+    """The tokenizer resource as configured here (it is left open to run config for the
+    token-file settings, which the stages before tokenization do not use)."""
+    partial = resources["tokenizer"]
+    return TokenizerResource(**getattr(partial, "data", {}))
+
+
+def stage_code_versions(resources: dict) -> dict[str, str]:
+    """Every shard stage's code version from these resources' settings: what the assets
+    declare, the audit compares against and automation acts on."""
+    return fingerprint.code_versions(settings_values(
+        refiner=resources["refiner"], policy=resources["policy"],
+        tokenizer=loaded_tokenizer_of(resources), checks=resources["checks"]))
 
 
 defs = build_definitions()
@@ -98,12 +118,8 @@ def current_instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
-def loaded_tokenizer(definitions: dg.Definitions):
-    """The tokenizer resource the code location loads, built from its configured settings (it
-    is left open to run config for the token-file settings, which the pipeline stages before
-    tokenization do not use)."""
-    partial = definitions.resources["tokenizer"]
-    return TokenizerResource(**getattr(partial, "data", {}))
+def loaded_tokenizer(definitions: dg.Definitions) -> TokenizerResource:
+    return loaded_tokenizer_of(definitions.resources)
 
 
 def register_new_shards(definitions: dg.Definitions, instance: dg.DagsterInstance) -> list[str]:
@@ -177,6 +193,7 @@ def lineage_report(definitions: dg.Definitions, instance: dg.DagsterInstance, *,
     """The lineage audit (see ``assets/audit.py``): one row per shard, filtered."""
     from assets.audit import audit_rows
 
-    current = definitions.resources["refiner"].version
-    rows = audit_rows(instance, current)
+    resources = definitions.resources
+    rows = audit_rows(instance, resources["storage"], resources["raw_source"],
+                      stage_code_versions(resources))
     return filter_audit_rows(rows, refiner_version=refiner_version, model=model, status=status)

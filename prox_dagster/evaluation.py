@@ -268,7 +268,7 @@ def refine_set(labelled: LabelledSet, refiner: Refiner, tokenizer, *, max_tokens
     doc_refined = refine_documents(raw, refiner, policy=policy)
     chunked = chunk_shard(doc_refined, tokenizer, max_tokens)
     chunk_refined = refine_chunks(chunked, refiner)
-    clean = execute_shard(doc_refined, chunk_refined, tokenizer, policy, shard=labelled.name)
+    clean = execute_shard(doc_refined, chunk_refined, tokenizer, policy)
     return clean, time.perf_counter() - started
 
 

@@ -36,7 +36,10 @@ or a line past the end, is an error), then its ``remove_lines`` ranges.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -54,6 +57,22 @@ class ExecutionPolicy:
     normalize_scope: Literal["chunk", "document"] = "chunk"
     remove_all_scope: Literal["chunk", "document"] = "chunk"
     doc_decision: Literal["parsed", "substring"] = "parsed"
+
+    def __post_init__(self):
+        for name, allowed in (("normalize_scope", ("chunk", "document")),
+                              ("remove_all_scope", ("chunk", "document")),
+                              ("doc_decision", ("parsed", "substring"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"execution policy {name}={getattr(self, name)!r} is not one "
+                                 f"of {allowed}")
+        if not 0.0 <= self.drop_word_ratio <= 1.0 or self.min_words < 0 or self.max_errors < 1:
+            raise ValueError(f"execution policy out of range: {self}")
+
+    @property
+    def version(self) -> str:
+        """A short hash of every setting: part of the code version of the stages it shapes."""
+        settings = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return "policy@" + hashlib.sha256(settings.encode()).hexdigest()[:8]
 
     @classmethod
     def reference(cls, **overrides) -> "ExecutionPolicy":

@@ -1,10 +1,10 @@
-"""Refiner version fingerprints: what produced a shard, stable across processes and machines.
+"""Lineage: which refiner produced a shard (version fingerprints, stable across processes and
+machines) and the audit rows that say so for every shard.
 
-A fingerprint reads ``{backend}:{model}@{hash}``: readable at a glance, and the 12-hex hash covers
-everything that can change a program (backend, model and revision or weight hash, prompt format
-version, decoding settings, program dialect, rule thresholds). It is the refiner assets'
-``code_version`` and a column of every refined row, so Dagster marks exactly the shards produced by
-another refiner as stale.
+A refiner fingerprint reads ``{backend}:{model}@{hash}``: readable at a glance, and the 12-hex
+hash covers everything that can change a program (backend, model and revision or weight hash,
+prompt format version, decoding settings, program dialect, rule thresholds). It leads the refiner
+stages' code versions and is a column of every refined row.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import hashlib
 import io
 import json
 from typing import Any
+
+from .fingerprint import Freshness, failed_checks, shard_status
 
 
 def refiner_fingerprint(backend: str, model: str, settings: dict[str, Any]) -> str:
@@ -30,19 +32,40 @@ def parse_fingerprint(version: str) -> dict[str, str]:
     return {"backend": backend, "model": model, "hash": digest}
 
 
-def input_fingerprint(asset: str, settings: str, inputs: dict[str, str]) -> str:
-    """What an output shard was computed from: the asset, the settings that shape its rows and
-    checks, and the content hash of every input file. Equal fingerprints mean the stored output
-    is what a recomputation would write."""
-    canonical = json.dumps({"asset": asset, "settings": settings, "inputs": inputs},
-                           sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+# Lineage audit rows: one per shard, from the stored shards' sidecars (``fingerprint``) and the
+# runs in flight (``assets/audit.py``).
+AUDIT_COLUMNS = ["shard", "status", "reason", "doc_refiner_version", "doc_model",
+                 "doc_refined_at", "doc_run_id", "chunk_refiner_version", "chunk_model",
+                 "chunk_refined_at", "chunk_run_id", "checks_passed", "checks_failed",
+                 "failed_checks", "stale_stages", "in_flight_run"]
+REFINED = {"doc": "doc_refined_shard", "chunk": "chunk_refined_shard"}
 
 
-# Lineage audit rows (one per shard, built from the Dagster instance by ``assets/audit.py``).
-AUDIT_COLUMNS = ["shard", "doc_refiner_version", "doc_model", "doc_refined_at", "doc_run_id",
-                 "chunk_refiner_version", "chunk_model", "chunk_refined_at", "chunk_run_id",
-                 "checks_passed", "checks_failed", "failed_checks", "status"]
+def audit_row(shard: str, stages: dict[str, Freshness], in_flight_run: str | None = None) -> dict:
+    """``stages``: the shard's freshness per stage, in graph order. ``status`` is ``current``,
+    ``stale``, ``missing``, ``failed`` (a blocking check failed on a current stage) or
+    ``running`` (a queued or started run covers a shard that is not current)."""
+    status, reason = shard_status(stages)
+    row: dict = {"shard": shard}
+    for level, stage in REFINED.items():
+        sidecar = stages[stage].sidecar or {}
+        extra = sidecar.get("extra") or {}
+        row[f"{level}_refiner_version"] = extra.get("refiner_version")
+        row[f"{level}_model"] = extra.get("model_id")
+        row[f"{level}_refined_at"] = sidecar.get("written_at")
+        row[f"{level}_run_id"] = sidecar.get("run_id")
+    recorded = [record for record in stages.values() if record.sidecar]
+    failed = [name for record in recorded for name in failed_checks(record)]
+    total = sum(len(record.sidecar.get("checks") or {}) for record in recorded)
+    row.update(checks_passed=total - len(failed), checks_failed=len(failed),
+               failed_checks=", ".join(failed),
+               stale_stages=", ".join(stage for stage, record in stages.items()
+                                      if record.state == "stale"),
+               in_flight_run=in_flight_run)
+    if in_flight_run and status != "current":
+        status, reason = "running", f"run {in_flight_run} covers it ({reason})"
+    row.update(status=status, reason=reason)
+    return {column: row.get(column) for column in AUDIT_COLUMNS}
 
 
 def filter_audit_rows(rows: list[dict], refiner_version: str | None = None,

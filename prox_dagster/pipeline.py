@@ -101,13 +101,9 @@ def refine_chunks(chunked: pl.DataFrame, refiner: Refiner, *, batch_size: int = 
 
 
 def execute_shard(doc_refined: pl.DataFrame, chunk_refined: pl.DataFrame, tokenizer,
-                  policy: ExecutionPolicy | None = None, *, shard: str = "") -> pl.DataFrame:
-    """Doc + chunk programs -> ``clean_shard``: the refined text and status of every document."""
-    versions = set(doc_refined["refiner_version"].unique()) | set(
-        chunk_refined["refiner_version"].unique())
-    if len(versions) > 1:
-        raise ValueError(f"shard {shard!r}: doc and chunk programs come from different refiners "
-                         f"{sorted(versions)}; re-materialize the refined stages together")
+                  policy: ExecutionPolicy | None = None) -> pl.DataFrame:
+    """Doc + chunk programs -> ``clean_shard``: the refined text and status of every document.
+    Whether the programs belong together is the ``programs_match_documents`` check's to say."""
     dialects = set(chunk_refined["program_dialect"].unique()) if chunk_refined.height else set()
     dialect = dialects.pop() if len(dialects) == 1 else "prox"
     programs: dict[str, list[tuple[int, int, str]]] = defaultdict(list)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from .fingerprint import read_sidecar
 from .store import ShardStore, exists, sha256, version
-from .token_files import HISTOGRAM_EDGES
+from .token_files import HISTOGRAM_EDGES, histogram_table
 
 TOKENIZED = "tokenized_shard"
 
@@ -47,19 +48,7 @@ class Manifest:
                 "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
 
     def histogram_table(self) -> str:
-        """Document lengths in tokens, in powers of two."""
-        total = sum(self.histogram) or 1
-        rows = []
-        for i, count in enumerate(self.histogram):
-            if not count:
-                continue
-            low = self.histogram_edges[i]
-            high = self.histogram_edges[i + 1] - 1 if i + 1 < len(self.histogram_edges) else None
-            span = f"{low}-{high}" if high is not None else f"{low}+"
-            bar = "█" * max(1, round(40 * count / total))
-            rows.append(f"| {span} | {count} | {count / total:.1%} | {bar} |")
-        return ("| tokens | documents | share | |\n|---|---|---|---|\n" + "\n".join(rows)
-                if rows else "(no documents)")
+        return histogram_table(self.histogram, self.histogram_edges)
 
 
 def _previous_hashes(store: ShardStore, manifest: str) -> dict[str, dict]:
@@ -79,7 +68,7 @@ def build_manifest(store: ShardStore, shards: list[str], manifest: str,
     result = Manifest(tokenizer=tokenizer, tokenizer_hash=tokenizer_hash)
     stats = {"files": 0, "rehashed": 0}
     for shard in shards:
-        record = store.provenance(TOKENIZED, shard)
+        record = read_sidecar(store, TOKENIZED, shard)
         locations = [store.location(TOKENIZED, f["name"]) for f in (record or {}).get("files", [])]
         if record is None or not all(exists(loc) for loc in locations):
             result.missing_shards.append(shard)

@@ -25,6 +25,16 @@ class Thresholds:
     min_chunk_parse_rate: float = 0.9
     min_token_retention: float = 0.05
     max_token_retention: float = 1.05
+    max_quarantine_share: float = 0.5
+    min_kept_share: float = 0.02
+
+    def __post_init__(self):
+        for name, value in vars(self).items():
+            if not 0.0 <= value <= (2.0 if name == "max_token_retention" else 1.0):
+                raise ValueError(f"check threshold {name}={value} is out of range")
+        if self.min_token_retention > self.max_token_retention:
+            raise ValueError(f"min_token_retention {self.min_token_retention} exceeds "
+                             f"max_token_retention {self.max_token_retention}")
 
 
 @dataclass
@@ -85,23 +95,88 @@ def token_retention(frame: pl.DataFrame, low: float, high: float) -> CheckOutcom
                          "min": low, "max": high})
 
 
-def no_empty_kept_text(frame: pl.DataFrame) -> CheckOutcome:
-    """Every kept (or raw-fallback) document has non-blank text."""
-    kept = frame.filter(pl.col("status").is_in(["kept", "fallback_raw"])).select("id", "text")
-    if kept.height == 0:
-        return CheckOutcome(True, "no kept documents", {"kept": 0})
-    ok, result = _validate(kept, _expectations().ExpectColumnValuesToNotMatchRegex(
-        column="text", regex=r"^\s*$"))
-    bad = int(result.get("unexpected_count", 0))
-    return CheckOutcome(ok, f"{bad} kept documents with empty text",
-                        {"kept": kept.height, "empty": bad})
+def has_documents(documents: int, quarantined: int, source: str,
+                  reasons: dict[str, int]) -> CheckOutcome:
+    """The crawl file gave at least one readable document (a file that is not what its name
+    says, or whose every record is broken, gives none)."""
+    why = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())) or "no records"
+    return CheckOutcome(documents > 0,
+                        f"{documents} documents read from {source}"
+                        + ("" if documents else f" ({quarantined} records quarantined: {why})"),
+                        {"documents": documents, "quarantined": quarantined, "source": source})
 
 
-def unique_ids(frame: pl.DataFrame, column: str = "id") -> CheckOutcome:
+def quarantine_share(documents: int, quarantined: int, maximum: float) -> CheckOutcome:
+    """The share of records quarantined is at most ``maximum``: more means the crawl or its
+    reader is broken, not a few bad records."""
+    total = documents + quarantined
+    share = quarantined / total if total else 0.0
+    return CheckOutcome(share <= maximum,
+                        f"{quarantined} of {total} records quarantined ({share:.1%}, "
+                        f"maximum {maximum:.0%})",
+                        {"quarantined": quarantined, "records": total, "share": share,
+                         "maximum": maximum})
+
+
+def kept_share(frame: pl.DataFrame, minimum: float) -> CheckOutcome:
+    """The share of documents kept (refined or raw fallback) is at least ``minimum``: a refiner
+    that drops nearly everything is broken or misconfigured, whatever its parse rate."""
     if frame.height == 0:
-        return CheckOutcome(True, "empty shard", {"rows": 0})
-    ok, result = _validate(frame.select(column),
-                           _expectations().ExpectColumnValuesToBeUnique(column=column))
-    dupes = sorted({str(v) for v in result.get("partial_unexpected_list", [])})[:10]
-    return CheckOutcome(ok, f"{result.get('unexpected_count', 0)} rows with a repeated {column}",
-                        {"rows": frame.height, "duplicates": ", ".join(dupes)})
+        return CheckOutcome(False, "the shard has no documents", {"documents": 0})
+    kept = int(frame["status"].is_in(["kept", "fallback_raw"]).sum())
+    share = kept / frame.height
+    return CheckOutcome(share >= minimum,
+                        f"{kept} of {frame.height} documents kept ({share:.1%}, minimum "
+                        f"{minimum:.0%})",
+                        {"kept": kept, "documents": frame.height, "share": share,
+                         "minimum": minimum})
+
+
+def programs_match_documents(doc_refined: pl.DataFrame, chunk_refined: pl.DataFrame,
+                             stale_upstream: list[str] = ()) -> CheckOutcome:
+    """The chunk programs were written for this doc decision by the same refiner: every kept
+    document has chunk programs, no dropped one has, both levels name one refiner, and no
+    upstream stage is stale (``stale_upstream`` describes those that are)."""
+    kept = set(doc_refined.filter(pl.col("doc_keep"))["id"].to_list())
+    refined = set(chunk_refined["doc_id"].unique().to_list()) if chunk_refined.height else set()
+    # a kept document with no non-blank line has no chunk: it cannot be missing programs
+    has_text = set(doc_refined.filter(pl.col("doc_keep")
+                                      & pl.col("text").str.contains(r"\S"))["id"].to_list())
+    unrefined = sorted(has_text - refined)
+    dropped = sorted(refined - kept)
+    versions = sorted(set(doc_refined["refiner_version"].unique().to_list())
+                      | (set(chunk_refined["refiner_version"].unique().to_list())
+                         if chunk_refined.height else set()))
+    problems = []
+    if unrefined:
+        problems.append(f"{len(unrefined)} kept documents have no chunk programs "
+                        f"(e.g. {unrefined[:3]})")
+    if dropped:
+        problems.append(f"{len(dropped)} dropped documents have chunk programs "
+                        f"(e.g. {dropped[:3]})")
+    if len(versions) > 1:
+        problems.append(f"programs come from different refiners {versions}")
+    problems.extend(stale_upstream)
+    return CheckOutcome(not problems, "; ".join(problems) or
+                        f"chunk programs cover exactly the {len(kept)} kept documents",
+                        {"kept": len(kept), "unrefined": len(unrefined),
+                         "dropped_with_programs": len(dropped), "refiners": ", ".join(versions)})
+
+
+def tokens_written(documents: int, tokens: int, skipped_empty: int, kept: int,
+                   file_bytes: list[int]) -> CheckOutcome:
+    """Every kept document is in the token files or counted as tokenizing to nothing, and no
+    token file is empty while documents were written."""
+    problems = []
+    if documents + skipped_empty != kept:
+        problems.append(f"{documents} documents written + {skipped_empty} empty != {kept} kept "
+                        "in clean_shard")
+    if documents and (tokens <= 0 or not file_bytes or min(file_bytes) == 0):
+        problems.append(f"{documents} documents but {tokens} tokens in "
+                        f"{len(file_bytes)} files ({sum(1 for b in file_bytes if b == 0)} empty)")
+    if kept and not documents:
+        problems.append(f"none of {kept} kept documents has a token")
+    return CheckOutcome(not problems, "; ".join(problems) or
+                        f"{documents} documents, {tokens} tokens in {len(file_bytes)} files",
+                        {"documents": documents, "tokens": tokens, "kept": kept,
+                         "skipped_empty": skipped_empty, "files": len(file_bytes)})

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -22,9 +21,6 @@ import polars as pl
 
 from .shards import (ShardError, find_raw_shards, select_raw_shards, write_parquet_atomic,
                      write_text_atomic)
-
-PROVENANCE_SUFFIX = ".provenance.json"
-
 
 def is_remote(location: str | os.PathLike) -> bool:
     return "://" in str(location) and not str(location).startswith("file://")
@@ -186,28 +182,6 @@ class ShardStore:
         fs, path = filesystem(location)
         if fs.isfile(path):
             fs.rm_file(path)
-
-    def write_provenance(self, asset: str, shard: str, provenance: dict) -> str:
-        """``{shard}.provenance.json`` beside a shard's files, written after them: what they
-        were computed from and the record of each file. Files the previous provenance listed and
-        this one does not (another token format, fewer chunks) are removed."""
-        previous = self.provenance(asset, shard) or {}
-        sidecar = self.write_text(json.dumps(provenance, indent=1), asset,
-                                  f"{shard}{PROVENANCE_SUFFIX}")
-        names = {f["name"] for f in provenance.get("files", [])}
-        for old in previous.get("files", []):
-            if old["name"] not in names:
-                self.remove(self.location(asset, old["name"]))
-        return sidecar
-
-    def provenance(self, asset: str, shard: str) -> dict | None:
-        """What the shard's writer recorded about it, or None (never written, or unreadable:
-        either way the shard gets recomputed)."""
-        sidecar = self.path(asset, shard, PROVENANCE_SUFFIX)
-        try:
-            return json.loads(self.read_text(sidecar)) if exists(sidecar) else None
-        except (OSError, ValueError):
-            return None
 
     @contextlib.contextmanager
     def _staged(self, location: str) -> Iterator[Path]:

@@ -54,6 +54,23 @@ PROX_CHUNK_SIZE = 2049 * 1024  # tokens per litgpt chunk in ProX's preparation s
 HISTOGRAM_EDGES = [2 ** k for k in range(0, 21)]  # document lengths: 1, 2, 4, ... 1M tokens
 
 
+def histogram_table(counts: list[int], edges: list[int] = HISTOGRAM_EDGES) -> str:
+    """Document lengths in tokens as a Markdown table, one row per non-empty bin with its
+    edges (bin ``i`` holds lengths from ``edges[i]`` to ``edges[i + 1] - 1``)."""
+    total = sum(counts) or 1
+    rows = []
+    for i, count in enumerate(counts):
+        if not count:
+            continue
+        low = edges[i]
+        high = edges[i + 1] - 1 if i + 1 < len(edges) else None
+        span = f"{low}-{high}" if high is not None else f"{low}+"
+        bar = "█" * max(1, round(40 * count / total))
+        rows.append(f"| {span} | {count} | {count / total:.1%} | {bar} |")
+    return ("| tokens | documents | share | |\n|---|---|---|---|\n" + "\n".join(rows)
+            if rows else "(no documents)")
+
+
 class TokenFileError(ValueError):
     """Token files cannot be written as asked (dtype too small, unknown format...)."""
 

@@ -114,6 +114,7 @@ def _fingerprint_of(serialized: str) -> str:
     return hashlib.sha256(serialized.encode()).hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=8)  # tokenizers come from load_tokenizer's cache: one per name
 def tokenizer_fingerprint(tokenizer) -> str:
     """A short hash of the tokenizer's full definition (vocabulary, merges, normalizer...)."""
     backend = rust_tokenizer(tokenizer)

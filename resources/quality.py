@@ -1,18 +1,9 @@
-"""Thresholds of the data-quality checks."""
-
-import dagster as dg
+"""Thresholds of the data-quality checks (fields, defaults and validation: ``Thresholds``)."""
 
 from prox_dagster.quality import Thresholds
 
+from .settings import settings_resource
 
-class CheckThresholds(dg.ConfigurableResource):
-    """Bounds of the blocking checks: a shard outside them stops before the next stage."""
-
-    min_doc_parse_rate: float = 0.9
-    min_chunk_parse_rate: float = 0.9
-    min_token_retention: float = 0.05
-    max_token_retention: float = 1.05
-
-    def thresholds(self) -> Thresholds:
-        return Thresholds(self.min_doc_parse_rate, self.min_chunk_parse_rate,
-                          self.min_token_retention, self.max_token_retention)
+CheckThresholds = settings_resource(
+    Thresholds, "CheckThresholds",
+    "Bounds of the blocking checks: a shard outside them stops before the next stage.")

@@ -1,7 +1,5 @@
 """The refiner (a GPU resource for LM backends) and the program execution policy."""
 
-import hashlib
-import json
 import os
 
 import dagster as dg
@@ -9,6 +7,8 @@ from pydantic import PrivateAttr
 
 from prox_dagster.execute import ExecutionPolicy
 from prox_dagster.refiners import Refiner, build_refiner
+
+from .settings import settings_resource
 
 
 class RefinerResource(dg.ConfigurableResource):
@@ -111,26 +111,7 @@ class RefinerResource(dg.ConfigurableResource):
             self._refiner.close()
 
 
-class ProgramPolicy(dg.ConfigurableResource):
-    """Thresholds and modes of program execution (see ``prox_dagster.execute``)."""
-
-    drop_word_ratio: float = 0.05
-    min_words: int = 10
-    max_errors: int = 2
-    normalize_scope: str = "chunk"
-    remove_all_scope: str = "chunk"
-    doc_decision: str = "parsed"
-
-    def policy(self) -> ExecutionPolicy:
-        for name, allowed in (("normalize_scope", ("chunk", "document")),
-                              ("remove_all_scope", ("chunk", "document")),
-                              ("doc_decision", ("parsed", "substring"))):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"ProgramPolicy.{name} must be one of {allowed}")
-        return ExecutionPolicy(self.drop_word_ratio, self.min_words, self.max_errors,
-                               self.normalize_scope, self.remove_all_scope, self.doc_decision)
-
-    @property
-    def version(self) -> str:
-        settings = json.dumps(self.policy().__dict__, sort_keys=True)
-        return "policy@" + hashlib.sha256(settings.encode()).hexdigest()[:8]
+ProgramPolicy = settings_resource(
+    ExecutionPolicy, "ProgramPolicy",
+    "Thresholds and modes of program execution (fields and validation: "
+    "``prox_dagster.execute.ExecutionPolicy``).")

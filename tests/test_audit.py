@@ -7,6 +7,7 @@ import json
 import dagster as dg
 import pytest
 
+from assets.audit import RANGE_END, RANGE_START
 from prox_dagster import cli, definitions
 from prox_dagster.sample import write_sample_crawl
 from resources import CheckThresholds, RefinerResource
@@ -14,15 +15,17 @@ from resources import CheckThresholds, RefinerResource
 pytestmark = pytest.mark.integration
 SHARDS = ["sample-crawl.00000", "sample-crawl.00001", "sample-crawl.00002",
           "sample-crawl.00003"]
+EMPTY = "sample-crawl.00004"
 
 
 @pytest.fixture
 def audited(tmp_path, monkeypatch):
-    """Shard 0 refined by the default refiner, shard 1 by another, shard 2 by the default but
-    failing a check, shard 3 never refined."""
+    """Shard 0 refined by the default settings, shard 1 by another refiner, shard 2 with other
+    check thresholds, shard 3 never; shard 4 is an empty file that fails a check."""
     data, home = tmp_path / "data", tmp_path / "home"
     home.mkdir()
     write_sample_crawl(data, n_shards=4, docs_per_shard=6)
+    (data / "raw" / f"{EMPTY}.jsonl").write_bytes(b"")
     monkeypatch.setenv("PROX_DATA_DIR", str(data))
     current = definitions.build_definitions(data_dir=data)
     other_refiner = RefinerResource(options={"min_words": 80})
@@ -34,28 +37,55 @@ def audited(tmp_path, monkeypatch):
         assert definitions.materialize_shard(current, instance, SHARDS[0]).success
         assert definitions.materialize_shard(other, instance, SHARDS[1]).success
         assert not definitions.materialize_shard(strict, instance, SHARDS[2]).success
+        assert not definitions.materialize_shard(current, instance, EMPTY).success
         yield current, instance, home, RefinerResource().version, other_refiner.version
 
 
-def test_report_says_who_refined_each_shard_and_what_is_stale(audited):
+def test_report_says_what_is_current_stale_failed_or_missing_and_why(audited):
     defs, instance, _, version, other_version = audited
     rows = {row["shard"]: row for row in definitions.lineage_report(defs, instance)}
-    assert list(rows) == SHARDS
-    assert rows[SHARDS[0]]["status"] == "current"
+    assert list(rows) == [*SHARDS, EMPTY]
+    assert rows[SHARDS[0]]["status"] == "current" and rows[SHARDS[0]]["reason"] == ""
     assert rows[SHARDS[0]]["doc_refiner_version"] == version
     assert rows[SHARDS[0]]["chunk_refiner_version"] == version
     assert rows[SHARDS[0]]["doc_model"] == rows[SHARDS[0]]["chunk_model"] == "classifier-web-v1"
-    assert rows[SHARDS[0]]["checks_passed"] == 9 and rows[SHARDS[0]]["checks_failed"] == 0
-    assert rows[SHARDS[1]]["status"] == "stale"
-    assert rows[SHARDS[1]]["doc_refiner_version"] == other_version
-    assert rows[SHARDS[2]]["failed_checks"] == "clean_shard:token_retention"
-    assert rows[SHARDS[3]]["status"] == "unrefined" and rows[SHARDS[3]]["doc_model"] is None
+    assert rows[SHARDS[0]]["checks_passed"] == 8 and rows[SHARDS[0]]["checks_failed"] == 0
     assert rows[SHARDS[0]]["doc_refined_at"].endswith("+00:00")
+    assert rows[SHARDS[1]]["status"] == "stale"
+    assert rows[SHARDS[1]]["reason"].startswith("doc_refined_shard: settings changed")
+    assert rows[SHARDS[1]]["doc_refiner_version"] == other_version
+    # the stages the refiner shapes; the later ones follow once those are recomputed
+    assert rows[SHARDS[1]]["stale_stages"] == "doc_refined_shard, chunk_refined_shard"
+    # other check thresholds are other settings of clean_shard: stale, and its failed check shows
+    assert rows[SHARDS[2]]["status"] == "stale"
+    assert rows[SHARDS[2]]["reason"].startswith("clean_shard: settings changed")
+    assert rows[SHARDS[2]]["failed_checks"] == "clean_shard:token_retention"
+    assert rows[SHARDS[3]]["status"] == "missing" and rows[SHARDS[3]]["doc_model"] is None
+    assert rows[EMPTY]["status"] == "failed"
+    assert rows[EMPTY]["reason"] == "raw_shard:has_documents failed"
 
     by_other = definitions.lineage_report(defs, instance, refiner_version=other_version)
     assert [row["shard"] for row in by_other] == [SHARDS[1]]
     stale = definitions.lineage_report(defs, instance, status="stale")
-    assert [row["shard"] for row in stale] == [SHARDS[1]]
+    assert [row["shard"] for row in stale] == [SHARDS[1], SHARDS[2]]
+
+
+def test_a_run_in_flight_and_a_cancelled_one_are_reported_as_such(audited):
+    defs, instance, _, _, _ = audited
+    job = defs.resolve_job_def("refine_shard_job")
+    for status in (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELED):
+        run = instance.create_run_for_job(
+            job, run_config=definitions.run_config(), status=status,
+            tags={RANGE_START: SHARDS[2] if status.value == "STARTED" else SHARDS[0],
+                  RANGE_END: SHARDS[3] if status.value == "STARTED" else SHARDS[1]})
+        if status == dg.DagsterRunStatus.STARTED:
+            started = run.run_id
+    rows = {row["shard"]: row for row in definitions.lineage_report(defs, instance)}
+    assert rows[SHARDS[3]]["status"] == "running" and rows[SHARDS[3]]["in_flight_run"] == started
+    assert rows[SHARDS[2]]["status"] == "running"
+    # the cancelled run changes nothing: what is stored says what the shards are
+    assert rows[SHARDS[0]]["status"] == "current" and rows[SHARDS[0]]["in_flight_run"] is None
+    assert rows[SHARDS[1]]["status"] == "stale"
 
 
 def test_the_cli_answers_as_json_csv_and_table(audited, capsys):
@@ -67,10 +97,10 @@ def test_the_cli_answers_as_json_csv_and_table(audited, capsys):
 
     assert cli.main(["audit", "--dagster-home", str(home), "--format", "csv"]) == 0
     table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert [row["shard"] for row in table] == SHARDS
-    assert [row["status"] for row in table] == ["current", "stale", "current", "unrefined"]
+    assert [row["shard"] for row in table] == [*SHARDS, EMPTY]
+    assert [row["status"] for row in table] == ["current", "stale", "stale", "missing", "failed"]
 
-    assert cli.main(["audit", "--dagster-home", str(home), "--status", "unrefined"]) == 0
+    assert cli.main(["audit", "--dagster-home", str(home), "--status", "missing"]) == 0
     out = capsys.readouterr().out
     assert SHARDS[3] in out and SHARDS[0] not in out
 
@@ -82,9 +112,10 @@ def test_the_audit_asset_writes_the_report_for_the_ui(audited):
     result = defs.resolve_job_def("lineage_audit_job").execute_in_process(instance=instance)
     assert result.success
     meta = definitions.latest_metadata(instance, "lineage_audit")
-    assert meta["shards"] == 4 and meta["shards_stale"] == 1 and meta["shards_unrefined"] == 1
-    assert meta["shards_with_failed_checks"] == 1
+    assert meta["shards"] == 5 and meta["shards_stale"] == 2 and meta["shards_missing"] == 1
+    assert meta["shards_failed"] == 1 and meta["shards_current"] == 1
+    assert meta["shards_with_failed_checks"] == 2
     assert meta["current_refiner_version"] == version
-    assert SHARDS[1] in meta["report"] and "stale" in meta["report"]
+    assert SHARDS[1] in meta["report"] and "settings changed" in meta["report"]
     saved = json.loads(open(meta["json"]).read())
-    assert [row["shard"] for row in saved] == SHARDS
+    assert [row["shard"] for row in saved] == [*SHARDS, EMPTY]

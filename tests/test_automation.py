@@ -34,7 +34,8 @@ def tick(sensor, instance, source, cursor=None):
     return result
 
 
-def test_sensor_registers_in_bounded_batches_and_its_cursor_never_re_adds(tmp_path, instance):
+def test_sensor_registers_in_bounded_batches_late_files_too_and_never_re_adds(tmp_path,
+                                                                            instance):
     raw = tmp_path / "raw"
     raw.mkdir()
     for i, name in enumerate(["c.00003.jsonl", "a.00001.jsonl", "b.00002.jsonl.gz",
@@ -60,8 +61,8 @@ def test_sensor_registers_in_bounded_batches_and_its_cursor_never_re_adds(tmp_pa
     # an operator removes a bad shard's partition: the sensor does not bring it back
     instance.delete_dynamic_partition("shards", "a.00001")
     assert isinstance(tick(sensor, instance, source, third.cursor), dg.SkipReason)
-    # a file that arrives later is new
-    drop(raw, "f.00006.jsonl", 9_000_000_000)
+    # a file moved in with its old modification time (mv, rsync -a, cp -p) is new all the same
+    drop(raw, "f.00006.jsonl", 500_000_000)
     later = tick(sensor, instance, source, third.cursor)
     assert list(later.dynamic_partitions_requests[0].partition_keys) == ["f.00006"]
     assert instance.get_dynamic_partitions("shards") == ["c.00003", "b.00002", "d.00004",
@@ -81,27 +82,41 @@ def test_file_patterns_choose_which_files_are_shards(tmp_path, instance):
         source.locate("scratch.00001")
 
 
-def test_schedule_refines_new_and_stale_shards_in_batched_runs(tmp_path, instance):
+def evaluate(schedule, instance, defs):
+    with dg.build_schedule_context(instance=instance, scheduled_execution_time=NOW,
+                                   resources=defs.resources) as context:
+        return schedule.evaluate_tick(context)
+
+
+def test_schedule_refines_exactly_what_is_stale_or_missing_and_not_running_or_failed(tmp_path,
+                                                                                  instance):
     data = tmp_path / "data"
-    write_sample_crawl(data, n_shards=4, docs_per_shard=5)
+    write_sample_crawl(data, n_shards=6, docs_per_shard=5)
+    (data / "raw" / "sample-crawl.00006.jsonl").write_bytes(b"")  # fails has_documents
     defs = definitions.build_definitions(data_dir=data, shards_per_run=2)
     other = definitions.build_definitions(
         data_dir=data, refiner=RefinerResource(options={"min_words": 80}), shards_per_run=2)
     shards = definitions.register_new_shards(defs, instance)
     assert definitions.materialize_shard(defs, instance, shards[0]).success
     assert definitions.materialize_shard(other, instance, shards[1]).success
+    assert not definitions.materialize_shard(defs, instance, shards[6]).success
+    # a run being launched already covers shards 4 and 5
+    job = defs.resolve_job_def("refine_shard_job")
+    instance.create_run_for_job(job, run_config=definitions.run_config(),
+                                status=dg.DagsterRunStatus.STARTING,
+                                tags={RANGE_START: shards[4], RANGE_END: shards[5]})
 
     schedule = defs.resolve_schedule_def("refine_schedule")
-    with dg.build_schedule_context(instance=instance,
-                                   scheduled_execution_time=NOW) as context:
-        requests = schedule.evaluate_tick(context).run_requests
-    # shard 0 is current; 1 is stale (another refiner), 2 and 3 were never refined
+    requests = evaluate(schedule, instance, defs).run_requests
+    # 0 is current, 1 stale (another refiner), 2 and 3 missing, 4-5 in flight, 6 failed a check
     assert [(r.tags[RANGE_START], r.tags[RANGE_END]) for r in requests] == [
         (shards[1], shards[2]), (shards[3], shards[3])]
-    job = defs.resolve_job_def("refine_shard_job")
     for request in requests:
         assert job.execute_in_process(instance=instance, tags=request.tags,
                                       run_config=definitions.run_config()).success
-    with dg.build_schedule_context(instance=instance,
-                                   scheduled_execution_time=NOW) as context:
-        assert schedule.evaluate_tick(context).skip_message
+    assert evaluate(schedule, instance, defs).skip_message
+    # the failed shard waits for a change of its inputs: a fixed crawl file
+    (data / "raw" / "sample-crawl.00006.jsonl").write_text('{"text": "%s"}\n' % (
+        "A sentence of plain and useful words for the corpus. " * 20))
+    [retry] = evaluate(schedule, instance, defs).run_requests
+    assert (retry.tags[RANGE_START], retry.tags[RANGE_END]) == (shards[6], shards[6])

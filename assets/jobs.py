@@ -2,8 +2,6 @@
 
 import dagster as dg
 
-from .partitions import shards_partitions_def
-
 SHARD_ASSETS = ["raw_shard", "doc_refined_shard", "chunked_shard", "chunk_refined_shard",
                 "clean_shard", "tokenized_shard"]
 
@@ -11,7 +9,7 @@ SHARD_ASSETS = ["raw_shard", "doc_refined_shard", "chunked_shard", "chunk_refine
 # and the chunk step.
 refine_shard_job = dg.define_asset_job(
     "refine_shard_job", selection=dg.AssetSelection.assets(*SHARD_ASSETS),
-    partitions_def=shards_partitions_def, executor_def=dg.in_process_executor,
+    executor_def=dg.in_process_executor,
     description="Every partitioned stage of one shard, raw to tokenized.")
 
 pretraining_set_job = dg.define_asset_job(

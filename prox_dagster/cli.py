@@ -33,12 +33,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def _prepare_home(home: Path, console: Console) -> None:
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
-    source = REPO_ROOT / "dagster.yaml"
+    source = REPO_ROOT / "deploy" / "local" / "dagster.yaml"
     if not target.exists():
         if source.is_file():
             shutil.copyfile(source, target)
         else:
-            console.print(f"[yellow]no dagster.yaml beside the package; {home} uses defaults")
+            console.print(f"[yellow]no deploy/local/dagster.yaml beside the package; {home} uses "
+                          "defaults")
     os.environ["DAGSTER_HOME"] = str(home)
 
 

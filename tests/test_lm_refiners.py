@@ -37,6 +37,29 @@ def test_version_fingerprint_tracks_the_weights_not_the_path(tiny_model, tmp_pat
     assert build_refiner("hf", doc_model=str(tiny_model), dtype="bfloat16").version != a.version
 
 
+def test_a_hub_model_is_fingerprinted_by_the_commit_its_branch_points_at(tmp_path,
+                                                                          monkeypatch):
+    """Offline, the commit comes from the local Hugging Face cache (the layout the hub client
+    writes: ``models--{org}--{name}/refs/{branch}``); new weights behind ``main`` are a new
+    commit, so a new version."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    ref = tmp_path / "models--gair-prox--web-doc-refining-lm" / "refs" / "main"
+    ref.parent.mkdir(parents=True)
+    ref.write_text("a" * 40)
+    first = build_refiner("hf", doc_model="gair-prox/web-doc-refining-lm")
+    assert first.revision_of("gair-prox/web-doc-refining-lm") == "a" * 40
+    ref.write_text("b" * 40)
+    second = build_refiner("hf", doc_model="gair-prox/web-doc-refining-lm")
+    assert second.version != first.version
+    pinned = build_refiner("hf", doc_model="gair-prox/web-doc-refining-lm", revision="c" * 40)
+    assert pinned.revision_of("gair-prox/web-doc-refining-lm") == "c" * 40
+    with pytest.raises(RefinerError, match="cannot be resolved to a commit.*PROX_MODEL_REVISION"):
+        build_refiner("hf", doc_model="gair-prox/not-downloaded")
+
+
 def test_missing_model_is_a_clear_error(tmp_path):
     with pytest.raises(RefinerError, match="needs a doc_model"):
         build_refiner("hf", doc_model="")

@@ -42,7 +42,7 @@ class HFRefiner(LMRefiner):
 
             try:
                 model = AutoModelForCausalLM.from_pretrained(
-                    name, revision=self.revision, dtype=self._torch_dtype())
+                    name, revision=self.revision_of(name), dtype=self._torch_dtype())
             except OSError as exc:
                 raise RefinerError(f"cannot load model {name!r}: {exc}") from exc
             self._models[name] = model.to(self.device).eval()

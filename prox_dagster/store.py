@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
+import socket
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import fsspec
@@ -184,6 +187,45 @@ class ShardStore:
             fs.rm_file(path)
 
     @contextlib.contextmanager
+    def lease(self, asset: str, shard: str, owner: str, alive: Callable[[str], bool],
+              wait_s: float = 6 * 3600, poll_s: float = 1.0,
+              waiting: Callable[[str], None] | None = None) -> Iterator[None]:
+        """Hold the lease on computing ``asset`` for ``shard``: a lock object
+        ``.leases/{asset}/{shard}.lock`` created only if absent (a hard link locally, a PUT with
+        ``If-None-Match: *`` on S3), so two runs never compute one shard at once. A lease held
+        by an owner that is no longer ``alive`` (a failed or cancelled run) is taken over; one
+        held by a live owner is waited for (``waiting(holder)`` is told once), at most
+        ``wait_s`` seconds."""
+        location = self.location(".leases", asset, f"{shard}.lock")
+        record = json.dumps({"owner": owner, "host": socket.gethostname(), "pid": os.getpid(),
+                             "since": time.time()})
+        deadline = time.monotonic() + wait_s
+        told = False
+        while not _create_exclusive(location, record):
+            holder = self._lease_owner(location)
+            if holder is None or holder == owner or not alive(holder):
+                self.remove(location)  # released meanwhile, ours from a re-execution, or dead
+                continue
+            if time.monotonic() > deadline:
+                raise ShardError(f"shard {shard!r}: {asset} is being computed by {holder} for "
+                                 f"more than {wait_s:.0f}s; not computing it twice")
+            if waiting and not told:
+                waiting(holder)
+                told = True
+            time.sleep(poll_s)
+        try:
+            yield
+        finally:
+            if self._lease_owner(location) == owner:
+                self.remove(location)
+
+    def _lease_owner(self, location: str) -> str | None:
+        try:
+            return json.loads(self.read_text(location)).get("owner")
+        except (OSError, ValueError):
+            return None
+
+    @contextlib.contextmanager
     def _staged(self, location: str) -> Iterator[Path]:
         if not self.remote:
             yield Path(location)
@@ -193,3 +235,29 @@ class ShardStore:
             yield local
             fs, target = filesystem(location)
             fs.put_file(str(local), target)
+
+
+def _create_exclusive(location: str, text: str) -> bool:
+    """Create ``location`` with ``text`` unless it exists; whether this call created it."""
+    if not is_remote(location):
+        target = Path(location)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # written whole under a private name, then linked: link() fails if the lock exists, and
+        # a reader never sees a lock without its owner
+        staged = target.with_name(f"{target.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+        staged.write_text(text)
+        try:
+            os.link(staged, target)
+        except FileExistsError:
+            return False
+        finally:
+            staged.unlink()
+        return True
+    fs, path = filesystem(location)
+    try:
+        fs.pipe_file(path, text.encode(), mode="create")
+    except (FileExistsError, OSError) as exc:
+        if fs.exists(path):
+            return False
+        raise ShardError(f"cannot create the lease {location!r}: {exc}") from exc
+    return True

@@ -125,18 +125,118 @@ query Runs($id: String!) {
 }"""
 
 
-def screenshot(url: str, path: Path, budget_ms: int = 20000, height: int = 950) -> Path:
+def chromium(url: str, *args: str, budget_ms: int = 20000, height: int = 950) -> str:
+    """Render ``url`` in headless Chromium (``args``: what to produce); its stdout."""
     profile = tempfile.mkdtemp(prefix="chromium-")
     try:
-        subprocess.run(
+        return subprocess.run(
             ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
              "--no-first-run", "--disable-background-networking", "--disable-component-update",
              "--disable-sync", f"--user-data-dir={profile}", f"--window-size=1500,{height}",
-             f"--virtual-time-budget={budget_ms}", f"--screenshot={path}", url],
-            check=True, capture_output=True, timeout=180)
+             f"--virtual-time-budget={budget_ms}", *args, url],
+            check=True, capture_output=True, text=True, timeout=180).stdout
     finally:
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def screenshot(url: str, path: Path, budget_ms: int = 20000, height: int = 950) -> Path:
+    chromium(url, f"--screenshot={path}", budget_ms=budget_ms, height=height)
     return path
+
+
+CLICK_AND_READ = """(async () => {
+  const until = async (test) => { for (let i = 0; i < 150; i++) {
+    const found = test(); if (found) return found; await new Promise(r => setTimeout(r, 200)); } };
+  // the last tab with that label: a check's own tabs come after the asset's
+  const tab = await until(() => [...document.querySelectorAll('button, [role=tab], a')]
+    .filter(e => e.textContent.trim() === TAB).slice(COUNT - 1)[0]);
+  if (!tab) return 'no tab ' + TAB;
+  tab.click();
+  await until(() => document.body.innerText.includes(WAIT_FOR));
+  await new Promise(r => setTimeout(r, 1500));
+  return document.body.innerText;
+})()"""
+
+
+def click_and_read(url: str, tab: str, wait_for: str, shot: Path | None = None,
+                   height: int = 950, count: int = 1) -> str:
+    """Open ``url`` in headless Chromium, click the ``count``-th tab labelled ``tab`` as a user
+    would (once that many show), and return the page's text once ``wait_for`` shows (and a
+    screenshot to ``shot``), driven over the DevTools protocol."""
+    import base64
+
+    from websockets.sync.client import connect
+
+    port = free_port()
+    profile = tempfile.mkdtemp(prefix="chromium-")
+    browser = subprocess.Popen(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", f"--user-data-dir={profile}",
+         f"--window-size=1500,{height}", f"--remote-debugging-port={port}", url],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                pages = json.loads(urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/json/list", timeout=2).read())
+                page = next(p for p in pages if p["type"] == "page")
+                break
+            except (OSError, StopIteration, ValueError):
+                time.sleep(0.2)
+        with connect(page["webSocketDebuggerUrl"], max_size=None) as ws:
+            def call(method, **params):
+                ident = call.next = getattr(call, "next", 0) + 1
+                ws.send(json.dumps({"id": ident, "method": method, "params": params}))
+                while True:
+                    reply = json.loads(ws.recv(timeout=120))
+                    if reply.get("id") == ident:
+                        if "error" in reply:
+                            raise RuntimeError(f"{method}: {reply['error']}")
+                        return reply["result"]
+
+            script = CLICK_AND_READ.replace("TAB", json.dumps(tab)).replace(
+                "WAIT_FOR", json.dumps(wait_for)).replace("COUNT", str(count))
+            for attempt in range(10):  # the app may still be navigating (redirects) at first
+                try:
+                    result = call("Runtime.evaluate", expression=script, awaitPromise=True,
+                                  returnByValue=True)
+                    break
+                except RuntimeError as exc:
+                    if "context was destroyed" not in str(exc) or attempt == 9:
+                        raise
+                    time.sleep(1)
+            text = result.get("result", {}).get("value")
+            if not isinstance(text, str):
+                raise RuntimeError(f"{url}: could not read the {tab!r} tab: {result}")
+            if shot is not None:
+                shot.write_bytes(base64.b64decode(call("Page.captureScreenshot")["data"]))
+            return text
+    finally:
+        browser.kill()
+        browser.wait(timeout=30)
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+CHECKS = """query Checks($path: [String!]!) {
+  assetNodes(assetKeys: [{path: $path}]) { assetChecksOrError { ... on AssetChecks { checks {
+    name partitionStatuses { ... on AssetCheckDefaultPartitionStatuses {
+      succeededPartitions failedPartitions inProgressPartitions skippedPartitions
+      executionFailedPartitions } } } } } }
+}"""
+
+
+def check_statuses(url: str) -> dict[str, dict[str, list[str]]]:
+    """What each shard check's Partitions tab shows, asked of the UI's GraphQL API:
+    ``{"asset:check": {"succeeded": [...], "failed": [...], ...}}``."""
+    statuses = {}
+    for asset in GRAPH_ASSETS:
+        for node in graphql(url, CHECKS, {"path": [asset]})["assetNodes"]:
+            for check in node["assetChecksOrError"].get("checks", []):
+                shown = check["partitionStatuses"] or {}
+                statuses[f"{asset}:{check['name']}"] = {
+                    key.removesuffix("Partitions"): sorted(value)
+                    for key, value in shown.items()}
+    return statuses
 
 
 def evaluate_from_ui(url: str, location: str, timeout: float = 300) -> dict:
@@ -212,20 +312,27 @@ def tour(out: Path, shards: int, shards_per_run: int, screenshots: bool = True) 
         location = graphql(url, "{ workspaceOrError { ... on Workspace { locationEntries {"
                                 " name } } } }")["workspaceOrError"]["locationEntries"][0]
         evaluation = evaluate_from_ui(url, location["name"])
+        check_partitions = check_statuses(url)
         shots = {}
+        check_text = ""
         if screenshots:
+            out.mkdir(parents=True, exist_ok=True)
+            check_text = click_and_read(
+                f"{url}/assets/clean_shard?view=checks&checkDetail=token_retention",
+                "Partitions", "Succeeded", out / "check_partitions.png", count=2)
             out.mkdir(parents=True, exist_ok=True)
             shard = keys[-1]
             pages = {
                 "asset_graph": f"{url}/locations/{location['name']}/asset-groups/refine/lineage",
                 "partition_metadata": f"{url}/assets/clean_shard?view=partitions"
                                       f"&partition={shard}",
-                "checks": f"{url}/assets/clean_shard?view=checks",
+                "checks": f"{url}/assets/clean_shard?view=checks&checkDetail=token_retention",
                 "backfill": f"{url}/runs/b/{backfill}?tab=runs",
                 "refiner_evaluation": f"{url}/assets/refiner_evaluation",
             }
             shots = {name: str(screenshot(page, out / f"{name}.png"))
                      for name, page in pages.items()}
+            shots["check_partitions"] = str(out / "check_partitions.png")
             # tall enough to reach the refinement preview below the shard's numbers
             shots["refinement_preview"] = str(screenshot(
                 pages["partition_metadata"], out / "refinement_preview.png", height=1300))
@@ -236,6 +343,7 @@ def tour(out: Path, shards: int, shards_per_run: int, screenshots: bool = True) 
                               "dagster/asset_partition_range_start",
                               "dagster/asset_partition_range_end")]} for r in runs],
                 "materialized": materialized, "screenshots": shots, "evaluation": evaluation,
+                "check_partitions": check_partitions, "check_page_text": check_text,
                 "log": str(work / "dagster_dev.log")}
     finally:
         if process.poll() is None:

@@ -33,6 +33,14 @@ def test_a_backfill_from_the_ui_runs_in_batches_and_shows_its_partitions(tmp_pat
     assert shown["refiner_version"].startswith("classifier:classifier-web-v1@")
     assert "| set | system |" in shown["report"] and "keep-F1 per set" in shown["report"]
     assert 0 < shown["overall_keep_f1"] <= 1
+    # every shard check's Partitions tab: each shard Passed, none Missing (asked of the UI's API)
+    assert len(summary["check_partitions"]) == 8
+    for check, shown in summary["check_partitions"].items():
+        assert shown["succeeded"] == summary["partitions"], check
+        assert not shown["failed"] and not shown["inProgress"], check
+    # and as the browser renders it, after clicking the check's Partitions tab
+    text = summary["check_page_text"]
+    assert "Passed (4)" in text and "Missing (0)" in text and "Failed (0)" in text
     for name, path in summary["screenshots"].items():
         data = Path(path).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 30_000, name  # not blank

@@ -9,6 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_cached_run  # noqa: E402
 import bench_chunking  # noqa: E402
 import bench_orchestration  # noqa: E402
 import bench_programs  # noqa: E402
@@ -26,10 +27,11 @@ def main() -> int:
                "processor": platform.processor() or "unknown"}
     ok = True
     names = sys.argv[1:] or ["chunking", "parse_execute", "refiners_cpu", "tokenize",
-                             "orchestration", "quality"]
+                             "orchestration", "cached_run", "quality"]
     benches = {"chunking": bench_chunking, "parse_execute": bench_programs,
                "refiners_cpu": bench_refiners, "tokenize": bench_tokenize,
-               "orchestration": bench_orchestration, "quality": bench_quality}
+               "orchestration": bench_orchestration, "cached_run": bench_cached_run,
+               "quality": bench_quality}
     for name in names:
         result = {**benches[name].run(), "machine": machine}
         print(json.dumps(result, indent=2))
@@ -42,6 +44,8 @@ def main() -> int:
             ok &= result["cases"]["tiny"]["vllm_over_hf"] >= 2.0  # 0.35B: reported, see README
         elif name == "orchestration":
             ok &= result["batched_speedup"] >= 2.0
+        elif name == "cached_run":
+            ok &= result["in_process"]["all_cached"] and result["in_process_speedup"] >= 5.0
         elif name == "tokenize":
             ok &= result["ours_over_ceiling"] >= 0.9 and result["ours_over_baseline"] >= 3.0
             ok &= result["memory_1gb_shard"]["peak_rss_mib"] < 2048

@@ -23,6 +23,7 @@ variable                   meaning                                     default
 ``PROX_SHARDS_PER_RUN``    shards per run in backfills (model loads)    ``16``
 ``PROX_TOKEN_FORMAT``      token files: parquet, megatron, litgpt       ``parquet``
 ``PROX_REFINE_CRON``       when the schedule refines new/stale shards   ``0 * * * *``
+``PROX_EXECUTOR``          how steps run: in_process, multiprocess      ``in_process``
 =========================  ==========================================  ======================
 
 (``resources/refiner.py`` lists the rest: dtype, device, vLLM memory and tensor parallelism,
@@ -93,10 +94,23 @@ def build_definitions(*, data_dir: str | os.PathLike | None = None,
                               refiner.op_tags(), per_run)
     return dg.Definitions(
         assets=assets,
+        executor=executor(env.get("PROX_EXECUTOR", "in_process")),
         jobs=JOBS,
         resources=resources,
         **build_automation(versions, per_run),
     )
+
+
+EXECUTORS = {"in_process": dg.in_process_executor, "multiprocess": dg.multiprocess_executor}
+
+
+def executor(name: str) -> dg.ExecutorDefinition:
+    """How every job's steps run (``PROX_EXECUTOR``): ``in_process`` (default: one process per
+    run, so a step costs no process start and the refiner loads once per run for both refiner
+    steps) or ``multiprocess`` (a process per step)."""
+    if name not in EXECUTORS:
+        raise ValueError(f"PROX_EXECUTOR={name!r} is not one of {sorted(EXECUTORS)}")
+    return EXECUTORS[name]
 
 
 def loaded_tokenizer_of(resources: dict) -> TokenizerResource:

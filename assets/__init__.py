@@ -10,7 +10,7 @@ from .jobs import (classifier_model_job, lineage_audit_job, pretraining_set_job,
 from .partitions import shards_partitions_def
 from .pretraining import pretraining_set
 from .quality import build_refiner_evaluation, classifier_model
-from .raw import build_raw_shard
+from .raw import build_raw_shard, raw_crawl_file
 from .refine_chunks import build_chunk_refined_shard
 from .refine_docs import build_doc_refined_shard
 from .sensors import build_raw_shard_sensor, build_refine_schedule
@@ -27,6 +27,7 @@ def build_assets(versions: dict[str, str], refiner_version: str, token_format: s
     refiner model loads once per that many."""
     n = shards_per_run
     return [
+        raw_crawl_file,
         build_raw_shard(versions["raw_shard"], n),
         build_doc_refined_shard(versions["doc_refined_shard"], refiner_op_tags, n),
         build_chunked_shard(versions["chunked_shard"], n),

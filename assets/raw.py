@@ -9,16 +9,26 @@ from prox_dagster.store import local_copy
 from resources import CheckThresholds, RawSource, ShardStorage
 from resources.settings import settings_values
 
-from .common import ShardOutput, run_shards, shard_asset_settings, shard_checks
+from .common import OWNERS, ShardOutput, run_shards, shard_asset_settings, shard_checks
+from .partitions import shards_partitions_def
 
 QUARANTINE = "raw_quarantine"
+CRAWL_FILE = "raw_crawl_file"
+
+raw_crawl_file = dg.AssetSpec(
+    CRAWL_FILE, partitions_def=shards_partitions_def, group_name="ingest", owners=OWNERS,
+    kinds={"jsonl"},
+    description="The crawl file of each shard, outside Dagster's control. `raw_shard_sensor` "
+                "observes it: its data version is the file's content hash (ETag on S3), so a "
+                "file rewritten under the same name shows `raw_shard` stale.")
 CHECKS = {"has_documents": "The crawl file gave at least one readable document.",
           "quarantine_share": "At most max_quarantine_share of the file's records are "
                               "quarantined."}
 
 
 def build_raw_shard(code_version: str, shards_per_run: int) -> dg.AssetsDefinition:
-    @dg.asset(**shard_asset_settings("raw_shard", "ingest", shards_per_run, code_version),
+    @dg.asset(deps=[CRAWL_FILE],
+              **shard_asset_settings("raw_shard", "ingest", shards_per_run, code_version),
               check_specs=shard_checks("raw_shard", CHECKS))
     def raw_shard(context: dg.AssetExecutionContext, raw_source: RawSource,
                   storage: ShardStorage, checks: CheckThresholds):

@@ -7,16 +7,19 @@ never requests a shard that is current, covered by a queued or running run, or w
 output failed a blocking check (that waits until its inputs or settings change)."""
 
 import base64
+import json
 import os
 import zlib
 
 import dagster as dg
 
+from prox_dagster import fingerprint as fp
 from resources import RawSource, ShardStorage
 
 from .audit import RANGE_END, RANGE_START, audit_rows
 from .jobs import refine_shard_job
 from .partitions import shards_partitions_def
+from .raw import CRAWL_FILE
 
 REQUESTED = ("stale", "missing")  # audit statuses the schedule refines
 
@@ -39,17 +42,26 @@ def range_requests(keys: list[str], order: list[str], shards_per_run: int, reaso
             for batch in batches]
 
 
-def _encode(keys: set[str]) -> str:
-    return base64.b64encode(zlib.compress("\n".join(sorted(keys)).encode())).decode()
+def _encode(state: dict) -> str:
+    return base64.b64encode(zlib.compress(json.dumps(state, sort_keys=True).encode())).decode()
 
 
-def _decode(cursor: str | None) -> set[str]:
-    if not cursor:
-        return set()
+def _decode(cursor: str | None) -> dict:
+    """``{"registered": [keys], "seen": {key: modification time}}``."""
     try:
-        return set(zlib.decompress(base64.b64decode(cursor)).decode().split("\n")) - {""}
+        state = json.loads(zlib.decompress(base64.b64decode(cursor or "")))
     except (ValueError, zlib.error):
-        return set()  # an earlier cursor format: the registered partitions alone say what is new
+        state = {}  # none yet, or an earlier format: the registered partitions say what is new
+    return {"registered": state.get("registered", []), "seen": state.get("seen", {})}
+
+
+def observation(key: str, location: str) -> dg.AssetObservation:
+    """The crawl file's content as the data version of ``raw_crawl_file`` for shard ``key``."""
+    return dg.AssetObservation(
+        asset_key=CRAWL_FILE, partition=key,
+        metadata={"location": location},
+        tags={"dagster/data_version": fp.input_id(location),
+              "dagster/data_version_is_user_provided": "true"})
 
 
 def build_raw_shard_sensor(shards_per_run: int) -> dg.SensorDefinition:
@@ -57,26 +69,36 @@ def build_raw_shard_sensor(shards_per_run: int) -> dg.SensorDefinition:
                default_status=dg.DefaultSensorStatus.STOPPED,
                description="Registers every raw file that has no shard partition yet (whatever "
                            "its modification time: files moved in with mv, rsync -a or cp -p "
-                           "count) and requests runs that refine them in batches.")
+                           "count), requests runs that refine them in batches, and observes "
+                           "each crawl file whose modification time changed (raw_crawl_file's "
+                           "data version is its content hash).")
     def raw_shard_sensor(context: dg.SensorEvaluationContext,
                          raw_source: RawSource) -> dg.SensorResult | dg.SkipReason:
-        """The cursor holds every key the sensor registered (compressed), so a partition an
-        operator deleted is not brought back; at most `max_shards_per_tick` per tick, oldest
-        first."""
-        registered = _decode(context.cursor)
-        known = set(context.instance.get_dynamic_partitions(shards_partitions_def.name))
-        files = sorted((mtime, key) for key, (_, mtime) in raw_source.shards().items())
-        new = [key for _, key in files if key not in known and key not in registered]
-        if not new:
-            return dg.SkipReason(f"no new shards in {raw_source.path}")
+        """The cursor holds every key the sensor registered (so a partition an operator deleted
+        is not brought back) and the modification time it last observed per file; at most
+        `max_shards_per_tick` new shards per tick, oldest first."""
+        state = _decode(context.cursor)
+        registered, seen = set(state["registered"]), state["seen"]
+        order = context.instance.get_dynamic_partitions(shards_partitions_def.name)
+        known = set(order)
+        files = raw_source.shards()
+        new = [key for _, key in sorted((mtime, key) for key, (_, mtime) in files.items())
+               if key not in known and key not in registered]
         keys = new[:raw_source.max_shards_per_tick]
-        context.log.info(f"{len(keys)} new shards ({len(new) - len(keys)} left for the next "
-                         f"ticks): {keys[:10]}")
-        order = context.instance.get_dynamic_partitions(shards_partitions_def.name) + keys
+        observe = [key for key in [*keys, *sorted(known & set(files))]
+                   if seen.get(key) != files[key][1]]
+        if not keys and not observe:
+            return dg.SkipReason(f"no new or changed shards in {raw_source.path}")
+        if keys:
+            context.log.info(f"{len(keys)} new shards ({len(new) - len(keys)} left for the "
+                             f"next ticks): {keys[:10]}")
+        seen.update({key: files[key][1] for key in observe})
         return dg.SensorResult(
-            run_requests=range_requests(keys, order, shards_per_run, "new"),
-            dynamic_partitions_requests=[shards_partitions_def.build_add_request(keys)],
-            cursor=_encode(registered | set(keys)))
+            run_requests=range_requests(keys, order + keys, shards_per_run, "new"),
+            dynamic_partitions_requests=[shards_partitions_def.build_add_request(keys)]
+            if keys else [],
+            asset_events=[observation(key, files[key][0]) for key in observe],
+            cursor=_encode({"registered": sorted(registered | set(keys)), "seen": seen}))
 
     return raw_shard_sensor
 

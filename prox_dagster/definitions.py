@@ -146,13 +146,16 @@ def loaded_tokenizer(definitions: dg.Definitions) -> TokenizerResource:
 
 
 def register_new_shards(definitions: dg.Definitions, instance: dg.DagsterInstance) -> list[str]:
-    """Evaluate the raw-shard sensor once and add the partitions it requests (its run requests
-    are left to the caller; without a cursor, the registered partitions alone say what is new)."""
+    """Evaluate the raw-shard sensor once: record its observations of the crawl files and add
+    the partitions it requests (its run requests are left to the caller; without a cursor, the
+    registered partitions alone say what is new)."""
     sensor = definitions.resolve_sensor_def("raw_shard_sensor")
     with dg.build_sensor_context(instance=instance, resources=definitions.resources) as context:
         result = sensor(context)
     if not isinstance(result, dg.SensorResult):
         return []
+    for event in result.asset_events or []:  # the crawl files' content versions
+        instance.report_runless_asset_event(event)
     new: list[str] = []
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))

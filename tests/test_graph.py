@@ -82,7 +82,8 @@ def test_assets_and_pools_as_operators_see_them(crawl):
     defs = definitions.build_definitions(data_dir=crawl)
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"raw_shard", "doc_refined_shard", "chunked_shard", "chunk_refined_shard",
+    assert keys == {"raw_crawl_file", "raw_shard", "doc_refined_shard", "chunked_shard",
+                    "chunk_refined_shard",
                     "clean_shard", "tokenized_shard", "pretraining_set", "lineage_audit",
                     "refiner_evaluation", "classifier_model"}
     version = RefinerResource().version

@@ -174,3 +174,21 @@ def test_chunk_programs_for_an_earlier_doc_decision_fail_the_clean_check(crawl, 
         assert problem in failed["programs_match_documents"]
     assert not result.success
     assert audit_status(current, instance, SHARDS[0])["status"] == "stale"
+
+
+def test_a_crawl_file_rewritten_under_its_name_shows_the_raw_shard_stale(crawl, instance):
+    defs = definitions.build_definitions(data_dir=crawl)
+    definitions.register_new_shards(defs, instance)
+    assert definitions.materialize_shard(defs, instance, SHARDS[0]).success
+    assert set(dagster_status(defs, instance, SHARDS[0]).values()) == {StaleStatus.FRESH}
+    # the crawler rewrites the file; the sensor's next tick observes it
+    source = crawl / "raw" / f"{SHARDS[0]}.jsonl.gz"
+    pages = gzip.decompress(source.read_bytes()).splitlines(keepends=True)
+    source.write_bytes(gzip.compress(b"".join(pages[:-3])))
+    definitions.register_new_shards(defs, instance)
+    assert dagster_status(defs, instance, SHARDS[0])["raw_shard"] == StaleStatus.STALE
+    row = audit_status(defs, instance, SHARDS[0])
+    assert row["status"] == "stale" and row["reason"] == "raw_shard: input raw changed"
+    assert definitions.materialize_shard(defs, instance, SHARDS[0]).success
+    assert set(dagster_status(defs, instance, SHARDS[0]).values()) == {StaleStatus.FRESH}
+    assert audit_status(defs, instance, SHARDS[0])["status"] == "current"

@@ -147,7 +147,8 @@ def test_changing_the_model_marks_exactly_its_shards_stale(tmp_path, tiny_model,
     from dagster._core.loader import LoadingContextForTest
 
     write_sample_crawl(tmp_path, n_shards=2, docs_per_shard=2)
-    lenient = CheckThresholds(min_doc_parse_rate=0, min_chunk_parse_rate=0, min_token_retention=0)
+    lenient = CheckThresholds(min_doc_parse_rate=0, min_chunk_parse_rate=0, min_token_retention=0,
+                              min_kept_share=0)
 
     def defs_for(model):
         return definitions.build_definitions(

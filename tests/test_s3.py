@@ -55,7 +55,10 @@ def s3(monkeypatch, tmp_path):
         s3fs.S3FileSystem.clear_instance_cache()
 
 
-def test_the_whole_graph_for_two_shards_on_s3(s3, tmp_path):
+def test_the_whole_graph_for_two_shards_on_s3(s3, tmp_path, monkeypatch):
+    # the code location's token format (a launchpad override would be fingerprinted as another
+    # setting, and the audit would call the shards stale against the location's own)
+    monkeypatch.setenv("PROX_TOKEN_FORMAT", "megatron")
     local = tmp_path / "crawl"
     write_sample_crawl(local, n_shards=2, docs_per_shard=8)
     for path in sorted((local / "raw").iterdir()):
@@ -65,9 +68,7 @@ def test_the_whole_graph_for_two_shards_on_s3(s3, tmp_path):
     with dg.instance_for_test() as instance:
         shards = definitions.register_new_shards(defs, instance)
         assert shards == ["sample-crawl.00000", "sample-crawl.00001"]
-        megatron = {"output_format": "megatron"}
-        result = definitions.materialize_shards(defs, instance, shards[0], shards[1],
-                                                token_files=megatron)
+        result = definitions.materialize_shards(defs, instance, shards[0], shards[1])
         assert result.success
         assert all(c.passed for c in result.get_asset_check_evaluations())
         assert definitions.materialize_pretraining_set(defs, instance).success
@@ -95,8 +96,7 @@ def test_the_whole_graph_for_two_shards_on_s3(s3, tmp_path):
                 assert f["sha256"] == sha256(f["file"])
 
         # current shards on S3 are recognised as such (ETag-based fingerprints)
-        again = definitions.materialize_shards(defs, instance, shards[0], shards[1],
-                                               token_files=megatron)
+        again = definitions.materialize_shards(defs, instance, shards[0], shards[1])
         cached = [e.materialization.metadata["cached"].value
                   for e in again.get_asset_materialization_events()]
         assert len(cached) == 12 and all(cached)

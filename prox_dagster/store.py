@@ -195,7 +195,9 @@ class ShardStore:
         ``If-None-Match: *`` on S3), so two runs never compute one shard at once. A lease held
         by an owner that is no longer ``alive`` (a failed or cancelled run) is taken over; one
         held by a live owner is waited for (``waiting(holder)`` is told once), at most
-        ``wait_s`` seconds."""
+        ``wait_s`` seconds. (Taking over a dead holder's lease is a delete then a create: two
+        waiters doing so in the same instant could both proceed; S3 offers no compare-and-delete.)
+        """
         location = self.location(".leases", asset, f"{shard}.lock")
         record = json.dumps({"owner": owner, "host": socket.gethostname(), "pid": os.getpid(),
                              "since": time.time()})

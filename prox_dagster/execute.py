@@ -23,7 +23,11 @@ Deliberate improvements, each a setting whose default is the improvement:
 
 - ``normalize_scope="chunk"``: a ``normalize`` rewrites only the lines of the chunk that emitted
   it, line by line, so line numbers never shift; a ``source_str``/``target_str`` holding a line
-  break is an error. ``"document"`` replaces across the whole text as the reference does.
+  break is an error.
+- Output is bounded: ``normalize`` calls may make a chunk (or, in document scope, the document)
+  at most 10% or 64 characters longer (:func:`growth_allowance`); a call that would exceed it is
+  an error, checked before any string is built. (The reference lets a program that repeats
+  ``normalize("o", "oo")`` double the text with every call.) ``"document"`` replaces across the whole text as the reference does.
 - ``doc_decision="parsed"`` (see 1).
 - string arguments holding commas, quotes or parentheses parse correctly (the parser, always).
 
@@ -81,6 +85,13 @@ class ExecutionPolicy:
                     doc_decision="substring")
         base.update(overrides)
         return cls(**base)
+
+
+def growth_allowance(length: int) -> int:
+    """How much longer ``normalize`` calls may make a text of ``length`` characters (a chunk's,
+    or the document's with ``normalize_scope="document"``) than it was: 10% or 64 characters,
+    whichever is more. A call after which it would be longer is an error and changes nothing."""
+    return max(64, length // 10)
 
 
 @dataclass(frozen=True)
@@ -145,9 +156,17 @@ def execute_document(text: str, doc_program: str | None,
     edited = False  # whether any line's text changed (else words are counted by subtraction)
     if policy.normalize_scope == "document" and normalizations:
         text_now = text
+        room = growth_allowance(len(text))
         for _, _, source, target in normalizations:
             if source not in ("", " "):
                 if source in text_now:
+                    # bounded before the string is built: a program repeating a growing
+                    # normalize would otherwise double the text with every call
+                    growth = text_now.count(source) * (len(target) - len(source))
+                    if growth > room:
+                        errors += 1
+                        continue
+                    room -= growth
                     text_now = text_now.replace(source, target)
                     edited = True
                 n_ops += 1
@@ -155,13 +174,24 @@ def execute_document(text: str, doc_program: str | None,
         normalizations = []
     else:
         lines = text.split("\n")
+    rooms: dict[tuple[int, int], int] = {}  # what each chunk's text may still grow by
     for line_start, line_end, source, target in normalizations:
         if source in ("", " "):
             continue
         if "\n" in source or "\n" in target:
             errors += 1
             continue
-        for i in range(max(line_start, 0), min(line_end, len(lines) - 1) + 1):
+        span = range(max(line_start, 0), min(line_end, len(lines) - 1) + 1)
+        if len(target) != len(source):
+            if (line_start, line_end) not in rooms:
+                rooms[line_start, line_end] = growth_allowance(
+                    sum(len(lines[i]) + 1 for i in span))
+            growth = sum(lines[i].count(source) for i in span) * (len(target) - len(source))
+            if growth > rooms[line_start, line_end]:
+                errors += 1
+                continue
+            rooms[line_start, line_end] -= growth
+        for i in span:
             if source in lines[i]:
                 lines[i] = lines[i].replace(source, target)
                 edited = True

@@ -114,3 +114,20 @@ def test_refinex_dialect_deletes_unique_strings_and_line_ranges():
     assert result.n_errors == 1 and result.status == "kept"
     # the same program is mostly unknown functions in the ProX dialect: raw text kept
     assert execute_document(text, "keep_doc()", [(0, 22, program)]).status == "fallback_raw"
+
+
+def test_normalize_cannot_blow_a_chunk_up():
+    """A refiner looping on one growing call (issue: 22 x "o" -> "oo" turned 2.5 KB into 671 MB)
+    gets errors, checked before any string is built, and the ProX error policy applies."""
+    text = "\n".join(["Good old words of a long and proper sentence, one more good line."] * 35)
+    looping = "\n".join(['normalize(source_str="o", target_str="oooooooo")'] * 100)
+    result = execute_document(text, "keep_doc()", [(0, 34, looping)])
+    assert result.status == "fallback_raw" and result.n_errors == 100 and result.text == text
+    # growth within the allowance (10% of the chunk, at least 64 characters) is applied
+    small = execute_document(text, "keep_doc()",
+                             [(0, 34, 'normalize(source_str="proper", target_str="properly")')])
+    assert small.status == "kept" and small.text.count("properly") == 35
+    assert len(small.text) <= len(text) + max(64, len(text) // 10)
+    document = execute_document(text, "keep_doc()", [(0, 34, looping)],
+                                ExecutionPolicy(normalize_scope="document"))
+    assert document.n_errors == 100 and len(document.text) == len(text)

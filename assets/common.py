@@ -173,10 +173,10 @@ def _leased_shard(context, store, asset, shard, code_version, work, raw_location
         output = work(shard)
         records = ([store.write(output.frame, asset, shard)] if output.frame is not None
                    else output.files)
-        inputs = {name: fp.input_id(location) for name, location in
-                  fp.input_locations(store, asset, shard, raw_location).items()}
         summary = {
-            "fingerprint": status.fingerprint, "code_version": code_version, "inputs": inputs,
+            # the inputs the fingerprint was computed from, read before the work began
+            "fingerprint": status.fingerprint, "code_version": code_version,
+            "inputs": status.inputs,
             "run_id": context.run_id,
             "written_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "rows_in": output.rows_in,

@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from .quality import Thresholds
@@ -144,13 +144,11 @@ class Freshness:
     reason: str
     fingerprint: str | None = None  # what the current inputs and settings give
     sidecar: dict | None = None
+    inputs: dict[str, str] | None = None  # the current inputs' content ids
 
     @property
     def current(self) -> bool:
         return self.state == "current"
-
-    def to_json(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "sidecar"}
 
 
 def freshness(store: ShardStore, stage: str, shard: str, stage_code_version: str,
@@ -166,14 +164,15 @@ def freshness(store: ShardStore, stage: str, shard: str, stage_code_version: str
     inputs = {name: input_id(loc) for name, loc in locations.items()}
     expected = fingerprint(stage_code_version, inputs)
     if sidecar is None:
-        return Freshness(stage, shard, "missing", "never written", expected, None)
+        return Freshness(stage, shard, "missing", "never written", expected, None, inputs)
     if not all(exists(store.location(stage, f["name"])) for f in sidecar.get("files", [])):
-        return Freshness(stage, shard, "missing", "a recorded file is gone", expected, sidecar)
+        return Freshness(stage, shard, "missing", "a recorded file is gone", expected, sidecar,
+                         inputs)
     if sidecar.get("fingerprint") == expected:
         return Freshness(stage, shard, "current", "inputs and settings unchanged", expected,
-                         sidecar)
+                         sidecar, inputs)
     return Freshness(stage, shard, "stale", _why_stale(sidecar, stage_code_version, inputs),
-                     expected, sidecar)
+                     expected, sidecar, inputs)
 
 
 def _why_stale(sidecar: dict, stage_code_version: str, inputs: dict[str, str]) -> str:

@@ -72,12 +72,13 @@ ALIASES = {"untouch_doc": "keep_doc", "skip_chunk": "keep_chunk"}
 LEVELS = ("doc", "chunk")
 _LINE_ARGS = {"line_start", "line_end", "start_line", "end_line", "line"}
 
-# Canonical one-call lines: keyword or positional arguments; double-quoted strings whose only
-# escapes are \" \\ \' \n \t (decoded exactly by _unescape).
+# Canonical one-call lines: keyword or positional arguments; integers as Python writes them
+# (ASCII digits, no leading zero: `\d` would take Arabic-Indic digits, which ast rejects);
+# double-quoted strings whose only escapes are \" \\ \' \n \t (decoded exactly by _unescape).
 _FAST_STRING = r"(\"(?:[^\"\\\n]|\\[\"\\'nt])*\")"
 _FAST_CALL = re.compile(
     r"[ \t]*([a-z_]+)\((?:"
-    r"|(?:([a-z_]+)=)?(\d{1,7}), (?:([a-z_]+)=)?(\d{1,7})"
+    r"|(?:([a-z_]+)=)?(0|[1-9][0-9]{0,6}), (?:([a-z_]+)=)?(0|[1-9][0-9]{0,6})"
     rf"|(?:([a-z_]+)=)?{_FAST_STRING}(?:, (?:([a-z_]+)=)?{_FAST_STRING})?"
     r")\)[ \t]*")
 _ESCAPE = re.compile(r"\\(.)")
@@ -158,8 +159,11 @@ def _parse_fast(program: ParsedProgram, source: str, start: int = 0) -> int:
     """Record the canonical lines from offset ``start`` on (fences and blank lines skipped);
     return the offset of the first line that is not canonical (``len(source)``: none)."""
     functions = DIALECTS[program.dialect]
-    offset = start
-    for line in source[start:].split("\n"):
+    offset, n = start, len(source)
+    while offset < n:  # line by line from ``start``: a split of the rest would make it O(n²)
+        newline = source.find("\n", offset)
+        line_end = n if newline < 0 else newline
+        line = source[offset:line_end]
         match = _FAST_CALL.fullmatch(line)
         if match is None:
             if line.strip() and not _FENCE.fullmatch(line) and not _fast_statements(
@@ -168,8 +172,8 @@ def _parse_fast(program: ParsedProgram, source: str, start: int = 0) -> int:
         elif len(program.calls) >= MAX_CALLS or not _record_fast(program, functions, match,
                                                                  offset):
             return offset
-        offset += len(line) + 1
-    return len(source)
+        offset = line_end + 1
+    return n
 
 
 def _fast_statements(program: ParsedProgram, functions, line: str, offset: int) -> bool:
@@ -197,15 +201,19 @@ def _fast_statements(program: ParsedProgram, functions, line: str, offset: int) 
 
 def _region_end(source: str, start: int) -> int:
     """The end of the lines from ``start`` that the ast path must read together: up to the
-    first line break outside every call span (where the scanner starts afresh), or the end."""
+    first line break outside every call span (where the scanner starts afresh), or the end.
+    Only the region is scanned, so a program is read a bounded number of times in all."""
     end = source.find("\n", start)
     end = len(source) if end < 0 else end
-    for span_start, span_end, closed in _scan_calls(source, start):
-        if span_start >= end or not closed:
-            return end if span_start >= end else len(source)
+    position = start
+    while (span := _next_call(source, position, end)) is not None:
+        _, span_end, closed = span
+        if not closed:
+            return len(source)
         if span_end > end:
             line_end = source.find("\n", span_end)
             end = len(source) if line_end < 0 else line_end
+        position = span_end
     return end
 
 
@@ -321,24 +329,31 @@ def _scan_calls(text: str, i: int = 0):
     comment. The parenthesis is matched while skipping string literals, so
     ``normalize(")", "(")`` is one span.
     """
-    n = len(text)
-    while i < n:
-        match = _CALL_AT.match(text, i)
+    while (span := _next_call(text, i, len(text))) is not None:
+        yield span
+        i = span[1]  # another call may follow on the same line
+
+
+def _next_call(text: str, i: int, stop: int) -> tuple[int, int, bool] | None:
+    """The first call whose name starts at a statement position in ``[i, stop)``, or None.
+    ``i`` must be a statement position; nothing at or beyond ``stop`` is read but the call's
+    own span."""
+    while i < stop:
+        match = _CALL_AT.match(text, i, stop)
         if match:
             end, closed = _match_paren(text, match.end() - 1)
-            yield match.start(1), end, closed
-            i = end
-            continue  # another call may follow on the same line
-        nxt = _NEXT_STATEMENT.search(text, i)
+            return match.start(1), end, closed
+        nxt = _NEXT_STATEMENT.search(text, i, stop)
         if nxt is None:
-            return
+            return None
         if nxt.group() == "#":
-            newline = text.find("\n", nxt.start())
+            newline = text.find("\n", nxt.start(), stop)
             if newline < 0:
-                return
+                return None
             i = newline + 1
         else:
             i = nxt.end()
+    return None
 
 
 def _match_paren(text: str, open_idx: int) -> tuple[int, bool]:

@@ -9,6 +9,7 @@ import dagster as dg
 
 from prox_dagster import fingerprint as fp
 from prox_dagster.lineage import REFINED, audit_csv, audit_row
+from prox_dagster.shards import conflict_error
 from resources import RawSource, ShardStorage
 
 from .common import IN_FLIGHT, OWNERS, location_value
@@ -38,10 +39,13 @@ def audit_rows(instance: dg.DagsterInstance, storage: ShardStorage, raw_source: 
     """One row per shard partition (``prox_dagster.lineage.audit_row``), against the stage code
     versions ``versions``."""
     shards = instance.get_dynamic_partitions(shards_partitions_def.name)
-    raw_files = {key: location for key, (location, _) in raw_source.shards().items()}
+    listing, conflicts = raw_source.listing()
+    raw_files = {key: location for key, (location, _) in listing.items()}
     running = in_flight_shards(instance, shards)
     return [audit_row(shard, fp.shard_freshness(storage.store, shard, versions,
-                                                raw_files.get(shard)), running.get(shard))
+                                                raw_files.get(shard)), running.get(shard),
+                      str(conflict_error(shard, conflicts[shard], raw_source.path))
+                      if shard in conflicts else None)
             for shard in shards]
 
 

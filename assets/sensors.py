@@ -81,7 +81,12 @@ def build_raw_shard_sensor(shards_per_run: int) -> dg.SensorDefinition:
         registered, seen = set(state["registered"]), state["seen"]
         order = context.instance.get_dynamic_partitions(shards_partitions_def.name)
         known = set(order)
-        files = raw_source.shards()
+        files, conflicts = raw_source.listing()
+        if conflicts:
+            context.log.warning(
+                f"{len(conflicts)} shard keys have two or more raw files and are not registered "
+                "until one remains: " + "; ".join(f"{key}: {', '.join(names)}"
+                                                for key, names in sorted(conflicts.items())[:20]))
         new = [key for _, key in sorted((mtime, key) for key, (_, mtime) in files.items())
                if key not in known and key not in registered]
         keys = new[:raw_source.max_shards_per_tick]

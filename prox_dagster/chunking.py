@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .programs import MAX_LINE_NUMBER
 from .tokenization import token_counts
 
 DEFAULT_MAX_TOKENS = 1500
@@ -32,8 +33,8 @@ def number_line(index: int, line: str) -> str:
     return f"[{index:03d}]{line}"
 
 
-_NUMBERED = re.compile(r"^\[(\d{3,})\](.*)$")
-_NUMBERS = re.compile(r"^\[\d{3,}\]", re.M)
+_NUMBERED = re.compile(r"^\[([0-9]{3,})\](.*)$")
+_NUMBERS = re.compile(r"^\[[0-9]{3,}\]", re.M)
 
 
 def split_numbered(chunk_text: str) -> tuple[list[int], list[str]] | None:
@@ -66,7 +67,11 @@ def chunk_documents(texts: Sequence[str], tokenizer,
         raise ValueError(f"max_tokens must be positive, not {max_tokens}")
     numbered: list[str] = []
     bounds: list[tuple[int, int]] = []
-    for text in texts:
+    for index, text in enumerate(texts):
+        lines = text.count("\n") + 1
+        if lines > MAX_LINE_NUMBER + 1:  # the raw reader quarantines such documents
+            raise ValueError(f"document {index} of the batch has {lines} lines; programs "
+                             f"number lines 0..{MAX_LINE_NUMBER} only")
         start = len(numbered)
         numbered.extend(number_line(i, line) for i, line in enumerate(text.split("\n")))
         bounds.append((start, len(numbered)))

@@ -25,7 +25,7 @@ from rich.table import Table
 
 from .lineage import audit_csv
 from .sample import write_sample_crawl
-from .shards import find_raw_shards, write_text_atomic
+from .shards import conflict_error, find_raw_shards, write_text_atomic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,7 +55,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console = Console(width=None if sys.stdout.isatty() else 132)
     data = Path(args.data_dir).resolve()
     raw = data / "raw"
-    if not find_raw_shards(raw):
+    if not find_raw_shards(raw)[0]:
         paths = write_sample_crawl(data, n_shards=args.shards, docs_per_shard=args.docs,
                                    seed=args.seed)
         console.print(f"wrote the sample crawl: {len(paths)} shards in {raw} "
@@ -69,7 +69,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     new = definitions.register_new_shards(defs, instance)
     console.print(f"Dagster instance {os.environ['DAGSTER_HOME']}: "
                   f"{len(new)} new partitions from the raw-shard sensor")
-    shards = sorted(find_raw_shards(raw))
+    shards, conflicts = find_raw_shards(raw)
+    for key, names in sorted(conflicts.items()):
+        console.print(f"[red]{conflict_error(key, names, str(raw))}")
+    shards = sorted(shards)
     rows, failed = [], []
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("refining shards", total=len(shards))

@@ -29,8 +29,8 @@ SIDECAR_SUFFIX = ".provenance.json"
 RAW_INPUT = "raw"  # the crawl file a raw shard is read from
 
 # Bump a stage's revision when its code writes different rows for the same inputs and settings.
-STAGE_REVISIONS = {"raw_shard": "2", "doc_refined_shard": "2", "chunked_shard": "2",
-                   "chunk_refined_shard": "2", "clean_shard": "3", "tokenized_shard": "2"}
+STAGE_REVISIONS = {"raw_shard": "3", "doc_refined_shard": "2", "chunked_shard": "3",
+                   "chunk_refined_shard": "2", "clean_shard": "4", "tokenized_shard": "2"}
 
 STAGE_INPUTS = {"raw_shard": (RAW_INPUT,), "doc_refined_shard": ("raw_shard",),
                 "chunked_shard": ("doc_refined_shard",),

@@ -41,11 +41,13 @@ AUDIT_COLUMNS = ["shard", "status", "reason", "doc_refiner_version", "doc_model"
 REFINED = {"doc": "doc_refined_shard", "chunk": "chunk_refined_shard"}
 
 
-def audit_row(shard: str, stages: dict[str, Freshness], in_flight_run: str | None = None) -> dict:
+def audit_row(shard: str, stages: dict[str, Freshness], in_flight_run: str | None = None,
+              problem: str | None = None) -> dict:
     """``stages``: the shard's freshness per stage, in graph order. ``status`` is ``current``,
-    ``stale``, ``missing``, ``failed`` (a blocking check failed on a current stage) or
-    ``running`` (a queued or started run covers a shard that is not current)."""
-    status, reason = shard_status(stages)
+    ``stale``, ``missing``, ``failed`` (a blocking check failed on a current stage, or
+    ``problem``: its input needs an operator, e.g. two raw files share its key) or ``running``
+    (a queued or started run covers a shard that is not current)."""
+    status, reason = ("failed", problem) if problem else shard_status(stages)
     row: dict = {"shard": shard}
     for level, stage in REFINED.items():
         sidecar = stages[stage].sidecar or {}

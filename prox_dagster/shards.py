@@ -6,25 +6,41 @@ columns and every other field goes, as JSON, into ``meta``.
 
 Nothing read from a raw file is lost silently. A record that cannot become a document (a line that
 is not JSON, not an object, lacks a string ``text``, or repeats an id already seen in the shard) is
-kept in the *quarantine* table with its line number, its raw content and the reason. Bytes that are
-not valid UTF-8 are decoded with U+FFFD replacement: the document is kept (web text with a few bad
-bytes is still text), counted, and flagged in ``meta`` as ``"utf8_repaired": true``.
+kept in the *quarantine* table with its line number, its byte offset in the (decompressed) file,
+its raw content and the reason. So is a record over :data:`MAX_RECORD_BYTES` (its first bytes), a
+document with more lines than the program language can number, and a record whose fields cannot
+be serialized. A damaged compressed file (``.gz`` or ``.zst`` cut short, inside a frame or not,
+or garbage) keeps every record before the damage and adds one row naming the file, the byte
+offsets and the decompressor's reason. Bytes that are not valid UTF-8 (and JSON escapes of lone
+surrogates) are decoded with U+FFFD replacement: the document is kept (web text with a few bad
+bytes is still text), counted, and flagged in ``meta`` as ``"utf8_repaired": true``. A UTF-8 byte
+order mark at the start of a file is dropped.
+
+Reading is streamed in bounded pieces (64 KiB of compressed input, at most about 32 MiB of output
+per zstd step, whatever the compression ratio), so memory is bounded by the largest record kept.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import glob
 import gzip
-import io
+import hashlib
 import json
 import os
+import re
+import socket
 import tempfile
+import time
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
+
+from .programs import MAX_LINE_NUMBER
 
 RAW_SUFFIXES = (".jsonl.zst", ".jsonl.gz", ".jsonl", ".parquet")
 CARRIED_FIELDS = ("id", "text", "url", "source")
@@ -36,7 +52,8 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "meta": pl.String(),
     },
     "raw_quarantine": {
-        "line_no": pl.Int64(), "reason": pl.String(), "raw": pl.String(),
+        "line_no": pl.Int64(), "byte_offset": pl.Int64(), "reason": pl.String(),
+        "raw": pl.String(),
     },
     "doc_refined_shard": {
         "id": pl.String(), "text": pl.String(), "doc_program": pl.String(),
@@ -97,19 +114,100 @@ def read_raw_shard(path: str | os.PathLike, shard: str | None = None) -> RawShar
     return _read_jsonl(path, shard)
 
 
-def _open_lines(path: Path) -> Iterator[bytes]:
-    name = path.name
-    if name.endswith(".jsonl.gz"):
-        with gzip.open(path, "rb") as fh:
-            yield from fh
-    elif name.endswith(".jsonl.zst"):
-        import zstandard
+MAX_RECORD_BYTES = 64 << 20  # a longer JSON line is quarantined by its first bytes
+QUARANTINED_HEAD = 4096  # bytes of an over-long record kept in its quarantine row
+MAX_DOCUMENT_LINES = MAX_LINE_NUMBER + 1  # lines numbered 0..MAX_LINE_NUMBER
+_READ_BYTES = 1 << 16
+_ZSTD_FEED = 1 << 10  # a zstd block of a few bytes can hold 128 KiB: feed little at a time
+_BOM = b"\xef\xbb\xbf"
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
-        with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as zst:
-            yield from io.BufferedReader(zst)
-    else:
-        with open(path, "rb") as fh:
-            yield from fh
+
+class _Damaged(Exception):
+    """The file stops decompressing: ``reason`` at compressed byte ``offset``."""
+
+    def __init__(self, reason: str, offset: int):
+        super().__init__(reason)
+        self.reason, self.offset = reason, offset
+        self.stream_offset, self.partial = 0, b""
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    """The file's (decompressed) bytes in bounded pieces; damage raises :class:`_Damaged`."""
+    name = path.name
+    with open(path, "rb") as raw:
+        if name.endswith(".jsonl.gz"):
+            try:
+                with gzip.GzipFile(fileobj=raw) as gz:
+                    while data := gz.read1(_READ_BYTES):  # read() would lose its last call
+                        yield data
+            except (OSError, EOFError, zlib.error) as exc:
+                raise _Damaged(f"gzip: {exc}", raw.tell()) from exc
+        elif name.endswith(".jsonl.zst"):
+            yield from _zstd_chunks(raw)
+        else:
+            while data := raw.read(_READ_BYTES):
+                yield data
+
+
+def _zstd_chunks(raw) -> Iterator[bytes]:
+    """Every frame of a zstd file (not only the first), and an error where python-zstandard's
+    stream reader would end quietly: a file that stops inside a frame."""
+    import zstandard
+
+    decompressor = zstandard.ZstdDecompressor()
+    frame, in_frame, consumed = decompressor.decompressobj(), False, 0
+    while data := raw.read(_READ_BYTES):
+        for i in range(0, len(data), _ZSTD_FEED):
+            feed = data[i:i + _ZSTD_FEED]
+            while feed:
+                try:
+                    out = frame.decompress(feed)
+                except zstandard.ZstdError as exc:
+                    raise _Damaged(f"zstd: {exc}", consumed) from exc
+                in_frame = True
+                if out:
+                    yield out
+                if frame.eof:  # the rest of the feed starts the next frame
+                    feed, in_frame = frame.unused_data, False
+                    frame = decompressor.decompressobj()
+                else:
+                    feed = b""
+            consumed += min(_ZSTD_FEED, len(data) - i)
+    if in_frame:
+        raise _Damaged("zstd: the file ends inside a frame (cut short)", consumed)
+
+
+def _lines(chunks: Iterator[bytes]) -> Iterator[tuple[int, bytes, int]]:
+    """``(byte offset, line, length)`` of every line of the stream; a line over
+    :data:`MAX_RECORD_BYTES` comes with only its first :data:`QUARANTINED_HEAD` bytes and its
+    full ``length``, so memory stays bounded. A :class:`_Damaged` error carries the partial line
+    before the damage."""
+    head = bytearray()
+    start = position = length = 0
+    try:
+        for data in chunks:
+            at = 0
+            while True:
+                newline = data.find(b"\n", at)
+                end = len(data) if newline < 0 else newline + 1
+                length += end - at
+                if length <= MAX_RECORD_BYTES:
+                    head += data[at:end]
+                elif len(head) > QUARANTINED_HEAD:
+                    del head[QUARANTINED_HEAD:]
+                if newline < 0:
+                    break
+                yield start, bytes(head), length
+                head.clear()
+                start, length, at = position + end, 0, end
+            position += len(data)
+    except _Damaged as exc:
+        exc.stream_offset, exc.partial = start, bytes(head)
+        raise
+    if length:
+        yield start, bytes(head), length
 
 
 class _Builder:
@@ -122,36 +220,56 @@ class _Builder:
         self.seen: set[str] = set()
         self.stats: Counter = Counter()
 
-    def reject(self, line_no: int, reason: str, raw: str) -> None:
+    def reject(self, line_no: int, reason: str, raw: str, byte_offset: int | None = None) -> None:
         self.quarantine["line_no"].append(line_no)
+        self.quarantine["byte_offset"].append(byte_offset)
         self.quarantine["reason"].append(reason)
         self.quarantine["raw"].append(raw)
         self.stats["quarantined"] += 1
         self.stats[f"quarantined:{reason.split(':')[0]}"] += 1
 
-    def add(self, line_no: int, record: dict, raw: str, repaired: bool = False) -> None:
+    def add(self, line_no: int, record: dict, raw: str, repaired: bool = False,
+            byte_offset: int | None = None, escapes: bool = False) -> None:
+        """``escapes``: the line holds JSON escapes that may decode to lone surrogates."""
+        def reject(reason: str) -> None:
+            self.reject(line_no, reason, raw, byte_offset)
+
         text = record.get("text")
         if "text" not in record:
-            return self.reject(line_no, "missing text", raw)
+            return reject("missing text")
         if not isinstance(text, str):
-            return self.reject(line_no, f"text is {type(text).__name__}, not a string", raw)
+            return reject(f"text is {type(text).__name__}, not a string")
+        lines = text.count("\n") + 1
+        if lines > MAX_DOCUMENT_LINES:
+            return reject(f"too many lines: {lines} (programs number at most "
+                          f"{MAX_DOCUMENT_LINES})")
         rid = record.get("id")
         rid = f"{self.shard}/{line_no:08d}" if rid is None or rid == "" else str(rid)
         if rid in self.seen:
-            return self.reject(line_no, f"duplicate id: {rid}", raw)
-        self.seen.add(rid)
+            return reject(f"duplicate id: {rid}")
         meta = {k: v for k, v in record.items() if k not in CARRIED_FIELDS}
-        if repaired:
-            meta["utf8_repaired"] = True
-            self.stats["utf8_repaired"] += 1
-        url = record.get("url")
-        source = record.get("source")
-        self.cols["id"].append(rid)
-        self.cols["text"].append(text)
-        self.cols["url"].append(None if url is None else str(url))
-        self.cols["source"].append(self.source if source is None else str(source))
-        self.cols["meta"].append(json.dumps(meta, ensure_ascii=False, default=str))
+        url, source = record.get("url"), record.get("source")
+        row = [rid, text, None if url is None else str(url),
+               self.source if source is None else str(source), None]
+        try:
+            row[4] = json.dumps(meta, ensure_ascii=False, default=str)
+            if escapes and any(v is not None and _SURROGATE.search(v) for v in row):
+                # lone surrogates cannot be stored as UTF-8: replaced, like bad bytes
+                repaired = True
+                row = [_without_surrogates(v) for v in row]
+            if repaired:
+                meta = {**json.loads(row[4]), "utf8_repaired": True}
+                row[4] = json.dumps(meta, ensure_ascii=False)
+        except (RecursionError, ValueError, TypeError) as exc:
+            return reject(f"unserializable fields: {type(exc).__name__}: {str(exc)[:120]}")
+        if rid != row[0] and row[0] in self.seen:
+            return reject(f"duplicate id: {row[0]}")
+        self.seen.add(row[0])
+        for column, value in zip(("id", "text", "url", "source", "meta"), row):
+            self.cols[column].append(value)
         self.stats["documents"] += 1
+        if repaired:
+            self.stats["utf8_repaired"] += 1
 
     def build(self) -> RawShard:
         docs = pl.DataFrame(self.cols, schema=SCHEMAS["raw_shard"])
@@ -159,11 +277,23 @@ class _Builder:
         return RawShard(self.shard, docs, quarantine, self.stats)
 
 
+def _without_surrogates(value: str | None) -> str | None:
+    return None if value is None else _SURROGATE.sub("\ufffd", value)
+
+
 def _read_jsonl(path: Path, shard: str) -> RawShard:
     builder = _Builder(shard, path.name)
+    line_no = 0
     try:
-        for line_no, line in enumerate(_open_lines(path)):
+        for line_no, (offset, line, length) in enumerate(_lines(_chunks(path))):
             builder.stats["lines"] += 1
+            if line_no == 0 and line.startswith(_BOM):
+                line = line[len(_BOM):]
+            if length > MAX_RECORD_BYTES:
+                builder.reject(line_no, f"record too long: {length} bytes (limit "
+                               f"{MAX_RECORD_BYTES}); raw holds its first {len(line)}",
+                               line.decode("utf-8", errors="replace"), offset)
+                continue
             if not line.strip():
                 builder.stats["blank_lines"] += 1
                 continue
@@ -175,16 +305,23 @@ def _read_jsonl(path: Path, shard: str) -> RawShard:
             try:
                 record = json.loads(decoded)
             except (json.JSONDecodeError, RecursionError) as exc:
-                builder.reject(line_no, f"invalid JSON: {str(exc)[:120]}", decoded)
+                builder.reject(line_no, f"invalid JSON: {str(exc)[:120]}", decoded, offset)
                 continue
             if not isinstance(record, dict):
-                builder.reject(line_no, f"record is a JSON {type(record).__name__}, not an object",
-                               decoded)
+                builder.reject(line_no, f"record is a JSON {type(record).__name__}, not an "
+                               "object", decoded, offset)
                 continue
-            builder.add(line_no, record, decoded, repaired)
-    except (OSError, EOFError) as exc:
-        # A truncated .gz/.zst: keep what was read and say where the file broke.
-        builder.reject(builder.stats["lines"], f"unreadable file tail: {exc}", "")
+            builder.add(line_no, record, decoded, repaired, offset,
+                        escapes=_SURROGATE_ESCAPE.search(decoded) is not None)
+    except _Damaged as exc:
+        # keep what was read and say where the file broke
+        builder.stats["lines"] += 1
+        builder.reject(
+            builder.stats["lines"] - 1,
+            f"damaged file: {path.name} cannot be read past compressed byte {exc.offset} "
+            f"(decompressed byte {exc.stream_offset + len(exc.partial)}): {exc.reason}; the "
+            f"{builder.stats['lines'] - 1} lines before it are kept",
+            exc.partial.decode("utf-8", errors="replace"), exc.stream_offset)
     return builder.build()
 
 
@@ -204,23 +341,70 @@ def _read_parquet(path: Path, shard: str) -> RawShard:
     return builder.build()
 
 
+STALE_TEMP_SECONDS = 600  # a temp file untouched this long has no live writer
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
 def write_atomic(path: str | os.PathLike, write) -> Path:
     """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it into place.
 
     A crash mid-write leaves the previous file (if any) untouched and no partial file under the
-    final name.
+    final name. The temp file's name stays short whatever ``path``'s (a legal 240-character
+    shard name must not fail on it) and says which target, host and process it belongs to, so
+    the next write of the same target removes what a killed writer left: at once when that
+    process is gone from this host, else once it is :data:`STALE_TEMP_SECONDS` old.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = temp_file(path)
     try:
-        write(Path(tmp))
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def temp_file(path: Path) -> Path:
+    """A new, empty temporary file beside ``path`` for a write that ends in a rename to
+    ``path`` (see :func:`write_atomic`); what killed writers of ``path`` left is removed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prefix = _temp_prefix(path.name)
+    _remove_stale_temps(path.parent, prefix)
+    fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{_HOST}-{os.getpid()}.", suffix=".tmp",
+                               dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _temp_prefix(name: str) -> str:
+    # the name's start for people, a hash of all of it so two long names never share temps
+    return f".{name[:48]}.{hashlib.sha256(name.encode()).hexdigest()[:12]}."
+
+
+def _remove_stale_temps(folder: Path, prefix: str) -> None:
+    now = time.time()
+    for candidate in folder.glob(glob.escape(prefix) + "*.tmp"):
+        owner = candidate.name[len(prefix):].split(".", 1)[0]
+        host, _, pid = owner.partition("-")
+        try:
+            dead = host == _HOST and pid.isdigit() and not _process_alive(int(pid))
+            if dead or now - candidate.stat().st_mtime > STALE_TEMP_SECONDS:
+                candidate.unlink()
+        except FileNotFoundError:  # its writer finished (renamed) or another cleaner won
+            continue
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # this process: one of its own writes may be in flight in another thread
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_parquet_atomic(frame: pl.DataFrame, path: str | os.PathLike) -> Path:
@@ -242,30 +426,44 @@ def schema_problems(frame: pl.DataFrame, contract: str) -> list[str]:
     return problems
 
 
-def select_raw_shards(names: Iterable[str], patterns: Sequence[str] | None = None,
-                      where: str = "") -> dict[str, str]:
+def select_raw_shards(names: Iterable[str], patterns: Sequence[str] | None = None
+                      ) -> tuple[dict[str, str], dict[str, list[str]]]:
     """Which file names (of one folder or prefix) are raw shards, by partition key: a raw
     suffix, not hidden, matching one of ``patterns`` (globs, e.g. ``crawl-2026-*``) if given.
-    A key with two files is an error."""
-    found: dict[str, str] = {}
+    Returns ``(files, conflicts)``: a key that two files share (``y.jsonl`` and ``y.parquet``)
+    is in ``conflicts`` with its file names and not in ``files``, so it is reported for those
+    files alone and every other shard flows."""
+    found: dict[str, list[str]] = {}
     for name in sorted(names):
-        key = shard_key(name)
-        if key is None or name.startswith("."):
-            continue
-        if patterns and not any(fnmatch.fnmatchcase(name, p) for p in patterns):
-            continue
-        if key in found:
-            raise ShardError(f"shard {key!r} exists twice in {where!r}: {found[key]} and {name}")
-        found[key] = name
-    return found
+        if is_raw_name(name, patterns):
+            found.setdefault(shard_key(name), []).append(name)
+    return ({key: names[0] for key, names in found.items() if len(names) == 1},
+            {key: names for key, names in found.items() if len(names) > 1})
 
 
-def find_raw_shards(folder: str | os.PathLike,
-                    patterns: Sequence[str] | None = None) -> dict[str, Path]:
-    """Raw shard files directly in ``folder`` by partition key (sorted; no folder: empty)."""
+def is_raw_name(name: str, patterns: Sequence[str] | None = None) -> bool:
+    """Whether a file name is a raw shard's (see :func:`select_raw_shards`)."""
+    return (shard_key(name) is not None and not name.startswith(".")
+            and (not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)))
+
+
+def raw_names(shard: str) -> list[str]:
+    """The file names a raw shard's file may have, one per raw format."""
+    return [f"{shard}{suffix}" for suffix in RAW_SUFFIXES]
+
+
+def conflict_error(shard: str, names: Sequence[str], where: str) -> ShardError:
+    return ShardError(f"shard {shard!r} has {len(names)} raw files in {where!r}: "
+                      f"{', '.join(names)}; remove or rename all but one")
+
+
+def find_raw_shards(folder: str | os.PathLike, patterns: Sequence[str] | None = None
+                    ) -> tuple[dict[str, Path], dict[str, list[str]]]:
+    """Raw shard files directly in ``folder`` by partition key (sorted; no folder: empty),
+    and the keys two files share (see :func:`select_raw_shards`)."""
     folder = Path(folder)
     if not folder.is_dir():
-        return {}
-    files = [path.name for path in folder.iterdir() if path.is_file()]
-    return {key: folder / name
-            for key, name in select_raw_shards(files, patterns, str(folder)).items()}
+        return {}, {}
+    files, conflicts = select_raw_shards(
+        (path.name for path in folder.iterdir() if path.is_file()), patterns)
+    return {key: folder / name for key, name in files.items()}, conflicts

@@ -22,8 +22,8 @@ from pathlib import Path
 import fsspec
 import polars as pl
 
-from .shards import (ShardError, find_raw_shards, select_raw_shards, write_parquet_atomic,
-                     write_text_atomic)
+from .shards import (ShardError, conflict_error, find_raw_shards, is_raw_name, raw_names,
+                     select_raw_shards, temp_file, write_parquet_atomic, write_text_atomic)
 
 def is_remote(location: str | os.PathLike) -> bool:
     return "://" in str(location) and not str(location).startswith("file://")
@@ -79,24 +79,42 @@ def local_file_record(path: Path, location: str) -> dict:
             "sha256": sha256(str(path))}
 
 
-def list_raw_shards(location: str, patterns: list[str] | None = None) -> dict[str, tuple[str, int]]:
+def list_raw_shards(location: str, patterns: list[str] | None = None
+                    ) -> tuple[dict[str, tuple[str, int]], dict[str, list[str]]]:
     """Raw shard files directly under ``location`` (folder or ``s3://`` prefix) by partition
-    key: ``(file location, modification time in ns)``."""
+    key: ``(file location, modification time in ns)``; and the keys two files share, with their
+    names (not in the first dict)."""
     if not is_remote(location):
-        return {key: (str(path), path.stat().st_mtime_ns)
-                for key, path in find_raw_shards(location, patterns).items()}
+        files, conflicts = find_raw_shards(location, patterns)
+        return {key: (str(path), path.stat().st_mtime_ns) for key, path in files.items()}, \
+            conflicts
     fs, root = filesystem(location)
     try:
         listing = fs.ls(root, detail=True, refresh=True)
     except FileNotFoundError:
-        return {}
+        return {}, {}
     entries = {e["name"].rsplit("/", 1)[-1]: e for e in listing if e.get("type") == "file"}
     found = {}
-    for key, name in select_raw_shards(entries, patterns, location).items():
+    files, conflicts = select_raw_shards(entries, patterns)
+    for key, name in files.items():
         modified = entries[name].get("LastModified")
         found[key] = (join(location, name),
                       int(modified.timestamp() * 1e9) if modified is not None else 0)
-    return found
+    return found, conflicts
+
+
+def locate_raw_shard(location: str, shard: str, patterns: list[str] | None = None) -> str:
+    """The raw file of one shard under ``location``, found with one existence check per raw
+    format (never a listing of the whole prefix: a backfill of N shards costs O(N) requests,
+    not O(N²)). No file, or two files for the key, is an error naming them."""
+    names = [name for name in raw_names(shard)
+             if is_raw_name(name, patterns) and exists(join(location, name))]
+    if len(names) > 1:
+        raise conflict_error(shard, names, location)
+    if not names:
+        raise ShardError(f"shard {shard!r}: no raw file for it in {location!r}"
+                         + (f" matching {patterns}" if patterns else ""))
+    return join(location, names[0])
 
 
 @contextlib.contextmanager
@@ -243,10 +261,9 @@ def _create_exclusive(location: str, text: str) -> bool:
     """Create ``location`` with ``text`` unless it exists; whether this call created it."""
     if not is_remote(location):
         target = Path(location)
-        target.parent.mkdir(parents=True, exist_ok=True)
         # written whole under a private name, then linked: link() fails if the lock exists, and
         # a reader never sees a lock without its owner
-        staged = target.with_name(f"{target.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+        staged = temp_file(target)
         staged.write_text(text)
         try:
             os.link(staged, target)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
@@ -39,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .shards import temp_file
 from .tokenization import rust_tokenizer, tokenizer_name
 
 FORMATS = ("parquet", "megatron", "litgpt")
@@ -130,10 +130,9 @@ class _StagedFiles:
         return open(self.path(name), "wb")
 
     def path(self, name: str) -> Path:
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.folder)
-        os.close(fd)
-        self.staged[self.folder / name] = Path(tmp)
-        return Path(tmp)
+        tmp = temp_file(self.folder / name)
+        self.staged[self.folder / name] = tmp
+        return tmp
 
     def commit(self) -> list[Path]:
         for final, tmp in self.staged.items():

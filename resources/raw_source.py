@@ -2,8 +2,7 @@
 
 import dagster as dg
 
-from prox_dagster.shards import ShardError
-from prox_dagster.store import list_raw_shards, normalize
+from prox_dagster.store import list_raw_shards, locate_raw_shard, normalize
 
 
 class RawSource(dg.ConfigurableResource):
@@ -18,13 +17,15 @@ class RawSource(dg.ConfigurableResource):
     patterns: list[str] = []
     max_shards_per_tick: int = 200
 
-    def shards(self) -> dict[str, tuple[str, int]]:
-        """``{key: (file location, modification time in ns)}``."""
+    def listing(self) -> tuple[dict[str, tuple[str, int]], dict[str, list[str]]]:
+        """``({key: (file location, modification time in ns)}, {key: file names})``: the
+        second holds keys that two files share (reported, never registered or read)."""
         return list_raw_shards(normalize(self.path), self.patterns or None)
 
+    def shards(self) -> dict[str, tuple[str, int]]:
+        """``{key: (file location, modification time in ns)}`` of every unambiguous shard."""
+        return self.listing()[0]
+
     def locate(self, shard: str) -> str:
-        found = self.shards().get(shard)
-        if found is None:
-            raise ShardError(f"shard {shard!r}: no raw file for it in {self.path!r}"
-                             + (f" matching {self.patterns}" if self.patterns else ""))
-        return found[0]
+        """One shard's file, without listing the folder."""
+        return locate_raw_shard(normalize(self.path), shard, self.patterns or None)

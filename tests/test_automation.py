@@ -82,6 +82,34 @@ def test_file_patterns_choose_which_files_are_shards(tmp_path, instance):
         source.locate("scratch.00001")
 
 
+def test_two_files_with_one_key_are_reported_and_every_other_shard_flows(tmp_path, instance):
+    from assets.audit import audit_rows
+    from prox_dagster.fingerprint import STAGES
+    from resources import ShardStorage
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i, name in enumerate(["a.00001.jsonl", "y.00002.jsonl", "y.00002.parquet",
+                              "z.00003.jsonl"]):
+        drop(raw, name, 1_000_000_000 * (i + 1))
+    source = RawSource(path=str(raw))
+    sensor = build_raw_shard_sensor(16)
+    result = tick(sensor, instance, source)
+    assert list(result.dynamic_partitions_requests[0].partition_keys) == ["a.00001", "z.00003"]
+    # an operator registers it by hand: its audit row says why it cannot run, the others are
+    # merely missing (not yet refined)
+    instance.add_dynamic_partitions("shards", ["y.00002"])
+    rows = {row["shard"]: row for row in audit_rows(
+        instance, ShardStorage(base=str(tmp_path / "data")), source,
+        {stage: "any" for stage in STAGES})}
+    assert rows["y.00002"]["status"] == "failed"
+    assert "y.00002.jsonl, y.00002.parquet" in rows["y.00002"]["reason"]
+    assert rows["a.00001"]["status"] == rows["z.00003"]["status"] == "missing"
+    with pytest.raises(Exception, match="has 2 raw files"):
+        source.locate("y.00002")
+    assert source.locate("a.00001").endswith("a.00001.jsonl")
+
+
 def evaluate(schedule, instance, defs):
     with dg.build_schedule_context(instance=instance, scheduled_execution_time=NOW,
                                    resources=defs.resources) as context:

@@ -123,15 +123,19 @@ def test_current_shards_are_cached_until_inputs_or_settings_change(crawl, instan
 def test_a_broken_shard_fails_alone_and_the_rest_of_its_batch_is_kept(crawl, instance):
     defs = definitions.build_definitions(data_dir=crawl)
     definitions.register_new_shards(defs, instance)
-    broken = next((crawl / "raw").glob(f"{SHARDS[1]}.*"))
-    original = broken.read_bytes()
-    broken.write_bytes(b"\x28\xb5\x2f\xfd not really zstd")  # a corrupt .zst frame
+    good = next((crawl / "raw").glob(f"{SHARDS[1]}.*"))
+    original = good.read_bytes()
+    good.unlink()
+    # a corrupt Parquet file cannot be read at all (a damaged .gz or .zst keeps its records
+    # up to the damage and becomes a quarantine row instead)
+    broken = crawl / "raw" / f"{SHARDS[1]}.parquet"
+    broken.write_bytes(b"PAR1 not really parquet")
 
     result = definitions.materialize_shards(defs, instance, SHARDS[0], SHARDS[-1])
     assert not result.success
     message = failure_text(result)
     assert f"1 of 3 shards failed (the other 2 are written and recorded): {SHARDS[1]}: " \
-        "ZstdError" in message
+        "ShardError" in message and "cannot read Parquet" in message
     # the two good shards are written and recorded, with their checks
     assert instance.get_materialized_partitions(dg.AssetKey("raw_shard")) == {SHARDS[0],
                                                                              SHARDS[2]}
@@ -139,7 +143,8 @@ def test_a_broken_shard_fails_alone_and_the_rest_of_its_batch_is_kept(crawl, ins
     assert not (crawl / "raw_shard" / f"{SHARDS[1]}.parquet").exists()
     assert {c.partition for c in result.get_asset_check_evaluations()} == {SHARDS[0], SHARDS[2]}
 
-    broken.write_bytes(original)
+    broken.unlink()
+    good.write_bytes(original)
     retry = definitions.materialize_shards(defs, instance, SHARDS[0], SHARDS[-1])
     assert retry.success
     raw = {shard: meta["cached"] for (stage, shard), meta in materializations(retry).items()
@@ -173,7 +178,7 @@ def test_many_tiny_shards_in_batched_runs_with_one_broken(tmp_path, instance):
         (raw / f"tiny.{i:05d}.jsonl").write_text(page)
     (raw / "tiny.00013.jsonl").write_bytes(page.encode() + b"\x00" * 10)  # a record, not JSON
     (raw / "tiny.00021.jsonl").unlink()
-    (raw / "tiny.00021.jsonl.zst").write_bytes(b"\x28\xb5\x2f\xfd garbage")  # corrupt
+    (raw / "tiny.00021.parquet").write_bytes(b"PAR1 garbage")  # corrupt: cannot be read
     # one short page per shard: the refiner drops most of them, which is not this test's concern
     defs = definitions.build_definitions(
         data_dir=tmp_path, shards_per_run=8,
@@ -192,7 +197,7 @@ def test_many_tiny_shards_in_batched_runs_with_one_broken(tmp_path, instance):
         set(keys) - {"tiny.00021"}
     assert "tiny.00021" in failure_text(results[broken])
 
-    (raw / "tiny.00021.jsonl.zst").unlink()
+    (raw / "tiny.00021.parquet").unlink()
     (raw / "tiny.00021.jsonl").write_text('{"text": "fixed"}\n')
     retry = definitions.materialize_shards(defs, instance, batches[broken][0],
                                            batches[broken][-1])

@@ -95,7 +95,7 @@ def test_truncated_gzip_keeps_what_was_read_and_quarantines_the_tail(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     shard = read_raw_shard(path)
     assert 0 < shard.documents.height < 200
-    assert shard.quarantine["reason"][-1].startswith("unreadable file tail")
+    assert shard.quarantine["reason"][-1].startswith("damaged file: cut.jsonl.gz")
 
 
 def test_unreadable_inputs_raise_errors_naming_the_shard(tmp_path):
@@ -116,11 +116,12 @@ def test_shard_keys_and_discovery(tmp_path):
     assert shard_key("notes.txt") is None and shard_key(".jsonl") is None
     for name in ("b.jsonl", "a.parquet", "readme.md", ".hidden.jsonl"):
         (tmp_path / name).write_text("")
-    assert list(find_raw_shards(tmp_path)) == ["a", "b"]
+    assert list(find_raw_shards(tmp_path)[0]) == ["a", "b"]
     (tmp_path / "a.jsonl").write_text("")
-    with pytest.raises(ShardError, match="'a' exists twice"):
-        find_raw_shards(tmp_path)
-    assert find_raw_shards(tmp_path / "missing") == {}
+    # a key two files share is reported for those files alone; the others still flow
+    files, conflicts = find_raw_shards(tmp_path)
+    assert list(files) == ["b"] and conflicts == {"a": ["a.jsonl", "a.parquet"]}
+    assert find_raw_shards(tmp_path / "missing") == ({}, {})
 
 
 def test_atomic_write_keeps_the_old_file_when_a_write_fails(tmp_path):

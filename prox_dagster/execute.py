@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .programs import ParsedProgram, ProgramError, line_range, parse_program
+from .tokenization import PIECE_CHARS, pieces
 
 STATUSES = ("kept", "dropped_doc", "dropped_chunk", "fallback_raw")
 
@@ -106,7 +107,8 @@ def decide_document(doc_program: str | None, policy: ExecutionPolicy | None = No
                     ) -> tuple[bool, ParsedProgram]:
     """Whether a document is kept by its doc-level program, and the parsed program."""
     policy = policy or ExecutionPolicy()
-    parsed = _parse_doc_program(doc_program or "")
+    source = doc_program or ""
+    parsed = _parse_doc_program(source) if len(source) <= 256 else parse_program(source, "doc")
     if policy.doc_decision == "substring":
         return "drop" not in (doc_program or ""), parsed
     return not any(call.name == "drop_doc" for call in parsed.calls), parsed
@@ -224,9 +226,9 @@ def execute_document(text: str, doc_program: str | None,
 
     # words never span a line break, so the kept words are the original's minus the removed
     # lines' words whenever no line was edited
-    words_in = len(text.split())
-    words_out = (words_in - len(" ".join(removed).split()) if not edited
-                 else len(processed.split()))
+    words_in = word_count(text)
+    words_out = (words_in - sum(map(word_count, removed)) if not edited
+                 else word_count(processed))
     ratio = words_out / words_in if words_in else 0.0
     total_errors = errors + doc_errors
     if ratio <= policy.drop_word_ratio and errors < policy.max_errors:
@@ -238,9 +240,23 @@ def execute_document(text: str, doc_program: str | None,
     return DocumentResult(text, "fallback_raw", n_ops, total_errors)
 
 
+def word_count(text: str) -> int:
+    """``len(text.split())`` without the list of every word of a long text at once."""
+    if len(text) <= PIECE_CHARS:
+        return len(text.split())
+    total, previous = 0, " "
+    for piece in pieces(text):
+        total += len(piece.split())
+        if piece and not previous[-1].isspace() and not piece[0].isspace():
+            total -= 1  # a word the cut went through was counted in both pieces
+        previous = piece or previous
+    return total
+
+
 @functools.lru_cache(maxsize=4096)
 def _parse_doc_program(source: str) -> ParsedProgram:
-    # doc programs repeat (nearly all are "keep_doc()" or "drop_doc()"); callers only read it
+    # doc programs repeat (nearly all are "keep_doc()" or "drop_doc()"); callers only read it.
+    # Only short ones are cached, so the cache stays small whatever the model writes.
     return parse_program(source, "doc")
 
 

@@ -18,6 +18,7 @@ PROMPT_FORMAT_VERSION = "prox-llama2-chat-v1"
 SYSTEM_PROMPT = "You are a helpful, respectful and honest assistant."
 DOC_MAX_PROMPT_TOKENS = 2000
 MAX_NEW_TOKENS = {"doc": 2000, "chunk": 256}
+_MARGIN_TOKENS = 64  # tokens past the cut that must be encoded too, so the cut is stable
 
 _SYS_OPEN = "[INST] <<SYS>>\n"
 _SYS_CLOSE = "\n<</SYS>>\n\n"
@@ -47,17 +48,30 @@ def doc_prompt(text: str, tokenizer=None, max_prompt_tokens: int | None = DOC_MA
         return chat(text, tokenizer)
     backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
     if truncation == "prompt":
-        full = chat(text, tokenizer)
-        enc = backend.encode(full, add_special_tokens=True)
-        if len(enc.ids) <= max_prompt_tokens:
-            return full
-        return full[: enc.offsets[max_prompt_tokens - 1][1]]
+        return truncate_to_tokens(backend, chat(text, tokenizer), max_prompt_tokens,
+                                  add_special_tokens=True)
     overhead = len(backend.encode(chat("", tokenizer), add_special_tokens=True).ids)
     budget = max(max_prompt_tokens - overhead, 0)
-    enc = backend.encode(text, add_special_tokens=False)
-    if len(enc.ids) > budget:
-        text = text[: enc.offsets[budget - 1][1]] if budget else ""
-    return chat(text, tokenizer)
+    return chat(truncate_to_tokens(backend, text, budget), tokenizer)
+
+
+def truncate_to_tokens(backend, text: str, budget: int, *,
+                       add_special_tokens: bool = False) -> str:
+    """``text`` cut after its first ``budget`` tokens (all of it if it has no more). Only a
+    prefix a few times the budget is encoded, never a whole long document; the prefix grows
+    until it holds the budget and a margin, so the cut is where encoding the whole text puts
+    it."""
+    if budget <= 0:
+        return ""
+    size = budget * 8
+    while True:
+        encoding = backend.encode(text[:size], add_special_tokens=add_special_tokens)
+        if size >= len(text):
+            return text if len(encoding.ids) <= budget else \
+                text[:encoding.offsets[budget - 1][1]]
+        if len(encoding.ids) > budget + _MARGIN_TOKENS:
+            return text[:encoding.offsets[budget - 1][1]]
+        size *= 4
 
 
 def user_message(prompt: str) -> str:

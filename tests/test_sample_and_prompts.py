@@ -15,7 +15,7 @@ def test_sample_crawl_is_deterministic_and_labelled(tmp_path):
     assert set(docs["id"]) == set(labels)
     for doc_id, text in docs.select("id", "text").iter_rows():
         assert len(labels[doc_id]["line_labels"]) == len(text.split("\n"))
-    assert list(find_raw_shards(tmp_path / "a" / "raw")) == ["sample-crawl.00000",
+    assert list(find_raw_shards(tmp_path / "a" / "raw")[0]) == ["sample-crawl.00000",
                                                             "sample-crawl.00001"]
 
 
@@ -50,3 +50,21 @@ def test_doc_prompt_truncates_the_document_not_the_template(llama_tokenizer):
     reference = doc_prompt(text, llama_tokenizer, max_prompt_tokens=200, truncation="prompt")
     assert not reference.endswith("[/INST]")
     assert len(llama_tokenizer.encode(reference)) <= 201
+
+
+def test_truncation_encodes_a_prefix_and_cuts_where_the_whole_text_would(llama_tokenizer):
+    import random
+
+    from prox_dagster.prompts import truncate_to_tokens
+
+    backend = llama_tokenizer.backend_tokenizer
+    rng = random.Random(4)
+    words = ["menu", "Ünïcode", "日本語", "  ", "\n", "12,5", "x" * 40, "."]
+    for n_words in (0, 3, 50, 400, 4000):
+        text = " ".join(rng.choice(words) for _ in range(n_words))
+        whole = backend.encode(text, add_special_tokens=False)
+        for budget in (1, 7, 100, 1000):
+            expected = text if len(whole.ids) <= budget else \
+                text[:whole.offsets[budget - 1][1]]
+            assert truncate_to_tokens(backend, text, budget) == expected, (n_words, budget)
+    assert truncate_to_tokens(backend, "anything", 0) == ""

@@ -1,12 +1,12 @@
 """The embedded sample crawl: realistic noisy web documents with ground-truth labels, offline.
 
-Body paragraphs are real English prose from the Python documentation that every CPython ships
-(``pydoc_data.topics``). Each page wraps them in the boilerplate of one of several site themes:
+Body paragraphs are real English prose from the Python documentation (``pydoc_data.topics``,
+frozen into ``data/sample_paragraphs.json.gz`` so the crawl is the same on every interpreter). Each page wraps them in the boilerplate of one of several site themes:
 menus, breadcrumbs, bylines, cookie banners, share rows, related-post lists, comment widgets and
 legal footers; some pages carry mojibake (UTF-8 read as cp1252). A share of pages is junk
 (keyword spam, placeholder text, error and login-wall pages, product grids, number tables).
 
-Output, deterministic for a seed and Python version::
+Output, deterministic for a seed::
 
     {out}/raw/sample-crawl.0000N.{jsonl.gz,jsonl.zst,parquet,jsonl}
     {out}/labels/sample-crawl.0000N.labels.jsonl   one row per document:
@@ -19,11 +19,11 @@ The first shard also holds two malformed records (a broken JSON line and a recor
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import json
 import random
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,18 +111,15 @@ class SampleDocument:
     mojibake: bool
 
 
-def _paragraphs() -> list[tuple[str, str]]:
-    from pydoc_data.topics import topics
+PARAGRAPHS_FILE = Path(__file__).with_name("data") / "sample_paragraphs.json.gz"
 
-    out = []
-    for topic in sorted(topics):
-        for para in topics[topic].split("\n\n"):
-            if para.startswith((" ", "\t")):
-                continue  # indented blocks are code or grammar, not prose
-            text = " ".join(para.split())
-            if len(text.split()) >= 25 and not re.search(r"[{}<>=]{2}|::=", text):
-                out.append((topic, text.lstrip("* ")))
-    return out
+
+@functools.lru_cache(maxsize=1)
+def _paragraphs() -> list[tuple[str, str]]:
+    # frozen from pydoc_data by scripts/freeze_sample_data.py: the crawl is the same whatever
+    # the interpreter's release
+    with gzip.open(PARAGRAPHS_FILE, "rt", encoding="utf-8") as fh:
+        return [tuple(pair) for pair in json.load(fh)]
 
 
 def _title(topic: str) -> str:

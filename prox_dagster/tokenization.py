@@ -1,25 +1,30 @@
 """Tokenizers: loading any Hugging Face tokenizer, fast batched counting, fingerprints.
 
-The default tokenizer (``"sample"``) works offline everywhere: a byte-level BPE trained with
-``tokenizers`` on the embedded sample crawl the first time it is asked for, then cached under
-``$PROX_CACHE_DIR`` (default ``~/.cache/prox-dagster``). Any other name is passed to
+The default tokenizer (``"sample"``) works offline everywhere: a byte-level BPE trained on the
+embedded sample crawl (by ``scripts/freeze_sample_data.py``) and shipped with the package, so it
+is the same on every machine; it is unpacked under ``$PROX_CACHE_DIR`` (default
+``~/.cache/prox-dagster``) on first use. Any other name is passed to
 ``AutoTokenizer.from_pretrained`` (a local folder in tests and CI; a hub id in production).
 """
 
 from __future__ import annotations
 
 import functools
+import gzip
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 SAMPLE_TOKENIZER = "sample"
-SAMPLE_TOKENIZER_VERSION = "sample-bpe-v1"
+SAMPLE_TOKENIZER_VERSION = "sample-bpe-v2"
 SAMPLE_VOCAB_SIZE = 8192
+# written by scripts/freeze_sample_data.py: the same tokenizer on every machine
+SAMPLE_TOKENIZER_FILE = Path(__file__).with_name("data") / "sample_tokenizer.json.gz"
+SAMPLE_TOKENIZER_SHA256 = "48d9be80cb8edbe86f72343b582d39d6b9c04be4fbbdf982d8761df7e684ffa1"
 DEFAULT_BATCH = 8192
 
 
@@ -38,54 +43,35 @@ def load_tokenizer(name_or_path: str = SAMPLE_TOKENIZER):
 
 
 def sample_tokenizer_path() -> Path:
-    """Folder of the default tokenizer, trained on the sample crawl on first use.
-
-    The folder name holds a hash of the training texts, so a change to the sample generator
-    (or to ``pydoc_data`` across Python versions) trains a new tokenizer instead of reusing one
-    that no longer matches.
-    """
-    from .sample import sample_texts
-
-    texts = sample_texts()
-    digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:12]
-    target = cache_dir() / "tokenizers" / f"{SAMPLE_TOKENIZER_VERSION}-{digest}"
+    """Folder of the default tokenizer, unpacked from the file shipped with the package (and
+    checked against its hash) the first time it is asked for."""
+    target = (cache_dir() / "tokenizers"
+              / f"{SAMPLE_TOKENIZER_VERSION}-{SAMPLE_TOKENIZER_SHA256[:12]}")
     if (target / "tokenizer.json").is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".train-", dir=target.parent))
-    try:
-        train_bpe_tokenizer(texts, tmp, vocab_size=SAMPLE_VOCAB_SIZE)
-        try:
-            os.rename(tmp, target)
-        except OSError:  # another process trained it first: theirs is identical
-            shutil.rmtree(tmp, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def train_bpe_tokenizer(texts: Iterable[str], out_dir: str | os.PathLike,
-                        vocab_size: int = SAMPLE_VOCAB_SIZE) -> Path:
-    """Train a Llama-style byte-level BPE (``<s>`` prepended, ``</s>`` as EOS) and save it."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    with gzip.open(SAMPLE_TOKENIZER_FILE, "rb") as fh:
+        data = fh.read()
+    if hashlib.sha256(data).hexdigest() != SAMPLE_TOKENIZER_SHA256:
+        raise RuntimeError(f"{SAMPLE_TOKENIZER_FILE} does not hold the sample tokenizer "
+                           "(its hash differs): reinstall the package")
+    from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    specials = ["<unk>", "<s>", "</s>", "<pad>"]
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
-    tok.train_from_iterator(texts, trainer=trainer)
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.token_to_id("<s>"))])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>", pad_token="<pad>")
-    out = Path(out_dir)
-    fast.save_pretrained(str(out))
-    return out
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
+    try:
+        fast = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(data.decode()),
+                                       bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                       pad_token="<pad>")
+        fast.save_pretrained(str(tmp))
+        (tmp / "tokenizer.json").write_bytes(data)  # the shipped bytes, not a re-serialization
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another process unpacked it first: theirs is identical
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def rust_tokenizer(tokenizer):

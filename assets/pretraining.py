@@ -4,7 +4,7 @@ import time
 
 import dagster as dg
 
-from prox_dagster.pretraining import build_manifest
+from prox_dagster.pretraining import build_manifest, check_uniform
 from resources import ShardStorage, TokenizerResource
 
 from .common import location_value
@@ -21,13 +21,15 @@ def pretraining_set(context: dg.AssetExecutionContext, storage: ShardStorage,
     """The dataset a training job reads: `manifest.json` listing every token file of every
     shard with its size, sha256, documents, tokens, dtype, format, tokenizer and the refiner
     versions that produced its text. Files unchanged since the last manifest (same size and
-    modification time or ETag) keep their hash; only changed files are hashed again."""
+    modification time or ETag) keep their hash; only changed files are hashed again. Shards
+    tokenized with different tokenizers, formats or dtypes are refused, by name."""
     started = time.perf_counter()
     store = storage.store
     shards = sorted(context.instance.get_dynamic_partitions(shards_partitions_def.name))
     manifest_path = store.location("pretraining_set", "manifest.json")
     manifest, stats = build_manifest(store, shards, manifest_path,
                                      tokenizer.name_or_path, tokenizer.fingerprint())
+    check_uniform(manifest)  # before the manifest is written: a training job reads only sets
     store.write_text(manifest.to_json(), "pretraining_set", "manifest.json")
     if manifest.missing_shards:
         context.log.warning(f"{len(manifest.missing_shards)} shards have no tokenized output "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
 from .fingerprint import read_sidecar
@@ -49,6 +50,28 @@ class Manifest:
 
     def histogram_table(self) -> str:
         return histogram_table(self.histogram, self.histogram_edges)
+
+
+class MixedShardsError(ValueError):
+    """Tokenized shards that a training job cannot read as one set."""
+
+
+def check_uniform(manifest: Manifest) -> None:
+    """Raise :class:`MixedShardsError` naming the shards when they were tokenized with
+    different tokenizers, formats or dtypes (a training job would read wrong ids)."""
+    groups: dict[tuple, list[str]] = defaultdict(list)
+    for entry in manifest.shards:
+        groups[(entry["tokenizer"], entry["tokenizer_hash"], entry["format"],
+                entry["dtype"])].append(entry["shard"])
+    if len(groups) > 1:
+        described = "; ".join(
+            f"tokenizer {name} ({digest[:12]}), {fmt}, {dtype}: {', '.join(shards[:10])}"
+            + (f" and {len(shards) - 10} more" if len(shards) > 10 else "")
+            for (name, digest, fmt, dtype), shards in sorted(groups.items(),
+                                                             key=lambda g: -len(g[1])))
+        raise MixedShardsError(
+            f"the tokenized shards mix tokenizers, formats or dtypes ({described}); "
+            "re-tokenize them with one setting (materialize tokenized_shard for them)")
 
 
 def _previous_hashes(store: ShardStore, manifest: str) -> dict[str, dict]:

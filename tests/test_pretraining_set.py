@@ -97,3 +97,22 @@ def test_manifest_lists_every_file_and_rehashes_only_changed_shards(crawl, insta
     assert definitions.latest_metadata(instance, "pretraining_set")["files_rehashed"] == 2
     after = json.loads((crawl / "pretraining_set" / "manifest.json").read_text())
     assert after["shards"][0]["files"] == before[SHARDS[0]]
+
+
+def test_a_set_that_mixes_formats_or_tokenizers_is_refused_by_name(crawl, instance):
+    defs = definitions.build_definitions(data_dir=crawl)
+    definitions.register_new_shards(defs, instance)
+    assert definitions.materialize_shards(defs, instance, SHARDS[0], SHARDS[1]).success
+    assert definitions.materialize_shard(defs, instance, SHARDS[2],
+                                         token_files={"output_format": "megatron"}).success
+    result = definitions.materialize_pretraining_set(defs, instance)
+    assert not result.success
+    text = "\n".join(str(e.event_specific_data.error) for e in result.all_events
+                      if e.is_step_failure)
+    assert "mix tokenizers, formats or dtypes" in text
+    assert f"parquet, uint16: {SHARDS[0]}, {SHARDS[1]}" in text
+    assert f"megatron, uint16: {SHARDS[2]}" in text
+    assert not (crawl / "pretraining_set" / "manifest.json").exists()
+    # one format again: the set is accepted
+    assert definitions.materialize_shard(defs, instance, SHARDS[2]).success
+    assert definitions.materialize_pretraining_set(defs, instance).success

@@ -4,7 +4,8 @@ import dagster as dg
 
 from prox_dagster import fingerprint as fp
 from prox_dagster.pipeline import chunk_shard
-from resources import ShardStorage, TokenizerResource
+from prox_dagster.tokenization import tokenizer_name
+from resources import RefinerResource, ShardStorage
 from resources.settings import settings_values
 
 from .common import ShardOutput, run_shards, shard_asset_settings
@@ -14,21 +15,23 @@ def build_chunked_shard(code_version: str, shards_per_run: int) -> dg.AssetsDefi
     @dg.asset(deps=["doc_refined_shard"],
               **shard_asset_settings("chunked_shard", "refine", shards_per_run, code_version))
     def chunked_shard(context: dg.AssetExecutionContext, storage: ShardStorage,
-                      tokenizer: TokenizerResource):
+                      refiner: RefinerResource):
         """One row per chunk of a kept document: `doc_id`, `chunk_index`, `line_start`,
-        `line_end` (global, inclusive), `chunk_text` (lines prefixed `[NNN]`) and `n_tokens`,
-        packed under `max_chunk_tokens` tokens."""
+        `line_end` (global, inclusive), `chunk_text` (lines prefixed `[NNN]`), `n_tokens` and
+        `truncated`, packed under `max_chunk_tokens` tokens of the refiner's tokenizer (a
+        single line over the budget is a chunk of its own, cut to the budget: `truncated`)."""
 
         def work(shard: str) -> ShardOutput:
             docs = storage.read("doc_refined_shard", shard)
-            chunks = chunk_shard(docs, tokenizer.get(), tokenizer.max_chunk_tokens)
+            chunks = chunk_shard(docs, refiner.chunk_tokenizer(), refiner.max_chunk_tokens)
             return ShardOutput(chunks, rows_in=docs.height, extra={
                 "docs_chunked": int(docs["doc_keep"].sum()),
                 "chunk_tokens": int(chunks["n_tokens"].sum()) if chunks.height else 0,
-                "max_chunk_tokens": tokenizer.max_chunk_tokens,
-                "tokenizer": tokenizer.name_or_path})
+                "max_chunk_tokens": refiner.max_chunk_tokens,
+                "chunks_truncated": int(chunks["truncated"].sum()) if chunks.height else 0,
+                "tokenizer": tokenizer_name(refiner.chunk_tokenizer())})
 
         yield from run_shards(context, storage, work=work, code_version=fp.code_version(
-            "chunked_shard", settings_values(tokenizer=tokenizer)))
+            "chunked_shard", settings_values(refiner=refiner)))
 
     return chunked_shard

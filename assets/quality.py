@@ -17,8 +17,7 @@ import dagster as dg
 from prox_dagster.evaluation import evaluate, evaluation_csv, evaluation_markdown
 from prox_dagster.refiners.classifier_training import TrainingSettings, train_classifier, \
     write_model
-from resources import LabelledSets, ProgramPolicy, RefinerResource, ShardStorage, \
-    TokenizerResource
+from resources import LabelledSets, ProgramPolicy, RefinerResource, ShardStorage
 
 from .common import location_value
 
@@ -31,7 +30,7 @@ def version_slug(version: str) -> str:
 def build_refiner_evaluation(code_version: str) -> dg.AssetsDefinition:
     @dg.asset(group_name="quality", kinds={"polars", "json", "csv"}, code_version=code_version)
     def refiner_evaluation(context: dg.AssetExecutionContext, refiner: RefinerResource,
-                           tokenizer: TokenizerResource, policy: ProgramPolicy,
+                           policy: ProgramPolicy,
                            labelled_sets: LabelledSets,
                            storage: ShardStorage) -> dg.MaterializeResult:
         """The refiner this code location loads, scored on labelled pages through the same
@@ -42,7 +41,7 @@ def build_refiner_evaluation(code_version: str) -> dg.AssetsDefinition:
         sets = labelled_sets.load("evaluation")
         engine = refiner.get()
         evaluation = evaluate(
-            sets, engine, tokenizer.get(), max_tokens=tokenizer.max_chunk_tokens,
+            sets, engine, refiner.chunk_tokenizer(), max_tokens=refiner.max_chunk_tokens,
             policy=policy.settings(),
             progress=lambda name, i, n: context.log.info(f"evaluating on {name} ({i}/{n})"))
         for entry in evaluation.sets:
@@ -78,7 +77,7 @@ def build_refiner_evaluation(code_version: str) -> dg.AssetsDefinition:
 
 @dg.asset(group_name="quality", kinds={"lightgbm", "json"})
 def classifier_model(context: dg.AssetExecutionContext, labelled_sets: LabelledSets,
-                     tokenizer: TokenizerResource) -> dg.MaterializeResult:
+                     refiner: RefinerResource) -> dg.MaterializeResult:
     """The `classifier` refiner's line and document models, trained on the training sets and
     written (LightGBM text inside JSON: loading it runs no code) to
     `{model_dir}/classifier-{sha256[:12]}.json`. Load it with `PROX_CLASSIFIER_MODEL=<path>`:
@@ -86,8 +85,9 @@ def classifier_model(context: dg.AssetExecutionContext, labelled_sets: LabelledS
     show as stale."""
     started = time.perf_counter()
     sets = labelled_sets.load("training")
-    spec = train_classifier(sets, tokenizer.get(),
-                            TrainingSettings(max_tokens=tokenizer.max_chunk_tokens),
+    # chunked as the classifier refiner will see its pages: with the refiner's tokenizer
+    spec = train_classifier(sets, refiner.chunk_tokenizer(),
+                            TrainingSettings(max_tokens=refiner.max_chunk_tokens),
                             log=context.log.info)
     folder = Path(labelled_sets.model_dir)
     folder.mkdir(parents=True, exist_ok=True)

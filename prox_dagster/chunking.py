@@ -7,6 +7,12 @@ single line over the budget is a chunk of its own. A line's token count is
 ProX reference (``trunc_text`` in ``apply_chunk_refining.py``) counts, so our chunks are the
 reference's chunks. Counting runs on all lines of all documents at once, in batches, through the
 Rust tokenizer, instead of one call per line.
+
+One departure: a single line over the budget (a minified page, a table flattened to one line) is
+a chunk of its own, as in the reference, but its text is cut to the budget (``truncated``), so a
+prompt never outgrows the refiner's context and fails its whole batch. The program written for
+it still applies to the whole line (line numbers are global; the text executed is the
+document's).
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .programs import MAX_LINE_NUMBER
-from .tokenization import token_counts
+from .prompts import truncate_to_tokens
+from .tokenization import rust_tokenizer, token_counts
 
 DEFAULT_MAX_TOKENS = 1500
 
@@ -27,6 +34,7 @@ class Chunk:
     line_end: int
     text: str
     n_tokens: int
+    truncated: bool = False
 
 
 def number_line(index: int, line: str) -> str:
@@ -76,10 +84,10 @@ def chunk_documents(texts: Sequence[str], tokenizer,
         numbered.extend(number_line(i, line) for i, line in enumerate(text.split("\n")))
         bounds.append((start, len(numbered)))
     counts = token_counts(tokenizer, numbered, add_special_tokens=True)
-    return [_pack(numbered[a:b], counts[a:b], max_tokens) for a, b in bounds]
+    return [_pack(numbered[a:b], counts[a:b], max_tokens, tokenizer) for a, b in bounds]
 
 
-def _pack(lines: list[str], counts: list[int], max_tokens: int) -> list[Chunk]:
+def _pack(lines: list[str], counts: list[int], max_tokens: int, tokenizer) -> list[Chunk]:
     chunks: list[Chunk] = []
     start = 0
     total = 0
@@ -92,9 +100,19 @@ def _pack(lines: list[str], counts: list[int], max_tokens: int) -> list[Chunk]:
             close(i, total)
             start, total = i, 0
         total += count
-        if total > max_tokens:  # a single line over budget stands alone
-            close(i + 1, total)
+        if total > max_tokens:  # a single line over budget stands alone, cut to the budget
+            chunks.append(_truncated(i, lines[i], max_tokens, tokenizer))
             start, total = i + 1, 0
     if start < len(lines):
         close(len(lines), total)
     return chunks
+
+
+def _truncated(index: int, line: str, max_tokens: int, tokenizer) -> Chunk:
+    backend = rust_tokenizer(tokenizer)
+    # the [NNN] prefix always survives, so the chunk stays a numbered chunk
+    prefix = len(number_line(index, ""))
+    text = line[:max(len(truncate_to_tokens(backend, line, max_tokens,
+                                            add_special_tokens=True)), prefix)]
+    n_tokens = len(backend.encode(text, add_special_tokens=True).ids)
+    return Chunk(index, index, text, n_tokens, truncated=True)

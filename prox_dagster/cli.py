@@ -170,15 +170,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         console.print(f"[red]{exc}")
         return 2
     resources = defs.resources
-    tokenizer = definitions.loaded_tokenizer(defs)
+    refiner = resources["refiner"]
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("evaluating", total=len(sets))
 
         def step(name: str, position: int, total: int) -> None:
             progress.update(task, completed=position - 1, description=f"evaluating on {name}")
 
-        evaluation = evaluate(sets, resources["refiner"].get(), tokenizer.get(),
-                              max_tokens=tokenizer.max_chunk_tokens,
+        evaluation = evaluate(sets, refiner.get(), refiner.chunk_tokenizer(),
+                              max_tokens=refiner.max_chunk_tokens,
                               policy=resources["policy"].settings(), progress=step)
     if args.out:
         out = Path(args.out)
@@ -284,8 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("sets", nargs="+", help="labelled JSONL files or folders with docs.jsonl")
     train.add_argument("--out", required=True, help="model file to write (JSON)")
     train.add_argument("--name", help="model name (default: from the sets)")
-    train.add_argument("--tokenizer", default=os.environ.get("PROX_TOKENIZER", "sample"),
-                       help="chunking tokenizer, as the pipeline uses (PROX_TOKENIZER)")
+    train.add_argument("--tokenizer", default=os.environ.get("PROX_REFINER_TOKENIZER", "sample"),
+                       help="the refiner's tokenizer, which counts chunk budgets "
+                            "(PROX_REFINER_TOKENIZER)")
     train.add_argument("--max-tokens", type=int,
                        default=int(os.environ.get("PROX_MAX_CHUNK_TOKENS", "1500")))
     for p in (demo, sample):

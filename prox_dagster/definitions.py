@@ -7,8 +7,9 @@ variable                   meaning                                     default
 =========================  ==========================================  ======================
 ``PROX_DATA_DIR``          every asset's files: folder or s3:// URL     ``./.prox_data``
 ``PROX_RAW_DIR``           raw shards the sensor watches (or s3://)     ``$PROX_DATA_DIR/raw``
-``PROX_TOKENIZER``         HF tokenizer folder or hub id                ``sample`` (offline)
-``PROX_MAX_CHUNK_TOKENS``  chunk budget in tokens                       ``1500``
+``PROX_TOKENIZER``         pretraining tokenizer: HF folder or hub id   ``sample`` (offline)
+``PROX_REFINER_TOKENIZER`` the refiner's tokenizer (chunk budgets)      the model's; ``sample``
+``PROX_MAX_CHUNK_TOKENS``  chunk budget in refiner tokens               ``1500``
 ``PROX_REFINER_BACKEND``   refiner backend: classifier, rules, hf,      ``classifier``
                            vllm, openai
 ``PROX_CLASSIFIER_MODEL``  classifier model file (JSON)                 the shipped model
@@ -55,7 +56,6 @@ from resources.settings import settings_values
 def build_definitions(*, data_dir: str | os.PathLike | None = None,
                       raw_dir: str | os.PathLike | None = None,
                       tokenizer: str | None = None,
-                      max_chunk_tokens: int | None = None,
                       refiner: RefinerResource | None = None,
                       policy: ProgramPolicy | None = None,
                       checks: CheckThresholds | None = None,
@@ -71,8 +71,7 @@ def build_definitions(*, data_dir: str | os.PathLike | None = None,
         "raw_source": RawSource(path=raw),
         # the token-file settings (format, dtype, litgpt chunk size) stay open to run config
         "tokenizer": TokenizerResource.configure_at_launch(
-            name_or_path=tokenizer or env.get("PROX_TOKENIZER", "sample"),
-            max_chunk_tokens=max_chunk_tokens or int(env.get("PROX_MAX_CHUNK_TOKENS", "1500"))),
+            name_or_path=tokenizer or env.get("PROX_TOKENIZER", "sample")),
         "refiner": refiner,
         "policy": policy,
         "checks": checks or CheckThresholds(),
@@ -139,10 +138,6 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 def current_instance() -> dg.DagsterInstance:
     """The instance in ``$DAGSTER_HOME``."""
     return dg.DagsterInstance.get()
-
-
-def loaded_tokenizer(definitions: dg.Definitions) -> TokenizerResource:
-    return loaded_tokenizer_of(definitions.resources)
 
 
 def register_new_shards(definitions: dg.Definitions, instance: dg.DagsterInstance) -> list[str]:

@@ -43,9 +43,9 @@ STAGES = list(STAGE_INPUTS)
 SETTINGS = {
     "refiner": "refiner version (backend, model weights, prompts, decoding, rules)",
     "policy": "program execution policy version",
-    "chunk_tokenizer": "hash of the tokenizer that counts chunk budgets and tokens in/out",
+    "chunk_tokenizer": "hash of the refiner's tokenizer, which counts chunk budgets",
     "max_chunk_tokens": "chunk budget in tokens",
-    "tokenizer": "hash of the tokenizer that writes the token files",
+    "tokenizer": "hash of the pretraining tokenizer (token files, tokens in/out)",
     "token_files": "token file format, dtype and chunking",
     **{name: "check threshold" for name in Thresholds.__dataclass_fields__},
 }
@@ -56,7 +56,7 @@ SHAPED_BY: dict[str, tuple[str, ...]] = {
     "doc_refined_shard": ("refiner", "policy", "min_doc_parse_rate"),
     "chunked_shard": ("chunk_tokenizer", "max_chunk_tokens"),
     "chunk_refined_shard": ("refiner", "min_chunk_parse_rate"),
-    "clean_shard": ("policy", "chunk_tokenizer", "min_token_retention", "max_token_retention",
+    "clean_shard": ("policy", "tokenizer", "min_token_retention", "max_token_retention",
                     "min_kept_share"),
     "tokenized_shard": ("tokenizer", "token_files"),
 }

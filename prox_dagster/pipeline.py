@@ -78,6 +78,7 @@ def chunk_shard(doc_refined: pl.DataFrame, tokenizer,
             cols["line_end"].append(chunk.line_end)
             cols["chunk_text"].append(chunk.text)
             cols["n_tokens"].append(chunk.n_tokens)
+            cols["truncated"].append(chunk.truncated)
     return pl.DataFrame(cols, schema=SCHEMAS["chunked_shard"])
 
 

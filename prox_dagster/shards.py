@@ -62,6 +62,7 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "chunked_shard": {
         "doc_id": pl.String(), "chunk_index": pl.Int32(), "line_start": pl.Int32(),
         "line_end": pl.Int32(), "chunk_text": pl.String(), "n_tokens": pl.Int32(),
+        "truncated": pl.Boolean(),
     },
     "chunk_refined_shard": {
         "doc_id": pl.String(), "chunk_index": pl.Int32(), "line_start": pl.Int32(),

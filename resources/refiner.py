@@ -5,8 +5,10 @@ import os
 import dagster as dg
 from pydantic import PrivateAttr
 
+from prox_dagster.chunking import DEFAULT_MAX_TOKENS
 from prox_dagster.execute import ExecutionPolicy
 from prox_dagster.refiners import Refiner, build_refiner
+from prox_dagster.tokenization import SAMPLE_TOKENIZER, load_tokenizer, tokenizer_fingerprint
 
 from .settings import settings_resource
 
@@ -20,9 +22,18 @@ class RefinerResource(dg.ConfigurableResource):
     Built lazily once per process and shared by the doc and chunk steps of a run (the refine
     job runs in one process); models load on the first prompt. ``version`` is the lineage
     fingerprint used as the refiner assets' code version; computing it loads no model.
+
+    ``tokenizer`` is the refiner's tokenizer: it counts the chunk budget (``max_chunk_tokens``)
+    and prompt lengths. Empty: the model's own (``hf``, ``vllm``; for ``openai`` the served
+    model's name as a hub id, so set it to a folder or hub id for a server), ``sample`` for the
+    ``rules`` and ``classifier`` refiners. The pretraining tokenizer (``TokenizerResource``)
+    only writes token files and counts the tokens kept.
     """
 
     backend: str = "classifier"
+    tokenizer: str = ""
+    max_chunk_tokens: int = DEFAULT_MAX_TOKENS
+    max_prompt_tokens: int = 0
     classifier_model: str = ""
     doc_model: str = ""
     chunk_model: str = ""
@@ -45,6 +56,7 @@ class RefinerResource(dg.ConfigurableResource):
     options: dict[str, float] = {}
 
     _refiner: Refiner | None = PrivateAttr(default=None)
+    _chunk_fingerprint: str | None = PrivateAttr(default=None)
 
     @classmethod
     def from_env(cls, env=None) -> "RefinerResource":
@@ -57,7 +69,10 @@ class RefinerResource(dg.ConfigurableResource):
                  "batch_size": "PROX_REFINER_BATCH", "base_url": "PROX_REFINER_BASE_URL",
                  "api_key": "PROX_REFINER_API_KEY", "max_model_len": "PROX_MAX_MODEL_LEN",
                  "gpu_memory_utilization": "PROX_GPU_MEMORY_UTILIZATION",
-                 "tensor_parallel_size": "PROX_TENSOR_PARALLEL_SIZE"}
+                 "tensor_parallel_size": "PROX_TENSOR_PARALLEL_SIZE",
+                 "tokenizer": "PROX_REFINER_TOKENIZER",
+                 "max_chunk_tokens": "PROX_MAX_CHUNK_TOKENS",
+                 "max_prompt_tokens": "PROX_MAX_PROMPT_TOKENS"}
         types = {name: field.annotation for name, field in cls.model_fields.items()}
         values = {name: types[name](env[var]) for name, var in names.items() if var in env}
         return cls(**values)
@@ -69,7 +84,8 @@ class RefinerResource(dg.ConfigurableResource):
         if self.backend == "classifier":
             return {"model": self.classifier_model or None, **self.options}
         common = {"doc_model": self.doc_model, "chunk_model": self.chunk_model or None,
-                  "revision": self.revision or None, "dialect": self.dialect}
+                  "revision": self.revision or None, "dialect": self.dialect,
+                  "tokenizer": self.tokenizer or None}
         if self.backend == "hf":
             return {**common, "dtype": self.dtype, "device": self.device,
                     "batch_size": self.hf_batch_size}
@@ -82,7 +98,8 @@ class RefinerResource(dg.ConfigurableResource):
             return {**common, "base_url": self.base_url, "api_key": self.api_key or None,
                     "max_concurrency": self.max_concurrency,
                     "request_timeout_s": self.request_timeout_s,
-                    "max_retries": self.max_retries}
+                    "max_retries": self.max_retries,
+                    "max_prompt_tokens": self.max_prompt_tokens or None}
         return {}
 
     def get(self) -> Refiner:
@@ -93,6 +110,16 @@ class RefinerResource(dg.ConfigurableResource):
     @property
     def version(self) -> str:
         return self.get().version
+
+    def chunk_tokenizer(self):
+        """The tokenizer that counts the chunk budget: the refiner's (see the class doc)."""
+        own = self.get().tokenizer
+        return own if own is not None else load_tokenizer(self.tokenizer or SAMPLE_TOKENIZER)
+
+    def chunk_tokenizer_fingerprint(self) -> str:
+        if self._chunk_fingerprint is None:
+            self._chunk_fingerprint = tokenizer_fingerprint(self.chunk_tokenizer())
+        return self._chunk_fingerprint
 
     @property
     def uses_gpu(self) -> bool:

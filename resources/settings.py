@@ -29,12 +29,13 @@ def settings_values(*, refiner=None, policy=None, tokenizer=None, checks=None) -
     stages' code versions are computed from, at load time and in every run alike."""
     values: dict = {}
     if refiner is not None:
-        values["refiner"] = refiner.version
+        values.update(refiner=refiner.version,
+                      chunk_tokenizer=refiner.chunk_tokenizer_fingerprint(),
+                      max_chunk_tokens=refiner.max_chunk_tokens)
     if policy is not None:
         values["policy"] = policy.settings().version
     if tokenizer is not None:
-        values.update(chunk_tokenizer=tokenizer.fingerprint(), tokenizer=tokenizer.fingerprint(),
-                      max_chunk_tokens=tokenizer.max_chunk_tokens,
+        values.update(tokenizer=tokenizer.fingerprint(),
                       token_files=json.dumps(tokenizer.file_settings(), sort_keys=True))
     if checks is not None:
         values.update(dataclasses.asdict(checks.settings()))

@@ -1,11 +1,11 @@
-"""The tokenizer that counts, chunks and tokenizes clean text, and the token files it writes."""
+"""The pretraining tokenizer: it tokenizes clean text into token files and counts the tokens a
+shard keeps (chunk budgets are the refiner's tokenizer's: ``RefinerResource``)."""
 
 import os
 
 import dagster as dg
 from pydantic import PrivateAttr
 
-from prox_dagster.chunking import DEFAULT_MAX_TOKENS
 from prox_dagster.token_files import FORMATS, PROX_CHUNK_SIZE, TokenFileError, token_dtype
 from prox_dagster.tokenization import SAMPLE_TOKENIZER, load_tokenizer, tokenizer_fingerprint
 
@@ -20,7 +20,6 @@ class TokenizerResource(dg.ConfigurableResource):
     """
 
     name_or_path: str = SAMPLE_TOKENIZER
-    max_chunk_tokens: int = DEFAULT_MAX_TOKENS
     output_format: str = ""
     token_dtype: str = "auto"
     litgpt_chunk_size: int = PROX_CHUNK_SIZE

@@ -23,11 +23,19 @@ def test_chunks_cover_every_line_once_under_budget(sample_tokenizer):
         assert chunk.n_tokens == sum(len(sample_tokenizer.encode(x)) for x in lines)
 
 
-def test_a_line_over_budget_is_a_chunk_of_its_own(sample_tokenizer):
-    text = "short\n" + "long words " * 300 + "\nshort again\nend"
+def test_a_line_over_budget_is_a_chunk_of_its_own_cut_to_the_budget(sample_tokenizer):
+    long_line = "long words " * 300
+    text = "short\n" + long_line + "\nshort again\nend"
     chunks = chunk_lines(text, sample_tokenizer, max_tokens=50)
     assert [(c.line_start, c.line_end) for c in chunks] == [(0, 0), (1, 1), (2, 3)]
-    assert chunks[1].n_tokens > 50
+    assert [c.truncated for c in chunks] == [False, True, False]
+    cut = chunks[1]
+    assert 40 < cut.n_tokens <= 50 and cut.n_tokens == len(sample_tokenizer.encode(cut.text))
+    assert cut.text.startswith("[001]long words") and number_line(1, long_line).startswith(
+        cut.text)
+    # a budget below the number's own tokens still keeps the number
+    [tiny] = chunk_lines(long_line, sample_tokenizer, max_tokens=1)
+    assert tiny.truncated and tiny.text.startswith("[000]")
 
 
 def test_empty_text_is_one_empty_line_chunk(sample_tokenizer):
@@ -47,7 +55,15 @@ def test_identical_to_the_reference_on_real_documents(llama_tokenizer):
 
     path = shared_path("data", "web", "dragnet", "docs.jsonl")
     texts = [json.loads(line)["text"] for line in path.open()][:60]
+    cut = 0
     for budget in (1500, 120):
         ours = chunk_documents(texts, llama_tokenizer, budget)
+        cut += sum(c.truncated for chunks in ours for c in chunks)
         for text, chunks in zip(texts, ours):
-            assert [c.text for c in chunks] == reference_chunks(text, llama_tokenizer, budget)
+            reference = reference_chunks(text, llama_tokenizer, budget)
+            assert len(chunks) == len(reference)
+            for chunk, expected in zip(chunks, reference):
+                # a line over the budget: the reference keeps it whole, we cut it to the budget
+                assert expected.startswith(chunk.text) if chunk.truncated \
+                    else chunk.text == expected
+    assert cut > 0  # real pages have lines over 120 tokens

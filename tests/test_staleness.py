@@ -62,7 +62,7 @@ def test_a_cached_rerun_changes_no_data_version_and_leaves_everything_fresh(craw
 
 
 @pytest.mark.parametrize("change, stale", [
-    ({"max_chunk_tokens": 200}, ["chunked_shard"]),
+    ({"refiner": RefinerResource(max_chunk_tokens=200)}, ["chunked_shard"]),
     ({"policy": ProgramPolicy(min_words=30)}, ["doc_refined_shard", "clean_shard"]),
     ({"checks": CheckThresholds(max_quarantine_share=0.4)}, ["raw_shard"]),
 ])

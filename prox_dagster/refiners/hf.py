@@ -48,6 +48,10 @@ class HFRefiner(LMRefiner):
             self._models[name] = model.to(self.device).eval()
         return self._models[name]
 
+    def prompt_limit(self, model: str) -> int | None:
+        limit = getattr(self._model(model).config, "max_position_embeddings", None)
+        return None if limit is None else limit - 1
+
     def _generate(self, model_name: str, prompts: list[str], max_new_tokens: int) -> list[str]:
         import torch
 

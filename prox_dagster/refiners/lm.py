@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..lineage import refiner_fingerprint
 from ..prompts import DOC_MAX_PROMPT_TOKENS, MAX_NEW_TOKENS, PROMPT_FORMAT_VERSION
-from ..tokenization import cache_dir
+from ..tokenization import cache_dir, token_counts
 
 _HASHED = (".safetensors", ".bin", ".pt", ".gguf", ".json", ".model")
 
@@ -118,6 +118,7 @@ class LMRefiner:
         self.revision = revision
         self._commits: dict[str, str] = {}
         self.dialect = dialect
+        self.stats: dict[str, int] = {}
         self.tokenizer_source = tokenizer or self.chunk_model
         doc_name, chunk_name = short_model_name(self.doc_model), short_model_name(self.chunk_model)
         self.model_id = doc_name if self.doc_model == self.chunk_model else \
@@ -162,13 +163,28 @@ class LMRefiner:
         model = self.model_for(level)
         if not prompts:
             return []
-        # longest first: batches of similar length pad less, and memory peaks early
-        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-        outputs = self._generate(model, [prompts[i] for i in order], MAX_NEW_TOKENS[level])
         result = [""] * len(prompts)
+        limit = self.prompt_limit(model)
+        lengths = token_counts(self.tokenizer, prompts, add_special_tokens=True) \
+            if limit is not None else [0] * len(prompts)
+        for i, n in enumerate(lengths):
+            if n > limit:  # the engine would reject it, and the whole batch with it
+                result[i] = f"# skipped: the prompt has {n} tokens, over the {limit} of {model}"
+        self.stats["skipped_prompts"] = self.stats.get("skipped_prompts", 0) + sum(
+            1 for text in result if text)
+        # longest first: batches of similar length pad less, and memory peaks early
+        order = sorted((i for i in range(len(prompts)) if not result[i]),
+                       key=lambda i: -len(prompts[i]))
+        outputs = self._generate(model, [prompts[i] for i in order], MAX_NEW_TOKENS[level])
         for i, text in zip(order, outputs):
             result[i] = text.strip(" ")
         return result
+
+    def prompt_limit(self, model: str) -> int | None:
+        """The most prompt tokens ``model`` takes (None: no limit known here). A longer prompt
+        is not sent: its program is a comment saying why (it parses as empty: nothing to do,
+        and counts against the parse rate)."""
+        return None
 
     def _generate(self, model: str, prompts: list[str], max_new_tokens: int) -> list[str]:
         raise NotImplementedError

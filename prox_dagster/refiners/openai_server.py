@@ -1,24 +1,25 @@
 """The ``openai`` refiner: any OpenAI-compatible completions server (vLLM serve, SGLang, TGI).
 
-Requests run with bounded concurrency; a 429, a 5xx, a dropped connection or a timeout is
-retried with exponential backoff (``backoff_s * 2**attempt``, at most ``max_retries`` retries);
-any other error stops the batch with the server's answer in the message. The server's weights
-cannot be hashed from here, so ``revision`` (whatever names the served weights) is part of the
-version.
+Requests go through the ``openai`` package's client, with bounded concurrency: a 408, 409, 429,
+5xx, a dropped connection or a timeout is retried (at most ``max_retries`` times) after the
+server's ``Retry-After`` when it sends one (up to two minutes), else after an exponential
+backoff with jitter (0.5 s doubling to 8 s, minus up to 25%); any other error stops the batch with
+the server's answer in the message. The server's weights cannot be hashed from here, so
+``revision`` (whatever names the served weights) is part of the version.
+
+The refiner's tokenizer (``tokenizer``: a folder or hub id, by default the served model's name)
+counts chunk budgets and prompt lengths here, since the server's cannot be asked;
+``max_prompt_tokens`` (the server's ``--max-model-len`` less one, say) keeps a prompt the server
+would reject from being sent.
 """
 
 from __future__ import annotations
 
-import json
-import socket
-import time
-import urllib.error
-import urllib.request
+import functools
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from .lm import LMRefiner, RefinerError
-
-RETRIABLE = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
 class OpenAIRefiner(LMRefiner):
@@ -28,50 +29,74 @@ class OpenAIRefiner(LMRefiner):
                  api_key: str | None = None, revision: str | None = None,
                  dialect: str = "prox", tokenizer: str | None = None, max_concurrency: int = 8,
                  request_timeout_s: float = 120.0, max_retries: int = 5,
-                 backoff_s: float = 0.5):
+                 max_prompt_tokens: int | None = None):
+        if not base_url:
+            raise RefinerError("the openai backend needs base_url (the server's root URL, "
+                               "e.g. http://127.0.0.1:8000)")
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.max_concurrency = max_concurrency
         self.request_timeout_s = request_timeout_s
         self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self.stats = {"requests": 0, "retries": 0}
+        self.max_prompt_tokens = max_prompt_tokens
         super().__init__(doc_model, chunk_model, revision=revision, dialect=dialect,
                          tokenizer=tokenizer)
+        self.stats.update(requests=0, retries=0)
+        self._lock = threading.Lock()  # statistics are updated from the request threads
 
     def _identity(self, model: str) -> str:
         return f"{model}@{self.revision or 'served'}"
 
-    def _generate(self, model: str, prompts: list[str], max_new_tokens: int) -> list[str]:
-        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
-            return list(pool.map(lambda p: self._complete(model, p, max_new_tokens), prompts))
+    def prompt_limit(self, model: str) -> int | None:
+        return self.max_prompt_tokens
 
-    def _complete(self, model: str, prompt: str, max_tokens: int) -> str:
-        body = json.dumps({"model": model, "prompt": prompt, "max_tokens": max_tokens,
-                           "temperature": 0.0}).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
+    @functools.cached_property
+    def client(self):
+        try:
+            import openai
+        except ImportError as exc:
+            raise RefinerError("the openai backend needs the openai package: "
+                               "pip install 'prox-dagster[openai]'") from exc
+
+        def count(request) -> None:  # every attempt, retries included
+            with self._lock:
+                self.stats["requests"] += 1
+
+        http = openai.DefaultHttpxClient(event_hooks={"request": [count]})
+        return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key=self.api_key or "unused",
+                             max_retries=self.max_retries, timeout=self.request_timeout_s,
+                             http_client=http)
+
+    def _generate(self, model: str, prompts: list[str], max_new_tokens: int) -> list[str]:
+        client = self.client
+        before = self.stats["requests"]
+        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
+            outputs = list(pool.map(lambda p: self._complete(client, model, p, max_new_tokens),
+                                    prompts))
+        with self._lock:
+            self.stats["retries"] += self.stats["requests"] - before - len(prompts)
+        return outputs
+
+    def _complete(self, client, model: str, prompt: str, max_tokens: int) -> str:
+        import openai
+
         url = f"{self.base_url}/v1/completions"
-        for attempt in range(self.max_retries + 1):
-            self.stats["requests"] += 1
-            request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.request_timeout_s) as response:
-                    payload = json.loads(response.read())
-                return payload["choices"][0]["text"]
-            except urllib.error.HTTPError as exc:
-                detail = exc.read()[:300].decode("utf-8", "replace")
-                if exc.code not in RETRIABLE or attempt == self.max_retries:
-                    raise RefinerError(f"{url} answered {exc.code} for model {model!r} "
-                                       f"(attempt {attempt + 1}): {detail}") from exc
-            except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as exc:
-                if attempt == self.max_retries:
-                    raise RefinerError(f"{url} unreachable for model {model!r} after "
-                                       f"{attempt + 1} attempts: {exc}") from exc
-            except (KeyError, IndexError, ValueError) as exc:
-                raise RefinerError(f"{url} gave a malformed completion for {model!r}: {exc}"
-                                   ) from exc
-            self.stats["retries"] += 1
-            time.sleep(self.backoff_s * 2 ** attempt)
-        raise AssertionError("unreachable")
+        try:
+            response = client.completions.create(model=model, prompt=prompt,
+                                                 max_tokens=max_tokens, temperature=0.0)
+        except openai.APIStatusError as exc:
+            raise RefinerError(f"{url} answered {exc.status_code} for model {model!r}: "
+                               f"{str(exc)[:300]}") from exc
+        except openai.APIConnectionError as exc:  # timeouts included
+            raise RefinerError(f"{url} unreachable for model {model!r} after "
+                               f"{self.max_retries + 1} attempts: {exc}") from exc
+        try:
+            return response.choices[0].text
+        except (AttributeError, IndexError, TypeError) as exc:
+            raise RefinerError(f"{url} gave a malformed completion for {model!r}: {exc}"
+                               ) from exc
+
+    def close(self) -> None:
+        if "client" in self.__dict__:
+            self.client.close()
+            del self.__dict__["client"]

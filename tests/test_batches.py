@@ -167,6 +167,7 @@ def test_a_single_shard_run_reports_the_error_itself(crawl, instance):
     assert SHARDS[0] in text and "doc_refined_shard" in text and "does not exist" in text
 
 
+@pytest.mark.slow
 def test_many_tiny_shards_in_batched_runs_with_one_broken(tmp_path, instance):
     """40 shards in runs of 8, as a backfill with BackfillPolicy.multi_run(8) launches them:
     one corrupt shard fails its run's later stages only; a retry recomputes only it."""

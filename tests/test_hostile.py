@@ -358,6 +358,7 @@ def test_temp_files_of_a_killed_writer_go_with_the_next_write(tmp_path):
 RULES_WORKER = Path(__file__).with_name("hostile_rules.py")
 
 
+@pytest.mark.slow
 def test_every_rule_is_linear_on_1_mb_adversarial_lines():
     # each rule of the rules and classifier refiners on 1 MB lines built to break regexes
     # (spaces around separators, "cookie." repeated, mojibake runs, ...), within a budget of
@@ -369,6 +370,7 @@ def test_every_rule_is_linear_on_1_mb_adversarial_lines():
     assert not failures, failures
 
 
+@pytest.mark.slow
 def test_a_16_mb_single_line_document_runs_every_stage_in_bounded_memory():
     # a 51 MB one-line document took 54 s and 6 GB (the tokenizer's encoding of all of it);
     # counting in pieces keeps the stages' peak near the size of a few copies of the text

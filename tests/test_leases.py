@@ -16,7 +16,7 @@ from prox_dagster.sample import write_sample_crawl
 from prox_dagster.shards import ShardError
 from prox_dagster.store import ShardStore
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SHARD = "sample-crawl.00000"
 ROOT = Path(__file__).resolve().parent.parent
 

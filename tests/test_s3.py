@@ -17,7 +17,7 @@ from prox_dagster import definitions
 from prox_dagster.sample import write_sample_crawl
 from prox_dagster.store import sha256
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BUCKET = "prox-test"
 
 

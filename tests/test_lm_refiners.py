@@ -130,7 +130,9 @@ def test_trained_model_writes_parseable_programs_through_the_graph(tmp_path, tra
 @needs_vllm
 def test_over_long_lines_and_prompts_never_fail_a_vllm_batch(tiny_model):
     from prox_dagster.pipeline import chunk_shard, refine_chunks, refine_documents
+    from prox_dagster.refiners.vllm_engine import close_engines
 
+    close_engines()  # an engine of an earlier test would hold the memory this one asks for
     refiner = build_refiner("vllm", doc_model=str(tiny_model),
                             **{**VLLM_CPU, "max_model_len": 512, "gpu_memory_utilization": 0.1})
     try:

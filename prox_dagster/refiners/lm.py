@@ -168,7 +168,7 @@ class LMRefiner:
         lengths = token_counts(self.tokenizer, prompts, add_special_tokens=True) \
             if limit is not None else [0] * len(prompts)
         for i, n in enumerate(lengths):
-            if n > limit:  # the engine would reject it, and the whole batch with it
+            if limit is not None and n > limit:  # the engine would reject it, and the batch
                 result[i] = f"# skipped: the prompt has {n} tokens, over the {limit} of {model}"
         self.stats["skipped_prompts"] = self.stats.get("skipped_prompts", 0) + sum(
             1 for text in result if text)

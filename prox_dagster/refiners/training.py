@@ -55,14 +55,8 @@ def teacher_pairs(teacher: Refiner, texts: Sequence[str], tokenizer, *,
 
 def train_refiner(model_dir: str | Path, pairs: Sequence[tuple[str, str]], *, steps: int = 300,
                   batch_size: int = 8, lr: float = 3e-3, max_length: int = 512,
-                  seed: int = 0, progress=None, until=None, check_every: int = 150,
-                  first_check: int = 450) -> Path:
-    """Fine-tune the model in ``model_dir`` in place on ``pairs``; returns ``model_dir``.
-
-    ``until(model_dir) -> bool``: a property the model should have (say, parseable programs on
-    some pages), checked on the saved model after ``first_check`` steps and then every
-    ``check_every``; training stops once it holds, or after ``steps``. The caller checks the
-    result: training does not promise the property."""
+                  seed: int = 0, progress=None) -> Path:
+    """Fine-tune the model in ``model_dir`` in place on ``pairs``; returns ``model_dir``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -98,12 +92,5 @@ def train_refiner(model_dir: str | Path, pairs: Sequence[tuple[str, str]], *, st
         optimizer.zero_grad()
         if progress:
             progress(step + 1, steps, float(loss))
-        done = step + 1
-        if until is not None and done >= first_check and (done - first_check) % check_every == 0:
-            model.save_pretrained(str(model_dir))
-            model.eval()
-            if until(Path(model_dir)):
-                return Path(model_dir)
-            model.train()
     model.save_pretrained(str(model_dir))
     return Path(model_dir)

@@ -106,7 +106,6 @@ class LMRefiner:
     """Base of the model-backed refiners. Subclasses implement :meth:`_generate`."""
 
     backend = "lm"
-    max_doc_prompt_tokens: int | None = DOC_MAX_PROMPT_TOKENS
 
     def __init__(self, doc_model: str, chunk_model: str | None = None, *,
                  revision: str | None = None, dialect: str = "prox",
@@ -179,6 +178,13 @@ class LMRefiner:
         for i, text in zip(order, outputs):
             result[i] = text.strip(" ")
         return result
+
+    @property
+    def max_doc_prompt_tokens(self) -> int:
+        """ProX's 2,000 tokens, or fewer where the doc model takes fewer: a long page is cut
+        to fit rather than skipped."""
+        limit = self.prompt_limit(self.doc_model)
+        return DOC_MAX_PROMPT_TOKENS if limit is None else min(DOC_MAX_PROMPT_TOKENS, limit)
 
     def prompt_limit(self, model: str) -> int | None:
         """The most prompt tokens ``model`` takes (None: no limit known here). A longer prompt

@@ -40,7 +40,7 @@ class OpenAIRefiner(LMRefiner):
         self.max_retries = max_retries
         self.max_prompt_tokens = max_prompt_tokens
         super().__init__(doc_model, chunk_model, revision=revision, dialect=dialect,
-                         tokenizer=tokenizer)
+                         tokenizer=tokenizer, settings={"max_prompt_tokens": max_prompt_tokens})
         self.stats.update(requests=0, retries=0)
         self._lock = threading.Lock()  # statistics are updated from the request threads
 

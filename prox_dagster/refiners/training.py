@@ -2,9 +2,8 @@
 
 :func:`build_llama` writes a randomly initialised Llama of any shape (a few layers for tests, the
 0.35B ProX refiner shape for benchmarks) with a tokenizer, via ``save_pretrained``: nothing comes
-from a hub. :func:`train_refiner` fine-tunes such a model on (prompt -> program) pairs, e.g. the
-programs another refiner wrote (:func:`teacher_pairs`): the loss covers the program tokens and
-the EOS only, so the model learns to write programs and stop.
+from a hub. :func:`train_refiner` fine-tunes such a model on (prompt -> program) pairs: the loss
+covers the program tokens and the EOS only, so the model learns to write programs and stop.
 """
 
 from __future__ import annotations
@@ -13,9 +12,6 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..chunking import chunk_documents
-from ..prompts import chunk_prompt, doc_prompt
-from .base import Refiner
 
 PROX_REFINER_SHAPE = {"hidden_size": 1280, "num_hidden_layers": 24, "num_attention_heads": 16,
                       "num_key_value_heads": 1, "intermediate_size": 2048, "vocab_size": 32000}
@@ -43,16 +39,6 @@ def build_llama(out_dir: str | Path, tokenizer, *, seed: int = 0,
     return out
 
 
-def teacher_pairs(teacher: Refiner, texts: Sequence[str], tokenizer, *,
-                  max_chunk_tokens: int = 200, max_doc_tokens: int = 256) -> list[tuple[str, str]]:
-    """(prompt, program) pairs at both levels, with ``teacher`` writing the programs."""
-    doc_prompts = [doc_prompt(t, tokenizer, max_doc_tokens) for t in texts]
-    chunk_prompts = [chunk_prompt(c.text) for chunks in chunk_documents(
-        texts, tokenizer, max_chunk_tokens) for c in chunks]
-    return (list(zip(doc_prompts, teacher.generate(doc_prompts, level="doc")))
-            + list(zip(chunk_prompts, teacher.generate(chunk_prompts, level="chunk"))))
-
-
 def train_refiner(model_dir: str | Path, pairs: Sequence[tuple[str, str]], *, steps: int = 300,
                   batch_size: int = 8, lr: float = 3e-3, max_length: int = 512,
                   seed: int = 0, progress=None) -> Path:
@@ -73,6 +59,8 @@ def train_refiner(model_dir: str | Path, pairs: Sequence[tuple[str, str]], *, st
         labels = ([-100] * len(prompt_ids) + target)[-max_length:]
         examples.append((ids, labels))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    # decayed linearly to zero: the last steps settle instead of jumping around the minimum
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     for step in range(steps):
         batch = rng.sample(examples, min(batch_size, len(examples)))
@@ -89,8 +77,9 @@ def train_refiner(model_dir: str | Path, pairs: Sequence[tuple[str, str]], *, st
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        schedule.step()
         optimizer.zero_grad()
         if progress:
-            progress(step + 1, steps, float(loss))
+            progress(step + 1, steps, loss.item())
     model.save_pretrained(str(model_dir))
     return Path(model_dir)

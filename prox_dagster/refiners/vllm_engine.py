@@ -32,7 +32,8 @@ class VLLMRefiner(LMRefiner):
             "tensor_parallel_size": tensor_parallel_size, "enforce_eager": enforce_eager,
         }
         super().__init__(doc_model, chunk_model, revision=revision, dialect=dialect,
-                         tokenizer=tokenizer, settings={"dtype": dtype})
+                         tokenizer=tokenizer,
+                         settings={"dtype": dtype, "max_model_len": max_model_len})
 
     def _engine(self, model: str):
         key = (model, self.revision_of(model), tuple(sorted(self.engine_args.items())))

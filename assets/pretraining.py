@@ -4,7 +4,8 @@ import time
 
 import dagster as dg
 
-from prox_dagster.pretraining import build_manifest, check_uniform
+from prox_dagster.pretraining import (build_manifest, check_uniform, pack_set,
+                                      remove_stale_packs)
 from resources import ShardStorage, TokenizerResource
 
 from .common import location_value
@@ -22,7 +23,10 @@ def pretraining_set(context: dg.AssetExecutionContext, storage: ShardStorage,
     shard with its size, sha256, documents, tokens, dtype, format, tokenizer and the refiner
     versions that produced its text. Files unchanged since the last manifest (same size and
     modification time or ETag) keep their hash; only changed files are hashed again. Shards
-    tokenized with different tokenizers, formats or dtypes are refused, by name."""
+    tokenized with different tokenizers, formats or dtypes are refused, by name. For litgpt,
+    the shards' token streams are packed, in shard order, into `LITPKDS` chunks that run on
+    across shards (only the last is padded; `packed` in the manifest), reused while no shard's
+    stream and no chunk setting changed."""
     started = time.perf_counter()
     store = storage.store
     shards = sorted(context.instance.get_dynamic_partitions(shards_partitions_def.name))
@@ -30,7 +34,13 @@ def pretraining_set(context: dg.AssetExecutionContext, storage: ShardStorage,
     manifest, stats = build_manifest(store, shards, manifest_path,
                                      tokenizer.name_or_path, tokenizer.fingerprint())
     check_uniform(manifest)  # before the manifest is written: a training job reads only sets
+    packed_now = False
+    if manifest.formats == ["litgpt"]:
+        packed_now = pack_set(store, manifest, manifest_path, **tokenizer.pack_settings(),
+                              progress=lambda shard: context.log.debug(f"packed {shard}"))
     store.write_text(manifest.to_json(), "pretraining_set", "manifest.json")
+    for name in remove_stale_packs(store, manifest):
+        context.log.info(f"removed {name}: chunks of an earlier manifest")
     if manifest.missing_shards:
         context.log.warning(f"{len(manifest.missing_shards)} shards have no tokenized output "
                             f"yet: {manifest.missing_shards[:10]}")
@@ -42,6 +52,9 @@ def pretraining_set(context: dg.AssetExecutionContext, storage: ShardStorage,
         "total_tokens": manifest.total_tokens,
         "total_documents": manifest.total_documents,
         "formats": ", ".join(manifest.formats) or "none",
+        **({"litgpt_chunks": manifest.packed["chunks"],
+            "padding_tokens": manifest.packed["padding_tokens"],
+            "packed_now": packed_now} if manifest.packed else {}),
         "manifest": location_value(manifest_path),
         "shard_table": dg.MetadataValue.md(manifest.shard_table()),
         "document_lengths": dg.MetadataValue.md(manifest.histogram_table()),

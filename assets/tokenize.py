@@ -24,8 +24,9 @@ def build_tokenized_shard(code_version: str, token_format: str,
     def tokenized_shard(context: dg.AssetExecutionContext, storage: ShardStorage,
                         tokenizer: TokenizerResource):
         """Token ids of every kept document (no leading BOS, EOS appended) as Parquet,
-        Megatron `.bin`/`.idx` or litgpt `LITPKDS` chunks (the tokenizer resource's
-        `output_format`); documents that tokenize to nothing are skipped and counted."""
+        Megatron `.bin`/`.idx` or, for litgpt, a `.tokens` stream that `pretraining_set` packs
+        across shards (the tokenizer resource's `output_format`); documents that tokenize to
+        nothing are skipped and counted."""
         tok = tokenizer.get()
         settings = tokenizer.file_settings()
 
@@ -48,7 +49,7 @@ def build_tokenized_shard(code_version: str, token_format: str,
                     [f["bytes"] for f in files])},
                 extra={
                     "documents": written.documents, "tokens": written.tokens,
-                    "skipped_empty": written.skipped_empty, "docs_split": written.docs_split,
+                    "skipped_empty": written.skipped_empty,
                     "format": settings["fmt"], "dtype": written.dtype,
                     "length_histogram": written.histogram,
                     "document_lengths_preview": histogram_table(written.histogram),

@@ -190,9 +190,10 @@ def materialize_shards(definitions: dg.Definitions, instance: dg.DagsterInstance
 
 
 def materialize_pretraining_set(definitions: dg.Definitions, instance: dg.DagsterInstance,
-                                quiet: bool = True) -> dg.ExecuteInProcessResult:
+                                quiet: bool = True,
+                                token_files: dict | None = None) -> dg.ExecuteInProcessResult:
     job = definitions.resolve_job_def("pretraining_set_job")
-    return job.execute_in_process(instance=instance, run_config=run_config(quiet),
+    return job.execute_in_process(instance=instance, run_config=run_config(quiet, token_files),
                                   raise_on_error=False)
 
 

@@ -1,14 +1,16 @@
-"""The pre-training set's manifest: every token file of every shard, hashed incrementally."""
+"""The pre-training set's manifest: every token file of every shard, hashed incrementally;
+for litgpt, the chunks packed across shards (``packed``), which are what a training job reads."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
 from .fingerprint import read_sidecar
-from .store import ShardStore, exists, sha256, version
-from .token_files import HISTOGRAM_EDGES, histogram_table
+from .store import ShardStore, exists, filesystem, sha256, version
+from .token_files import HISTOGRAM_EDGES, histogram_table, pack_litgpt
 
 TOKENIZED = "tokenized_shard"
 
@@ -21,6 +23,7 @@ class Manifest:
     missing_shards: list[str] = field(default_factory=list)
     histogram_edges: list[int] = field(default_factory=lambda: list(HISTOGRAM_EDGES))
     histogram: list[int] = field(default_factory=lambda: [0] * len(HISTOGRAM_EDGES))
+    packed: dict | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -59,7 +62,7 @@ class MixedShardsError(ValueError):
 def check_uniform(manifest: Manifest) -> None:
     """Raise :class:`MixedShardsError` naming the shards when they were tokenized with
     different tokenizers, formats or dtypes (a training job would read wrong ids)."""
-    groups: dict[tuple, list[str]] = defaultdict(list)
+    groups: dict[tuple, list[str]] = defaultdict(list)  # one group: a set
     for entry in manifest.shards:
         groups[(entry["tokenizer"], entry["tokenizer_hash"], entry["format"],
                 entry["dtype"])].append(entry["shard"])
@@ -74,12 +77,72 @@ def check_uniform(manifest: Manifest) -> None:
             "re-tokenize them with one setting (materialize tokenized_shard for them)")
 
 
-def _previous_hashes(store: ShardStore, manifest: str) -> dict[str, dict]:
+def _previous(store: ShardStore, manifest: str) -> dict:
     try:
-        previous = json.loads(store.read_text(manifest)) if exists(manifest) else {}
+        return json.loads(store.read_text(manifest)) if exists(manifest) else {}
     except (OSError, ValueError):
         return {}
+
+
+def _previous_hashes(store: ShardStore, manifest: str) -> dict[str, dict]:
+    previous = _previous(store, manifest)
     return {f["file"]: f for s in previous.get("shards", []) for f in s.get("files", [])}
+
+
+PACKED_PREFIX = "litgpt-"
+
+
+def pack_set(store: ShardStore, manifest: Manifest, manifest_location: str, *,
+             chunk_size: int, sep_token: int, progress=None) -> bool:
+    """Pack the litgpt shards' token streams, in shard order, into
+    ``pretraining_set/litgpt-{key}/train_{i:010d}.bin`` and record them as
+    ``manifest.packed``; returns False when the previous manifest's chunks (same streams, same
+    settings: same key) were reused. Nothing to do for other formats."""
+    if not manifest.shards or manifest.formats != ["litgpt"]:
+        return False
+    dtype = manifest.shards[0]["dtype"]
+    key = hashlib.sha256(json.dumps(
+        [[s["shard"], [f["sha256"] for f in s["files"]]] for s in manifest.shards]
+        + [dtype, chunk_size, sep_token]).encode()).hexdigest()[:16]
+    previous = _previous(store, manifest_location).get("packed") or {}
+    if previous.get("key") == key and all(exists(f["file"]) for f in previous["files"]):
+        manifest.packed = previous
+        return False
+    folder = f"pretraining_set/{PACKED_PREFIX}{key}"
+
+    def streams():
+        for entry in manifest.shards:
+            for f in entry["files"]:
+                with store.open(f["file"]) as stream:
+                    yield stream
+                if progress:
+                    progress(entry["shard"])
+
+    with store.staging_dir(folder) as local:
+        packed = pack_litgpt(streams(), local, dtype, chunk_size=chunk_size,
+                             sep_token=sep_token)
+        files = store.publish(folder, packed.files)
+    manifest.packed = {
+        "format": "litgpt", "key": key, "folder": store.location(folder),
+        "chunk_size": chunk_size, "sep_token": sep_token, "dtype": dtype,
+        "chunks": packed.chunks, "tokens": packed.tokens,
+        "padding_tokens": packed.padding_tokens,
+        "files": [{"file": store.location(folder, f["name"]), "bytes": f["bytes"],
+                   "sha256": f["sha256"]} for f in files]}
+    return True
+
+
+def remove_stale_packs(store: ShardStore, manifest: Manifest) -> list[str]:
+    """Packed folders the manifest no longer names (call after writing it)."""
+    fs, root = filesystem(store.location("pretraining_set"))
+    keep = (manifest.packed or {}).get("key")
+    removed = []
+    for path in fs.ls(root, detail=False) if fs.exists(root) else []:
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        if name.startswith(PACKED_PREFIX) and name != f"{PACKED_PREFIX}{keep}":
+            fs.rm(path, recursive=True)
+            removed.append(name)
+    return removed
 
 
 def build_manifest(store: ShardStore, shards: list[str], manifest: str,

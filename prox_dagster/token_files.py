@@ -11,28 +11,31 @@ Three formats, one per run (``FORMATS``):
     count ``<Q``, then the sequence lengths (int32), their byte offsets in ``.bin`` (int64) and
     the document indices (int64, ``0..n``): one sequence per document.
 ``litgpt``
-    ``{shard}_{i:010d}.bin``: litgpt / TinyLlama ``PackedDataset`` chunks, which ProX's training
-    code reads: magic ``LITPKDS``, version ``<Q`` 1, dtype code ``<B``, chunk size ``<Q``, then
-    exactly ``chunk_size`` tokens, padded with ``sep_token`` (ProX uses BOS). A document that does
-    not fit in what is left of a chunk starts the next one, so no document straddles two files;
-    only a document longer than a whole chunk is split (counted as ``docs_split``). The last,
-    partly filled chunk is kept (ProX's script drops it; dropping data is not ours to decide).
+    ``{shard}.tokens``: the shard's token ids back to back, no header. litgpt / TinyLlama
+    ``PackedDataset`` chunks are cut from the whole set, not per shard (per shard, every shard's
+    last chunk would be mostly padding): :func:`pack_litgpt` packs the shards' streams, in
+    shard order, into ``{prefix}_{i:010d}.bin`` files, which ProX's training code reads: magic
+    ``LITPKDS``, version ``<Q`` 1, dtype code ``<B``, chunk size ``<Q``, then exactly
+    ``chunk_size`` tokens. As in TinyLlama's builder, a document runs on into the next chunk;
+    only the set's last chunk is padded, with ``sep_token`` (ProX uses BOS), and kept (ProX's
+    script drops it; dropping data is not ours to decide).
 
 Conventions of ProX's pre-training data preparation: no leading BOS, EOS appended to every
-document, the smallest unsigned dtype that holds the vocabulary. Documents of one shard never
-mix with another shard's. Memory is bounded by a batch of documents, not by the shard; every file
-is written under a temporary name and renamed into place once all of the shard's files are done.
+document, the smallest unsigned dtype that holds the vocabulary. Memory is bounded by a batch of
+documents, not by the shard; every file is written under a temporary name and renamed into place
+once all of the shard's files are done.
 """
 
 from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -105,7 +108,6 @@ class TokenizedShard:
     documents: int = 0
     tokens: int = 0
     skipped_empty: int = 0
-    docs_split: int = 0
     dtype: str = ""
     histogram: list[int] = field(default_factory=lambda: [0] * len(HISTOGRAM_EDGES))
 
@@ -191,48 +193,72 @@ class _MegatronWriter:
             f.write(doc_idx.tobytes(order="C"))
 
 
-class _LitgptWriter:
-    def __init__(self, files: _StagedFiles, shard: str, dtype: np.dtype, chunk_size: int,
-                 sep_token: int, stats: TokenizedShard):
-        if chunk_size < 1:
-            raise TokenFileError(f"litgpt chunk_size must be positive, not {chunk_size}")
-        self.files, self.shard, self.dtype = files, shard, dtype
-        self.chunk_size, self.sep_token, self.stats = chunk_size, sep_token, stats
-        self.chunk = np.full(chunk_size, sep_token, dtype=dtype)
-        self.used = 0
-        self.counter = 0
-
-    def _flush(self) -> None:
-        with self.files.open(f"{self.shard}_{self.counter:010d}.bin") as f:
-            f.write(LITGPT_MAGIC)
-            f.write(struct.pack("<Q", 1))
-            f.write(struct.pack("<B", DTYPE_CODES[self.dtype]))
-            f.write(struct.pack("<Q", self.chunk_size))
-            f.write(self.chunk.tobytes(order="C"))
-        self.counter += 1
-        self.chunk.fill(self.sep_token)
-        self.used = 0
+class _StreamWriter:
+    def __init__(self, files: _StagedFiles, shard: str):
+        self.out = files.open(f"{shard}.tokens")
 
     def add(self, ids: list[str], flat: np.ndarray, lengths: np.ndarray) -> None:
-        start = 0
-        for length in lengths.tolist():
-            doc = flat[start:start + length]
-            start += length
-            if self.used and self.used + length > self.chunk_size:
-                self._flush()  # the document starts the next chunk rather than straddle two
-            if length > self.chunk_size:
-                self.stats.docs_split += 1
-            while len(doc):
-                take = min(len(doc), self.chunk_size - self.used)
-                self.chunk[self.used:self.used + take] = doc[:take]
-                self.used += take
-                doc = doc[take:]
-                if self.used == self.chunk_size:
-                    self._flush()
+        self.out.write(flat.tobytes(order="C"))
 
     def close(self) -> None:
-        if self.used:
-            self._flush()
+        self.out.close()
+
+
+@dataclass
+class PackedSet:
+    """What :func:`pack_litgpt` wrote."""
+
+    files: list[Path]
+    chunks: int = 0
+    tokens: int = 0
+    padding_tokens: int = 0
+
+
+def pack_litgpt(streams: Iterable[BinaryIO], out_dir: str | os.PathLike, dtype: np.dtype, *,
+                chunk_size: int = PROX_CHUNK_SIZE, sep_token: int, prefix: str = "train",
+                block_tokens: int = 1 << 22) -> PackedSet:
+    """Cut the token ``streams`` (open binary files of ``dtype`` ids, read in order, a block
+    at a time) into litgpt chunk files in ``out_dir``; only the last chunk is padded."""
+    if chunk_size < 1:
+        raise TokenFileError(f"litgpt chunk_size must be positive, not {chunk_size}")
+    dtype = np.dtype(dtype)
+    files = _StagedFiles(Path(out_dir))
+    result = PackedSet(files=[])
+    chunk = np.empty(chunk_size, dtype=dtype)
+    used = 0
+
+    def flush() -> None:
+        with files.open(f"{prefix}_{result.chunks:010d}.bin") as f:
+            f.write(LITGPT_MAGIC + struct.pack("<Q", 1) + struct.pack("<B", DTYPE_CODES[dtype])
+                    + struct.pack("<Q", chunk_size))
+            f.write(chunk.tobytes(order="C"))
+        result.chunks += 1
+
+    try:
+        for stream in streams:
+            while data := stream.read(block_tokens * dtype.itemsize):
+                if len(data) % dtype.itemsize:
+                    raise TokenFileError(f"a token stream of {dtype.name} ids ends inside an "
+                                         f"id ({len(data)} bytes read): the file is damaged")
+                block = np.frombuffer(data, dtype=dtype)
+                result.tokens += len(block)
+                while len(block):
+                    take = min(len(block), chunk_size - used)
+                    chunk[used:used + take] = block[:take]
+                    used += take
+                    block = block[take:]
+                    if used == chunk_size:
+                        flush()
+                        used = 0
+        if used:
+            chunk[used:] = sep_token
+            result.padding_tokens = chunk_size - used
+            flush()
+        result.files = files.commit()
+    except BaseException:
+        files.abort()
+        raise
+    return result
 
 
 def iter_kept_texts(clean_path, batch_size: int) -> Iterator[tuple[list[str], list[str]]]:
@@ -264,9 +290,7 @@ def _encoded_batches(clean_path, batch_size: int, encode) -> Iterator[tuple[list
 
 
 def write_token_files(clean_path, out_dir: str | os.PathLike, shard: str,
-                      tokenizer, fmt: str, *, dtype: str = "auto",
-                      chunk_size: int = PROX_CHUNK_SIZE, sep_token: int | None = None,
-                      batch_size: int = 1024,
+                      tokenizer, fmt: str, *, dtype: str = "auto", batch_size: int = 1024,
                       progress: Callable[[int], None] | None = None) -> TokenizedShard:
     """Tokenize the kept documents of a clean shard (a path or an open binary file) into the
     local folder ``out_dir`` in format ``fmt``.
@@ -282,11 +306,7 @@ def write_token_files(clean_path, out_dir: str | os.PathLike, shard: str,
     stats = TokenizedShard(files=[], dtype=np_dtype.name)
     files = _StagedFiles(Path(out_dir))
     if fmt == "litgpt":
-        sep = tokenizer.bos_token_id if sep_token is None else sep_token
-        if sep is None:
-            raise TokenFileError(f"tokenizer {tokenizer_name(tokenizer)!r} has no BOS token to "
-                                 "pad litgpt chunks with; set sep_token")
-        writer = _LitgptWriter(files, shard, np_dtype, chunk_size, sep, stats)
+        writer = _StreamWriter(files, shard)
     elif fmt == "megatron":
         writer = _MegatronWriter(files, shard, np_dtype)
     else:

@@ -14,9 +14,10 @@ class TokenizerResource(dg.ConfigurableResource):
     """Any Hugging Face tokenizer (local folder or hub id); ``sample`` is the offline default.
 
     ``output_format`` picks the token files of ``tokenized_shard`` (empty: ``PROX_TOKEN_FORMAT``,
-    else ``parquet``): ``parquet``, ``megatron`` (``.bin``/``.idx``) or ``litgpt`` (``LITPKDS`` chunks of ``litgpt_chunk_size`` tokens padded
-    with ``sep_token``, BOS when negative). ``token_dtype`` ``auto`` takes the smallest that
-    holds the vocabulary.
+    else ``parquet``): ``parquet``, ``megatron`` (``.bin``/``.idx``) or ``litgpt`` (a token
+    stream per shard, which ``pretraining_set`` packs across shards into ``LITPKDS`` chunks of
+    ``litgpt_chunk_size`` tokens; the set's last chunk is padded with ``sep_token``, BOS when
+    negative). ``token_dtype`` ``auto`` takes the smallest that holds the vocabulary.
     """
 
     name_or_path: str = SAMPLE_TOKENIZER
@@ -45,8 +46,15 @@ class TokenizerResource(dg.ConfigurableResource):
             raise TokenFileError(f"token output format {fmt!r} (TokenizerResource.output_format "
                                  f"or PROX_TOKEN_FORMAT) is not one of {FORMATS}")
         dtype = token_dtype(len(self.get()), self.token_dtype)
-        settings = {"fmt": fmt, "dtype": dtype.name}
-        if fmt == "litgpt":
-            settings.update(chunk_size=self.litgpt_chunk_size,
-                            sep_token=None if self.sep_token < 0 else self.sep_token)
-        return settings
+        return {"fmt": fmt, "dtype": dtype.name}
+
+    def pack_settings(self) -> dict:
+        """How ``pretraining_set`` cuts litgpt chunks: size and padding token."""
+        sep = self.get().bos_token_id if self.sep_token < 0 else self.sep_token
+        if sep is None:
+            raise TokenFileError(f"tokenizer {self.name_or_path!r} has no BOS token to pad the "
+                                 "last litgpt chunk with; set sep_token")
+        if self.litgpt_chunk_size < 1:
+            raise TokenFileError(f"litgpt_chunk_size must be positive, not "
+                                 f"{self.litgpt_chunk_size}")
+        return {"chunk_size": self.litgpt_chunk_size, "sep_token": sep}

@@ -3,6 +3,7 @@
 import json
 
 import dagster as dg
+import numpy as np
 import pytest
 
 from assets.common import RECOMPUTE_TAG
@@ -32,7 +33,7 @@ def test_the_format_is_chosen_per_run_and_replaces_the_previous_files(crawl, ins
     shard = SHARDS[0]
     expected = {"parquet": [f"{shard}.parquet"],
                 "megatron": [f"{shard}.bin", f"{shard}.idx"],
-                "litgpt": [f"{shard}_0000000000.bin", f"{shard}_0000000001.bin"]}
+                "litgpt": [f"{shard}.tokens"]}
     for fmt, files in expected.items():
         settings = {"output_format": fmt, "litgpt_chunk_size": 2048}
         result = definitions.materialize_shard(defs, instance, shard, token_files=settings)
@@ -116,3 +117,43 @@ def test_a_set_that_mixes_formats_or_tokenizers_is_refused_by_name(crawl, instan
     # one format again: the set is accepted
     assert definitions.materialize_shard(defs, instance, SHARDS[2]).success
     assert definitions.materialize_pretraining_set(defs, instance).success
+
+
+def test_litgpt_chunks_are_packed_across_the_set_and_repacked_only_when_it_changes(crawl,
+                                                                                   instance):
+    from prox_dagster.tokenization import load_tokenizer
+
+    defs = definitions.build_definitions(data_dir=crawl)
+    definitions.register_new_shards(defs, instance)
+    litgpt = {"output_format": "litgpt", "litgpt_chunk_size": 2048}
+    assert definitions.materialize_shards(defs, instance, SHARDS[0], SHARDS[-1],
+                                          token_files=litgpt).success
+    assert definitions.materialize_pretraining_set(defs, instance, token_files=litgpt).success
+    manifest = json.loads((crawl / "pretraining_set" / "manifest.json").read_text())
+    packed = manifest["packed"]
+    streams = [np.fromfile(crawl / "tokenized_shard" / f"{s}.tokens", np.uint16)
+               for s in SHARDS]
+    total = sum(map(len, streams))
+    assert packed["tokens"] == total == manifest["total_tokens"]
+    # one padded chunk at the end of the set, not one per shard
+    assert packed["chunks"] == -(-total // 2048) and len(packed["files"]) == packed["chunks"]
+    assert packed["padding_tokens"] == packed["chunks"] * 2048 - total < 2048
+    data = np.concatenate([np.frombuffer(open(f["file"], "rb").read()[24:], np.uint16)
+                           for f in packed["files"]])
+    assert (data[:total] == np.concatenate(streams)).all()
+    assert (data[total:] == load_tokenizer("sample").bos_token_id).all()
+    assert all(f["sha256"] == sha256(f["file"]) for f in packed["files"])
+    meta = definitions.latest_metadata(instance, "pretraining_set")
+    assert meta["litgpt_chunks"] == packed["chunks"] and meta["packed_now"] is True
+    assert meta["padding_tokens"] == packed["padding_tokens"]
+
+    # nothing changed: the chunks are reused
+    assert definitions.materialize_pretraining_set(defs, instance, token_files=litgpt).success
+    assert definitions.latest_metadata(instance, "pretraining_set")["packed_now"] is False
+    # another chunk size: packed again, and the old chunks are removed once the manifest moved
+    bigger = {**litgpt, "litgpt_chunk_size": 4096}
+    assert definitions.materialize_pretraining_set(defs, instance, token_files=bigger).success
+    after = json.loads((crawl / "pretraining_set" / "manifest.json").read_text())["packed"]
+    assert after["chunk_size"] == 4096 and after["key"] != packed["key"]
+    folders = [p.name for p in (crawl / "pretraining_set").iterdir() if p.is_dir()]
+    assert folders == [f"litgpt-{after['key']}"]

@@ -9,7 +9,8 @@ import polars as pl
 import pytest
 
 from conftest import shared_path
-from prox_dagster.token_files import TokenFileError, token_dtype, write_token_files
+from prox_dagster.token_files import (TokenFileError, pack_litgpt, token_dtype,
+                                      write_token_files)
 
 # Dtype codes as Megatron-LM's indexed_dataset and litgpt's packed_dataset define them.
 SPEC_DTYPES = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 6: np.float64,
@@ -106,28 +107,48 @@ def test_megatron_files_hold_every_document_exactly(tmp_path, clean_shard, web_d
     assert stats.tokens == sum(map(len, docs)) and sum(stats.histogram) == len(docs)
 
 
-def test_litgpt_chunks_pad_with_bos_and_never_split_a_document(tmp_path, clean_shard, web_docs,
-                                                                llama_tokenizer):
-    chunk_size = 8192
-    stats = write_token_files(clean_shard, tmp_path / "out", "web.00000", llama_tokenizer,
-                              "litgpt", chunk_size=chunk_size, batch_size=64)
-    names = [p.name for p in stats.files]
-    assert names == [f"web.00000_{i:010d}.bin" for i in range(len(names))] and len(names) > 3
-    dtype, size, chunks = read_litgpt(sorted(stats.files))
-    assert dtype == np.uint16 and size == chunk_size
-    bos, eos = llama_tokenizer.bos_token_id, llama_tokenizer.eos_token_id
+def test_litgpt_chunks_are_packed_across_shards_and_only_the_last_is_padded(
+        tmp_path, clean_shard, web_docs, llama_tokenizer):
+    # two shards' token streams, as tokenized_shard writes them
+    half = len(web_docs) // 2
     expected = expected_ids(llama_tokenizer, [t for _, t in web_docs])
-    long_docs = sum(len(d) > chunk_size for d in expected)
-    assert stats.docs_split == long_docs
-    stream = []
-    for chunk in chunks:
-        tokens = chunk.tolist()
-        while tokens and tokens[-1] == bos:  # padding: documents end with EOS, never BOS
-            tokens.pop()
-        # a chunk ends where a document ends, unless a longer-than-chunk document fills it
-        assert tokens[-1] == eos or len(tokens) == chunk_size
-        stream.extend(tokens)
-    assert stream == sum(expected, [])
+    streams = []
+    for name, docs in (("a", web_docs[:half]), ("b", web_docs[half:])):
+        path = tmp_path / f"{name}.parquet"
+        pl.DataFrame({"id": [d for d, _ in docs], "text": [t for _, t in docs],
+                      "status": ["kept"] * len(docs)}).write_parquet(path)
+        stats = write_token_files(path, tmp_path / "shards", name, llama_tokenizer, "litgpt",
+                                  batch_size=64)
+        assert [p.name for p in stats.files] == [f"{name}.tokens"]
+        streams.append(stats.files[0])
+    stream = np.concatenate([np.fromfile(p, np.uint16) for p in streams]).tolist()
+    assert stream == sum(expected, [])  # the ids back to back, EOS after each document
+
+    chunk_size = 8192
+    opened = [open(p, "rb") for p in streams]
+    packed = pack_litgpt(opened, tmp_path / "set", np.uint16, chunk_size=chunk_size,
+                         sep_token=llama_tokenizer.bos_token_id, block_tokens=1000)
+    names = [p.name for p in packed.files]
+    assert names == [f"train_{i:010d}.bin" for i in range(len(names))]
+    assert packed.chunks == len(names) == -(-len(stream) // chunk_size)
+    assert packed.tokens == len(stream)
+    assert packed.padding_tokens == packed.chunks * chunk_size - len(stream) < chunk_size
+    dtype, size, chunks = read_litgpt(packed.files)
+    assert dtype == np.uint16 and size == chunk_size
+    read = np.concatenate(chunks).tolist()
+    # documents run on across chunks and across the two shards; only the tail is padding
+    assert read[:len(stream)] == stream
+    assert read[len(stream):] == [llama_tokenizer.bos_token_id] * packed.padding_tokens
+
+
+def test_a_damaged_token_stream_is_an_error_and_writes_no_chunk(tmp_path):
+    good, bad = tmp_path / "good.tokens", tmp_path / "bad.tokens"
+    np.arange(10, dtype=np.uint16).tofile(good)
+    bad.write_bytes(b"\x01\x00\x02")  # a uint16 stream cut inside an id
+    with pytest.raises(TokenFileError, match="ends inside an id"):
+        pack_litgpt([open(good, "rb"), open(bad, "rb")], tmp_path / "set", np.uint16,
+                    chunk_size=4, sep_token=1)
+    assert not any((tmp_path / "set").iterdir())
 
 
 def test_parquet_lists_use_the_smallest_dtype(tmp_path, clean_shard, web_docs, llama_tokenizer):
@@ -179,6 +200,6 @@ def test_shards_without_kept_documents(tmp_path, llama_tokenizer):
     assert mega.documents == 0 and mega.skipped_empty == 1
     assert read_megatron(tmp_path / "m" / "s") == (np.dtype(np.uint16), [])
     lit = write_token_files(path, tmp_path / "l", "s", llama_tokenizer, "litgpt")
-    assert lit.files == []
+    assert [p.read_bytes() for p in lit.files] == [b""]
     with pytest.raises(TokenFileError, match="unknown token format 'bin'"):
         write_token_files(path, tmp_path / "x", "s", llama_tokenizer, "bin")

@@ -170,7 +170,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         console.print(f"[red]{exc}")
         return 2
     resources = defs.resources
-    refiner = resources["refiner"]
+    refiner = resources["refiner"].resolved()
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("evaluating", total=len(sets))
 

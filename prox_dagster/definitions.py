@@ -80,7 +80,8 @@ def build_definitions(*, data_dir: str | os.PathLike | None = None,
             str(cache_dir() / "models") if is_remote(data) else join(data, "models")),
     }
     per_run = shards_per_run or int(env.get("PROX_SHARDS_PER_RUN", "16"))
-    versions = stage_code_versions(resources)
+    live = refiner.resolved()  # its EnvVar values read, as a run will see them
+    versions = stage_code_versions({**resources, "refiner": live})
     with warnings.catch_warnings():
         # Batched backfills (BackfillPolicy) are beta and per-partition checks preview in Dagster
         # 1.13; the graph is built on both, so these two load-time notices only are silenced
@@ -88,9 +89,9 @@ def build_definitions(*, data_dir: str | os.PathLike | None = None,
                                 message=".*backfill_policy.*")
         warnings.filterwarnings("ignore", category=dg.PreviewWarning,
                                 message=".*partitions_def on an AssetCheckSpec.*")
-        assets = build_assets(versions, refiner.version,
+        assets = build_assets(versions, live.version,
                               loaded_tokenizer_of(resources).file_settings()["fmt"],
-                              refiner.op_tags(), per_run)
+                              live.op_tags(), per_run)
     return dg.Definitions(
         assets=assets,
         executor=executor(env.get("PROX_EXECUTOR", "in_process")),
@@ -123,7 +124,7 @@ def stage_code_versions(resources: dict) -> dict[str, str]:
     """Every shard stage's code version from these resources' settings: what the assets
     declare, the audit compares against and automation acts on."""
     return fingerprint.code_versions(settings_values(
-        refiner=resources["refiner"], policy=resources["policy"],
+        refiner=resources["refiner"].resolved(), policy=resources["policy"],
         tokenizer=loaded_tokenizer_of(resources), checks=resources["checks"]))
 
 

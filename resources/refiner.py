@@ -1,6 +1,7 @@
 """The refiner (a GPU resource for LM backends) and the program execution policy."""
 
 import os
+from typing import ClassVar
 
 import dagster as dg
 from pydantic import PrivateAttr
@@ -13,11 +14,110 @@ from prox_dagster.tokenization import SAMPLE_TOKENIZER, load_tokenizer, tokenize
 from .settings import settings_resource
 
 
+def _from_env(cls, env: dict[str, str], floats: tuple[str, ...] = ()):
+    """``cls`` with each field whose variable (``cls.ENV``) is set taken from it: a
+    ``dg.EnvVar`` (the UI shows the variable, not a secret's value), ``EnvVar.int`` for ints;
+    floats are read here (Dagster's EnvVar has no float form)."""
+    values = {}
+    for name, var in cls.ENV.items():
+        if var not in os.environ:
+            continue
+        if name in floats:
+            values[name] = float(os.environ[var])
+        elif cls.model_fields[name].annotation is int:
+            values[name] = dg.EnvVar.int(var)
+        else:
+            values[name] = dg.EnvVar(var)
+    return cls(**values, **env)
+
+
+class ClassifierSettings(dg.Config):
+    """``classifier``: the learned CPU refiner. ``model``: a model file written by
+    ``train-refiner`` (empty: the one shipped with the package); ``options``: its rule
+    options (see ``RulesConfig``)."""
+
+    ENV: ClassVar[dict[str, str]] = {"model": "PROX_CLASSIFIER_MODEL"}
+    model: str = ""
+    options: dict[str, float] = {}
+
+    def refiner_options(self) -> dict:
+        return {"model": self.model or None, **self.options}
+
+
+class RulesSettings(dg.Config):
+    """``rules``: the rules refiner's options (``RulesConfig`` fields)."""
+
+    ENV: ClassVar[dict[str, str]] = {}
+    options: dict[str, float] = {}
+
+    def refiner_options(self) -> dict:
+        return dict(self.options)
+
+
+class HFSettings(dg.Config):
+    """``hf``: transformers; ``batch_size`` prompts per ``generate`` call."""
+
+    ENV: ClassVar[dict[str, str]] = {"dtype": "PROX_REFINER_DTYPE",
+                                     "device": "PROX_REFINER_DEVICE"}
+    dtype: str = "auto"
+    device: str = "auto"
+    batch_size: int = 8
+
+    def refiner_options(self) -> dict:
+        return {"dtype": self.dtype, "device": self.device, "batch_size": self.batch_size}
+
+
+class VLLMSettings(dg.Config):
+    """``vllm``: the offline engine's arguments."""
+
+    ENV: ClassVar[dict[str, str]] = {
+        "dtype": "PROX_REFINER_DTYPE", "max_model_len": "PROX_MAX_MODEL_LEN",
+        "gpu_memory_utilization": "PROX_GPU_MEMORY_UTILIZATION",
+        "tensor_parallel_size": "PROX_TENSOR_PARALLEL_SIZE"}
+    dtype: str = "auto"
+    max_model_len: int = 4096
+    gpu_memory_utilization: float = 0.9
+    tensor_parallel_size: int = 1
+    enforce_eager: bool = False
+
+    def refiner_options(self) -> dict:
+        return {"dtype": self.dtype, "max_model_len": self.max_model_len,
+                "gpu_memory_utilization": self.gpu_memory_utilization,
+                "tensor_parallel_size": self.tensor_parallel_size,
+                "enforce_eager": self.enforce_eager}
+
+
+class OpenAISettings(dg.Config):
+    """``openai``: an OpenAI-compatible completions server. ``max_prompt_tokens``: the most
+    the server takes (its ``--max-model-len`` less one; 0: not checked here)."""
+
+    ENV: ClassVar[dict[str, str]] = {
+        "base_url": "PROX_REFINER_BASE_URL", "api_key": "PROX_REFINER_API_KEY",
+        "max_prompt_tokens": "PROX_MAX_PROMPT_TOKENS"}
+    base_url: str = ""
+    api_key: str = ""
+    max_concurrency: int = 8
+    request_timeout_s: float = 120.0
+    max_retries: int = 5
+    max_prompt_tokens: int = 0
+
+    def refiner_options(self) -> dict:
+        return {"base_url": self.base_url, "api_key": self.api_key or None,
+                "max_concurrency": self.max_concurrency,
+                "request_timeout_s": self.request_timeout_s, "max_retries": self.max_retries,
+                "max_prompt_tokens": self.max_prompt_tokens or None}
+
+
+LM_BACKENDS = ("hf", "vllm", "openai")
+
+
 class RefinerResource(dg.ConfigurableResource):
     """Which refiner writes the programs, and how it runs.
 
-    ``classifier`` (default: the learned CPU refiner, the model shipped with the package unless
-    ``classifier_model`` names another file), ``rules``, ``hf``, ``vllm`` or ``openai``.
+    ``backend``: ``classifier`` (default: the learned CPU refiner), ``rules``, ``hf``,
+    ``vllm`` or ``openai``; each backend's own settings are in its field of the same name
+    (``classifier``, ``rules``, ``hf``, ``vllm``, ``openai``). The models (``doc_model``,
+    ``chunk_model``, ``revision``, ``dialect``) are shared by the three LM backends.
 
     Built lazily once per process and shared by the doc and chunk steps of a run (the refine
     job runs in one process); models load on the first prompt. ``version`` is the lineage
@@ -27,80 +127,61 @@ class RefinerResource(dg.ConfigurableResource):
     and prompt lengths. Empty: the model's own (``hf``, ``vllm``; for ``openai`` the served
     model's name as a hub id, so set it to a folder or hub id for a server), ``sample`` for the
     ``rules`` and ``classifier`` refiners. The pretraining tokenizer (``TokenizerResource``)
-    only writes token files and counts the tokens kept.
+    only writes token files and counts the tokens kept. ``batch_size``: prompts per step batch
+    (``PROX_REFINER_BATCH``); ``gpus_per_step``: GPUs a refiner step's pod requests.
     """
 
+    ENV: ClassVar[dict[str, str]] = {
+        "backend": "PROX_REFINER_BACKEND", "doc_model": "PROX_DOC_MODEL",
+        "chunk_model": "PROX_CHUNK_MODEL", "revision": "PROX_MODEL_REVISION",
+        "tokenizer": "PROX_REFINER_TOKENIZER", "max_chunk_tokens": "PROX_MAX_CHUNK_TOKENS",
+        "batch_size": "PROX_REFINER_BATCH"}
     backend: str = "classifier"
     tokenizer: str = ""
     max_chunk_tokens: int = DEFAULT_MAX_TOKENS
-    max_prompt_tokens: int = 0
-    classifier_model: str = ""
+    batch_size: int = 256
+    gpus_per_step: int = 1
     doc_model: str = ""
     chunk_model: str = ""
     revision: str = ""
     dialect: str = "prox"
-    dtype: str = "auto"
-    device: str = "auto"
-    batch_size: int = 256
-    hf_batch_size: int = 8
-    max_model_len: int = 4096
-    gpu_memory_utilization: float = 0.9
-    tensor_parallel_size: int = 1
-    enforce_eager: bool = False
-    base_url: str = ""
-    api_key: str = ""
-    max_concurrency: int = 8
-    request_timeout_s: float = 120.0
-    max_retries: int = 5
-    gpus_per_step: int = 1
-    options: dict[str, float] = {}
+    classifier: ClassifierSettings = ClassifierSettings()
+    rules: RulesSettings = RulesSettings()
+    hf: HFSettings = HFSettings()
+    vllm: VLLMSettings = VLLMSettings()
+    openai: OpenAISettings = OpenAISettings()
 
     _refiner: Refiner | None = PrivateAttr(default=None)
     _chunk_fingerprint: str | None = PrivateAttr(default=None)
 
     @classmethod
-    def from_env(cls, env=None) -> "RefinerResource":
-        """Settings from ``PROX_REFINER_*`` / ``PROX_*_MODEL`` variables (unset: defaults)."""
-        env = os.environ if env is None else env
-        names = {"backend": "PROX_REFINER_BACKEND", "classifier_model": "PROX_CLASSIFIER_MODEL",
-                 "doc_model": "PROX_DOC_MODEL",
-                 "chunk_model": "PROX_CHUNK_MODEL", "revision": "PROX_MODEL_REVISION",
-                 "dtype": "PROX_REFINER_DTYPE", "device": "PROX_REFINER_DEVICE",
-                 "batch_size": "PROX_REFINER_BATCH", "base_url": "PROX_REFINER_BASE_URL",
-                 "api_key": "PROX_REFINER_API_KEY", "max_model_len": "PROX_MAX_MODEL_LEN",
-                 "gpu_memory_utilization": "PROX_GPU_MEMORY_UTILIZATION",
-                 "tensor_parallel_size": "PROX_TENSOR_PARALLEL_SIZE",
-                 "tokenizer": "PROX_REFINER_TOKENIZER",
-                 "max_chunk_tokens": "PROX_MAX_CHUNK_TOKENS",
-                 "max_prompt_tokens": "PROX_MAX_PROMPT_TOKENS"}
-        types = {name: field.annotation for name, field in cls.model_fields.items()}
-        values = {name: types[name](env[var]) for name, var in names.items() if var in env}
-        return cls(**values)
+    def from_env(cls) -> "RefinerResource":
+        """Settings from the ``PROX_*`` variables in each settings class's ``ENV`` (unset:
+        the defaults), as ``dg.EnvVar`` values; :meth:`resolved` reads them."""
+        return _from_env(cls, {
+            "classifier": _from_env(ClassifierSettings, {}),
+            "hf": _from_env(HFSettings, {}),
+            "vllm": _from_env(VLLMSettings, {}, floats=("gpu_memory_utilization",)),
+            "openai": _from_env(OpenAISettings, {})})
+
+    def resolved(self) -> "RefinerResource":
+        """This resource with its ``EnvVar`` values read, as a run sees it (for code versions
+        computed when the definitions load)."""
+        with self.process_config_and_initialize_cm() as live:
+            return live  # its teardown at exit closes nothing: no refiner was built yet
 
     def backend_options(self) -> dict:
         """The options of ``backend``, as the engine's ``build_refiner`` takes them."""
-        if self.backend == "rules":
-            return dict(self.options)
-        if self.backend == "classifier":
-            return {"model": self.classifier_model or None, **self.options}
-        common = {"doc_model": self.doc_model, "chunk_model": self.chunk_model or None,
-                  "revision": self.revision or None, "dialect": self.dialect,
-                  "tokenizer": self.tokenizer or None}
-        if self.backend == "hf":
-            return {**common, "dtype": self.dtype, "device": self.device,
-                    "batch_size": self.hf_batch_size}
-        if self.backend == "vllm":
-            return {**common, "dtype": self.dtype, "max_model_len": self.max_model_len,
-                    "gpu_memory_utilization": self.gpu_memory_utilization,
-                    "tensor_parallel_size": self.tensor_parallel_size,
-                    "enforce_eager": self.enforce_eager}
-        if self.backend == "openai":
-            return {**common, "base_url": self.base_url, "api_key": self.api_key or None,
-                    "max_concurrency": self.max_concurrency,
-                    "request_timeout_s": self.request_timeout_s,
-                    "max_retries": self.max_retries,
-                    "max_prompt_tokens": self.max_prompt_tokens or None}
-        return {}
+        settings = getattr(self, self.backend, None) if self.backend in (
+            "classifier", "rules", *LM_BACKENDS) else None
+        if settings is None:
+            return {}  # an unknown backend: build_refiner names the ones there are
+        options = settings.refiner_options()
+        if self.backend in LM_BACKENDS:
+            options.update(doc_model=self.doc_model, chunk_model=self.chunk_model or None,
+                           revision=self.revision or None, dialect=self.dialect,
+                           tokenizer=self.tokenizer or None)
+        return options
 
     def get(self) -> Refiner:
         if self._refiner is None:
@@ -123,13 +204,14 @@ class RefinerResource(dg.ConfigurableResource):
 
     @property
     def uses_gpu(self) -> bool:
-        return self.backend in ("hf", "vllm") and self.device != "cpu"
+        return self.backend == "vllm" or (self.backend == "hf" and self.hf.device != "cpu")
 
     def op_tags(self) -> dict:
         """Per-step Kubernetes requests for the refiner steps (``k8s_job_executor``)."""
         if not self.uses_gpu:
             return {}
-        gpus = str(self.gpus_per_step * max(self.tensor_parallel_size, 1))
+        parallel = self.vllm.tensor_parallel_size if self.backend == "vllm" else 1
+        gpus = str(self.gpus_per_step * max(parallel, 1))
         return {"dagster-k8s/config": {"container_config": {"resources": {
             "limits": {"nvidia.com/gpu": gpus}, "requests": {"nvidia.com/gpu": gpus}}}}}
 

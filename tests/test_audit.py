@@ -10,7 +10,7 @@ import pytest
 from assets.audit import RANGE_END, RANGE_START
 from prox_dagster import cli, definitions
 from prox_dagster.sample import write_sample_crawl
-from resources import CheckThresholds, RefinerResource
+from resources import CheckThresholds, ClassifierSettings, RefinerResource
 
 pytestmark = pytest.mark.integration
 SHARDS = ["sample-crawl.00000", "sample-crawl.00001", "sample-crawl.00002",
@@ -28,7 +28,7 @@ def audited(tmp_path, monkeypatch):
     (data / "raw" / f"{EMPTY}.jsonl").write_bytes(b"")
     monkeypatch.setenv("PROX_DATA_DIR", str(data))
     current = definitions.build_definitions(data_dir=data)
-    other_refiner = RefinerResource(options={"min_words": 80})
+    other_refiner = RefinerResource(classifier=ClassifierSettings(options={"min_words": 80}))
     other = definitions.build_definitions(data_dir=data, refiner=other_refiner)
     strict = definitions.build_definitions(data_dir=data,
                                            checks=CheckThresholds(min_token_retention=0.99))

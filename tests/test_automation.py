@@ -10,7 +10,7 @@ import pytest
 from assets.sensors import RANGE_END, RANGE_START, build_raw_shard_sensor
 from prox_dagster import definitions
 from prox_dagster.sample import write_sample_crawl
-from resources import RawSource, RefinerResource
+from resources import ClassifierSettings, RawSource, RefinerResource
 
 pytestmark = pytest.mark.integration
 NOW = dt.datetime(2026, 11, 22, 6, 0, tzinfo=dt.timezone.utc)
@@ -123,7 +123,8 @@ def test_schedule_refines_exactly_what_is_stale_or_missing_and_not_running_or_fa
     (data / "raw" / "sample-crawl.00006.jsonl").write_bytes(b"")  # fails has_documents
     defs = definitions.build_definitions(data_dir=data, shards_per_run=2)
     other = definitions.build_definitions(
-        data_dir=data, refiner=RefinerResource(options={"min_words": 80}), shards_per_run=2)
+        data_dir=data, shards_per_run=2,
+        refiner=RefinerResource(classifier=ClassifierSettings(options={"min_words": 80})))
     shards = definitions.register_new_shards(defs, instance)
     assert definitions.materialize_shard(defs, instance, shards[0]).success
     assert definitions.materialize_shard(other, instance, shards[1]).success

@@ -8,7 +8,7 @@ import pytest
 from assets.common import RECOMPUTE_TAG
 from prox_dagster import definitions
 from prox_dagster.sample import write_sample_crawl
-from resources import CheckThresholds, RefinerResource
+from resources import CheckThresholds, ClassifierSettings, RefinerResource
 
 pytestmark = pytest.mark.integration
 SHARDS = ["sample-crawl.00000", "sample-crawl.00001", "sample-crawl.00002"]
@@ -102,7 +102,8 @@ def test_current_shards_are_cached_until_inputs_or_settings_change(crawl, instan
 
     # another refiner: raw and the refiner-independent stages stay cached, refined ones redo
     other = definitions.build_definitions(
-        data_dir=crawl, refiner=RefinerResource(options={"min_words": 80}))
+        data_dir=crawl,
+        refiner=RefinerResource(classifier=ClassifierSettings(options={"min_words": 80})))
     changed = materializations(definitions.materialize_shards(other, instance, SHARDS[0],
                                                               SHARDS[0]))
     assert changed["raw_shard", SHARDS[0]]["cached"] is True

@@ -87,27 +87,27 @@ def test_the_shipped_model_is_the_default_refiner():
 
 
 def test_a_retrained_model_is_another_refiner_version(sample_model, tmp_path):
-    from resources import RefinerResource
+    from resources import ClassifierSettings, RefinerResource
 
     spec = json.loads(sample_model.read_text())
     spec["doc_threshold"] = spec["doc_threshold"] / 2  # another model, same format
     other = tmp_path / "other.json"
     other.write_text(json.dumps(spec))
-    a = RefinerResource(classifier_model=str(sample_model)).version
-    b = RefinerResource(classifier_model=str(other)).version
+    a = RefinerResource(classifier=ClassifierSettings(model=str(sample_model))).version
+    b = RefinerResource(classifier=ClassifierSettings(model=str(other))).version
     assert a != b and a.startswith("classifier:sample@")
 
     from prox_dagster.definitions import build_definitions
 
-    defs = build_definitions(data_dir=tmp_path / "data",
-                             refiner=RefinerResource(classifier_model=str(other)))
+    defs = build_definitions(data_dir=tmp_path / "data", refiner=RefinerResource(
+        classifier=ClassifierSettings(model=str(other))))
     node = defs.resolve_assets_def("doc_refined_shard")
     assert b in node.code_versions_by_key[node.key]
 
 
 @pytest.mark.parametrize("damage", ["missing", "truncated", "version", "not_a_model"])
 def test_a_bad_model_file_fails_before_any_shard_is_touched(sample_model, tmp_path, damage):
-    from resources import RefinerResource
+    from resources import ClassifierSettings, RefinerResource
 
     path = tmp_path / "model.json"
     text = sample_model.read_text()
@@ -128,7 +128,8 @@ def test_a_bad_model_file_fails_before_any_shard_is_touched(sample_model, tmp_pa
 
     data = tmp_path / "data"
     with pytest.raises(ClassifierModelError):
-        build_definitions(data_dir=data, refiner=RefinerResource(classifier_model=str(path)))
+        build_definitions(data_dir=data, refiner=RefinerResource(
+            classifier=ClassifierSettings(model=str(path))))
     assert not data.exists()
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from prox_dagster import definitions
 from prox_dagster.sample import sample_documents, write_sample_crawl
-from resources import CheckThresholds, RefinerResource
+from resources import CheckThresholds, ClassifierSettings, RefinerResource
 
 pytestmark = pytest.mark.integration
 SHARDS = ["sample-crawl.00000", "sample-crawl.00001"]
@@ -164,7 +164,8 @@ def test_changing_the_refiner_marks_refined_shards_stale(crawl, instance):
 
     assert status(defs, "doc_refined_shard", SHARDS[0]) == StaleStatus.FRESH
     other = definitions.build_definitions(
-        data_dir=crawl, refiner=RefinerResource(options={"min_words": 80}))
+        data_dir=crawl,
+        refiner=RefinerResource(classifier=ClassifierSettings(options={"min_words": 80})))
     assert status(other, "doc_refined_shard", SHARDS[0]) == StaleStatus.STALE
     assert status(other, "chunk_refined_shard", SHARDS[0]) == StaleStatus.STALE
     assert status(other, "raw_shard", SHARDS[0]) == StaleStatus.FRESH

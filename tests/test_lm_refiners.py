@@ -174,19 +174,28 @@ def test_cpu_workarounds_apply_only_on_cpu():
                                               "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
 
 
-def test_resource_from_env_and_gpu_requests(tiny_model):
-    env = {"PROX_REFINER_BACKEND": "vllm", "PROX_DOC_MODEL": str(tiny_model),
-           "PROX_TENSOR_PARALLEL_SIZE": "2", "PROX_GPU_MEMORY_UTILIZATION": "0.5"}
-    resource = RefinerResource.from_env(env)
-    assert resource.backend_options()["tensor_parallel_size"] == 2
-    assert resource.backend_options()["gpu_memory_utilization"] == 0.5
-    tags = resource.op_tags()["dagster-k8s/config"]["container_config"]["resources"]
+def test_resource_from_env_and_gpu_requests(tiny_model, monkeypatch):
+    for name, value in {"PROX_REFINER_BACKEND": "vllm", "PROX_DOC_MODEL": str(tiny_model),
+                        "PROX_TENSOR_PARALLEL_SIZE": "2", "PROX_GPU_MEMORY_UTILIZATION": "0.5",
+                        "PROX_REFINER_API_KEY": "not-shown"}.items():
+        monkeypatch.setenv(name, value)
+    resource = RefinerResource.from_env()
+    # the values stay EnvVars in the definitions (the UI names the variable, never a secret)
+    assert isinstance(resource.backend, dg.EnvVar) and isinstance(resource.openai.api_key,
+                                                                  dg.EnvVar)
+    live = resource.resolved()
+    assert live.backend == "vllm" and live.openai.api_key == "not-shown"
+    # each backend's settings in its own place; the hf settings are not the vLLM ones
+    assert live.backend_options()["tensor_parallel_size"] == 2
+    assert live.backend_options()["gpu_memory_utilization"] == 0.5
+    assert "batch_size" not in live.backend_options() and live.hf.batch_size == 8
+    tags = live.op_tags()["dagster-k8s/config"]["container_config"]["resources"]
     assert tags["limits"] == {"nvidia.com/gpu": "2"}
     assert RefinerResource().op_tags() == {}
     defs = definitions.build_definitions(refiner=resource)
     node = defs.resolve_asset_graph().get(dg.AssetKey("doc_refined_shard"))
     assert "dagster-k8s/config" in node.assets_def.op.tags
-    assert node.code_version.startswith(f"{resource.version}|")
+    assert node.code_version.startswith(f"{live.version}|")
 
 
 def test_changing_the_model_marks_exactly_its_shards_stale(tmp_path, tiny_model, trained_model):

@@ -150,7 +150,7 @@ def test_errors_are_clear_and_not_retried_when_retrying_cannot_help(vllm_server)
 
 
 def test_the_openai_backend_through_the_resource_refines_a_shard(vllm_server, tiny_model,
-                                                                  tmp_path):
+                                                                  tmp_path, monkeypatch):
     # as the README sets it up: backend, server, served name, and the tokenizer that counts
     # chunk budgets here (the server's cannot be asked)
     import dagster as dg
@@ -160,10 +160,11 @@ def test_the_openai_backend_through_the_resource_refines_a_shard(vllm_server, ti
     from prox_dagster.sample import write_sample_crawl
     from resources import CheckThresholds, RefinerResource
 
-    env = {"PROX_REFINER_BACKEND": "openai", "PROX_REFINER_BASE_URL": vllm_server,
-           "PROX_DOC_MODEL": "tiny", "PROX_REFINER_TOKENIZER": str(tiny_model),
-           "PROX_MAX_CHUNK_TOKENS": "200", "PROX_MAX_PROMPT_TOKENS": "2047"}
-    refiner = RefinerResource.from_env(env)
+    for name, value in {"PROX_REFINER_BACKEND": "openai", "PROX_REFINER_BASE_URL": vllm_server,
+                        "PROX_DOC_MODEL": "tiny", "PROX_REFINER_TOKENIZER": str(tiny_model),
+                        "PROX_MAX_CHUNK_TOKENS": "200", "PROX_MAX_PROMPT_TOKENS": "2047"}.items():
+        monkeypatch.setenv(name, value)
+    refiner = RefinerResource.from_env()
     write_sample_crawl(tmp_path, n_shards=1, docs_per_shard=3)
     lenient = CheckThresholds(min_doc_parse_rate=0, min_chunk_parse_rate=0,
                               min_token_retention=0, min_kept_share=0)
@@ -175,5 +176,6 @@ def test_the_openai_backend_through_the_resource_refines_a_shard(vllm_server, ti
     assert chunked["tokenizer"] == str(tiny_model)  # the refiner's, not the pretraining one
     chunks = pl.read_parquet(tmp_path / "chunk_refined_shard" / f"{key}.parquet")
     assert chunks.height and (chunks["n_tokens"] <= 200).all()
-    assert set(chunks["refiner_version"]) == {refiner.version}
-    assert refiner.version.startswith("openai:tiny@")
+    version = refiner.resolved().version
+    assert set(chunks["refiner_version"]) == {version}
+    assert version.startswith("openai:tiny@")

@@ -9,7 +9,7 @@ import pytest
 from prox_dagster import definitions
 from prox_dagster.refiners.classifier import ClassifierModel
 from prox_dagster.sample import write_sample_crawl
-from resources import RefinerResource
+from resources import ClassifierSettings, RefinerResource
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +54,8 @@ def test_evaluation_then_training_then_a_new_refiner_version(crawl, instance):
     assert f"PROX_CLASSIFIER_MODEL={trained['path']}" in trained["use_with"]
 
     retrained = definitions.build_definitions(
-        data_dir=crawl, refiner=RefinerResource(classifier_model=trained["path"]))
+        data_dir=crawl,
+        refiner=RefinerResource(classifier=ClassifierSettings(model=trained["path"])))
     new_version = retrained.resources["refiner"].version
     assert new_version != version and model.sha256 != ClassifierModel(
         RefinerResource().get().model.path).sha256

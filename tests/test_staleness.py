@@ -13,7 +13,7 @@ from dagster._core.loader import LoadingContextForTest
 
 from prox_dagster import definitions, fingerprint
 from prox_dagster.sample import write_sample_crawl
-from resources import CheckThresholds, ProgramPolicy, RefinerResource
+from resources import CheckThresholds, ProgramPolicy, RefinerResource, RulesSettings
 
 pytestmark = pytest.mark.integration
 SHARDS = ["sample-crawl.00000", "sample-crawl.00001"]
@@ -152,7 +152,8 @@ def test_chunk_programs_for_an_earlier_doc_decision_fail_the_clean_check(crawl, 
     """Another doc decision newly keeps documents; the clean stage materialized without the
     chunk stages must not pass them through unrefined as kept."""
     stricter = definitions.build_definitions(
-        data_dir=crawl, refiner=RefinerResource(backend="rules", options={"min_words": 400}),
+        data_dir=crawl,
+        refiner=RefinerResource(backend="rules", rules=RulesSettings(options={"min_words": 400})),
         checks=CheckThresholds(min_token_retention=0.0, min_kept_share=0.0))
     definitions.register_new_shards(stricter, instance)
     assert definitions.materialize_shard(stricter, instance, SHARDS[0]).success

@@ -13,6 +13,7 @@ from dagster._core.instance.ref import InstanceRef
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.slow
 def test_demo_materializes_every_asset_in_a_real_instance(tmp_path):
     home, data = tmp_path / "home", tmp_path / "data"
     env = {**os.environ, "COLUMNS": "200"}

@@ -131,6 +131,7 @@ def no_evaluation():
     armed["on"] = False
 
 
+@pytest.mark.slow
 def test_fuzz_parse_and_execute(no_evaluation):
     rng = random.Random(20261122)
     statuses = {}

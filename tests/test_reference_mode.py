@@ -5,6 +5,7 @@ ordered ranges."""
 from baselines import reference_doc_keep, reference_execute
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+import pytest
 
 from prox_dagster.execute import (ExecutionPolicy, decide_document, execute_document,
                                   growth_allowance)
@@ -38,6 +39,7 @@ def well_defined_calls(draw):
     return "keep_chunk()"
 
 
+@pytest.mark.slow
 @settings(max_examples=1500, deadline=None)
 @given(documents(), st.lists(well_defined_calls(), min_size=1, max_size=6))
 def test_reference_mode_equals_the_reference_executor(text, calls):

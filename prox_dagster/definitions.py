@@ -24,7 +24,7 @@ variable                   meaning                                     default
 ``PROX_SHARDS_PER_RUN``    shards per run in backfills (model loads)    ``16``
 ``PROX_TOKEN_FORMAT``      token files: parquet, megatron, litgpt       ``parquet``
 ``PROX_REFINE_CRON``       when the schedule refines new/stale shards   ``0 * * * *``
-``PROX_EXECUTOR``          how steps run: in_process, multiprocess      ``in_process``
+``PROX_EXECUTOR``          steps run: in_process, multiprocess, k8s     ``in_process``
 =========================  ==========================================  ======================
 
 (``resources/refiner.py`` lists the rest: dtype, device, vLLM memory and tensor parallelism,
@@ -107,9 +107,18 @@ EXECUTORS = {"in_process": dg.in_process_executor, "multiprocess": dg.multiproce
 def executor(name: str) -> dg.ExecutorDefinition:
     """How every job's steps run (``PROX_EXECUTOR``): ``in_process`` (default: one process per
     run, so a step costs no process start and the refiner loads once per run for both refiner
-    steps) or ``multiprocess`` (a process per step)."""
+    steps), ``multiprocess`` (a process per step) or ``k8s`` (dagster-k8s's
+    ``k8s_job_executor``: a pod per step, the refiner steps' GPU requests, node selector and
+    tolerations from their ``dagster-k8s/config`` tags)."""
+    if name == "k8s":
+        try:
+            from dagster_k8s import k8s_job_executor
+        except ImportError as exc:
+            raise ValueError("PROX_EXECUTOR=k8s needs dagster-k8s: pip install "
+                             "'prox-dagster[deploy]'") from exc
+        return k8s_job_executor
     if name not in EXECUTORS:
-        raise ValueError(f"PROX_EXECUTOR={name!r} is not one of {sorted(EXECUTORS)}")
+        raise ValueError(f"PROX_EXECUTOR={name!r} is not one of {sorted(EXECUTORS) + ['k8s']}")
     return EXECUTORS[name]
 
 

@@ -1,5 +1,6 @@
 """The refiner (a GPU resource for LM backends) and the program execution policy."""
 
+import json
 import os
 from typing import ClassVar
 
@@ -29,6 +30,13 @@ def _from_env(cls, env: dict[str, str], floats: tuple[str, ...] = ()):
         else:
             values[name] = dg.EnvVar(var)
     return cls(**values, **env)
+
+
+def _key_values(text: str, variable: str) -> dict[str, str]:
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    if any(len(pair) != 2 or not pair[0].strip() for pair in pairs):
+        raise ValueError(f"{variable}={text!r}: expected key=value pairs separated by commas")
+    return {key.strip(): value.strip() for key, value in pairs}
 
 
 class ClassifierSettings(dg.Config):
@@ -128,7 +136,11 @@ class RefinerResource(dg.ConfigurableResource):
     model's name as a hub id, so set it to a folder or hub id for a server), ``sample`` for the
     ``rules`` and ``classifier`` refiners. The pretraining tokenizer (``TokenizerResource``)
     only writes token files and counts the tokens kept. ``batch_size``: prompts per step batch
-    (``PROX_REFINER_BATCH``); ``gpus_per_step``: GPUs a refiner step's pod requests.
+    (``PROX_REFINER_BATCH``). Under ``k8s_job_executor`` a GPU refiner step's pod requests
+    ``gpus_per_step`` x tensor-parallel GPUs, lands on nodes matching ``gpu_node_selector``
+    (``PROX_GPU_NODE_SELECTOR``: ``key=value,key=value``) and tolerates ``gpu_tolerations``
+    (``PROX_GPU_TOLERATIONS``: a JSON list; default: the ``nvidia.com/gpu`` taint GPU node
+    pools carry).
     """
 
     ENV: ClassVar[dict[str, str]] = {
@@ -141,6 +153,9 @@ class RefinerResource(dg.ConfigurableResource):
     max_chunk_tokens: int = DEFAULT_MAX_TOKENS
     batch_size: int = 256
     gpus_per_step: int = 1
+    gpu_node_selector: dict[str, str] = {}
+    gpu_tolerations: list[dict[str, str]] = [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     doc_model: str = ""
     chunk_model: str = ""
     revision: str = ""
@@ -158,7 +173,14 @@ class RefinerResource(dg.ConfigurableResource):
     def from_env(cls) -> "RefinerResource":
         """Settings from the ``PROX_*`` variables in each settings class's ``ENV`` (unset:
         the defaults), as ``dg.EnvVar`` values; :meth:`resolved` reads them."""
+        pods: dict = {}
+        if os.environ.get("PROX_GPU_NODE_SELECTOR"):
+            pods["gpu_node_selector"] = _key_values(os.environ["PROX_GPU_NODE_SELECTOR"],
+                                                    "PROX_GPU_NODE_SELECTOR")
+        if os.environ.get("PROX_GPU_TOLERATIONS"):
+            pods["gpu_tolerations"] = json.loads(os.environ["PROX_GPU_TOLERATIONS"])
         return _from_env(cls, {
+            **pods,
             "classifier": _from_env(ClassifierSettings, {}),
             "hf": _from_env(HFSettings, {}),
             "vllm": _from_env(VLLMSettings, {}, floats=("gpu_memory_utilization",)),
@@ -212,8 +234,13 @@ class RefinerResource(dg.ConfigurableResource):
             return {}
         parallel = self.vllm.tensor_parallel_size if self.backend == "vllm" else 1
         gpus = str(self.gpus_per_step * max(parallel, 1))
-        return {"dagster-k8s/config": {"container_config": {"resources": {
-            "limits": {"nvidia.com/gpu": gpus}, "requests": {"nvidia.com/gpu": gpus}}}}}
+        pod = {"tolerations": list(self.gpu_tolerations)}
+        if self.gpu_node_selector:
+            pod["node_selector"] = dict(self.gpu_node_selector)
+        return {"dagster-k8s/config": {
+            "container_config": {"resources": {"limits": {"nvidia.com/gpu": gpus},
+                                               "requests": {"nvidia.com/gpu": gpus}}},
+            "pod_spec_config": pod}}
 
     def teardown_after_execution(self, context) -> None:
         if self._refiner is not None and hasattr(self._refiner, "close"):

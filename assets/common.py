@@ -23,6 +23,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData)
 
 from prox_dagster import fingerprint as fp
+from prox_dagster.checkpoints import BatchCheckpoints
 from prox_dagster.quality import CheckOutcome
 from prox_dagster.shards import ShardError
 from prox_dagster.store import is_remote
@@ -79,6 +80,14 @@ class ShardOutput:
     files: list[dict] = field(default_factory=list)  # ShardStore.publish records
     checks: dict[str, CheckOutcome] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    written: Callable[[], None] | None = None  # called once the output and sidecar are written
+
+
+def refiner_checkpoints(context: dg.AssetExecutionContext, storage: ShardStorage,
+                        shard: str) -> BatchCheckpoints:
+    """The per-batch checkpoints of a refiner step's shard: a killed step resumes from them."""
+    return BatchCheckpoints(storage.store, context.asset_key.path[-1], shard,
+                            warn=context.log.warning)
 
 
 class ShardsFailed(Exception):
@@ -190,6 +199,8 @@ def _leased_shard(context, store, asset, shard, code_version, work, raw_location
             "extra": json.loads(json.dumps(output.extra, default=str)),
         }
         fp.write_sidecar(store, asset, shard, summary)
+        if output.written:
+            output.written()
         context.log.info(f"shard {shard}: {summary['rows_in']} rows in, "
                          f"{summary['rows_out']} out, {summary['duration_s']:.2f}s -> "
                          f"{store.location(asset)} ({len(records)} files)")

@@ -8,8 +8,8 @@ from prox_dagster.quality import parse_rate
 from resources import CheckThresholds, RefinerResource, ShardStorage
 from resources.settings import settings_values
 
-from .common import (ShardOutput, progress_logger, refiner_asset_settings, refiner_metadata,
-                     run_shards, shard_checks)
+from .common import (ShardOutput, progress_logger, refiner_asset_settings,
+                     refiner_checkpoints, refiner_metadata, run_shards, shard_checks)
 
 CHECKS = {"chunk_parse_rate": "Share of chunk programs that parse is at least "
                               "min_chunk_parse_rate (GX)."}
@@ -30,13 +30,17 @@ def build_chunk_refined_shard(code_version: str, op_tags: dict | None = None,
 
         def work(shard: str) -> ShardOutput:
             chunks = storage.read("chunked_shard", shard)
+            checkpoints = refiner_checkpoints(context, storage, shard)
             refined = refine_chunks(chunks, engine, batch_size=refiner.batch_size,
+                                    checkpoints=checkpoints,
                                     progress=progress_logger(context, f"{shard} chunk programs"))
             rate = float(refined["chunk_parse_ok"].mean() or 0.0) if refined.height else 1.0
             return ShardOutput(
                 refined, rows_in=chunks.height,
                 checks={"chunk_parse_rate": parse_rate(refined, "chunk_parse_ok", minimum)},
-                extra={"parse_rate": rate, **refiner_metadata(engine, code_version, context)})
+                extra={"parse_rate": rate, **checkpoints.stats,
+                       **refiner_metadata(engine, code_version, context)},
+                written=checkpoints.clear)
 
         yield from run_shards(context, storage, work=work, code_version=fp.code_version(
             "chunk_refined_shard", settings_values(refiner=refiner, checks=checks)))

@@ -8,8 +8,8 @@ from prox_dagster.quality import parse_rate
 from resources import CheckThresholds, ProgramPolicy, RefinerResource, ShardStorage
 from resources.settings import settings_values
 
-from .common import (ShardOutput, progress_logger, refiner_asset_settings, refiner_metadata,
-                     run_shards, shard_checks)
+from .common import (ShardOutput, progress_logger, refiner_asset_settings,
+                     refiner_checkpoints, refiner_metadata, run_shards, shard_checks)
 
 CHECKS = {"doc_parse_rate": "Share of doc programs that parse is at least "
                             "min_doc_parse_rate (GX)."}
@@ -32,8 +32,9 @@ def build_doc_refined_shard(code_version: str, op_tags: dict | None = None,
 
         def work(shard: str) -> ShardOutput:
             raw = storage.read("raw_shard", shard)
+            checkpoints = refiner_checkpoints(context, storage, shard)
             refined = refine_documents(raw, engine, batch_size=refiner.batch_size,
-                                       policy=policy.settings(),
+                                       policy=policy.settings(), checkpoints=checkpoints,
                                        progress=progress_logger(context, f"{shard} doc programs"))
             kept = int(refined["doc_keep"].sum())
             return ShardOutput(
@@ -41,7 +42,8 @@ def build_doc_refined_shard(code_version: str, op_tags: dict | None = None,
                 checks={"doc_parse_rate": parse_rate(refined, "doc_parse_ok", minimum)},
                 extra={"docs_kept": kept, "docs_dropped": refined.height - kept,
                        "parse_rate": float(refined["doc_parse_ok"].mean() or 0.0),
-                       **refiner_metadata(engine, code_version, context)})
+                       **checkpoints.stats, **refiner_metadata(engine, code_version, context)},
+                written=checkpoints.clear)
 
         yield from run_shards(context, storage, work=work, code_version=fp.code_version(
             "doc_refined_shard", settings_values(refiner=refiner, policy=policy, checks=checks)))

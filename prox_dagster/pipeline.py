@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import polars as pl
 
+from .checkpoints import BatchCheckpoints
 from .chunking import DEFAULT_MAX_TOKENS, chunk_documents, strip_numbers
 from .execute import ExecutionPolicy, decide_document, execute_document
 from .programs import parse_program
@@ -25,14 +26,18 @@ DEFAULT_BATCH = 256
 
 
 def _generate(refiner: Refiner, prompts: Sequence[str], level: str, batch_size: int,
-              progress: Progress | None) -> list[str]:
+              progress: Progress | None, checkpoints: BatchCheckpoints | None) -> list[str]:
     outputs: list[str] = []
     for i in range(0, len(prompts), batch_size):
         batch = prompts[i:i + batch_size]
-        result = refiner.generate(batch, level=level)
-        if len(result) != len(batch):
-            raise RuntimeError(f"refiner {refiner.version} returned {len(result)} programs for "
-                               f"{len(batch)} {level} prompts")
+        result = checkpoints.load(refiner.version, level, batch) if checkpoints else None
+        if result is None:
+            result = refiner.generate(batch, level=level)
+            if len(result) != len(batch):
+                raise RuntimeError(f"refiner {refiner.version} returned {len(result)} programs "
+                                   f"for {len(batch)} {level} prompts")
+            if checkpoints:
+                checkpoints.save(refiner.version, level, batch, result)
         outputs.extend(result)
         if progress:
             progress(len(outputs), len(prompts))
@@ -48,13 +53,14 @@ def _observe_shard(refiner: Refiner, documents: Sequence[str]) -> None:
 
 
 def refine_documents(raw: pl.DataFrame, refiner: Refiner, *, batch_size: int = DEFAULT_BATCH,
-                     policy: ExecutionPolicy | None = None,
-                     progress: Progress | None = None) -> pl.DataFrame:
-    """``raw_shard`` -> ``doc_refined_shard``: a doc-level program and decision per document."""
+                     policy: ExecutionPolicy | None = None, progress: Progress | None = None,
+                     checkpoints: BatchCheckpoints | None = None) -> pl.DataFrame:
+    """``raw_shard`` -> ``doc_refined_shard``: a doc-level program and decision per document
+    (each batch's programs checkpointed in ``checkpoints``, and taken from there if present)."""
     _observe_shard(refiner, raw["text"].to_list())
     prompts = [doc_prompt(text, refiner.tokenizer, refiner.max_doc_prompt_tokens)
                for text in raw["text"]]
-    programs = _generate(refiner, prompts, "doc", batch_size, progress)
+    programs = _generate(refiner, prompts, "doc", batch_size, progress, checkpoints)
     decisions = [decide_document(p, policy) for p in programs]
     return raw.with_columns(
         pl.Series("doc_program", programs, dtype=pl.String),
@@ -83,14 +89,16 @@ def chunk_shard(doc_refined: pl.DataFrame, tokenizer,
 
 
 def refine_chunks(chunked: pl.DataFrame, refiner: Refiner, *, batch_size: int = DEFAULT_BATCH,
-                  progress: Progress | None = None) -> pl.DataFrame:
-    """``chunked_shard`` -> ``chunk_refined_shard``: a chunk-level program per chunk."""
+                  progress: Progress | None = None,
+                  checkpoints: BatchCheckpoints | None = None) -> pl.DataFrame:
+    """``chunked_shard`` -> ``chunk_refined_shard``: a chunk-level program per chunk (batches
+    checkpointed as in :func:`refine_documents`)."""
     documents: dict[str, list[str]] = defaultdict(list)
     for doc_id, text in chunked.select("doc_id", "chunk_text").iter_rows():
         documents[doc_id].append(strip_numbers(text))
     _observe_shard(refiner, ["\n".join(parts) for parts in documents.values()])
     prompts = [chunk_prompt(text, refiner.tokenizer) for text in chunked["chunk_text"]]
-    programs = _generate(refiner, prompts, "chunk", batch_size, progress)
+    programs = _generate(refiner, prompts, "chunk", batch_size, progress, checkpoints)
     return chunked.with_columns(
         pl.Series("chunk_program", programs, dtype=pl.String),
         pl.Series("chunk_parse_ok",

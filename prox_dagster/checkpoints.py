@@ -1,0 +1,83 @@
+"""Refiner outputs checkpointed per batch, so a killed or preempted refiner step resumes where
+it stopped and loses at most the batch it was generating.
+
+Each batch of prompts is one small JSON object in the shard store (local or S3), named by a hash
+of the refiner version, the level and the batch's prompts:
+``.checkpoints/{asset}/{shard}/{key}.json``. A batch is generated only when its object is
+missing; the same prompts under another refiner version hash to another name, so one version's
+programs are never reused for another. An object that cannot be read, or that does not hold
+the programs of exactly this batch and version (a write cut short, an edited file), is ignored
+with a warning and the batch generated again. The stage removes the shard's checkpoints once its
+output is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+
+from .store import ShardStore, exists, filesystem
+
+Warn = Callable[[str], None]
+
+
+def batch_key(version: str, level: str, prompts: Sequence[str]) -> str:
+    digest = hashlib.sha256(f"{version}\x00{level}\x00{len(prompts)}".encode())
+    for prompt in prompts:
+        digest.update(b"\x00" + prompt.encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()[:32]
+
+
+class BatchCheckpoints:
+    """The checkpoints of one shard of one refiner stage."""
+
+    def __init__(self, store: ShardStore, asset: str, shard: str, *, warn: Warn | None = None):
+        self.store, self.asset, self.shard = store, asset, shard
+        self.warn = warn or (lambda message: None)
+        self.folder = store.location(".checkpoints", asset, shard)
+        self.stats = {"batches_resumed": 0, "prompts_resumed": 0, "batches_generated": 0,
+                      "prompts_generated": 0}
+
+    def _location(self, key: str) -> str:
+        return self.store.location(".checkpoints", self.asset, self.shard, f"{key}.json")
+
+    def load(self, version: str, level: str, prompts: Sequence[str]) -> list[str] | None:
+        """The programs of this batch if a valid checkpoint holds them, else None."""
+        key = batch_key(version, level, prompts)
+        location = self._location(key)
+        if not exists(location):
+            return None
+        try:
+            record = json.loads(self.store.read_text(location))
+            outputs = record["outputs"]
+            valid = (record.get("key") == key and record.get("version") == version
+                     and isinstance(outputs, list) and len(outputs) == len(prompts)
+                     and all(isinstance(o, str) for o in outputs))
+        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            self.warn(f"shard {self.shard!r}: checkpoint {location} cannot be read "
+                      f"({type(exc).__name__}: {exc}); the batch is generated again")
+            return None
+        if not valid:
+            self.warn(f"shard {self.shard!r}: checkpoint {location} does not hold this batch's "
+                      f"{len(prompts)} programs of refiner {version}; the batch is generated "
+                      "again")
+            return None
+        self.stats["batches_resumed"] += 1
+        self.stats["prompts_resumed"] += len(prompts)
+        return outputs
+
+    def save(self, version: str, level: str, prompts: Sequence[str],
+             outputs: Sequence[str]) -> None:
+        key = batch_key(version, level, prompts)
+        self.store.write_text(json.dumps({"key": key, "version": version, "level": level,
+                                          "outputs": list(outputs)}, ensure_ascii=False),
+                              ".checkpoints", self.asset, self.shard, f"{key}.json")
+        self.stats["batches_generated"] += 1
+        self.stats["prompts_generated"] += len(prompts)
+
+    def clear(self) -> None:
+        """Remove this shard's checkpoints (its output is written)."""
+        fs, path = filesystem(self.folder)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)

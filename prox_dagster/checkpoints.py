@@ -38,6 +38,7 @@ class BatchCheckpoints:
         self.folder = store.location(".checkpoints", asset, shard)
         self.stats = {"batches_resumed": 0, "prompts_resumed": 0, "batches_generated": 0,
                       "prompts_generated": 0}
+        self.keys: set[str] = set()  # the batches of this run: others are another version's
 
     def _location(self, key: str) -> str:
         return self.store.location(".checkpoints", self.asset, self.shard, f"{key}.json")
@@ -45,6 +46,7 @@ class BatchCheckpoints:
     def load(self, version: str, level: str, prompts: Sequence[str]) -> list[str] | None:
         """The programs of this batch if a valid checkpoint holds them, else None."""
         key = batch_key(version, level, prompts)
+        self.keys.add(key)
         location = self._location(key)
         if not exists(location):
             return None
@@ -70,6 +72,7 @@ class BatchCheckpoints:
     def save(self, version: str, level: str, prompts: Sequence[str],
              outputs: Sequence[str]) -> None:
         key = batch_key(version, level, prompts)
+        self.keys.add(key)
         self.store.write_text(json.dumps({"key": key, "version": version, "level": level,
                                           "outputs": list(outputs)}, ensure_ascii=False),
                               ".checkpoints", self.asset, self.shard, f"{key}.json")
@@ -77,7 +80,14 @@ class BatchCheckpoints:
         self.stats["prompts_generated"] += len(prompts)
 
     def clear(self) -> None:
-        """Remove this shard's checkpoints (its output is written)."""
+        """Remove this shard's checkpoints (its output is written), saying how many were of
+        batches this run did not have (another refiner version's, other prompts')."""
         fs, path = filesystem(self.folder)
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
+        if not fs.exists(path):
+            return
+        names = [entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False)]
+        unused = [n for n in names if n.removesuffix(".json") not in self.keys]
+        if unused:
+            self.warn(f"shard {self.shard!r}: {len(unused)} checkpoints of other batches "
+                      f"(another refiner version or other prompts) were ignored and removed")
+        fs.rm(path, recursive=True)

@@ -81,8 +81,12 @@ def test_batches_are_taken_from_checkpoints_of_the_same_version_only(tmp_path):
     refine_documents(raw, other, batch_size=3, checkpoints=fresh)
     assert other.prompts_seen == 10 and fresh.stats["batches_resumed"] == 0
     assert batch_key(other.version, "doc", ["p"]) != batch_key(refiner.version, "doc", ["p"])
-    fresh.clear()
+    ignored: list[str] = []
+    fresh.warn = ignored.append
+    fresh.clear()  # the first version's 4 checkpoints were never read: said, and removed
     assert not folder.exists()
+    assert ignored == [f"shard {SHARD!r}: 4 checkpoints of other batches (another refiner "
+                       "version or other prompts) were ignored and removed"]
 
 
 @pytest.mark.lm

@@ -23,7 +23,6 @@ per zstd step, whatever the compression ratio), so memory is bounded by the larg
 from __future__ import annotations
 
 import fnmatch
-import glob
 import gzip
 import hashlib
 import json
@@ -343,6 +342,9 @@ def _read_parquet(path: Path, shard: str) -> RawShard:
 
 
 STALE_TEMP_SECONDS = 600  # a temp file untouched this long has no live writer
+SWEEP_SECONDS = 60
+_TEMP_NAME = re.compile(r"^\..*\.[0-9a-f]{12}\.(?P<host>[^.]+)-(?P<pid>[0-9]+)\.[^.]+\.tmp$")
+_swept: dict[Path, float] = {}  # folder -> when this process last swept it
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 
@@ -352,8 +354,10 @@ def write_atomic(path: str | os.PathLike, write) -> Path:
     A crash mid-write leaves the previous file (if any) untouched and no partial file under the
     final name. The temp file's name stays short whatever ``path``'s (a legal 240-character
     shard name must not fail on it) and says which target, host and process it belongs to, so
-    the next write of the same target removes what a killed writer left: at once when that
-    process is gone from this host, else once it is :data:`STALE_TEMP_SECONDS` old.
+    a later write in the same folder removes what a killed writer left: at once when that
+    process is gone from this host, else once it is :data:`STALE_TEMP_SECONDS` old. A process
+    sweeps a folder at most once per :data:`SWEEP_SECONDS` (sweeping on every write cost a
+    listing of the folder per shard: quadratic over a backfill).
     """
     path = Path(path)
     tmp = temp_file(path)
@@ -371,7 +375,12 @@ def temp_file(path: Path) -> Path:
     ``path`` (see :func:`write_atomic`); what killed writers of ``path`` left is removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     prefix = _temp_prefix(path.name)
-    _remove_stale_temps(path.parent, prefix)
+    now = time.monotonic()
+    if now - _swept.get(path.parent, -SWEEP_SECONDS) >= SWEEP_SECONDS:
+        if len(_swept) > 4096:
+            _swept.clear()
+        _remove_stale_temps(path.parent)
+        _swept[path.parent] = now
     fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{_HOST}-{os.getpid()}.", suffix=".tmp",
                                dir=path.parent)
     os.close(fd)
@@ -383,13 +392,15 @@ def _temp_prefix(name: str) -> str:
     return f".{name[:48]}.{hashlib.sha256(name.encode()).hexdigest()[:12]}."
 
 
-def _remove_stale_temps(folder: Path, prefix: str) -> None:
+def _remove_stale_temps(folder: Path) -> None:
     now = time.time()
-    for candidate in folder.glob(glob.escape(prefix) + "*.tmp"):
-        owner = candidate.name[len(prefix):].split(".", 1)[0]
-        host, _, pid = owner.partition("-")
+    for candidate in folder.glob(".*.tmp"):
+        match = _TEMP_NAME.match(candidate.name)
+        if match is None:
+            continue  # not a temp file of ours
+        host, pid = match["host"], match["pid"]
         try:
-            dead = host == _HOST and pid.isdigit() and not _process_alive(int(pid))
+            dead = host == _HOST and not _process_alive(int(pid))
             if dead or now - candidate.stat().st_mtime > STALE_TEMP_SECONDS:
                 candidate.unlink()
         except FileNotFoundError:  # its writer finished (renamed) or another cleaner won

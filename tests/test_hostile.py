@@ -332,7 +332,7 @@ def test_a_240_character_shard_name_writes_and_leases(tmp_path):
     assert not [p for p in tmp_path.rglob("*.tmp")]
 
 
-def test_temp_files_of_a_killed_writer_go_with_the_next_write(tmp_path):
+def test_temp_files_of_a_killed_writer_go_with_a_later_write_in_the_folder(tmp_path):
     target = tmp_path / "shard.parquet"
     prefix = shards_module._temp_prefix(target.name)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
@@ -342,15 +342,26 @@ def test_temp_files_of_a_killed_writer_go_with_the_next_write(tmp_path):
     live_elsewhere = tmp_path / f"{prefix}otherhst-2.ghi.tmp"
     other_target = tmp_path / f"{shards_module._temp_prefix('other.parquet')}" \
                               f"{shards_module._HOST}-{dead}.jkl.tmp"
-    for path in (killed_here, old_elsewhere, live_elsewhere, other_target):
+    not_ours = tmp_path / ".someone-elses.tmp"
+    for path in (killed_here, old_elsewhere, live_elsewhere, other_target, not_ours):
         path.write_bytes(b"partial")
     hour_ago = time.time() - 3600
     os.utime(old_elsewhere, (hour_ago, hour_ago))
     write_atomic(target, lambda tmp: tmp.write_bytes(b"done"))
     assert target.read_bytes() == b"done"
-    assert not killed_here.exists() and not old_elsewhere.exists()
-    # another host's writer that wrote a moment ago may be alive; another target is not ours
-    assert live_elsewhere.exists() and other_target.exists()
+    # a dead writer's temps go, whichever target they were for
+    assert not killed_here.exists() and not old_elsewhere.exists() and not other_target.exists()
+    # another host's writer that wrote a moment ago may be alive; a file not named as ours stays
+    assert live_elsewhere.exists() and not_ours.exists()
+
+    # the folder is swept once per SWEEP_SECONDS per process, not on every write
+    again = tmp_path / f"{prefix}{shards_module._HOST}-{dead}.xyz.tmp"
+    again.write_bytes(b"partial")
+    write_atomic(target, lambda tmp: tmp.write_bytes(b"twice"))
+    assert again.exists()
+    shards_module._swept[tmp_path] -= shards_module.SWEEP_SECONDS
+    write_atomic(target, lambda tmp: tmp.write_bytes(b"thrice"))
+    assert not again.exists() and target.read_bytes() == b"thrice"
 
 
 # --- rules and a huge document -------------------------------------------------------------------

@@ -81,7 +81,7 @@ def build_definitions(*, data_dir: str | os.PathLike | None = None,
     }
     per_run = shards_per_run or int(env.get("PROX_SHARDS_PER_RUN", "16"))
     live = refiner.resolved()  # its EnvVar values read, as a run will see them
-    versions = stage_code_versions({**resources, "refiner": live})
+    versions = stage_code_versions(resources, live)
     with warnings.catch_warnings():
         # Batched backfills (BackfillPolicy) are beta and per-partition checks preview in Dagster
         # 1.13; the graph is built on both, so these two load-time notices only are silenced
@@ -129,11 +129,13 @@ def loaded_tokenizer_of(resources: dict) -> TokenizerResource:
     return TokenizerResource(**getattr(partial, "data", {}))
 
 
-def stage_code_versions(resources: dict) -> dict[str, str]:
+def stage_code_versions(resources: dict, refiner: RefinerResource | None = None
+                        ) -> dict[str, str]:
     """Every shard stage's code version from these resources' settings: what the assets
-    declare, the audit compares against and automation acts on."""
+    declare, the audit compares against and automation acts on. ``refiner``: the refiner
+    resource already resolved (resolving again would build the refiner again)."""
     return fingerprint.code_versions(settings_values(
-        refiner=resources["refiner"].resolved(), policy=resources["policy"],
+        refiner=refiner or resources["refiner"].resolved(), policy=resources["policy"],
         tokenizer=loaded_tokenizer_of(resources), checks=resources["checks"]))
 
 

@@ -15,8 +15,9 @@ from prox_dagster.tokenization import SAMPLE_TOKENIZER, load_tokenizer, tokenize
 from .settings import settings_resource
 
 
-def _from_env(cls, env: dict[str, str], floats: tuple[str, ...] = ()):
-    """``cls`` with each field whose variable (``cls.ENV``) is set taken from it: a
+def _from_env(cls, nested: dict, floats: tuple[str, ...] = ()):
+    """``cls`` (with the ``nested`` values given) with each field whose variable
+    (``cls.ENV``) is set taken from it: a
     ``dg.EnvVar`` (the UI shows the variable, not a secret's value), ``EnvVar.int`` for ints;
     floats are read here (Dagster's EnvVar has no float form)."""
     values = {}
@@ -29,7 +30,7 @@ def _from_env(cls, env: dict[str, str], floats: tuple[str, ...] = ()):
             values[name] = dg.EnvVar.int(var)
         else:
             values[name] = dg.EnvVar(var)
-    return cls(**values, **env)
+    return cls(**values, **nested)
 
 
 def _key_values(text: str, variable: str) -> dict[str, str]:

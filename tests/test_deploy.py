@@ -88,6 +88,7 @@ def test_the_production_instance_and_helm_values_say_what_the_code_reads(monkeyp
     for name in ("DAGSTER_PG_HOST", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB",
                  "PROX_LOG_BUCKET"):
         monkeypatch.setenv(name, "x")
+    monkeypatch.setenv("DAGSTER_PG_PORT", "5432")
     # validated against Dagster's instance schema (a misspelt key raises)
     config, _ = dagster_instance_config(str(root / "deploy" / "production"))
     assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"

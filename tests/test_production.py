@@ -6,7 +6,9 @@ by ``deploy/production/dagster.yaml``.
 A backfill of 24 shards in runs of 4, at most 3 runs at once, launched through the webserver's
 GraphQL API as the UI does; one run's process is SIGKILLed in the middle of its doc refiner step.
 The backfill completes by a retry, and every shard's files equal, byte for byte, those of an
-undisturbed single-process run.
+undisturbed single-process run. Then the database itself goes away in the middle of a run: the
+run worker fails naming it, and once it is back the run is marked failed and retried, keeping the
+shards it had written.
 """
 
 from __future__ import annotations
@@ -76,8 +78,9 @@ def deployment():
         s3 = s3fs.S3FileSystem()
         s3.mkdir(BUCKET)
         s3.mkdir(LOGS)
-        write_sample_crawl(folder / "crawl", n_shards=SHARDS, docs_per_shard=24)
-        for path in sorted((folder / "crawl" / "raw").iterdir()):
+        # four more for later tests, uploaded by them
+        write_sample_crawl(folder / "crawl", n_shards=SHARDS + 4, docs_per_shard=24)
+        for path in sorted((folder / "crawl" / "raw").iterdir())[:SHARDS]:
             s3.put_file(str(path), f"{BUCKET}/crawl/{path.name}")
         try:
             # the schema is created here, once, before three processes would race to create it
@@ -254,3 +257,79 @@ def test_a_backfill_on_postgres_survives_a_killed_run_worker(deployment):
     rows = definitions.lineage_report(defs, instance)
     assert [row["status"] for row in rows] == ["current"] * SHARDS
     assert s3.find(f"{LOGS}/dagster-logs/")
+
+
+def _wait_for_log(instance, run_id: str, step: str, pattern: str, timeout: float = 300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        events = instance.all_logs(run_id)
+        for event in events:
+            if event.step_key == step and not event.dagster_event \
+                    and re.match(pattern, event.user_message):
+                return events, event
+        time.sleep(0.2)
+    raise TimeoutError(f"run {run_id} logged no {pattern!r} in {step}")
+
+
+def test_postgres_going_away_fails_the_run_and_loses_no_written_shard(deployment):
+    import dagster as dg
+    import ui_tour
+    from dagster._core.execution.backfill import BulkActionStatus
+
+    from prox_dagster import definitions
+
+    instance, s3, dagster = deployment["instance"], deployment["s3"], deployment["dagster"]
+    postgres, folder = deployment["postgres"], deployment["folder"]
+    for path in sorted((folder / "crawl" / "raw").iterdir())[SHARDS:]:
+        s3.put_file(str(path), f"{BUCKET}/crawl/{path.name}")
+    defs = definitions.build_definitions()
+    keys = definitions.register_new_shards(defs, instance)[-4:]
+    launched = ui_tour.graphql(dagster.url, ui_tour.LAUNCH, {"params": {
+        "assetSelection": [{"path": [a]} for a in ASSETS], "partitionNames": keys,
+        "title": "postgres goes away"}})["launchPartitionBackfill"]
+    backfill_id = launched["backfillId"]
+    deadline = time.monotonic() + 300
+    runs = []
+    while not runs and time.monotonic() < deadline:
+        runs = instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+        time.sleep(0.5)
+    [run] = runs
+    events, _ = _wait_for_log(instance, run.run_id, KILLED_STEP, r"shard \S+: \d+ rows in")
+    pid = _run_worker_pid(events)
+    written = {k: _files(s3, f"{DATA}/{KILLED_STEP}/{k}.parquet") for k in keys
+               if s3.exists(f"{BUCKET}/prox/{KILLED_STEP}/{k}.provenance.json")}
+    assert written and pid
+
+    postgres.stop("immediate")
+    deadline = time.monotonic() + 120
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not Path(f"/proc/{pid}").exists(), "the run worker outlived its database"
+    # what the run worker said as it failed (its output is the code server's, as a pod's log
+    # would be on Kubernetes): the database it could not reach
+    said = dagster.log("grpc").read_text()
+    assert "too many retries for DB connection" in said and "Connection refused" in said
+    postgres.start()
+
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and \
+            instance.get_backfill(backfill_id).status == BulkActionStatus.REQUESTED:
+        time.sleep(1)
+    assert instance.get_backfill(backfill_id).status == BulkActionStatus.COMPLETED_SUCCESS
+    # once the database was back, the run was failed with the reason its process ended ...
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+    messages = [e.message for e in instance.all_logs(run.run_id)]
+    assert any(f"Run execution process for {run.run_id} unexpectedly exited" in m
+               for m in messages), messages[-5:]
+    # ... and retried; the shards written before the database went away were kept as they were
+    [retry] = [r for r in instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+               if r.tags.get("dagster/parent_run_id") == run.run_id]
+    assert retry.status == dg.DagsterRunStatus.SUCCESS
+    for key, files in written.items():
+        assert _files(s3, f"{DATA}/{KILLED_STEP}/{key}.parquet") == files
+        metadata = definitions.latest_metadata(instance, KILLED_STEP, key)
+        assert metadata["cached"] is True and metadata["fingerprint"]
+    rows = {row["shard"]: row["status"] for row in definitions.lineage_report(defs, instance)}
+    assert {rows[k] for k in keys} == {"current"}
+    for asset in ASSETS:
+        assert set(keys) <= instance.get_materialized_partitions(dg.AssetKey(asset)), asset

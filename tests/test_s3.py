@@ -121,3 +121,41 @@ def test_a_shard_lease_on_s3_is_exclusive(s3):
     s3.pipe(f"{BUCKET}/prox/.leases/clean_shard/x.00001.lock", b'{"owner": "run-gone"}')
     with store.lease("clean_shard", "x.00001", "run-b", alive, poll_s=0.1):
         assert b"run-b" in s3.cat(f"{BUCKET}/prox/.leases/clean_shard/x.00001.lock")
+
+
+WRITER = """
+import base64, os, sys
+import polars as pl
+from prox_dagster.store import ShardStore
+texts = [base64.b64encode(os.urandom(768)).decode() for _ in range(int(sys.argv[2]))]
+ShardStore(sys.argv[1]).write(pl.DataFrame({"id": [str(i) for i in range(len(texts))],
+                                            "text": texts}), "raw_shard", "big.00000")
+"""
+
+
+def test_an_s3_write_killed_mid_object_leaves_the_old_object_whole(s3, tmp_path):
+    import boto3
+
+    from prox_dagster.store import ShardStore
+
+    store = ShardStore(f"s3://{BUCKET}/prox")
+    store.write(pl.DataFrame({"id": ["old"], "text": ["the shard as it was"]}), "raw_shard",
+                "big.00000")
+    before = s3.cat(f"{BUCKET}/prox/raw_shard/big.00000.parquet")
+    # ~150 MB of nearly incompressible text: uploaded in parts (s3fs does so from 100 MiB)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, f"s3://{BUCKET}/prox", "200000"],
+                              cwd=Path(__file__).resolve().parent.parent)
+    client = boto3.client("s3")
+    deadline = time.monotonic() + 300
+    while not client.list_multipart_uploads(Bucket=BUCKET).get("Uploads"):
+        assert writer.poll() is None, "the writer finished before its upload was seen"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    writer.kill()
+    writer.wait(timeout=30)
+    # the object readers see is the old one, whole; the unfinished upload is invisible to them
+    # (and a bucket lifecycle rule aborts it: docs/deployment.md)
+    assert s3.cat(f"{BUCKET}/prox/raw_shard/big.00000.parquet") == before
+    s3.invalidate_cache()
+    assert s3.ls(f"{BUCKET}/prox/raw_shard") == [f"{BUCKET}/prox/raw_shard/big.00000.parquet"]
+    assert client.list_multipart_uploads(Bucket=BUCKET).get("Uploads")

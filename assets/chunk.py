@@ -3,12 +3,13 @@
 import dagster as dg
 
 from prox_dagster import fingerprint as fp
-from prox_dagster.pipeline import chunk_shard
+from prox_dagster.pipeline import chunk_stream
+from prox_dagster.shards import SCHEMAS
 from prox_dagster.tokenization import tokenizer_name
 from resources import RefinerResource, ShardStorage
 from resources.settings import settings_values
 
-from .common import ShardOutput, run_shards, shard_asset_settings
+from .common import ShardOutput, run_shards, shard_asset_settings, streamed
 
 
 def build_chunked_shard(code_version: str, shards_per_run: int) -> dg.AssetsDefinition:
@@ -22,13 +23,15 @@ def build_chunked_shard(code_version: str, shards_per_run: int) -> dg.AssetsDefi
         single line over the budget is a chunk of its own, cut to the budget: `truncated`)."""
 
         def work(shard: str) -> ShardOutput:
-            docs = storage.read("doc_refined_shard", shard)
-            chunks = chunk_shard(docs, refiner.chunk_tokenizer(), refiner.max_chunk_tokens)
-            return ShardOutput(chunks, rows_in=docs.height, extra={
-                "docs_chunked": int(docs["doc_keep"].sum()),
-                "chunk_tokens": int(chunks["n_tokens"].sum()) if chunks.height else 0,
+            store = storage.store
+            docs = store.source("doc_refined_shard", shard)
+            with store.writer("chunked_shard", shard, SCHEMAS["chunked_shard"]) as written:
+                stats = chunk_stream(docs, written, refiner.chunk_tokenizer(),
+                                     refiner.max_chunk_tokens)
+            return streamed(written, rows_in=docs.rows, extra={
+                "docs_chunked": stats.docs_chunked, "chunk_tokens": stats.chunk_tokens,
                 "max_chunk_tokens": refiner.max_chunk_tokens,
-                "chunks_truncated": int(chunks["truncated"].sum()) if chunks.height else 0,
+                "chunks_truncated": stats.truncated,
                 "tokenizer": tokenizer_name(refiner.chunk_tokenizer())})
 
         yield from run_shards(context, storage, work=work, code_version=fp.code_version(

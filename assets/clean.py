@@ -3,13 +3,12 @@
 import dagster as dg
 
 from prox_dagster import fingerprint as fp
-from prox_dagster.pipeline import execute_shard
-from prox_dagster.preview import refinement_preview
-from prox_dagster.quality import kept_share, programs_match_documents, token_retention
+from prox_dagster.pipeline import execute_stream
+from prox_dagster.quality import kept_share, token_retention
 from resources import CheckThresholds, ProgramPolicy, ShardStorage, TokenizerResource
 from resources.settings import settings_values
 
-from .common import ShardOutput, run_shards, shard_asset_settings, shard_checks
+from .common import ShardOutput, run_shards, shard_asset_settings, shard_checks, streamed
 
 CHECKS = {
     "token_retention": "Tokens out / tokens in lies within [min, max]_token_retention (GX).",
@@ -39,28 +38,31 @@ def build_clean_shard(code_version: str, versions: dict[str, str],
         limits = checks.settings()
 
         def work(shard: str) -> ShardOutput:
-            docs = storage.read("doc_refined_shard", shard)
-            chunk_programs = storage.read("chunk_refined_shard", shard)
+            store = storage.store
+            docs = store.source("doc_refined_shard", shard)
+            chunk_programs = store.source("chunk_refined_shard", shard)
             behind = [f"{f.stage} is {f.state} ({f.reason})" for f in
-                      fp.stale_upstream(storage.store, "clean_shard", shard, versions)]
-            clean = execute_shard(docs, chunk_programs, tokenizer.get(), policy.settings())
-            tokens_in, tokens_out = int(clean["tokens_in"].sum()), int(clean["tokens_out"].sum())
-            statuses = dict(clean["status"].value_counts().iter_rows())
-            return ShardOutput(clean, rows_in=docs.height, checks={
-                "token_retention": token_retention(clean, limits.min_token_retention,
+                      fp.stale_upstream(store, "clean_shard", shard, versions)]
+            with store.writer("clean_shard", shard) as written:
+                summary = execute_stream(docs, chunk_programs, written, tokenizer.get(),
+                                         policy.settings())
+            tokens_in, tokens_out = summary.tokens_in, summary.tokens_out
+            statuses = dict(summary.statuses)
+            return streamed(written, rows_in=docs.rows, checks={
+                "token_retention": token_retention(tokens_in, tokens_out,
+                                                   limits.min_token_retention,
                                                    limits.max_token_retention),
-                "kept_share": kept_share(clean, limits.min_kept_share),
-                "programs_match_documents": programs_match_documents(docs, chunk_programs,
-                                                                     behind),
+                "kept_share": kept_share(statuses, limits.min_kept_share),
+                "programs_match_documents": summary.coverage.outcome(behind),
             }, extra={
                 "docs_kept": statuses.get("kept", 0) + statuses.get("fallback_raw", 0),
                 "status_counts": statuses,
                 "tokens_in": tokens_in, "tokens_out": tokens_out,
                 "token_retention": round(tokens_out / tokens_in, 4) if tokens_in else 0.0,
-                "program_errors": int(clean["n_errors"].sum()),
-                "program_ops": int(clean["n_ops"].sum()),
-                "refiner_version": ", ".join(sorted(set(clean["refiner_version"]))) or "none",
-                "refinement_preview": refinement_preview(docs, chunk_programs, clean),
+                "program_errors": summary.n_errors,
+                "program_ops": summary.n_ops,
+                "refiner_version": ", ".join(sorted(summary.versions)) or "none",
+                "refinement_preview": summary.preview.markdown(),
             })
 
         yield from run_shards(context, storage, work=work, code_version=fp.code_version(

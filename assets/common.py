@@ -81,6 +81,14 @@ class ShardOutput:
     checks: dict[str, CheckOutcome] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     written: Callable[[], None] | None = None  # called once the output and sidecar are written
+    columns: dict[str, str] = field(default_factory=dict)  # of files, when there is no frame
+
+
+def streamed(writer, **fields) -> ShardOutput:
+    """What a stage that wrote its shard a batch at a time (``ShardStore.writer``) computed."""
+    return ShardOutput(None, rows_out=writer.rows, files=[writer.record],
+                       columns={name: str(dtype) for name, dtype in writer.schema.items()},
+                       **fields)
 
 
 def refiner_checkpoints(context: dg.AssetExecutionContext, storage: ShardStorage,
@@ -192,7 +200,7 @@ def _leased_shard(context, store, asset, shard, code_version, work, raw_location
             "rows_out": output.frame.height if output.frame is not None else output.rows_out,
             "duration_s": round(time.perf_counter() - started, 3),
             "files": records,
-            "columns": _column_types(output.frame),
+            "columns": _column_types(output.frame) or output.columns,
             # through JSON so fresh and cached shards report exactly the same values
             "checks": json.loads(json.dumps({n: asdict(o) for n, o in output.checks.items()},
                                             default=str)),

@@ -4,12 +4,13 @@ import dagster as dg
 
 from prox_dagster import fingerprint as fp
 from prox_dagster.quality import has_documents, quarantine_share
-from prox_dagster.shards import read_raw_shard
+from prox_dagster.shards import SCHEMAS, stream_raw_shard
 from prox_dagster.store import local_copy
 from resources import CheckThresholds, RawSource, ShardStorage
 from resources.settings import settings_values
 
-from .common import OWNERS, ShardOutput, run_shards, shard_asset_settings, shard_checks
+from .common import (OWNERS, ShardOutput, run_shards, shard_asset_settings, shard_checks,
+                     streamed)
 from .partitions import shards_partitions_def
 
 QUARANTINE = "raw_quarantine"
@@ -40,18 +41,20 @@ def build_raw_shard(code_version: str, shards_per_run: int) -> dg.AssetsDefiniti
 
         def work(shard: str) -> ShardOutput:
             source_file = raw_source.locate(shard)
-            with local_copy(source_file) as local:
-                raw = read_raw_shard(local, shard)
-            storage.store.write(raw.quarantine, QUARANTINE, shard)
-            quarantine_path = storage.store.path(QUARANTINE, shard)
-            reasons = {k.split(":", 1)[1]: v for k, v in raw.stats.items()
+            store = storage.store
+            with local_copy(source_file) as local, \
+                    store.writer("raw_shard", shard, SCHEMAS["raw_shard"]) as written, \
+                    store.writer(QUARANTINE, shard, SCHEMAS[QUARANTINE]) as rejected:
+                stats = stream_raw_shard(local, written, rejected, shard)
+            quarantine_path = store.path(QUARANTINE, shard)
+            reasons = {k.split(":", 1)[1]: v for k, v in stats.items()
                        if k.startswith("quarantined:")}
-            if raw.quarantine.height:
-                context.log.warning(f"shard {shard}: {raw.quarantine.height} records "
+            if rejected.rows:
+                context.log.warning(f"shard {shard}: {rejected.rows} records "
                                     f"quarantined ({reasons}) -> {quarantine_path}")
-            documents, quarantined = raw.documents.height, raw.quarantine.height
-            return ShardOutput(
-                raw.documents, rows_in=raw.stats["lines"] - raw.stats["blank_lines"],
+            documents, quarantined = written.rows, rejected.rows
+            return streamed(
+                written, rows_in=stats["lines"] - stats["blank_lines"],
                 checks={"has_documents": has_documents(documents, quarantined,
                                                        str(source_file), reasons),
                         "quarantine_share": quarantine_share(documents, quarantined,
@@ -59,7 +62,7 @@ def build_raw_shard(code_version: str, shards_per_run: int) -> dg.AssetsDefiniti
                 extra={"source_file": str(source_file), "documents": documents,
                        "quarantined": quarantined, "quarantine_reasons": reasons,
                        "quarantine_path": quarantine_path,
-                       "utf8_repaired": raw.stats["utf8_repaired"]})
+                       "utf8_repaired": stats["utf8_repaired"]})
 
         yield from run_shards(
             context, storage, work=work, raw_location=raw_source.locate,

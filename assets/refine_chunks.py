@@ -3,13 +3,13 @@
 import dagster as dg
 
 from prox_dagster import fingerprint as fp
-from prox_dagster.pipeline import refine_chunks
+from prox_dagster.pipeline import refine_chunks_stream
 from prox_dagster.quality import parse_rate
 from resources import CheckThresholds, RefinerResource, ShardStorage
 from resources.settings import settings_values
 
 from .common import (ShardOutput, progress_logger, refiner_asset_settings,
-                     refiner_checkpoints, refiner_metadata, run_shards, shard_checks)
+                     refiner_checkpoints, refiner_metadata, run_shards, shard_checks, streamed)
 
 CHECKS = {"chunk_parse_rate": "Share of chunk programs that parse is at least "
                               "min_chunk_parse_rate (GX)."}
@@ -29,15 +29,19 @@ def build_chunk_refined_shard(code_version: str, op_tags: dict | None = None,
         minimum = checks.settings().min_chunk_parse_rate
 
         def work(shard: str) -> ShardOutput:
-            chunks = storage.read("chunked_shard", shard)
+            store = storage.store
+            chunks = store.source("chunked_shard", shard)
             checkpoints = refiner_checkpoints(context, storage, shard)
-            refined = refine_chunks(chunks, engine, batch_size=refiner.batch_size,
-                                    checkpoints=checkpoints,
-                                    progress=progress_logger(context, f"{shard} chunk programs"))
-            rate = float(refined["chunk_parse_ok"].mean() or 0.0) if refined.height else 1.0
-            return ShardOutput(
-                refined, rows_in=chunks.height,
-                checks={"chunk_parse_rate": parse_rate(refined, "chunk_parse_ok", minimum)},
+            with store.writer("chunk_refined_shard", shard) as written:
+                parsed = refine_chunks_stream(
+                    chunks, written, engine, batch_size=refiner.batch_size,
+                    checkpoints=checkpoints,
+                    progress=progress_logger(context, f"{shard} chunk programs"))
+            rate = float(parsed.mean() or 0.0) if parsed.len() else 1.0
+            return streamed(
+                written, rows_in=chunks.rows,
+                checks={"chunk_parse_rate": parse_rate(parsed.to_frame(), "chunk_parse_ok",
+                                                       minimum)},
                 extra={"parse_rate": rate, **checkpoints.stats,
                        **refiner_metadata(engine, code_version, context)},
                 written=checkpoints.clear)

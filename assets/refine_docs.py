@@ -3,13 +3,13 @@
 import dagster as dg
 
 from prox_dagster import fingerprint as fp
-from prox_dagster.pipeline import refine_documents
+from prox_dagster.pipeline import refine_documents_stream
 from prox_dagster.quality import parse_rate
 from resources import CheckThresholds, ProgramPolicy, RefinerResource, ShardStorage
 from resources.settings import settings_values
 
 from .common import (ShardOutput, progress_logger, refiner_asset_settings,
-                     refiner_checkpoints, refiner_metadata, run_shards, shard_checks)
+                     refiner_checkpoints, refiner_metadata, run_shards, shard_checks, streamed)
 
 CHECKS = {"doc_parse_rate": "Share of doc programs that parse is at least "
                             "min_doc_parse_rate (GX)."}
@@ -31,17 +31,20 @@ def build_doc_refined_shard(code_version: str, op_tags: dict | None = None,
         minimum = checks.settings().min_doc_parse_rate
 
         def work(shard: str) -> ShardOutput:
-            raw = storage.read("raw_shard", shard)
+            store = storage.store
             checkpoints = refiner_checkpoints(context, storage, shard)
-            refined = refine_documents(raw, engine, batch_size=refiner.batch_size,
-                                       policy=policy.settings(), checkpoints=checkpoints,
-                                       progress=progress_logger(context, f"{shard} doc programs"))
-            kept = int(refined["doc_keep"].sum())
-            return ShardOutput(
-                refined, rows_in=raw.height,
-                checks={"doc_parse_rate": parse_rate(refined, "doc_parse_ok", minimum)},
-                extra={"docs_kept": kept, "docs_dropped": refined.height - kept,
-                       "parse_rate": float(refined["doc_parse_ok"].mean() or 0.0),
+            with store.writer("doc_refined_shard", shard) as written:
+                flags = refine_documents_stream(
+                    store.source("raw_shard", shard), written, engine,
+                    batch_size=refiner.batch_size, policy=policy.settings(),
+                    checkpoints=checkpoints,
+                    progress=progress_logger(context, f"{shard} doc programs"))
+            kept = int(flags["doc_keep"].sum())
+            return streamed(
+                written, rows_in=flags.height,
+                checks={"doc_parse_rate": parse_rate(flags, "doc_parse_ok", minimum)},
+                extra={"docs_kept": kept, "docs_dropped": flags.height - kept,
+                       "parse_rate": float(flags["doc_parse_ok"].mean() or 0.0),
                        **checkpoints.stats, **refiner_metadata(engine, code_version, context)},
                 written=checkpoints.clear)
 

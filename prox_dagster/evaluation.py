@@ -29,7 +29,7 @@ from pathlib import Path
 
 import polars as pl
 
-from .execute import ExecutionPolicy
+from .execute import ExecutionPolicy, kept_lines
 from .pipeline import chunk_shard, execute_shard, refine_chunks, refine_documents
 from .refiners.base import Refiner
 
@@ -172,47 +172,6 @@ class Counts:
             "token_retention": ratio(self.tokens_out, self.tokens_in),
             "docs_per_s": round(self.docs / self.seconds, 1) if self.seconds else None,
         }
-
-
-def kept_lines(original: str, refined: str) -> list[bool]:
-    """Which lines of ``original`` survive into ``refined``.
-
-    Execution removes whole lines and rewrites text inside lines (``normalize``), never reorders.
-    Lines are matched in order: an original line equal to the next refined line is kept; a
-    refined line that equals no later original line is a rewritten one, and keeps the original
-    line it stands at when the two share most of their words. Linear in the two texts.
-    """
-    lines = original.split("\n")
-    if refined == original:
-        return [True] * len(lines)
-    if not refined:
-        return [False] * len(lines)
-    out = refined.split("\n")
-    remaining: dict[str, int] = {}
-    for line in lines:
-        remaining[line] = remaining.get(line, 0) + 1
-    kept = [False] * len(lines)
-    j = 0
-    for i, line in enumerate(lines):
-        remaining[line] -= 1
-        if j >= len(out):
-            continue
-        if out[j] == line:
-            kept[i] = True
-            j += 1
-        elif remaining.get(out[j], 0) == 0 and _rewritten(line, out[j]):
-            kept[i] = True
-            j += 1
-    return kept
-
-
-def _rewritten(before: str, after: str) -> bool:
-    """Whether ``after`` is ``before`` with some text replaced (most words in common)."""
-    a, b = set(before.split()), set(after.split())
-    if not a or not b:
-        return False
-    return len(a & b) / max(len(a), len(b)) >= 0.5 or \
-        (len(a) <= 2 and len(b) <= 2 and (before[:4] == after[:4] or before[-4:] == after[-4:]))
 
 
 def naive_keep(line: str) -> bool:

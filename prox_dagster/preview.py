@@ -8,10 +8,11 @@ truncated Markdown table (``clean_shard`` shows it per partition in the UI).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 
 import polars as pl
 
-from .evaluation import kept_lines
+from .execute import kept_lines
 from .programs import format_call, line_range, parse_program
 
 MAX_CELL = 100
@@ -34,50 +35,73 @@ def _doc_reason(status: str, program: str) -> str:
     return _DROP_REASONS.get(status, status)
 
 
-def refinement_preview(doc_refined: pl.DataFrame, chunk_refined: pl.DataFrame,
-                       clean: pl.DataFrame, *, max_docs: int = 5, max_lines: int = 12,
-                       lines_per_doc: int = 3) -> str:
-    """Markdown: up to ``max_docs`` dropped documents and ``max_lines`` removed lines (at most
-    ``lines_per_doc`` from one document, so one page cannot fill the table)."""
-    originals = dict(doc_refined.select("id", "text").iter_rows())
-    programs = dict(doc_refined.select("id", "doc_program").iter_rows())
-    dropped, removed = [], []
-    candidates = []
-    for doc_id, text, status in clean.select("id", "text", "status").iter_rows():
-        if status in ("dropped_doc", "dropped_chunk"):
-            if len(dropped) < max_docs:
-                dropped.append((doc_id, status, _doc_reason(status, programs.get(doc_id) or ""),
-                                originals.get(doc_id) or ""))
-        elif status == "kept" and len(candidates) < max_lines:
-            candidates.append((doc_id, text))
-    chunks = defaultdict(list)
-    wanted = {doc_id for doc_id, _ in candidates}
-    for doc_id, start, end, program in chunk_refined.select(
-            "doc_id", "line_start", "line_end", "chunk_program").iter_rows():
-        if doc_id in wanted:
-            chunks[doc_id].append((start, end, program))
-    for doc_id, text in candidates:
-        original = originals.get(doc_id) or ""
+class PreviewCollector:
+    """Up to ``max_docs`` dropped documents and ``max_lines`` removed lines (at most
+    ``lines_per_doc`` from one document, so one page cannot fill the table), gathered from a
+    shard's batches until there are enough."""
+
+    def __init__(self, max_docs: int = 5, max_lines: int = 12, lines_per_doc: int = 3):
+        self.max_docs, self.max_lines, self.lines_per_doc = max_docs, max_lines, lines_per_doc
+        self.dropped: list[tuple[str, str, str, str]] = []
+        self.removed: list[tuple[str, int, str, str]] = []
+
+    @property
+    def full(self) -> bool:
+        return len(self.dropped) >= self.max_docs and len(self.removed) >= self.max_lines
+
+    def add(self, doc_refined: pl.DataFrame, chunk_programs: Mapping[str, list],
+            clean: pl.DataFrame) -> None:
+        """One batch: ``doc_refined`` rows and the ``clean`` rows made from them (in the same
+        order), and each document's ``(line_start, line_end, program)`` chunk programs."""
+        if self.full:
+            return
+        for (doc_id, original, program), (text, status) in zip(
+                doc_refined.select("id", "text", "doc_program").iter_rows(),
+                clean.select("text", "status").iter_rows()):
+            if status in ("dropped_doc", "dropped_chunk"):
+                if len(self.dropped) < self.max_docs:
+                    self.dropped.append((doc_id, status, _doc_reason(status, program or ""),
+                                         original or ""))
+            elif status == "kept" and len(self.removed) < self.max_lines:
+                self._removed_lines(doc_id, original or "", text or "",
+                                    chunk_programs.get(doc_id, ()))
+            if self.full:
+                return
+
+    def _removed_lines(self, doc_id: str, original: str, text: str, chunks) -> None:
         lines = original.split("\n")
         taken = 0
-        for index, keep in enumerate(kept_lines(original, text or "")):
+        for index, keep in enumerate(kept_lines(original, text)):
             if keep or not lines[index].strip():
                 continue
-            removed.append((doc_id, index, lines[index], _removing_call(chunks[doc_id], index)))
+            self.removed.append((doc_id, index, lines[index], _removing_call(chunks, index)))
             taken += 1
-            if taken >= lines_per_doc or len(removed) >= max_lines:
-                break
-        if len(removed) >= max_lines:
-            break
-    parts = [f"**Dropped documents** ({len(dropped)} shown)", "",
-             "| document | status | reason | text |", "|---|---|---|---|"]
-    parts += [f"| {_cell(d)} | {s} | {r} | {_cell(t)} |" for d, s, r, t in dropped] or \
-        ["| - | - | none dropped | - |"]
-    parts += ["", f"**Removed lines** ({len(removed)} shown)", "",
-              "| document | line | text | removed by |", "|---|---|---|---|"]
-    parts += [f"| {_cell(d)} | {i} | {_cell(t)} | `{c}` |" for d, i, t, c in removed] or \
-        ["| - | - | none removed | - |"]
-    return "\n".join(parts)
+            if taken >= self.lines_per_doc or len(self.removed) >= self.max_lines:
+                return
+
+    def markdown(self) -> str:
+        dropped, removed = self.dropped, self.removed
+        parts = [f"**Dropped documents** ({len(dropped)} shown)", "",
+                 "| document | status | reason | text |", "|---|---|---|---|"]
+        parts += [f"| {_cell(d)} | {s} | {r} | {_cell(t)} |" for d, s, r, t in dropped] or \
+            ["| - | - | none dropped | - |"]
+        parts += ["", f"**Removed lines** ({len(removed)} shown)", "",
+                  "| document | line | text | removed by |", "|---|---|---|---|"]
+        parts += [f"| {_cell(d)} | {i} | {_cell(t)} | `{c}` |" for d, i, t, c in removed] or \
+            ["| - | - | none removed | - |"]
+        return "\n".join(parts)
+
+
+def refinement_preview(doc_refined: pl.DataFrame, chunk_refined: pl.DataFrame,
+                       clean: pl.DataFrame, **limits: int) -> str:
+    """Markdown of :class:`PreviewCollector` over whole frames."""
+    chunks = defaultdict(list)
+    for doc_id, start, end, program in chunk_refined.select(
+            "doc_id", "line_start", "line_end", "chunk_program").iter_rows():
+        chunks[doc_id].append((start, end, program))
+    collector = PreviewCollector(**limits)
+    collector.add(doc_refined, chunks, clean)
+    return collector.markdown()
 
 
 def _removing_call(chunks: list[tuple[int, int, str]], index: int) -> str:

@@ -80,10 +80,8 @@ def parse_rate(frame: pl.DataFrame, column: str, minimum: float) -> CheckOutcome
                         {"parse_rate": observed, "minimum": minimum, "rows": frame.height})
 
 
-def token_retention(frame: pl.DataFrame, low: float, high: float) -> CheckOutcome:
+def token_retention(tokens_in: int, tokens_out: int, low: float, high: float) -> CheckOutcome:
     """Tokens out / tokens in over the shard lies in ``[low, high]``."""
-    tokens_in = int(frame["tokens_in"].sum()) if frame.height else 0
-    tokens_out = int(frame["tokens_out"].sum()) if frame.height else 0
     if tokens_in == 0:
         return CheckOutcome(True, "shard has no input tokens", {"tokens_in": 0})
     ratio = pl.DataFrame({"retention": [tokens_out / tokens_in]})
@@ -118,18 +116,76 @@ def quarantine_share(documents: int, quarantined: int, maximum: float) -> CheckO
                          "maximum": maximum})
 
 
-def kept_share(frame: pl.DataFrame, minimum: float) -> CheckOutcome:
-    """The share of documents kept (refined or raw fallback) is at least ``minimum``: a refiner
-    that drops nearly everything is broken or misconfigured, whatever its parse rate."""
-    if frame.height == 0:
+def kept_share(statuses: dict[str, int], minimum: float) -> CheckOutcome:
+    """The share of documents kept (refined or raw fallback; ``statuses`` counts the documents
+    of each status) is at least ``minimum``: a refiner that drops nearly everything is broken
+    or misconfigured, whatever its parse rate."""
+    documents = sum(statuses.values())
+    if documents == 0:
         return CheckOutcome(False, "the shard has no documents", {"documents": 0})
-    kept = int(frame["status"].is_in(["kept", "fallback_raw"]).sum())
-    share = kept / frame.height
+    kept = statuses.get("kept", 0) + statuses.get("fallback_raw", 0)
+    share = kept / documents
     return CheckOutcome(share >= minimum,
-                        f"{kept} of {frame.height} documents kept ({share:.1%}, minimum "
+                        f"{kept} of {documents} documents kept ({share:.1%}, minimum "
                         f"{minimum:.0%})",
-                        {"kept": kept, "documents": frame.height, "share": share,
+                        {"kept": kept, "documents": documents, "share": share,
                          "minimum": minimum})
+
+
+EXAMPLES = 3
+
+
+@dataclass
+class ProgramCoverage:
+    """What :func:`programs_match_documents` judges, gathered one document at a time (the
+    ``clean_shard`` step sees a shard a batch at a time)."""
+
+    kept: int = 0
+    unrefined: int = 0
+    dropped: int = 0
+    examples: dict[str, list[str]] = field(default_factory=lambda: {"unrefined": [],
+                                                                    "dropped": []})
+    versions: set[str] = field(default_factory=set)
+
+    def document(self, doc_id: str, keep: bool, text: str | None, has_programs: bool,
+                 version: str | None) -> None:
+        if version is not None:
+            self.versions.add(version)
+        if keep:
+            self.kept += 1
+            # a kept document with no non-blank line has no chunk: it cannot miss programs
+            if not has_programs and text and not text.isspace():
+                self._note("unrefined", doc_id)
+        elif has_programs:
+            self._note("dropped", doc_id)
+
+    def programs_without_document(self, doc_id: str) -> None:
+        """Chunk programs for a document that ``doc_refined_shard`` does not have (where it is
+        expected)."""
+        self._note("dropped", doc_id)
+
+    def _note(self, kind: str, doc_id: str) -> None:
+        setattr(self, kind, getattr(self, kind) + 1)
+        if len(self.examples[kind]) < EXAMPLES:
+            self.examples[kind].append(doc_id)
+
+    def outcome(self, stale_upstream: list[str] = ()) -> CheckOutcome:
+        versions = sorted(self.versions)
+        problems = []
+        if self.unrefined:
+            problems.append(f"{self.unrefined} kept documents have no chunk programs "
+                            f"(e.g. {self.examples['unrefined']})")
+        if self.dropped:
+            problems.append(f"{self.dropped} dropped documents have chunk programs "
+                            f"(e.g. {self.examples['dropped']})")
+        if len(versions) > 1:
+            problems.append(f"programs come from different refiners {versions}")
+        problems.extend(stale_upstream)
+        return CheckOutcome(not problems, "; ".join(problems) or
+                            f"chunk programs cover exactly the {self.kept} kept documents",
+                            {"kept": self.kept, "unrefined": self.unrefined,
+                             "dropped_with_programs": self.dropped,
+                             "refiners": ", ".join(versions)})
 
 
 def programs_match_documents(doc_refined: pl.DataFrame, chunk_refined: pl.DataFrame,
@@ -137,30 +193,17 @@ def programs_match_documents(doc_refined: pl.DataFrame, chunk_refined: pl.DataFr
     """The chunk programs were written for this doc decision by the same refiner: every kept
     document has chunk programs, no dropped one has, both levels name one refiner, and no
     upstream stage is stale (``stale_upstream`` describes those that are)."""
-    kept = set(doc_refined.filter(pl.col("doc_keep"))["id"].to_list())
-    refined = set(chunk_refined["doc_id"].unique().to_list()) if chunk_refined.height else set()
-    # a kept document with no non-blank line has no chunk: it cannot be missing programs
-    has_text = set(doc_refined.filter(pl.col("doc_keep")
-                                      & pl.col("text").str.contains(r"\S"))["id"].to_list())
-    unrefined = sorted(has_text - refined)
-    dropped = sorted(refined - kept)
-    versions = sorted(set(doc_refined["refiner_version"].unique().to_list())
-                      | (set(chunk_refined["refiner_version"].unique().to_list())
-                         if chunk_refined.height else set()))
-    problems = []
-    if unrefined:
-        problems.append(f"{len(unrefined)} kept documents have no chunk programs "
-                        f"(e.g. {unrefined[:3]})")
-    if dropped:
-        problems.append(f"{len(dropped)} dropped documents have chunk programs "
-                        f"(e.g. {dropped[:3]})")
-    if len(versions) > 1:
-        problems.append(f"programs come from different refiners {versions}")
-    problems.extend(stale_upstream)
-    return CheckOutcome(not problems, "; ".join(problems) or
-                        f"chunk programs cover exactly the {len(kept)} kept documents",
-                        {"kept": len(kept), "unrefined": len(unrefined),
-                         "dropped_with_programs": len(dropped), "refiners": ", ".join(versions)})
+    coverage = ProgramCoverage()
+    refined = set(chunk_refined["doc_id"].to_list())
+    coverage.versions.update(chunk_refined["refiner_version"].unique().to_list())
+    ids = set()
+    for doc_id, keep, text, version in doc_refined.select(
+            "id", "doc_keep", "text", "refiner_version").iter_rows():
+        ids.add(doc_id)
+        coverage.document(doc_id, keep, text, doc_id in refined, version)
+    for doc_id in sorted(refined - ids):
+        coverage.programs_without_document(doc_id)
+    return coverage.outcome(stale_upstream)
 
 
 def tokens_written(documents: int, tokens: int, skipped_empty: int, kept: int,

@@ -99,22 +99,37 @@ def shard_key(path: str | os.PathLike) -> str | None:
     return None
 
 
-def read_raw_shard(path: str | os.PathLike, shard: str | None = None) -> RawShard:
-    """Read a raw shard file into the ``raw_shard`` contract plus a quarantine table."""
+def stream_raw_shard(path: str | os.PathLike, documents, quarantine,
+                     shard: str | None = None) -> Counter:
+    """Read a raw shard file into the ``raw_shard`` contract, written a batch at a time to the
+    ``documents`` sink, and its quarantined records to the ``quarantine`` sink; returns the
+    counts (``lines``, ``documents``, ``quarantined``, ``quarantined:{reason}``, ...)."""
     path = Path(path)
     shard = shard or shard_key(path) or path.name
     if not path.is_file():
         raise ShardError(f"shard {shard!r}: raw file {str(path)!r} does not exist")
-    if path.name.endswith(".parquet"):
-        return _read_parquet(path, shard)
-    if shard_key(path) is None:
+    if not path.name.endswith(".parquet") and shard_key(path) is None:
         raise ShardError(
             f"shard {shard!r}: {path.name!r} is not a raw shard (expected one of {RAW_SUFFIXES})"
         )
-    return _read_jsonl(path, shard)
+    builder = _Builder(shard, path.name, documents, quarantine)
+    (_read_parquet if path.name.endswith(".parquet") else _read_jsonl)(builder, path)
+    return builder.finish()
+
+
+def read_raw_shard(path: str | os.PathLike, shard: str | None = None) -> RawShard:
+    """:func:`stream_raw_shard` into frames."""
+    from .parquet_batches import FrameSink
+
+    documents, quarantine = FrameSink(), FrameSink()
+    stats = stream_raw_shard(path, documents, quarantine, shard)
+    return RawShard(shard or shard_key(path) or Path(path).name, documents.frame,
+                    quarantine.frame, stats)
 
 
 MAX_RECORD_BYTES = 64 << 20  # a longer JSON line is quarantined by its first bytes
+BATCH_ROWS = 1024  # documents (or quarantined records) handed on at a time
+BATCH_BYTES = 32 << 20  # ... or fewer, once they hold this much text
 QUARANTINED_HEAD = 4096  # bytes of an over-long record kept in its quarantine row
 MAX_DOCUMENT_LINES = MAX_LINE_NUMBER + 1  # lines numbered 0..MAX_LINE_NUMBER
 _READ_BYTES = 1 << 16
@@ -211,14 +226,38 @@ def _lines(chunks: Iterator[bytes]) -> Iterator[tuple[int, bytes, int]]:
 
 
 class _Builder:
-    """Accumulates documents and quarantined records with the shard's id bookkeeping."""
+    """Accumulates documents and quarantined records with the shard's id bookkeeping, and hands
+    them to the sinks a batch at a time (:data:`BATCH_ROWS` rows or :data:`BATCH_BYTES`)."""
 
-    def __init__(self, shard: str, source: str):
+    def __init__(self, shard: str, source: str, documents, quarantine):
         self.shard, self.source = shard, source
+        self.sinks = {"documents": documents, "quarantine": quarantine}
         self.cols: dict[str, list] = {c: [] for c in SCHEMAS["raw_shard"]}
         self.quarantine: dict[str, list] = {c: [] for c in SCHEMAS["raw_quarantine"]}
+        self.held = 0  # bytes of text held in cols and quarantine
         self.seen: set[str] = set()
         self.stats: Counter = Counter()
+
+    def _held(self, n_bytes: int) -> None:
+        self.held += n_bytes
+        if (self.held >= BATCH_BYTES or len(self.cols["id"]) >= BATCH_ROWS
+                or len(self.quarantine["reason"]) >= BATCH_ROWS):
+            self.flush()
+
+    def flush(self) -> None:
+        for name, cols, schema in (("documents", self.cols, SCHEMAS["raw_shard"]),
+                                   ("quarantine", self.quarantine, SCHEMAS["raw_quarantine"])):
+            if cols[next(iter(cols))]:
+                self.sinks[name].write(pl.DataFrame(cols, schema=schema))
+                for values in cols.values():
+                    values.clear()
+        self.held = 0
+
+    def finish(self) -> Counter:
+        self.flush()
+        for name, contract in (("documents", "raw_shard"), ("quarantine", "raw_quarantine")):
+            self.sinks[name].write(pl.DataFrame(schema=SCHEMAS[contract]))  # the schema
+        return self.stats
 
     def reject(self, line_no: int, reason: str, raw: str, byte_offset: int | None = None) -> None:
         self.quarantine["line_no"].append(line_no)
@@ -227,6 +266,7 @@ class _Builder:
         self.quarantine["raw"].append(raw)
         self.stats["quarantined"] += 1
         self.stats[f"quarantined:{reason.split(':')[0]}"] += 1
+        self._held(len(raw))
 
     def add(self, line_no: int, record: dict, raw: str, repaired: bool = False,
             byte_offset: int | None = None, escapes: bool = False) -> None:
@@ -270,19 +310,14 @@ class _Builder:
         self.stats["documents"] += 1
         if repaired:
             self.stats["utf8_repaired"] += 1
-
-    def build(self) -> RawShard:
-        docs = pl.DataFrame(self.cols, schema=SCHEMAS["raw_shard"])
-        quarantine = pl.DataFrame(self.quarantine, schema=SCHEMAS["raw_quarantine"])
-        return RawShard(self.shard, docs, quarantine, self.stats)
+        self._held(len(row[1]) + len(row[4]))
 
 
 def _without_surrogates(value: str | None) -> str | None:
     return None if value is None else _SURROGATE.sub("\ufffd", value)
 
 
-def _read_jsonl(path: Path, shard: str) -> RawShard:
-    builder = _Builder(shard, path.name)
+def _read_jsonl(builder: _Builder, path: Path) -> None:
     line_no = 0
     try:
         for line_no, (offset, line, length) in enumerate(_lines(_chunks(path))):
@@ -322,23 +357,34 @@ def _read_jsonl(path: Path, shard: str) -> RawShard:
             f"(decompressed byte {exc.stream_offset + len(exc.partial)}): {exc.reason}; the "
             f"{builder.stats['lines'] - 1} lines before it are kept",
             exc.partial.decode("utf-8", errors="replace"), exc.stream_offset)
-    return builder.build()
 
 
-def _read_parquet(path: Path, shard: str) -> RawShard:
+def _read_parquet(builder: _Builder, path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from .parquet_batches import iter_batches
+
+    shard = builder.shard
     try:
-        frame = pl.read_parquet(path)
-    except Exception as exc:  # polars raises several error types for corrupt files
+        columns = pq.ParquetFile(path).schema_arrow.names
+    except Exception as exc:  # pyarrow raises several error types for corrupt files
         raise ShardError(f"shard {shard!r}: cannot read Parquet {str(path)!r}: {exc}") from exc
-    builder = _Builder(shard, path.name)
-    if "text" not in frame.columns:
+    if "text" not in columns:
         raise ShardError(f"shard {shard!r}: Parquet {str(path)!r} has no 'text' column "
-                         f"(columns: {frame.columns})")
-    for line_no, record in enumerate(frame.iter_rows(named=True)):
-        builder.stats["lines"] += 1
-        raw = json.dumps(record, ensure_ascii=False, default=str)
-        builder.add(line_no, record, raw)
-    return builder.build()
+                         f"(columns: {columns})")
+    line_no = 0
+    try:
+        for frame in iter_batches(path):
+            for record in frame.iter_rows(named=True):
+                builder.stats["lines"] += 1
+                raw = json.dumps(record, ensure_ascii=False, default=str)
+                builder.add(line_no, record, raw)
+                line_no += 1
+    except ShardError:
+        raise
+    except Exception as exc:
+        raise ShardError(f"shard {shard!r}: cannot read Parquet {str(path)!r} past row "
+                         f"{line_no}: {exc}") from exc
 
 
 STALE_TEMP_SECONDS = 600  # a temp file untouched this long has no live writer
@@ -420,7 +466,9 @@ def _process_alive(pid: int) -> bool:
 
 
 def write_parquet_atomic(frame: pl.DataFrame, path: str | os.PathLike) -> Path:
-    return write_atomic(path, lambda tmp: frame.write_parquet(tmp, compression="zstd"))
+    from .parquet_batches import write_frame
+
+    return write_frame(frame, path)
 
 
 def write_text_atomic(text: str, path: str | os.PathLike) -> Path:

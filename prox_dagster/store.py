@@ -22,8 +22,9 @@ from pathlib import Path
 import fsspec
 import polars as pl
 
+from .parquet_batches import BatchWriter, ParquetSource
 from .shards import (ShardError, conflict_error, find_raw_shards, is_raw_name, raw_names,
-                     select_raw_shards, temp_file, write_parquet_atomic, write_text_atomic)
+                     select_raw_shards, temp_file, write_text_atomic)
 
 def is_remote(location: str | os.PathLike) -> bool:
     return "://" in str(location) and not str(location).startswith("file://")
@@ -159,12 +160,34 @@ class ShardStore:
         with self.open(location) as f:
             return pl.read_parquet(f, columns=columns)
 
-    def write(self, frame: pl.DataFrame, asset: str, shard: str) -> dict:
-        """Write atomically; returns the file's record (name, bytes, sha256)."""
+    def source(self, asset: str, shard: str) -> ParquetSource:
+        """The stored shard as a source of record batches (see ``prox_dagster.pipeline``)."""
+        location = self.path(asset, shard)
+        if not exists(location):
+            raise ShardError(f"shard {shard!r}: {asset} has no output at {location!r}; "
+                             f"materialize {asset} for this shard first")
+        try:
+            return ParquetSource(lambda: self.open(location), f"{asset}/{shard}")
+        except OSError as exc:
+            raise ShardError(f"shard {shard!r}: cannot read {asset} at {location!r}: {exc}") \
+                from exc
+
+    @contextlib.contextmanager
+    def writer(self, asset: str, shard: str,
+               schema: dict[str, pl.DataType] | None = None) -> Iterator[BatchWriter]:
+        """A :class:`BatchWriter` for the shard's file: it appears (whole) when the block ends
+        without an exception; ``writer.record`` then holds its name, bytes and sha256."""
         location = self.path(asset, shard)
         with self._staged(location) as local:
-            write_parquet_atomic(frame, local)
-            return local_file_record(local, location)
+            with BatchWriter(local, schema) as writer:
+                yield writer
+            writer.record = local_file_record(local, location)
+
+    def write(self, frame: pl.DataFrame, asset: str, shard: str) -> dict:
+        """Write atomically; returns the file's record (name, bytes, sha256)."""
+        with self.writer(asset, shard, frame.schema) as writer:
+            writer.write(frame)
+        return writer.record
 
     def write_text(self, text: str, *parts: str) -> str:
         location = self.location(*parts)

@@ -4,7 +4,8 @@ import polars as pl
 import pytest
 
 from prox_dagster.quality import (Thresholds, has_documents, kept_share, parse_rate,
-                                  programs_match_documents, quarantine_share, tokens_written)
+                                  programs_match_documents, quarantine_share, token_retention,
+                                  tokens_written)
 
 
 def test_tokens_written_fails_on_missing_documents_and_empty_files():
@@ -40,9 +41,12 @@ def test_the_raw_and_clean_checks_fail_at_their_thresholds():
     assert "3 invalid JSON" in has_documents(0, 3, "x.jsonl.gz", {"invalid JSON": 3}).description
     assert has_documents(1, 0, "x.jsonl", {}).passed
     assert quarantine_share(8, 2, 0.2).passed and not quarantine_share(8, 3, 0.2).passed
-    frame = pl.DataFrame({"status": ["kept", "dropped_doc", "fallback_raw", "dropped_chunk"]})
-    assert kept_share(frame, 0.5).passed and not kept_share(frame, 0.51).passed
-    assert not kept_share(frame.clear(), 0.0).passed
+    statuses = {"kept": 1, "dropped_doc": 1, "fallback_raw": 1, "dropped_chunk": 1}
+    assert kept_share(statuses, 0.5).passed and not kept_share(statuses, 0.51).passed
+    assert not kept_share({}, 0.0).passed
+    assert token_retention(100, 60, 0.5, 1.0).passed
+    assert not token_retention(100, 40, 0.5, 1.0).passed
+    assert not token_retention(100, 120, 0.5, 1.05).passed
     parsed = pl.DataFrame({"ok": [True, True, False, False]})
     assert parse_rate(parsed, "ok", 0.5).passed and not parse_rate(parsed, "ok", 0.75).passed
 

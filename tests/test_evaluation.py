@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from prox_dagster.evaluation import (EvaluationError, evaluate, evaluation_csv,
-                                     evaluation_markdown, kept_lines, load_labelled_set,
-                                     naive_keep)
+                                     evaluation_markdown, load_labelled_set, naive_keep)
+from prox_dagster.execute import kept_lines
 from prox_dagster.programs import format_call
 from prox_dagster.prompts import document_of
 

@@ -7,6 +7,7 @@ import zstandard
 
 from prox_dagster.shards import (SCHEMAS, ShardError, find_raw_shards, read_raw_shard,
                                   schema_problems, shard_key, write_parquet_atomic)
+from prox_dagster.parquet_batches import BatchWriter, iter_batches
 from prox_dagster.store import ShardStore
 
 RECORDS = [
@@ -127,15 +128,50 @@ def test_shard_keys_and_discovery(tmp_path):
 def test_atomic_write_keeps_the_old_file_when_a_write_fails(tmp_path):
     path = tmp_path / "out" / "s.parquet"
     write_parquet_atomic(pl.DataFrame({"a": [1]}), path)
-
-    class Boom(pl.DataFrame):
-        def write_parquet(self, *args, **kwargs):
-            raise RuntimeError("disk full")
-
     with pytest.raises(RuntimeError, match="disk full"):
-        write_parquet_atomic(Boom({"a": [2]}), path)
+        with BatchWriter(path) as writer:
+            writer.write(pl.DataFrame({"a": list(range(5000))}))  # a row group is written
+            raise RuntimeError("disk full")
     assert pl.read_parquet(path)["a"].to_list() == [1]
     assert [p.name for p in path.parent.iterdir()] == ["s.parquet"]
+
+
+def test_batch_writes_cut_row_groups_by_rows_and_bytes_whatever_the_batches(tmp_path,
+                                                                            monkeypatch):
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    from prox_dagster import parquet_batches
+
+    monkeypatch.setattr(parquet_batches, "ROW_GROUP_ROWS", 50)
+    monkeypatch.setattr(parquet_batches, "ROW_GROUP_BYTES", 2000)
+    frame = pl.DataFrame({"id": [f"d{i}" for i in range(230)],
+                          "text": ["x" * (i % 13 * 20) for i in range(230)],
+                          "n": list(range(230))})
+    whole = write_parquet_atomic(frame, tmp_path / "whole.parquet")
+    with BatchWriter(tmp_path / "batched.parquet") as writer:
+        for start in range(0, 230, 17):
+            writer.write(frame.slice(start, 17))
+        writer.write(frame.head(0))
+    digest = [hashlib.sha256(p.read_bytes()).hexdigest()
+              for p in (whole, tmp_path / "batched.parquet")]
+    assert digest[0] == digest[1]
+    metadata = pq.ParquetFile(whole).metadata
+    groups = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+    assert sum(groups) == 230 and max(groups) <= 50 and len(groups) > 230 // 50 + 1
+    back = list(iter_batches(whole, batch_rows=20))
+    assert max(b.height for b in back) <= 20 and pl.concat(back).equals(frame)
+    assert [b.columns for b in iter_batches(whole, ["n"])][0] == ["n"]
+    with pytest.raises(ValueError, match="a batch has columns"):
+        with BatchWriter(tmp_path / "bad.parquet") as writer:
+            writer.write(frame)
+            writer.write(frame.select("id"))
+    assert not (tmp_path / "bad.parquet").exists()
+    # no rows: a file with the columns, read back as one empty frame
+    empty = write_parquet_atomic(frame.head(0), tmp_path / "empty.parquet")
+    [only] = list(iter_batches(empty))
+    assert only.height == 0 and only.schema == frame.schema
 
 
 def test_store_read_of_a_missing_stage_names_shard_and_asset(tmp_path):

@@ -21,8 +21,10 @@ linear in the chunk's length. Blank lines get no features: they are never scored
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
@@ -74,18 +76,34 @@ def line_key(line: str) -> str:
 
 
 class ShardLineCounts:
-    """How many documents of a shard hold each line (by :func:`line_key`)."""
+    """How many documents of a shard hold each line (by :func:`line_key`).
+
+    Kept as sorted 64-bit hashes of the keys with their counts: 8 bytes per distinct line of
+    each document while counting, 16 per distinct line of the shard after (a Counter of the
+    strings held the shard's text again, several times over). ``documents`` may be a stream."""
 
     def __init__(self, documents: Iterable[Iterable[str]] = ()):
-        self.counts: Counter[str] = Counter()
+        seen = array("Q")
         self.n_docs = 0
         for lines in documents:
             self.n_docs += 1
-            self.counts.update({line_key(line) for line in lines if line.strip()})
+            seen.extend({_key_hash(line_key(line)) for line in lines if line.strip()})
+        self.keys, self.counts = np.unique(np.frombuffer(seen, dtype=np.uint64),
+                                           return_counts=True)
 
     def others(self, key: str) -> int:
         """Documents other than the line's own that hold it (at least the own one is assumed)."""
-        return max(self.counts.get(key, 1) - 1, 0)
+        if not len(self.keys):
+            return 0
+        h = np.uint64(_key_hash(key))
+        i = int(np.searchsorted(self.keys, h))
+        count = int(self.counts[i]) if i < len(self.keys) and self.keys[i] == h else 1
+        return max(count - 1, 0)
+
+
+def _key_hash(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogatepass"),
+                                          digest_size=8).digest(), "little")
 
 
 def _units(text: str) -> tuple[int, int]:

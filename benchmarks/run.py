@@ -10,6 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_cached_run  # noqa: E402
+import bench_memory  # noqa: E402
 import bench_chunking  # noqa: E402
 import bench_orchestration  # noqa: E402
 import bench_programs  # noqa: E402
@@ -27,11 +28,11 @@ def main() -> int:
                "processor": platform.processor() or "unknown"}
     ok = True
     names = sys.argv[1:] or ["chunking", "parse_execute", "refiners_cpu", "tokenize",
-                             "orchestration", "cached_run", "quality"]
+                             "orchestration", "cached_run", "quality", "memory"]
     benches = {"chunking": bench_chunking, "parse_execute": bench_programs,
                "refiners_cpu": bench_refiners, "tokenize": bench_tokenize,
                "orchestration": bench_orchestration, "cached_run": bench_cached_run,
-               "quality": bench_quality}
+               "quality": bench_quality, "memory": bench_memory}
     for name in names:
         result = {**benches[name].run(), "machine": machine}
         print(json.dumps(result, indent=2))
@@ -42,6 +43,9 @@ def main() -> int:
             ok &= bool(result.get("skipped")) or result["targets"]["1000_docs_under_60s"]
         elif name == "refiners_cpu":
             ok &= result["cases"]["tiny"]["vllm_over_hf"] >= 2.0  # 0.35B: reported, see README
+        elif name == "memory":
+            ok &= result["targets"]["peak_rss_at_most_2_gib"]
+            ok &= result["targets"]["cost_per_doc_flat"]
         elif name == "orchestration":
             ok &= result["batched_speedup"] >= 2.0
         elif name == "cached_run":

@@ -3,7 +3,9 @@
 Layout: ``{base}/{asset}/{shard}.parquet`` (plus the token files and sidecars of
 ``tokenized_shard``). Locations are plain strings: an absolute local path or a URL. Writes are
 atomic on both: a local file is written under a temporary name and renamed; an S3 object is
-written locally first and uploaded with one PUT, which S3 makes visible whole or not at all.
+written locally first and uploaded, in one PUT or (from 100 MiB) in parts that S3 assembles when
+the upload completes: either way visible whole or not at all. Shards are read and written a
+record batch at a time (``source`` and ``writer``; see ``prox_dagster.parquet_batches``).
 S3 settings come from the usual ``AWS_*`` variables (``AWS_ENDPOINT_URL`` for MinIO, moto, R2).
 """
 

@@ -1,7 +1,6 @@
 """Where every stage's files live: a local folder or an ``s3://`` prefix."""
 
 import dagster as dg
-import polars as pl
 
 from prox_dagster.store import ShardStore
 
@@ -15,6 +14,3 @@ class ShardStorage(dg.ConfigurableResource):
     @property
     def store(self) -> ShardStore:
         return ShardStore(self.base)
-
-    def read(self, asset: str, shard: str) -> pl.DataFrame:
-        return self.store.read(asset, shard)

@@ -97,7 +97,8 @@ def deployment():
 
 
 def _files(s3, base: str) -> dict[str, str]:
-    """sha256 of every object under ``base`` (relative names)."""
+    """sha256 of every object under ``base`` (relative names), as the bucket holds them now."""
+    s3.invalidate_cache()  # s3fs caches listings: other processes wrote since
     root = base.removeprefix("s3://")
     return {name.removeprefix(root + "/"): hashlib.sha256(s3.cat(name)).hexdigest()
             for name in s3.find(root)}
@@ -296,6 +297,7 @@ def test_postgres_going_away_fails_the_run_and_loses_no_written_shard(deployment
     [run] = runs
     events, _ = _wait_for_log(instance, run.run_id, KILLED_STEP, r"shard \S+: \d+ rows in")
     pid = _run_worker_pid(events)
+    s3.invalidate_cache()
     written = {k: _files(s3, f"{DATA}/{KILLED_STEP}/{k}.parquet") for k in keys
                if s3.exists(f"{BUCKET}/prox/{KILLED_STEP}/{k}.provenance.json")}
     assert written and pid

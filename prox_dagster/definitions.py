@@ -20,6 +20,7 @@ variable                   meaning                                     default
 ``PROX_CHUNK_MODEL``       chunk refiner model                          the doc model
 ``PROX_MODEL_REVISION``    hub revision of the models                   ``main``
 ``PROX_REFINER_BASE_URL``  OpenAI-compatible server (openai backend)    (none)
+``PROX_REFINER_TIMEOUT_S`` seconds one request to that server may take ``120``
 ``PROX_REFINER_BATCH``     prompts per refiner call                     ``256``
 ``PROX_SHARDS_PER_RUN``    shards per run in backfills (model loads)    ``16``
 ``PROX_TOKEN_FORMAT``      token files: parquet, megatron, litgpt       ``parquet``

@@ -102,7 +102,8 @@ class OpenAISettings(dg.Config):
 
     ENV: ClassVar[dict[str, str]] = {
         "base_url": "PROX_REFINER_BASE_URL", "api_key": "PROX_REFINER_API_KEY",
-        "max_prompt_tokens": "PROX_MAX_PROMPT_TOKENS"}
+        "max_prompt_tokens": "PROX_MAX_PROMPT_TOKENS",
+        "request_timeout_s": "PROX_REFINER_TIMEOUT_S"}
     base_url: str = ""
     api_key: str = ""
     max_concurrency: int = 8
@@ -185,7 +186,7 @@ class RefinerResource(dg.ConfigurableResource):
             "classifier": _from_env(ClassifierSettings, {}),
             "hf": _from_env(HFSettings, {}),
             "vllm": _from_env(VLLMSettings, {}, floats=("gpu_memory_utilization",)),
-            "openai": _from_env(OpenAISettings, {})})
+            "openai": _from_env(OpenAISettings, {}, floats=("request_timeout_s",))})
 
     def resolved(self) -> "RefinerResource":
         """This resource with its ``EnvVar`` values read, as a run sees it (for code versions

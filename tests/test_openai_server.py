@@ -162,9 +162,12 @@ def test_the_openai_backend_through_the_resource_refines_a_shard(vllm_server, ti
 
     for name, value in {"PROX_REFINER_BACKEND": "openai", "PROX_REFINER_BASE_URL": vllm_server,
                         "PROX_DOC_MODEL": "tiny", "PROX_REFINER_TOKENIZER": str(tiny_model),
-                        "PROX_MAX_CHUNK_TOKENS": "200", "PROX_MAX_PROMPT_TOKENS": "2047"}.items():
+                        "PROX_MAX_CHUNK_TOKENS": "200", "PROX_MAX_PROMPT_TOKENS": "2047",
+                        # a CPU vLLM server on a busy 2-core machine can take minutes a batch
+                        "PROX_REFINER_TIMEOUT_S": "900"}.items():
         monkeypatch.setenv(name, value)
     refiner = RefinerResource.from_env()
+    assert refiner.resolved().openai.request_timeout_s == 900
     write_sample_crawl(tmp_path, n_shards=1, docs_per_shard=3)
     lenient = CheckThresholds(min_doc_parse_rate=0, min_chunk_parse_rate=0,
                               min_token_retention=0, min_kept_share=0)

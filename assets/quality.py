@@ -103,6 +103,8 @@ def classifier_model(context: dg.AssetExecutionContext, labelled_sets: LabelledS
         "line_rows": spec["training"]["line_rows"],
         "doc_rows": spec["training"]["doc_rows"],
         "line_threshold": spec["line_threshold"],
+        "content_threshold": spec["content_threshold"],
+        "typical_prior": spec["typical_prior"],
         "doc_threshold": spec["doc_threshold"],
         "duration_s": round(time.perf_counter() - started, 3),
     })

@@ -223,7 +223,8 @@ def cmd_train_refiner(args: argparse.Namespace) -> int:
                                 name=args.name, log=console.print)
     digest = write_model(spec, args.out)
     model = ClassifierModel(args.out)  # what the refiner will load, read back once
-    console.print(f"wrote {args.out} (sha256 {digest[:12]}, model {model.name}, line threshold "
+    console.print(f"wrote {args.out} (sha256 {digest[:12]}, model {model.name}, content "
+                  f"threshold {model.content_threshold:.2f}, line threshold "
                   f"{model.line_threshold:.2f}, doc threshold {model.doc_threshold:.3f})")
     console.print(f"use it: PROX_REFINER_BACKEND=classifier PROX_CLASSIFIER_MODEL={args.out}")
     return 0

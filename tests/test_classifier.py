@@ -40,11 +40,12 @@ def held_out_sample(tmp_path_factory):
 def test_model_file_is_json_text_and_training_is_deterministic(sample_model, tmp_path,
                                                                sample_crawl):
     spec = json.loads(sample_model.read_text())  # plain JSON: nothing to unpickle
-    assert spec["format"] == "prox-dagster/line-classifier" and spec["format_version"] == 1
+    assert spec["format"] == "prox-dagster/line-classifier" and spec["format_version"] == 2
     assert spec["line_model"].startswith("tree") and spec["doc_model"].startswith("tree")
     assert spec["training"]["sets"][0]["name"] == "sample-crawl.labelled"
     model = ClassifierModel(sample_model)
     assert model.name == "sample" and 0 < model.line_threshold < 1
+    assert 0 < model.content_threshold < 1 and 0 < model.typical_prior < 1
     from prox_dagster.refiners.classifier_training import train_classifier, write_model
     from prox_dagster.tokenization import load_tokenizer
 
@@ -168,3 +169,26 @@ def test_shard_repetition_marks_a_line_common_to_many_documents(sample_model):
     col = FEATURE_NAMES.index("shard_doc_share")
     assert matrix_alone[0, col] == 0.0 and matrix_shard[0, col] == 1.0
     assert matrix_shard[1, col] == 0.0  # the body lines differ (digits aside) per document
+
+
+def test_the_shards_share_of_content_moves_the_line_threshold(sample_model, held_out_sample):
+    """A shard that is mostly chrome needs more evidence to keep a line; one that is mostly
+    text less. Too small a shard: the training sets' typical share."""
+    from prox_dagster.evaluation import CONTENT_LABELS
+
+    refiner = ClassifierRefiner(sample_model)
+    assert refiner.prior == refiner.model.typical_prior  # before it sees a shard
+    texts = [d.text for d in held_out_sample.documents]
+    menu = "\n".join(["Home", "News", "Sport", "Contact us", "Privacy policy", "Log in",
+                      "Subscribe", "Careers", "Advertise with us", "Terms of use"] * 3)
+    text_only = ["\n".join(line for line, mark in zip(d.text.split("\n"), d.line_labels)
+                           if mark in CONTENT_LABELS) for d in held_out_sample.documents]
+    shares = {}
+    for name, shard in (("text", text_only), ("page", texts),
+                        ("chrome", [f"{menu}\n{t}\n{menu}" for t in texts])):
+        refiner.observe_shard(iter(shard))  # a stream, as the pipeline passes it
+        shares[name] = (refiner.prior, refiner.chunk_threshold)
+    assert shares["text"][0] > shares["page"][0] > shares["chrome"][0]
+    assert shares["text"][1] < shares["page"][1] < shares["chrome"][1]
+    refiner.observe_shard(texts[:1])
+    assert refiner.prior == refiner.model.typical_prior

@@ -13,6 +13,10 @@ its threshold, else ``keep_doc()``. Chunk level: one ``remove_lines`` per run of
 line threshold (blank lines bridge a run), one ``normalize`` per mojibake sequence, or
 ``keep_chunk()``. So parsing, execution, checks and lineage are those of every other backend.
 
+The chunk-level threshold applies to the line posteriors at the shard's own share of content
+lines, estimated from the line probabilities of a fixed sample of the shard's documents
+(:mod:`~prox_dagster.refiners.prior_shift`) when the pipeline shows the refiner the shard.
+
 The model file is JSON: LightGBM's own text format for each booster plus thresholds, feature names
 and how it was trained. Loading it parses text and runs no code (no pickle). Its sha256 is part of
 the refiner version, so a retrained model marks exactly the shards it did not refine as stale.
@@ -23,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -35,11 +39,15 @@ from ..programs import format_call
 from ..prompts import PROMPT_FORMAT_VERSION, document_of
 from .line_features import (DOC_FEATURES, FEATURE_NAMES, FEATURES_VERSION, ShardLineCounts,
                             chunk_features, document_features, repetition)
+from .prior_shift import Reservoir, estimate_prior, raw_threshold
 from .signals import RulesConfig, boilerplate_ranges, mojibake_fixes
 
 MODEL_FORMAT = "prox-dagster/line-classifier"
-MODEL_FORMAT_VERSION = 1
-DEFAULT_MODEL = "classifier-web-v1.json"
+MODEL_FORMAT_VERSION = 2
+PRIOR_SAMPLE_DOCS = 256        # documents whose lines estimate a shard's content share
+PRIOR_SAMPLE_CHARS = 65536     # of each sampled document's text: the sample's memory is bounded
+MIN_PRIOR_LINES = 200          # fewer sampled lines: the training sets' typical share is used
+DEFAULT_MODEL = "classifier-web-v2.json"
 
 
 class ClassifierModelError(ValueError):
@@ -87,6 +95,8 @@ class ClassifierModel:
             self.line_booster = lgb.Booster(model_str=spec["line_model"])
             self.doc_booster = lgb.Booster(model_str=spec["doc_model"])
             self.line_threshold = float(spec["line_threshold"])
+            self.content_threshold = float(spec["content_threshold"])
+            self.typical_prior = float(spec["typical_prior"])
             self.doc_threshold = float(spec["doc_threshold"])
         except (KeyError, TypeError, ValueError, lgb.basic.LightGBMError) as exc:
             raise ClassifierModelError(f"classifier model {str(self.path)!r} is incomplete or "
@@ -121,10 +131,35 @@ class ClassifierRefiner:
              "prompt": PROMPT_FORMAT_VERSION, "dialect": self.dialect,
              "rules": dataclasses.asdict(self.config)})
         self._shard: ShardLineCounts | None = None
+        self._sample: list[str] = []
+        self._prior: float | None = None
 
-    def observe_shard(self, documents: Sequence[str]) -> None:
-        """Count the lines of the shard's documents (the cross-document repetition signal)."""
-        self._shard = ShardLineCounts(text.split("\n") for text in documents)
+    def observe_shard(self, documents: Iterable[str]) -> None:
+        """Count the lines of the shard's documents (the cross-document repetition signal) and
+        keep a fixed sample of them, whose lines estimate the shard's share of content lines
+        when a chunk is first judged (doc programs do not need it)."""
+        sample = Reservoir(PRIOR_SAMPLE_DOCS)
+        self._shard = ShardLineCounts(
+            text.split("\n") for text in sample.passing(
+                documents, lambda text: text[:PRIOR_SAMPLE_CHARS]))
+        self._sample, self._prior = sample.items, None
+
+    @property
+    def prior(self) -> float:
+        """The observed shard's estimated share of content lines (the training sets' typical
+        share before a shard is observed, or when its sample has too few lines)."""
+        if self._prior is None:
+            judged = self._line_probabilities([text.split("\n") for text in self._sample])
+            probabilities = np.concatenate([p for _, _, p in judged]) if judged else np.zeros(0)
+            self._prior = estimate_prior(probabilities) \
+                if len(probabilities) >= MIN_PRIOR_LINES else self.model.typical_prior
+            self._sample = []
+        return self._prior
+
+    @property
+    def chunk_threshold(self) -> float:
+        """The line probability under which a chunk's line is removed, for the observed shard."""
+        return raw_threshold(self.model.content_threshold, self.prior)
 
     def generate(self, prompts: Sequence[str], *, level: str) -> list[str]:
         if level == "doc":
@@ -171,6 +206,7 @@ class ClassifierRefiner:
         parsed = [(split[1], split[0]) if (split := split_numbered(chunk)) else None
                   for chunk in chunks]
         judged = self._line_probabilities([p[0] for p in parsed if p is not None])
+        threshold = self.chunk_threshold
         programs = []
         it = iter(judged)
         for item in parsed:
@@ -179,14 +215,14 @@ class ClassifierRefiner:
                 continue
             lines, numbers = item
             _, indices, probs = next(it)
-            programs.append(self._chunk_program(lines, numbers, indices, probs))
+            programs.append(self._chunk_program(lines, numbers, indices, probs, threshold))
         return programs
 
     def _chunk_program(self, lines: list[str], numbers: list[int], indices: list[int],
-                       probs: np.ndarray) -> str:
+                       probs: np.ndarray, threshold: float) -> str:
         noise: list[str | None] = [None] * len(lines)
         for i, p in zip(indices, probs):
-            if p < self.model.line_threshold:
+            if p < threshold:
                 noise[i] = "noise"
         blank = [not line.strip() for line in lines]
         calls = [format_call("normalize", source_str=bad, target_str=good)

@@ -6,12 +6,18 @@ chunk is featurized on its own, and each set plays the role of one shard for the
 features. Every set weighs the same in training, whatever its size, so that one large set does
 not teach the model one site's layout.
 
-The line threshold is chosen on out-of-fold probabilities (each training set predicted by a
+The line thresholds are chosen on out-of-fold probabilities (each training set predicted by a
 model trained without it): the best keep-F1 averaged over the sets among thresholds whose
-keep-recall, averaged over the sets, stays at least ``min_line_recall`` (content lost is worse
-than noise kept). Labelled sets disagree on what content is (one set's human labels count forum
-signatures and lists as clean text, another's gold text holds every list item), so one threshold
-cannot suit every set; averaging over sets keeps any one from deciding it.
+keep-recall, averaged over the sets, stays at least a minimum (content lost is worse than noise
+kept). Two of them: ``line_threshold`` on the probabilities themselves, which decides what the
+document model counts as likely content (``min_line_recall``), and ``content_threshold`` on the
+posteriors at each set's own estimated share of content lines
+(:mod:`~prox_dagster.refiners.prior_shift`), which decides the lines of every chunk
+(``min_content_recall``). ``typical_prior`` (the median set's estimated share) stands in for a
+shard too small to estimate its own. Labelled sets disagree on what content is (one set's human
+labels count forum signatures and lists as clean text, another's gold text holds every list
+item), so one threshold cannot suit every set; averaging over sets keeps any one from deciding
+it.
 
 The document model learns from sets with a document ``label`` and from line-labelled pages
 (a page with at least ``min_content_units`` words of labelled content is a good page; one with
@@ -35,6 +41,7 @@ from ..shards import write_text_atomic
 from .classifier import MODEL_FORMAT, MODEL_FORMAT_VERSION
 from .line_features import (DOC_FEATURES, FEATURE_NAMES, FEATURES_VERSION, ShardLineCounts,
                             chunk_features, document_features)
+from .prior_shift import adjusted, estimate_prior
 from .signals import word_units
 
 Log = Callable[[str], None]
@@ -48,6 +55,7 @@ class TrainingSettings:
     doc_leaves: int = 7
     learning_rate: float = 0.05
     min_line_recall: float = 0.75
+    min_content_recall: float = 0.70
     min_good_kept: float = 0.92
     min_content_units: int = 40
     doc_folds: int = 5
@@ -190,10 +198,24 @@ def train_classifier(sets: Sequence[LabelledSet], tokenizer,
             oof[held] = fold_models[group].predict(data.matrix[held])
             log(f"  out-of-fold line model without {data.set_names[group]}")
         threshold = _best_threshold(oof, data.labels, data.groups, settings.min_line_recall)
-    else:
-        threshold = 0.5
+        priors = [estimate_prior(oof[data.groups == g]) for g in range(n_groups)]
+        shifted = np.zeros_like(oof)
+        for group, prior in enumerate(priors):
+            shifted[data.groups == group] = adjusted(oof[data.groups == group], prior)
+        content_threshold = _best_threshold(shifted, data.labels, data.groups,
+                                            settings.min_content_recall)
+        typical_prior = float(np.median(priors))
+        log("  estimated content shares: " + ", ".join(
+            f"{set_name} {prior:.3f}" for set_name, prior in zip(data.set_names, priors)))
     line_model = _train_lines(data, np.arange(len(data.labels)), settings)
-    log(f"line model: {line_model.num_trees()} trees, threshold {threshold:.2f}")
+    if n_groups == 1:
+        # no set to hold out: probability 0.5 decides on shards with the set's own content share
+        threshold = 0.5
+        typical_prior = estimate_prior(line_model.predict(data.matrix))
+        content_threshold = float(adjusted(np.array([threshold]), typical_prior)[0])
+    log(f"line model: {line_model.num_trees()} trees, threshold {threshold:.2f}, content "
+        f"threshold {content_threshold:.2f} at the shard's content share (typical "
+        f"{typical_prior:.3f})")
 
     def predict_line(model, matrix):
         return model.predict(matrix) if len(matrix) else np.zeros(0)
@@ -257,6 +279,8 @@ def train_classifier(sets: Sequence[LabelledSet], tokenizer,
         "features_version": FEATURES_VERSION, "line_features": FEATURE_NAMES,
         "doc_features": DOC_FEATURES,
         "line_threshold": round(threshold, 4), "doc_threshold": round(doc_threshold, 6),
+        "content_threshold": round(content_threshold, 4),
+        "typical_prior": round(typical_prior, 6),
         "training": {
             "sets": [{"name": s.name, "path": s.path, "documents": len(s.documents)}
                      for s in sets],

@@ -13,7 +13,13 @@ and main content in blocks of long, punctuated lines. Three groups of features:
   model one set's layouts;
 - repetition: how many other documents of the shard hold the same line (lines repeated across
   many documents of a crawl are boilerplate: CCNet, RefinedWeb) and how often the line recurs in
-  its own document.
+  its own document. A line counts as repeated from three documents on: a line two documents
+  share is as often a page crawled twice (or quoted) as a site's chrome, and counting pairs
+  taught the model to drop the text of near-duplicate pages (measured leaving one set out).
+
+Not whether blank lines surround a line: extractors differ in how they separate paragraphs
+(CommonCrawl's WET text and OSCAR have no blank lines at all), and the feature taught the model
+that text without them is not prose (measured on OSCAR pages, leaving their set out).
 
 Every feature is computed in one pass over the lines (plus fixed-width windows), so the cost is
 linear in the chunk's length. Blank lines get no features: they are never scored.
@@ -32,7 +38,7 @@ import numpy as np
 
 from .signals import CJK, NAV_WORDS, RulesConfig, line_reasons, strip_bullet
 
-FEATURES_VERSION = "line-features-v1+doc-v2"
+FEATURES_VERSION = "line-features-v2+doc-v2"
 
 # rule reasons as category codes (0: no rule fires)
 REASONS = ("url", "navigation", "cookie", "copyright", "legal", "share", "comment_widget",
@@ -49,6 +55,7 @@ _STOP = frozenset("the be to of and a in that have i it for not on with he as yo
 _LETTER = re.compile(r"[^\W\d_]")
 _DIGIT = re.compile(r"\d")
 _DIGITS_TO_ZERO = str.maketrans("123456789", "000000000")
+MIN_REPEAT_DOCS = 3
 
 LINE_FEATURES = [
     "log_words", "log_chars", "ends_punct", "ends_colon", "alpha_share", "digit_share",
@@ -61,8 +68,8 @@ CONTEXT_FEATURES = [
     "next1_ends_punct", "next2_log_words", "prev1_rule", "next1_rule",
     "win3_log_words", "win3_long", "win10_log_words", "win10_long", "win3_rule",
     "win10_shard_share",
-    "dist_long_before", "dist_long_after", "short_run", "inside_long_span", "blank_before",
-    "blank_after", "chunk_long_share", "words_vs_max",
+    "dist_long_before", "dist_long_after", "short_run", "inside_long_span",
+    "chunk_long_share", "words_vs_max",
     "in_block", "block_log_words", "block_vs_largest", "block_rank", "dist_largest_block",
     "side_of_largest_block",
 ]
@@ -92,13 +99,14 @@ class ShardLineCounts:
                                            return_counts=True)
 
     def others(self, key: str) -> int:
-        """Documents other than the line's own that hold it (at least the own one is assumed)."""
+        """Documents other than the line's own that hold it, when at least
+        :data:`MIN_REPEAT_DOCS` documents do (else 0: see the module's docstring)."""
         if not len(self.keys):
             return 0
         h = np.uint64(_key_hash(key))
         i = int(np.searchsorted(self.keys, h))
         count = int(self.counts[i]) if i < len(self.keys) and self.keys[i] == h else 1
-        return max(count - 1, 0)
+        return count - 1 if count >= MIN_REPEAT_DOCS else 0
 
 
 def _key_hash(key: str) -> int:
@@ -248,9 +256,6 @@ def chunk_features(lines: Sequence[str], shard: ShardLineCounts | None = None,
         run[start:end] = (end - start) if short[start] else 0
         start = end
     blocks = _block_features(long_pos, words, n)
-    blank_before = np.array([float(i > 0 and not lines[i - 1].strip()) for i in indices])
-    blank_after = np.array([float(i + 1 < len(lines) and not lines[i + 1].strip())
-                            for i in indices])
     context = np.column_stack([
         shifted(log_words, 1, 0.0), shifted(ends, 1, 0.0), shifted(log_words, 2, 0.0),
         shifted(log_words, -1, 0.0), shifted(ends, -1, 0.0), shifted(log_words, -2, 0.0),
@@ -258,7 +263,7 @@ def chunk_features(lines: Sequence[str], shard: ShardLineCounts | None = None,
         window_mean(log_words, 3), window_mean(long, 3), window_mean(log_words, 10),
         window_mean(long, 10), window_mean(rule, 3), window_mean(shard_share, 10),
         np.minimum(before, 99), np.minimum(after, 99), np.minimum(run, 200), inside,
-        blank_before, blank_after, np.full(n, long.mean()), words / max(words.max(), 1.0),
+        np.full(n, long.mean()), words / max(words.max(), 1.0),
         blocks,
     ])
     return np.hstack([base, context]).astype(np.float32), indices

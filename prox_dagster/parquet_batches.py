@@ -142,10 +142,10 @@ class ParquetSource:
     """A stored Parquet file as a source of record batches; ``open_file()`` opens it (a local
     path or an fsspec file) afresh for every pass."""
 
-    def __init__(self, open_file, name: str):
+    def __init__(self, open_file):
         import pyarrow.parquet as pq
 
-        self._open, self.name = open_file, name
+        self._open = open_file
         with self._open() as f:
             metadata = pq.ParquetFile(f).metadata
             self.rows = metadata.num_rows
@@ -160,8 +160,8 @@ class FrameSource:
     """A frame in memory as a source of record batches (the functions' frame-in, frame-out
     forms, the evaluation and tests)."""
 
-    def __init__(self, frame: pl.DataFrame, name: str = "frame"):
-        self.frame, self.name, self.rows = frame, name, frame.height
+    def __init__(self, frame: pl.DataFrame):
+        self.frame, self.rows = frame, frame.height
 
     def batches(self, columns: list[str] | None = None,
                 rows: int = READ_BATCH_ROWS) -> Iterator[pl.DataFrame]:

@@ -37,7 +37,6 @@ DEFAULT_BATCH = 256
 
 
 class Source(Protocol):
-    name: str
     rows: int
 
     def batches(self, columns: list[str] | None = None,
@@ -243,18 +242,20 @@ class ExecutionSummary:
 
 
 class _ChunkGroups:
-    """The chunk programs of a chunk_refined shard, one document's at a time, in file order."""
+    """The chunk programs of a chunk_refined shard, one document's at a time, in file order;
+    ``versions``: the refiner versions of the rows read so far (all, once the groups ran out)."""
 
     def __init__(self, source: Source):
+        self.versions: set[str] = set()
         self._rows = self._iter(source)
         self.head = next(self._rows, None)
 
-    @staticmethod
-    def _iter(source: Source) -> Iterator[tuple[str, list[tuple[int, int, int, str]]]]:
+    def _iter(self, source: Source) -> Iterator[tuple[str, list[tuple[int, int, int, str]]]]:
         current, group = None, []
         for batch in source.batches(["doc_id", "chunk_index", "line_start", "line_end",
-                                     "chunk_program"]):
-            for doc_id, index, start, end, program in batch.iter_rows():
+                                     "chunk_program", "refiner_version"]):
+            self.versions.update(batch["refiner_version"].unique().to_list())
+            for doc_id, index, start, end, program, _ in batch.iter_rows():
                 if doc_id != current and group:
                     yield current, group
                     group = []
@@ -335,8 +336,7 @@ def execute_stream(doc_source: Source, chunk_source: Source, sink: Sink, tokeniz
     while groups.head is not None:
         summary.coverage.programs_without_document(groups.head[0])
         groups.advance()
-    for batch in chunk_source.batches(["refiner_version"]):
-        summary.coverage.versions.update(batch["refiner_version"].unique().to_list())
+    summary.coverage.versions.update(groups.versions)
     return summary
 
 

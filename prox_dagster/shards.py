@@ -292,14 +292,16 @@ class _Builder:
         row = [rid, text, None if url is None else str(url),
                self.source if source is None else str(source), None]
         try:
+            if repaired:
+                meta = {**meta, "utf8_repaired": True}
             row[4] = json.dumps(meta, ensure_ascii=False, default=str)
             if escapes and any(v is not None and _SURROGATE.search(v) for v in row):
                 # lone surrogates cannot be stored as UTF-8: replaced, like bad bytes
-                repaired = True
                 row = [_without_surrogates(v) for v in row]
-            if repaired:
-                meta = {**json.loads(row[4]), "utf8_repaired": True}
-                row[4] = json.dumps(meta, ensure_ascii=False)
+                if not repaired:
+                    repaired = True
+                    row[4] = json.dumps({**json.loads(row[4]), "utf8_repaired": True},
+                                        ensure_ascii=False)
         except (RecursionError, ValueError, TypeError) as exc:
             return reject(f"unserializable fields: {type(exc).__name__}: {str(exc)[:120]}")
         if rid != row[0] and row[0] in self.seen:

@@ -7,6 +7,8 @@ import polars as pl
 import pytest
 
 from prox_dagster import definitions
+from prox_dagster.pipeline import refine_chunks
+from prox_dagster.refiners import build_refiner
 from prox_dagster.sample import sample_documents, write_sample_crawl
 from resources import CheckThresholds, ClassifierSettings, RefinerResource
 
@@ -63,6 +65,12 @@ def test_two_partitions_through_the_whole_graph(crawl, instance):
         doc_meta = definitions.latest_metadata(instance, "doc_refined_shard", shard)
         assert doc_meta["parse_rate"] == 1.0 and doc_meta["refiner_version"] == version
         assert doc_meta["duration_s"] >= 0 and doc_meta["rows_per_s"] > 0
+        chunk_meta = definitions.latest_metadata(instance, "chunk_refined_shard", shard)
+        refiner = build_refiner("classifier")  # the same model, shown the same shard
+        refine_chunks(pl.read_parquet(crawl / "chunked_shard" / f"{shard}.parquet"), refiner)
+        assert 0 < chunk_meta["estimated_content_share"] < 1
+        assert chunk_meta["estimated_content_share"] == round(refiner.prior, 4)
+        assert chunk_meta["chunk_line_threshold"] == round(refiner.chunk_threshold, 4)
 
     raw_meta = definitions.latest_metadata(instance, "raw_shard", SHARDS[0])
     assert raw_meta["quarantined"] == 2

@@ -21,7 +21,9 @@ class Refiner(Protocol):
     calls it with every document of the shard before it asks for that shard's programs at either
     level, so shard-level signals (a line repeated across many documents is boilerplate) do not
     depend on the prompt batch size. The ``classifier`` refiner uses it; LM refiners see only
-    their prompts, as ProX's models do.
+    their prompts, as ProX's models do. One that has it may also have ``shard_metadata() ->
+    dict``: what it concluded about the shard it was last shown (the chunk stage adds it to the
+    shard's metadata).
     """
 
     version: str

@@ -161,6 +161,12 @@ class ClassifierRefiner:
         """The line probability under which a chunk's line is removed, for the observed shard."""
         return raw_threshold(self.model.content_threshold, self.prior)
 
+    def shard_metadata(self) -> dict:
+        """The observed shard's estimated share of content lines and the line probability under
+        which its chunks' lines are removed."""
+        return {"estimated_content_share": round(self.prior, 4),
+                "chunk_line_threshold": round(self.chunk_threshold, 4)}
+
     def generate(self, prompts: Sequence[str], *, level: str) -> list[str]:
         if level == "doc":
             return self.doc_programs([document_of(p, "doc") for p in prompts])

@@ -526,6 +526,7 @@ def find_raw_shards(folder: str | os.PathLike, patterns: Sequence[str] | None = 
     folder = Path(folder)
     if not folder.is_dir():
         return {}, {}
-    files, conflicts = select_raw_shards(
-        (path.name for path in folder.iterdir() if path.is_file()), patterns)
+    with os.scandir(folder) as listing:  # file types from the listing: no stat per entry
+        names = [entry.name for entry in listing if entry.is_file()]
+    files, conflicts = select_raw_shards(names, patterns)
     return {key: folder / name for key, name in files.items()}, conflicts

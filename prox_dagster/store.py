@@ -25,7 +25,7 @@ import fsspec
 import polars as pl
 
 from .parquet_batches import BatchWriter, ParquetSource
-from .shards import (ShardError, conflict_error, is_raw_name, raw_names,
+from .shards import (ShardError, conflict_error, find_raw_shards, is_raw_name, raw_names,
                      select_raw_shards, temp_file, write_text_atomic)
 
 def is_remote(location: str | os.PathLike) -> bool:
@@ -88,13 +88,9 @@ def list_raw_shards(location: str, patterns: list[str] | None = None
     key: ``(file location, modification time in ns)``; and the keys two files share, with their
     names (not in the first dict)."""
     if not is_remote(location):
-        if not os.path.isdir(location):
-            return {}, {}
-        with os.scandir(location) as listing:  # the type from the listing, one stat per shard
-            entries = {e.name: e for e in listing if e.is_file()}
-        files, conflicts = select_raw_shards(entries, patterns)
-        return {key: (str(Path(location) / name), entries[name].stat().st_mtime_ns)
-                for key, name in files.items()}, conflicts
+        files, conflicts = find_raw_shards(location, patterns)
+        return {key: (str(path), path.stat().st_mtime_ns) for key, path in files.items()}, \
+            conflicts
     fs, root = filesystem(location)
     try:
         listing = fs.ls(root, detail=True, refresh=True)

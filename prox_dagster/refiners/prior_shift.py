@@ -34,9 +34,7 @@ def estimate_prior(probabilities: np.ndarray, training_prior: float = TRAINING_P
         return training_prior
     prior = training_prior
     for _ in range(iterations):
-        a = prior / training_prior * p
-        b = (1 - prior) / (1 - training_prior) * (1 - p)
-        updated = float((a / (a + b)).mean())
+        updated = float(adjusted(p, prior, training_prior).mean())
         if abs(updated - prior) < tolerance:
             prior = updated
             break

@@ -28,8 +28,8 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import socket
-import tempfile
 import time
 import zlib
 from collections import Counter
@@ -429,10 +429,16 @@ def temp_file(path: Path) -> Path:
             _swept.clear()
         _remove_stale_temps(path.parent)
         _swept[path.parent] = now
-    fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{_HOST}-{os.getpid()}.", suffix=".tmp",
-                               dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
+    while True:
+        tmp = path.parent / f"{prefix}{_HOST}-{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            # mode 0o666 under the umask, as for any new file: mkstemp's 0o600 made every shard,
+            # manifest and model unreadable to the team's other users and services
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
 
 
 def _temp_prefix(name: str) -> str:

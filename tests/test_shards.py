@@ -1,5 +1,7 @@
 import gzip
 import json
+import os
+import stat
 
 import polars as pl
 import pytest
@@ -134,6 +136,23 @@ def test_atomic_write_keeps_the_old_file_when_a_write_fails(tmp_path):
             raise RuntimeError("disk full")
     assert pl.read_parquet(path)["a"].to_list() == [1]
     assert [p.name for p in path.parent.iterdir()] == ["s.parquet"]
+
+
+def test_written_files_take_their_mode_from_the_umask_like_any_new_file(tmp_path):
+    # a shard only its writer could read (mkstemp's 0o600) locked out the team's other users
+    # and services (the webserver, a training job) on a shared volume
+    old = os.umask(0o022)
+    try:
+        whole = write_parquet_atomic(pl.DataFrame({"a": [1]}), tmp_path / "whole.parquet")
+        with BatchWriter(tmp_path / "batched.parquet") as writer:
+            writer.write(pl.DataFrame({"a": [1]}))
+        os.umask(0o077)
+        private = write_parquet_atomic(pl.DataFrame({"a": [1]}), tmp_path / "private.parquet")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(whole.stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "batched.parquet").stat().st_mode) == 0o644
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
 
 
 def test_batch_writes_cut_row_groups_by_rows_and_bytes_whatever_the_batches(tmp_path,

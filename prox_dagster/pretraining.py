@@ -118,10 +118,12 @@ def pack_set(store: ShardStore, manifest: Manifest, manifest_location: str, *,
                 if progress:
                     progress(entry["shard"])
 
+    files: list[dict] = []
     with store.staging_dir(folder) as local:
+        # each chunk is published (uploaded, when remote) as soon as it is full
         packed = pack_litgpt(streams(), local, dtype, chunk_size=chunk_size,
-                             sep_token=sep_token)
-        files = store.publish(folder, packed.files)
+                             sep_token=sep_token,
+                             on_chunk=lambda path: files.extend(store.publish(folder, [path])))
     manifest.packed = {
         "format": "litgpt", "key": key, "folder": store.location(folder),
         "chunk_size": chunk_size, "sep_token": sep_token, "dtype": dtype,

@@ -210,11 +210,14 @@ class ShardStore:
             folder.mkdir(parents=True, exist_ok=True)
             yield folder
             return
-        with tempfile.TemporaryDirectory(prefix=f"prox-{asset}-") as folder:
+        # the asset may be a path ("pretraining_set/litgpt-..."): a slash in the prefix
+        # would name a folder that does not exist
+        with tempfile.TemporaryDirectory(prefix=f"prox-{asset.replace('/', '-')}-") as folder:
             yield Path(folder)
 
     def publish(self, asset: str, files: list[Path]) -> list[dict]:
-        """Records of ``files`` written in :meth:`staging_dir`, uploaded first when remote."""
+        """Records of ``files`` written in :meth:`staging_dir`; when remote, each is uploaded
+        and then removed from the staging folder (a writer may publish as it goes)."""
         records = []
         for path in files:
             location = self.location(asset, path.name)
@@ -222,6 +225,7 @@ class ShardStore:
             if self.remote:
                 fs, target = filesystem(location)
                 fs.put_file(str(path), target)
+                path.unlink()
         return records
 
     def remove(self, location: str) -> None:

@@ -41,7 +41,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .shards import temp_file
+from .shards import temp_file, write_atomic
 from .tokenization import rust_tokenizer, tokenizer_name
 
 FORMATS = ("parquet", "megatron", "litgpt")
@@ -216,23 +216,35 @@ class PackedSet:
 
 def pack_litgpt(streams: Iterable[BinaryIO], out_dir: str | os.PathLike, dtype: np.dtype, *,
                 chunk_size: int = PROX_CHUNK_SIZE, sep_token: int, prefix: str = "train",
-                block_tokens: int = 1 << 22) -> PackedSet:
+                block_tokens: int = 1 << 22,
+                on_chunk: Callable[[Path], None] | None = None) -> PackedSet:
     """Cut the token ``streams`` (open binary files of ``dtype`` ids, read in order, a block
-    at a time) into litgpt chunk files in ``out_dir``; only the last chunk is padded."""
+    at a time) into litgpt chunk files in ``out_dir``; only the last chunk is padded.
+
+    Each chunk is written atomically under its final name as soon as it is full, then handed
+    to ``on_chunk``, which may move it elsewhere (an upload): a set for remote storage is never
+    staged whole on local disk. On an error the chunks still in ``out_dir`` are removed; the
+    caller names the folder by its content, so chunks it moved are never mistaken for a set."""
     if chunk_size < 1:
         raise TokenFileError(f"litgpt chunk_size must be positive, not {chunk_size}")
     dtype = np.dtype(dtype)
-    files = _StagedFiles(Path(out_dir))
+    out_dir = Path(out_dir)
     result = PackedSet(files=[])
     chunk = np.empty(chunk_size, dtype=dtype)
     used = 0
 
-    def flush() -> None:
-        with files.open(f"{prefix}_{result.chunks:010d}.bin") as f:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
             f.write(LITGPT_MAGIC + struct.pack("<Q", 1) + struct.pack("<B", DTYPE_CODES[dtype])
                     + struct.pack("<Q", chunk_size))
             f.write(chunk.tobytes(order="C"))
+
+    def flush() -> None:
+        path = write_atomic(out_dir / f"{prefix}_{result.chunks:010d}.bin", write)
+        result.files.append(path)
         result.chunks += 1
+        if on_chunk is not None:
+            on_chunk(path)
 
     try:
         for stream in streams:
@@ -254,9 +266,9 @@ def pack_litgpt(streams: Iterable[BinaryIO], out_dir: str | os.PathLike, dtype: 
             chunk[used:] = sep_token
             result.padding_tokens = chunk_size - used
             flush()
-        result.files = files.commit()
     except BaseException:
-        files.abort()
+        for path in result.files:
+            path.unlink(missing_ok=True)
         raise
     return result
 

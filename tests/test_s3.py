@@ -3,6 +3,8 @@ server (moto's, started here on 127.0.0.1; the fake is S3 itself, an external ed
 
 import json
 import socket
+import struct
+import tempfile
 import subprocess
 import sys
 import time
@@ -10,12 +12,14 @@ import urllib.request
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import polars as pl
 import pytest
 
 from prox_dagster import definitions
+from prox_dagster.pretraining import Manifest, pack_set
 from prox_dagster.sample import write_sample_crawl
-from prox_dagster.store import sha256
+from prox_dagster.store import ShardStore, sha256
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BUCKET = "prox-test"
@@ -159,3 +163,40 @@ def test_an_s3_write_killed_mid_object_leaves_the_old_object_whole(s3, tmp_path)
     s3.invalidate_cache()
     assert s3.ls(f"{BUCKET}/prox/raw_shard") == [f"{BUCKET}/prox/raw_shard/big.00000.parquet"]
     assert client.list_multipart_uploads(Bucket=BUCKET).get("Uploads")
+
+
+def test_litgpt_chunks_go_to_s3_one_at_a_time_without_staging_the_set(s3, tmp_path,
+                                                                      monkeypatch):
+    # a packed set can be far larger than a worker's disk: each chunk is uploaded as soon as
+    # it is full, and the local staging folder never holds more than the chunk being written
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(staging))
+    store = ShardStore(f"s3://{BUCKET}/prox")
+    streams = {"a": np.arange(1000, dtype=np.uint16), "b": np.arange(1000, 1700, dtype=np.uint16)}
+    manifest = Manifest(tokenizer="t", tokenizer_hash="h")
+    for shard, ids in streams.items():
+        location = store.location("tokenized_shard", f"{shard}.tokens")
+        s3.pipe(location.removeprefix("s3://"), ids.tobytes())
+        manifest.shards.append({"shard": shard, "format": "litgpt", "dtype": "uint16",
+                                "files": [{"file": location, "sha256": sha256(location)}]})
+    staged_after_each_shard = []
+    assert pack_set(store, manifest, store.location("pretraining_set", "manifest.json"),
+                    chunk_size=64, sep_token=7,
+                    progress=lambda _: staged_after_each_shard.append(
+                        [p.name for p in staging.rglob("*") if p.is_file()]))
+    assert staged_after_each_shard == [[], []]
+    assert not any(staging.iterdir())
+    packed = manifest.packed
+    assert packed["chunks"] == len(packed["files"]) == -(-1700 // 64)
+    assert packed["padding_tokens"] == packed["chunks"] * 64 - 1700
+    read = []
+    for f in packed["files"]:
+        assert f["file"].startswith(f"s3://{BUCKET}/prox/pretraining_set/litgpt-")
+        raw = s3.cat(f["file"].removeprefix("s3://"))
+        assert f["sha256"] == sha256(f["file"]) and f["bytes"] == len(raw)
+        assert raw[:7] == b"LITPKDS" and struct.unpack_from("<Q", raw, 16) == (64,)
+        read.append(np.frombuffer(raw, np.uint16, offset=24))
+    tokens = np.concatenate(read)
+    assert tokens[:1700].tolist() == list(range(1700))
+    assert set(tokens[1700:].tolist()) == {7}

@@ -61,7 +61,8 @@ def build_clean_shard(code_version: str, versions: dict[str, str],
                 "token_retention": round(tokens_out / tokens_in, 4) if tokens_in else 0.0,
                 "program_errors": summary.n_errors,
                 "program_ops": summary.n_ops,
-                "refiner_version": ", ".join(sorted(summary.versions)) or "none",
+                # the refiners of its doc and of its chunk programs
+                "refiner_version": ", ".join(sorted(summary.coverage.versions)) or "none",
                 "refinement_preview": summary.preview.markdown(),
             })
 

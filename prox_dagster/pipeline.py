@@ -236,7 +236,6 @@ class ExecutionSummary:
     tokens_out: int = 0
     n_ops: int = 0
     n_errors: int = 0
-    versions: set[str] = field(default_factory=set)
     coverage: ProgramCoverage = field(default_factory=ProgramCoverage)
     preview: PreviewCollector = field(default_factory=PreviewCollector)
 
@@ -330,8 +329,6 @@ def execute_stream(doc_source: Source, chunk_source: Source, sink: Sink, tokeniz
         summary.tokens_out += int(clean["tokens_out"].sum() or 0)
         summary.n_ops += sum(n_ops)
         summary.n_errors += sum(n_errors)
-        if "refiner_version" in clean.columns:
-            summary.versions.update(v for v in clean["refiner_version"].unique() if v)
         summary.preview.add(docs, applied, clean)
     while groups.head is not None:
         summary.coverage.programs_without_document(groups.head[0])

@@ -149,7 +149,7 @@ class ProgramCoverage:
 
     def document(self, doc_id: str, keep: bool, text: str | None, has_programs: bool,
                  version: str | None) -> None:
-        if version is not None:
+        if version:
             self.versions.add(version)
         if keep:
             self.kept += 1

@@ -41,9 +41,9 @@ def _key_values(text: str, variable: str) -> dict[str, str]:
 
 
 class ClassifierSettings(dg.Config):
-    """``classifier``: the learned CPU refiner. ``model``: a model file written by
-    ``train-refiner`` (empty: the one shipped with the package); ``options``: its rule
-    options (see ``RulesConfig``)."""
+    """`classifier`: the learned CPU refiner. `model`: a model file written by
+    `train-refiner` (empty: the one shipped with the package); `options`: its rule
+    options (see `RulesConfig`)."""
 
     ENV: ClassVar[dict[str, str]] = {"model": "PROX_CLASSIFIER_MODEL"}
     model: str = ""
@@ -54,7 +54,7 @@ class ClassifierSettings(dg.Config):
 
 
 class RulesSettings(dg.Config):
-    """``rules``: the rules refiner's options (``RulesConfig`` fields)."""
+    """`rules`: the rules refiner's options (`RulesConfig` fields)."""
 
     ENV: ClassVar[dict[str, str]] = {}
     options: dict[str, float] = {}
@@ -64,7 +64,7 @@ class RulesSettings(dg.Config):
 
 
 class HFSettings(dg.Config):
-    """``hf``: transformers; ``batch_size`` prompts per ``generate`` call."""
+    """`hf`: transformers; `batch_size` prompts per `generate` call."""
 
     ENV: ClassVar[dict[str, str]] = {"dtype": "PROX_REFINER_DTYPE",
                                      "device": "PROX_REFINER_DEVICE"}
@@ -77,7 +77,7 @@ class HFSettings(dg.Config):
 
 
 class VLLMSettings(dg.Config):
-    """``vllm``: the offline engine's arguments."""
+    """`vllm`: the offline engine's arguments."""
 
     ENV: ClassVar[dict[str, str]] = {
         "dtype": "PROX_REFINER_DTYPE", "max_model_len": "PROX_MAX_MODEL_LEN",
@@ -97,8 +97,8 @@ class VLLMSettings(dg.Config):
 
 
 class OpenAISettings(dg.Config):
-    """``openai``: an OpenAI-compatible completions server. ``max_prompt_tokens``: the most
-    the server takes (its ``--max-model-len`` less one; 0: not checked here)."""
+    """`openai`: an OpenAI-compatible completions server. `max_prompt_tokens`: the most
+    the server takes (its `--max-model-len` less one; 0: not checked here)."""
 
     ENV: ClassVar[dict[str, str]] = {
         "base_url": "PROX_REFINER_BASE_URL", "api_key": "PROX_REFINER_API_KEY",

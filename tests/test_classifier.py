@@ -40,8 +40,8 @@ def held_out_sample(tmp_path_factory):
 def test_model_file_is_json_text_and_training_is_deterministic(sample_model, tmp_path,
                                                                sample_crawl):
     spec = json.loads(sample_model.read_text())  # plain JSON: nothing to unpickle
-    assert spec["format"] == "prox-dagster/line-classifier" and spec["format_version"] == 2
-    assert spec["line_model"].startswith("tree") and spec["doc_model"].startswith("tree")
+    assert spec["format"] == "prox-dagster/line-classifier" and spec["format_version"] == 3
+    assert all(spec[f"{m}_model"].startswith("tree") for m in ("line", "doc", "share"))
     assert spec["training"]["sets"][0]["name"] == "sample-crawl.labelled"
     model = ClassifierModel(sample_model)
     assert model.name == "sample" and 0 < model.line_threshold < 1

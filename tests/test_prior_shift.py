@@ -1,10 +1,13 @@
-"""Adapting the line threshold to a shard's share of content lines (label shift, EM)."""
+"""Adapting the line threshold to a shard's share of content lines (label shift): EM, the share
+model's inputs and how documents' estimates make a shard's."""
 
 import numpy as np
 import pytest
 
-from prox_dagster.refiners.prior_shift import (Reservoir, adjusted, estimate_prior,
-                                               raw_threshold)
+from prox_dagster.refiners.line_features import FEATURE_NAMES, chunk_features
+from prox_dagster.refiners.prior_shift import (SHARE_FEATURES, Reservoir, adjusted,
+                                               estimate_prior, raw_threshold, shard_share,
+                                               share_features)
 
 
 def _balanced_posteriors(prior: float, n: int, seed: int) -> np.ndarray:
@@ -26,6 +29,36 @@ def test_the_estimate_is_clipped_and_defined_for_nothing():
     assert estimate_prior(np.zeros(0)) == 0.5
     assert estimate_prior(np.full(100, 1e-9)) == 0.02
     assert estimate_prior(np.full(100, 1 - 1e-9)) == 0.98
+
+
+def test_share_features_describe_a_documents_lines_each_counted_once():
+    lines = ["- Home", "- News", "Contact us",
+             "The council approved the new budget for the library after a long debate.",
+             "It opens next spring, the mayor said on Tuesday evening."]
+    matrix, indices = chunk_features(lines)
+    probabilities = np.array([0.05, 0.1, 0.3, 0.9, 0.7])
+    row = dict(zip(SHARE_FEATURES, share_features(probabilities, matrix)))
+    assert len(row) == len(SHARE_FEATURES) and len(indices) == 5
+    assert row["mean_p"] == pytest.approx(0.41)
+    assert (row["share_p20"], row["share_p50"], row["share_p80"]) == (0.6, 0.4, 0.2)
+    assert row["log_lines"] == pytest.approx(np.log1p(5))
+    assert row["bullet_share"] == 0.4 and row["long_sentence_share"] == 0.4
+    assert row["ends_punct_share"] == 0.4
+    assert row["nav_word_share"] >= 0.4  # Home, News (and Contact us)
+    assert row["repeated_share"] == 0.0  # no shard: nothing repeats
+    assert row["em_share"] == estimate_prior(probabilities)
+    words = matrix[:, FEATURE_NAMES.index("log_words")]
+    assert row["mean_log_words"] == pytest.approx(float(words.mean()))
+    assert share_features(np.zeros(0), np.zeros((0, len(FEATURE_NAMES)))) == \
+        [0.0] * len(SHARE_FEATURES)
+
+
+def test_a_shards_share_weighs_each_documents_estimate_by_its_lines():
+    # a 90-line page that is a tenth content and a 10-line text that is all content
+    assert shard_share(np.array([0.1, 1.0]), np.array([90, 10])) == pytest.approx(0.19)
+    assert shard_share(np.array([-0.3, 0.0]), np.array([5, 5])) == 0.02  # clipped
+    assert shard_share(np.array([1.4]), np.array([3])) == 0.98
+    assert shard_share(np.zeros(0), np.zeros(0)) == 0.5  # nothing to go on
 
 
 def test_one_raw_threshold_decides_as_the_adjusted_posteriors_do():

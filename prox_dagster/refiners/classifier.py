@@ -14,8 +14,9 @@ line threshold (blank lines bridge a run), one ``normalize`` per mojibake sequen
 ``keep_chunk()``. So parsing, execution, checks and lineage are those of every other backend.
 
 The chunk-level threshold applies to the line posteriors at the shard's own share of content
-lines, estimated from the line probabilities of a fixed sample of the shard's documents
-(:mod:`~prox_dagster.refiners.prior_shift`) when the pipeline shows the refiner the shard.
+lines, which a third model, the *share model*, estimates from the line probabilities of a fixed
+sample of the shard's documents (:mod:`~prox_dagster.refiners.prior_shift`) when the pipeline
+shows the refiner the shard.
 
 The model file is JSON: LightGBM's own text format for each booster plus thresholds, feature names
 and how it was trained. Loading it parses text and runs no code (no pickle). Its sha256 is part of
@@ -39,15 +40,16 @@ from ..programs import format_call
 from ..prompts import PROMPT_FORMAT_VERSION, document_of
 from .line_features import (DOC_FEATURES, FEATURE_NAMES, FEATURES_VERSION, ShardLineCounts,
                             chunk_features, document_features, repetition)
-from .prior_shift import Reservoir, estimate_prior, raw_threshold
+from .prior_shift import (SHARE_FEATURES, Reservoir, raw_threshold, shard_share,
+                          share_features)
 from .signals import RulesConfig, boilerplate_ranges, mojibake_fixes
 
 MODEL_FORMAT = "prox-dagster/line-classifier"
-MODEL_FORMAT_VERSION = 2
+MODEL_FORMAT_VERSION = 3
 PRIOR_SAMPLE_DOCS = 256        # documents whose lines estimate a shard's content share
 PRIOR_SAMPLE_CHARS = 65536     # of each sampled document's text: the sample's memory is bounded
 MIN_PRIOR_LINES = 200          # fewer sampled lines: the training sets' typical share is used
-DEFAULT_MODEL = "classifier-web-v2.json"
+DEFAULT_MODEL = "classifier-web-v3.json"
 
 
 class ClassifierModelError(ValueError):
@@ -60,7 +62,7 @@ def default_model_path() -> Path:
 
 
 class ClassifierModel:
-    """A loaded model file: both boosters, their thresholds and the file's sha256."""
+    """A loaded model file: its three boosters, their thresholds and the file's sha256."""
 
     def __init__(self, path: str | Path):
         import lightgbm as lgb
@@ -87,13 +89,15 @@ class ClassifierModel:
                 f"{MODEL_FORMAT_VERSION}: retrain it with `prox-dagster train-refiner`")
         if spec.get("features_version") != FEATURES_VERSION or \
                 spec.get("line_features") != FEATURE_NAMES or \
-                spec.get("doc_features") != DOC_FEATURES:
+                spec.get("doc_features") != DOC_FEATURES or \
+                spec.get("share_features") != SHARE_FEATURES:
             raise ClassifierModelError(
                 f"classifier model {str(self.path)!r} was trained on features "
                 f"{spec.get('features_version')!r}, not {FEATURES_VERSION!r}: retrain it")
         try:
             self.line_booster = lgb.Booster(model_str=spec["line_model"])
             self.doc_booster = lgb.Booster(model_str=spec["doc_model"])
+            self.share_booster = lgb.Booster(model_str=spec["share_model"])
             self.line_threshold = float(spec["line_threshold"])
             self.content_threshold = float(spec["content_threshold"])
             self.typical_prior = float(spec["typical_prior"])
@@ -113,6 +117,12 @@ class ClassifierModel:
         if not len(matrix):
             return np.zeros(0)
         return self.doc_booster.predict(matrix, num_threads=1)
+
+    def content_shares(self, matrix: np.ndarray) -> np.ndarray:
+        """The share model's estimate of each document's share of content lines."""
+        if not len(matrix):
+            return np.zeros(0)
+        return self.share_booster.predict(matrix, num_threads=1)
 
 
 class ClassifierRefiner:
@@ -150,9 +160,11 @@ class ClassifierRefiner:
         share before a shard is observed, or when its sample has too few lines)."""
         if self._prior is None:
             judged = self._line_probabilities([text.split("\n") for text in self._sample])
-            probabilities = np.concatenate([p for _, _, p in judged]) if judged else np.zeros(0)
-            self._prior = estimate_prior(probabilities) \
-                if len(probabilities) >= MIN_PRIOR_LINES else self.model.typical_prior
+            lines = np.asarray([len(p) for _, _, p in judged], dtype=np.float64)
+            rows = np.asarray([share_features(p, m) for m, _, p in judged], dtype=np.float64)
+            self._prior = shard_share(
+                self.model.content_shares(rows.reshape(len(judged), len(SHARE_FEATURES))),
+                lines) if lines.sum() >= MIN_PRIOR_LINES else self.model.typical_prior
             self._sample = []
         return self._prior
 

@@ -7,17 +7,19 @@ features. Every set weighs the same in training, whatever its size, so that one 
 not teach the model one site's layout.
 
 The line thresholds are chosen on out-of-fold probabilities (each training set predicted by a
-model trained without it): the best keep-F1 averaged over the sets among thresholds whose
-keep-recall, averaged over the sets, stays at least a minimum (content lost is worse than noise
-kept). Two of them: ``line_threshold`` on the probabilities themselves, which decides what the
-document model counts as likely content (``min_line_recall``), and ``content_threshold`` on the
-posteriors at each set's own estimated share of content lines
-(:mod:`~prox_dagster.refiners.prior_shift`), which decides the lines of every chunk
-(``min_content_recall``). ``typical_prior`` (the median set's estimated share) stands in for a
-shard too small to estimate its own. Labelled sets disagree on what content is (one set's human
-labels count forum signatures and lists as clean text, another's gold text holds every list
-item), so one threshold cannot suit every set; averaging over sets keeps any one from deciding
-it.
+model trained without it). ``line_threshold``, on the probabilities themselves, decides what the
+document model counts as likely content: the best keep-F1 averaged over the sets among
+thresholds whose keep-recall, averaged over the sets, stays at least ``min_line_recall``.
+``content_threshold``, on the posteriors at each set's estimated share of content lines
+(:mod:`~prox_dagster.refiners.prior_shift`), decides the lines of every chunk: the threshold
+whose worst set gains the most keep-F1 over the naive line filter. Labelled sets disagree on
+what content is (one set's human labels count forum signatures and lists as clean text, another
+keeps only article paragraphs), so the threshold must not fail any of them.
+
+The share model learns each document's share of content lines from the out-of-fold line
+probabilities, the way it will see a new shard's; each set's share, for choosing
+``content_threshold``, comes from a share model trained without that set. ``typical_prior`` (the
+median set's estimated share) stands in for a shard too small to estimate its own.
 
 The document model learns from sets with a document ``label`` and from line-labelled pages
 (a page with at least ``min_content_units`` words of labelled content is a good page; one with
@@ -36,12 +38,12 @@ from pathlib import Path
 import numpy as np
 
 from ..chunking import chunk_documents
-from ..evaluation import CONTENT_LABELS, IGNORED_LABELS, LabelledSet
+from ..evaluation import CONTENT_LABELS, IGNORED_LABELS, LabelledSet, naive_keep
 from ..shards import write_text_atomic
 from .classifier import MODEL_FORMAT, MODEL_FORMAT_VERSION
 from .line_features import (DOC_FEATURES, FEATURE_NAMES, FEATURES_VERSION, ShardLineCounts,
                             chunk_features, document_features)
-from .prior_shift import adjusted, estimate_prior
+from .prior_shift import SHARE_FEATURES, adjusted, shard_share, share_features
 from .signals import word_units
 
 Log = Callable[[str], None]
@@ -53,9 +55,10 @@ class TrainingSettings:
     line_leaves: int = 31
     doc_rounds: int = 150
     doc_leaves: int = 7
+    share_rounds: int = 200
+    share_leaves: int = 7
     learning_rate: float = 0.05
     min_line_recall: float = 0.75
-    min_content_recall: float = 0.70
     min_good_kept: float = 0.92
     min_content_units: int = 40
     doc_folds: int = 5
@@ -69,6 +72,8 @@ class LineData:
     labels: np.ndarray
     weights: np.ndarray
     groups: np.ndarray          # index of the set each row comes from
+    docs: np.ndarray            # index of the row's document in its set
+    naive: np.ndarray           # whether the naive line filter keeps the row's line
     set_names: list[str] = field(default_factory=list)
 
 
@@ -77,8 +82,8 @@ def set_line_data(labelled: LabelledSet, tokenizer, max_tokens: int = 1500) -> L
     shard = ShardLineCounts(d.text.split("\n") for d in labelled.documents)
     docs = [d for d in labelled.documents if d.line_labels is not None]
     chunked = chunk_documents([d.text for d in docs], tokenizer, max_tokens)
-    blocks, labels = [], []
-    for doc, chunks in zip(docs, chunked):
+    blocks, labels, doc_index, naive = [], [], [], []
+    for d, (doc, chunks) in enumerate(zip(docs, chunked)):
         lines = doc.text.split("\n")
         for chunk in chunks:
             span = lines[chunk.line_start:chunk.line_end + 1]
@@ -89,10 +94,13 @@ def set_line_data(labelled: LabelledSet, tokenizer, max_tokens: int = 1500) -> L
                 blocks.append(matrix[keep])
                 labels.extend(doc.line_labels[chunk.line_start + indices[k]] in CONTENT_LABELS
                               for k in keep)
+                naive.extend(naive_keep(span[indices[k]]) for k in keep)
+                doc_index.extend([d] * len(keep))
     matrix = np.vstack(blocks) if blocks else np.zeros((0, len(FEATURE_NAMES)), np.float32)
     n = len(labels)
     return LineData(matrix, np.asarray(labels, dtype=np.float64), np.ones(n),
-                    np.zeros(n, dtype=int), [labelled.name])
+                    np.zeros(n, dtype=int), np.asarray(doc_index, dtype=int),
+                    np.asarray(naive, dtype=bool), [labelled.name])
 
 
 def line_dataset(sets: Sequence[LabelledSet], tokenizer, max_tokens: int = 1500,
@@ -122,6 +130,8 @@ def line_dataset(sets: Sequence[LabelledSet], tokenizer, max_tokens: int = 1500,
                     np.concatenate([p.labels for p in parts]),
                     weights * len(weights) / weights.sum(),
                     np.concatenate([np.full(len(p.labels), g) for g, p in enumerate(parts)]),
+                    np.concatenate([p.docs for p in parts]),
+                    np.concatenate([p.naive for p in parts]),
                     [p.set_names[0] for p in parts])
 
 
@@ -157,6 +167,53 @@ def _best_threshold(probs: np.ndarray, labels: np.ndarray, groups: np.ndarray,
     return best
 
 
+def _most_robust_threshold(probs: np.ndarray, labels: np.ndarray, naive: np.ndarray,
+                           groups: np.ndarray) -> float:
+    """The threshold whose worst set gains the most keep-F1 over the naive line filter (the
+    sets disagree on what content is: the threshold must not fail any of them)."""
+    best, best_gain = 0.5, -np.inf
+    sets = [groups == g for g in np.unique(groups)]
+    naive_f1 = [2 * float((naive[m] & (labels[m] > 0)).sum())
+                / max(float(naive[m].sum() + (labels[m] > 0).sum()), 1.0) for m in sets]
+    for threshold in np.linspace(0.02, 0.98, 49):
+        gains = []
+        for members, baseline in zip(sets, naive_f1):
+            kept, content = probs[members] >= threshold, labels[members] > 0
+            tp = float((kept & content).sum())
+            gains.append(2 * tp / max(kept.sum() + content.sum(), 1) - baseline)
+        if min(gains) > best_gain:
+            best, best_gain = float(threshold), min(gains)
+    return best
+
+
+def _share_rows(data: LineData, probs: np.ndarray):
+    """Per document of every set (its rows are consecutive): the share model's features from
+    the line ``probs``, its share of content lines, its number of lines and its set."""
+    runs = np.split(np.arange(len(data.labels)), np.flatnonzero(
+        (np.diff(data.groups) != 0) | (np.diff(data.docs) != 0)) + 1)
+    runs = [r for r in runs if len(r)]
+    x = np.asarray([share_features(probs[r], data.matrix[r]) for r in runs], dtype=np.float64)
+    return (x.reshape(len(runs), len(SHARE_FEATURES)),
+            np.asarray([data.labels[r].mean() for r in runs]),
+            np.asarray([len(r) for r in runs], dtype=np.float64),
+            np.asarray([data.groups[r[0]] for r in runs], dtype=int))
+
+
+def _train_share(rows: tuple, members: np.ndarray, settings: TrainingSettings):
+    import lightgbm as lgb
+
+    x, y, lines, group = (part[members] for part in rows)
+    # every set weighs the same; within a set, a document weighs what its lines do
+    per_set = np.bincount(group, weights=lines)
+    weights = lines / per_set[group]
+    params = {"objective": "regression", "learning_rate": settings.learning_rate,
+              "num_leaves": settings.share_leaves, "min_data_in_leaf": 20,
+              "seed": settings.seed, "deterministic": True, "num_threads": 2, "verbose": -1}
+    return lgb.train(params, lgb.Dataset(x, y, weight=weights * len(weights) / weights.sum(),
+                                         feature_name=SHARE_FEATURES),
+                     num_boost_round=settings.share_rounds)
+
+
 def _doc_inputs(labelled: LabelledSet, min_content_units: int) -> list[tuple]:
     """(lines, indices, whole-document line features, label) of every document with a usable
     label: its ``label``, else good when its labelled content has ``min_content_units`` words
@@ -180,7 +237,8 @@ def _doc_inputs(labelled: LabelledSet, min_content_units: int) -> list[tuple]:
 def train_classifier(sets: Sequence[LabelledSet], tokenizer,
                      settings: TrainingSettings = TrainingSettings(), *, name: str | None = None,
                      log: Log = print, cache: dict | None = None) -> dict:
-    """Train both models on ``sets``; the model file's content (see :func:`write_model`)."""
+    """Train the line, document and share models on ``sets``; the model file's content (see
+    :func:`write_model`)."""
     import lightgbm as lgb
 
     started = time.perf_counter()
@@ -198,20 +256,32 @@ def train_classifier(sets: Sequence[LabelledSet], tokenizer,
             oof[held] = fold_models[group].predict(data.matrix[held])
             log(f"  out-of-fold line model without {data.set_names[group]}")
         threshold = _best_threshold(oof, data.labels, data.groups, settings.min_line_recall)
-        priors = [estimate_prior(oof[data.groups == g]) for g in range(n_groups)]
+        # the share model learns from probabilities of line models that did not see the
+        # document, as a new shard's are; each set's share is estimated by one that did not
+        # see the set either
+        shares = _share_rows(data, oof)
+        priors = []
+        for group in range(n_groups):
+            mine = shares[3] == group
+            model = _train_share(shares, ~mine, settings)
+            priors.append(shard_share(model.predict(shares[0][mine]), shares[2][mine]))
         shifted = np.zeros_like(oof)
         for group, prior in enumerate(priors):
             shifted[data.groups == group] = adjusted(oof[data.groups == group], prior)
-        content_threshold = _best_threshold(shifted, data.labels, data.groups,
-                                            settings.min_content_recall)
+        content_threshold = _most_robust_threshold(shifted, data.labels, data.naive,
+                                                   data.groups)
         typical_prior = float(np.median(priors))
         log("  estimated content shares: " + ", ".join(
-            f"{set_name} {prior:.3f}" for set_name, prior in zip(data.set_names, priors)))
+            f"{set_name} {prior:.3f} (true {data.labels[data.groups == g].mean():.3f})"
+            for g, (set_name, prior) in enumerate(zip(data.set_names, priors))))
     line_model = _train_lines(data, np.arange(len(data.labels)), settings)
     if n_groups == 1:
         # no set to hold out: probability 0.5 decides on shards with the set's own content share
         threshold = 0.5
-        typical_prior = estimate_prior(line_model.predict(data.matrix))
+        shares = _share_rows(data, line_model.predict(data.matrix))
+    share_model = _train_share(shares, np.ones(len(shares[1]), dtype=bool), settings)
+    if n_groups == 1:
+        typical_prior = shard_share(share_model.predict(shares[0]), shares[2])
         content_threshold = float(adjusted(np.array([threshold]), typical_prior)[0])
     log(f"line model: {line_model.num_trees()} trees, threshold {threshold:.2f}, content "
         f"threshold {content_threshold:.2f} at the shard's content share (typical "
@@ -290,8 +360,10 @@ def train_classifier(sets: Sequence[LabelledSet], tokenizer,
             "settings": settings.__dict__,
             "tokenizer": Path(str(getattr(tokenizer, "name_or_path", ""))).name,
         },
+        "share_features": SHARE_FEATURES,
         "line_model": line_model.model_to_string(),
         "doc_model": doc_model.model_to_string(),
+        "share_model": share_model.model_to_string(),
     }
 
 

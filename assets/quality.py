@@ -105,6 +105,12 @@ def classifier_model(context: dg.AssetExecutionContext, labelled_sets: LabelledS
         "line_threshold": spec["line_threshold"],
         "content_threshold": spec["content_threshold"],
         "typical_prior": spec["typical_prior"],
+        # how far to trust the chunk threshold: each set's share of content lines as the share
+        # model estimates it without having seen the set, beside its labels' share
+        "content_shares": dg.MetadataValue.md(
+            "| set | estimated share of content lines | labelled share |\n|---|---|---|\n"
+            + "\n".join(f"| {c['set']} | {c['estimated']:.3f} | {c['labelled']:.3f} |"
+                        for c in spec["training"]["content_shares"])),
         "doc_threshold": spec["doc_threshold"],
         "duration_s": round(time.perf_counter() - started, 3),
     })

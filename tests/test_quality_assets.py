@@ -7,8 +7,9 @@ import dagster as dg
 import pytest
 
 from prox_dagster import definitions
+from prox_dagster.evaluation import CONTENT_LABELS, IGNORED_LABELS, load_labelled_set
 from prox_dagster.refiners.classifier import ClassifierModel
-from prox_dagster.sample import write_sample_crawl
+from prox_dagster.sample import LABELLED_SET, write_sample_crawl
 from resources import ClassifierSettings, RefinerResource
 
 pytestmark = pytest.mark.integration
@@ -52,6 +53,16 @@ def test_evaluation_then_training_then_a_new_refiner_version(crawl, instance):
     assert trained["sha256"] == model.sha256 and model.sha256[:12] in trained["path"]
     assert trained["training_sets"] == "sample-crawl.labelled"
     assert f"PROX_CLASSIFIER_MODEL={trained['path']}" in trained["use_with"]
+    [row] = [line for line in trained["content_shares"].splitlines()
+             if line.startswith("| sample-crawl.labelled |")]
+    estimated, labelled = (float(cell) for cell in row.strip("| ").split(" | ")[1:])
+    pages = [page for page in load_labelled_set(crawl / "labels" / LABELLED_SET).documents
+             if page.line_labels]
+    marks = [mark for page in pages for line, mark in zip(page.text.split("\n"),
+                                                          page.line_labels)
+             if line.strip() and mark not in IGNORED_LABELS]
+    assert labelled == round(sum(m in CONTENT_LABELS for m in marks) / len(marks), 3)
+    assert 0 < estimated < 1
 
     retrained = definitions.build_definitions(
         data_dir=crawl,

@@ -149,19 +149,30 @@ def _train_lines(data: LineData, rows: np.ndarray, settings: TrainingSettings):
     return lgb.train(params, train, num_boost_round=settings.line_rounds)
 
 
+def _set_scores(probs: np.ndarray, labels: np.ndarray, sets: list[np.ndarray],
+                threshold: float) -> tuple[list[float], list[float]]:
+    """Keep-F1 and keep-recall of each set (a row mask) when lines at ``threshold`` or above
+    are kept."""
+    f1s, recalls = [], []
+    for members in sets:
+        kept, content = probs[members] >= threshold, labels[members] > 0
+        tp = float((kept & content).sum())
+        recalls.append(tp / max(content.sum(), 1))
+        f1s.append(2 * tp / max(kept.sum() + content.sum(), 1))
+    return f1s, recalls
+
+
+THRESHOLDS = np.linspace(0.02, 0.98, 49)
+
+
 def _best_threshold(probs: np.ndarray, labels: np.ndarray, groups: np.ndarray,
                     min_recall: float) -> float:
     """The threshold with the best keep-F1 averaged over the sets (each set counts the same)
     among those whose keep-recall, averaged over the sets, is at least ``min_recall``."""
     best, best_f1 = 0.5, -1.0
     sets = [groups == g for g in np.unique(groups)]
-    for threshold in np.linspace(0.02, 0.98, 49):
-        f1s, recalls = [], []
-        for members in sets:
-            kept, content = probs[members] >= threshold, labels[members] > 0
-            tp = float((kept & content).sum())
-            recalls.append(tp / max(content.sum(), 1))
-            f1s.append(2 * tp / max(kept.sum() + content.sum(), 1))
+    for threshold in THRESHOLDS:
+        f1s, recalls = _set_scores(probs, labels, sets, threshold)
         if np.mean(recalls) >= min_recall and np.mean(f1s) > best_f1:
             best, best_f1 = float(threshold), float(np.mean(f1s))
     return best
@@ -173,16 +184,12 @@ def _most_robust_threshold(probs: np.ndarray, labels: np.ndarray, naive: np.ndar
     sets disagree on what content is: the threshold must not fail any of them)."""
     best, best_gain = 0.5, -np.inf
     sets = [groups == g for g in np.unique(groups)]
-    naive_f1 = [2 * float((naive[m] & (labels[m] > 0)).sum())
-                / max(float(naive[m].sum() + (labels[m] > 0).sum()), 1.0) for m in sets]
-    for threshold in np.linspace(0.02, 0.98, 49):
-        gains = []
-        for members, baseline in zip(sets, naive_f1):
-            kept, content = probs[members] >= threshold, labels[members] > 0
-            tp = float((kept & content).sum())
-            gains.append(2 * tp / max(kept.sum() + content.sum(), 1) - baseline)
-        if min(gains) > best_gain:
-            best, best_gain = float(threshold), min(gains)
+    baseline, _ = _set_scores(naive.astype(np.float64), labels, sets, 0.5)
+    for threshold in THRESHOLDS:
+        f1s, _ = _set_scores(probs, labels, sets, threshold)
+        worst = min(f - b for f, b in zip(f1s, baseline))
+        if worst > best_gain:
+            best, best_gain = float(threshold), worst
     return best
 
 
@@ -271,9 +278,6 @@ def train_classifier(sets: Sequence[LabelledSet], tokenizer,
         content_threshold = _most_robust_threshold(shifted, data.labels, data.naive,
                                                    data.groups)
         typical_prior = float(np.median(priors))
-        log("  estimated content shares: " + ", ".join(
-            f"{set_name} {prior:.3f} (true {data.labels[data.groups == g].mean():.3f})"
-            for g, (set_name, prior) in enumerate(zip(data.set_names, priors))))
     line_model = _train_lines(data, np.arange(len(data.labels)), settings)
     if n_groups == 1:
         # no set to hold out: probability 0.5 decides on shards with the set's own content share
@@ -283,6 +287,13 @@ def train_classifier(sets: Sequence[LabelledSet], tokenizer,
     if n_groups == 1:
         typical_prior = shard_share(share_model.predict(shares[0]), shares[2])
         content_threshold = float(adjusted(np.array([threshold]), typical_prior)[0])
+        priors = [typical_prior]
+    content_shares = [
+        {"set": set_name, "estimated": round(prior, 4),
+         "labelled": round(float(data.labels[data.groups == g].mean()), 4)}
+        for g, (set_name, prior) in enumerate(zip(data.set_names, priors))]
+    log("  content shares, estimated (labelled): " + ", ".join(
+        f"{c['set']} {c['estimated']:.3f} ({c['labelled']:.3f})" for c in content_shares))
     log(f"line model: {line_model.num_trees()} trees, threshold {threshold:.2f}, content "
         f"threshold {content_threshold:.2f} at the shard's content share (typical "
         f"{typical_prior:.3f})")
@@ -356,6 +367,9 @@ def train_classifier(sets: Sequence[LabelledSet], tokenizer,
                      for s in sets],
             "line_rows": int(len(data.labels)), "doc_rows": int(len(doc_y)),
             "out_of_fold_bad_dropped": bad_dropped,
+            # each set's share as estimated by a share model that did not see it (with one
+            # set: the model that did)
+            "content_shares": content_shares,
             # the tokenizer's name, not where this machine keeps it
             "settings": settings.__dict__,
             "tokenizer": Path(str(getattr(tokenizer, "name_or_path", ""))).name,

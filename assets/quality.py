@@ -78,8 +78,8 @@ def build_refiner_evaluation(code_version: str) -> dg.AssetsDefinition:
 @dg.asset(group_name="quality", kinds={"lightgbm", "json"})
 def classifier_model(context: dg.AssetExecutionContext, labelled_sets: LabelledSets,
                      refiner: RefinerResource) -> dg.MaterializeResult:
-    """The `classifier` refiner's line and document models, trained on the training sets and
-    written (LightGBM text inside JSON: loading it runs no code) to
+    """The `classifier` refiner's line, document and share models, trained on the training sets
+    and written (LightGBM text inside JSON: loading it runs no code) to
     `{model_dir}/classifier-{sha256[:12]}.json`. Load it with `PROX_CLASSIFIER_MODEL=<path>`:
     its sha256 is part of the refiner version, so exactly the shards refined by another model
     show as stale."""
@@ -110,7 +110,9 @@ def classifier_model(context: dg.AssetExecutionContext, labelled_sets: LabelledS
         "content_shares": dg.MetadataValue.md(
             "| set | estimated share of content lines | labelled share |\n|---|---|---|\n"
             + "\n".join(f"| {c['set']} | {c['estimated']:.3f} | {c['labelled']:.3f} |"
-                        for c in spec["training"]["content_shares"])),
+                        for c in spec["training"]["content_shares"])
+            + ("" if len(sets) > 1 else "\n\nOne training set: its estimate comes from the "
+               "model trained on it, which says nothing of a new shard.")),
         "doc_threshold": spec["doc_threshold"],
         "duration_s": round(time.perf_counter() - started, 3),
     })

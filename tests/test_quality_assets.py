@@ -63,6 +63,8 @@ def test_evaluation_then_training_then_a_new_refiner_version(crawl, instance):
              if line.strip() and mark not in IGNORED_LABELS]
     assert labelled == round(sum(m in CONTENT_LABELS for m in marks) / len(marks), 3)
     assert 0 < estimated < 1
+    assert "One training set: its estimate comes from the model trained on it" in \
+        trained["content_shares"]
 
     retrained = definitions.build_definitions(
         data_dir=crawl,

@@ -1,6 +1,8 @@
-"""The ``classifier`` refiner: learned line and document models on the CPU, writing ProX programs.
+"""The ``classifier`` refiner: learned line, document and share models on the CPU, writing ProX
+programs.
 
-Two LightGBM models (see ``docs/classifier.md`` for why LightGBM) judge every document:
+Two LightGBM models (see ``docs/classifier.md`` for why LightGBM) judge every document, a third
+the shard (below):
 
 - the *line model* gives each non-blank line a probability of being main content, from the line,
   its neighbours and how many other documents of the shard hold it

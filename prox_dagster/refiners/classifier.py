@@ -11,7 +11,9 @@ the shard (below):
   line probabilities and quality statistics of the likely content.
 
 Doc level: ``drop_doc()  # classifier p_good=0.12`` when the document model's probability is under
-its threshold, else ``keep_doc()``. Chunk level: one ``remove_lines`` per run of lines under the
+its threshold, or ``drop_doc()  # classifier repeated passages 0.62`` when the lines the chunk
+programs will keep repeat themselves word for word (Gopher's duplicated 5-grams), else
+``keep_doc()``. Chunk level: one ``remove_lines`` per run of lines under the
 line threshold (blank lines bridge a run), one ``normalize`` per mojibake sequence, or
 ``keep_chunk()``. So parsing, execution, checks and lineage are those of every other backend.
 
@@ -41,7 +43,7 @@ from ..lineage import refiner_fingerprint
 from ..programs import format_call
 from ..prompts import PROMPT_FORMAT_VERSION, document_of
 from .line_features import (DOC_FEATURES, FEATURE_NAMES, FEATURES_VERSION, ShardLineCounts,
-                            chunk_features, document_features, repetition)
+                            chunk_features, document_features, repeated_share)
 from .prior_shift import (SHARE_FEATURES, Reservoir, raw_threshold, shard_share,
                           share_features)
 from .signals import RulesConfig, boilerplate_ranges, mojibake_fixes
@@ -52,6 +54,9 @@ PRIOR_SAMPLE_DOCS = 256        # documents whose lines estimate a shard's conten
 PRIOR_SAMPLE_CHARS = 65536     # of each sampled document's text: the sample's memory is bounded
 MIN_PRIOR_LINES = 200          # fewer sampled lines: the training sets' typical share is used
 DEFAULT_MODEL = "classifier-web-v3.json"
+# how the programs follow from the model's probabilities: part of the refiner version, so a
+# change to it marks the shards refined before it stale even with the same model file
+PROGRAMS_VERSION = 2
 
 
 class ClassifierModelError(ValueError):
@@ -140,7 +145,7 @@ class ClassifierRefiner:
         self.version = refiner_fingerprint(
             self.backend, self.model_id,
             {"sha256": self.model.sha256, "features": FEATURES_VERSION,
-             "prompt": PROMPT_FORMAT_VERSION, "dialect": self.dialect,
+             "programs": PROGRAMS_VERSION, "prompt": PROMPT_FORMAT_VERSION, "dialect": self.dialect,
              "rules": dataclasses.asdict(self.config)})
         self._shard: ShardLineCounts | None = None
         self._sample: list[str] = []
@@ -198,19 +203,19 @@ class ClassifierRefiner:
             position += len(indices)
         return out
 
-    def _doc_rows(self, texts: Sequence[str]) -> list[list[float]]:
+    def doc_programs(self, texts: Sequence[str]) -> list[str]:
         split = [text.split("\n") for text in texts]
         judged = self._line_probabilities(split)
-        return [document_features(lines, indices, probs, matrix, self.model.line_threshold)
+        rows = [document_features(lines, indices, probs, matrix, self.model.line_threshold)
                 for lines, (matrix, indices, probs) in zip(split, judged)]
-
-    def doc_programs(self, texts: Sequence[str]) -> list[str]:
-        rows = self._doc_rows(texts)
         scores = self.model.doc_probabilities(np.asarray(rows, dtype=np.float64).reshape(
             len(rows), len(DOC_FEATURES)))
+        # repetition among the lines the chunk programs will keep: a page that also carries its
+        # article in a metadata line is not a repetitive page once that line is removed
+        kept_from = max(self.model.line_threshold, self.chunk_threshold)
         programs = []
-        for row, p in zip(rows, scores):
-            repeated = repetition(row)
+        for lines, (_, indices, probs), p in zip(split, judged, scores):
+            repeated = repeated_share(lines, indices, probs, kept_from)
             # word-for-word repetition beyond anything in the labelled pages: trees do not
             # extrapolate, so the Gopher rule (at the rules refiner's threshold) decides
             if repeated > self.config.max_dup_5gram_char_ratio:

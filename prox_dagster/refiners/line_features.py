@@ -317,8 +317,7 @@ def document_features(lines: Sequence[str], indices: Sequence[int], probabilitie
     content_words_n = max(float((words * content).sum()), 1.0)
     raw_lines = [lines[i].strip() for i in indices]
     content_lines = [line for line, c in zip(raw_lines, content) if c]
-    content_words = [w.lower().strip(".,;:!?\"'()") for line in content_lines
-                     for w in line.split()]
+    content_words = _words(content_lines)
 
     def share(flags, of_content: bool = False) -> float:
         flags = np.asarray(flags, dtype=np.float64)
@@ -357,7 +356,13 @@ def document_features(lines: Sequence[str], indices: Sequence[int], probabilitie
     ]
 
 
-def repetition(features: Sequence[float]) -> float:
-    """The share of a document's likely content in passages repeated word for word (duplicated
-    5-grams, Gopher), from :func:`document_features`."""
-    return float(features[DOC_FEATURES.index("content_dup5gram")])
+def repeated_share(lines: Sequence[str], indices: Sequence[int], probabilities: np.ndarray,
+                   threshold: float) -> float:
+    """The share of the lines at ``threshold`` or above (by word characters) in passages
+    repeated word for word: duplicated 5-grams, Gopher's repetition measure."""
+    return _ngram_shares(_words(
+        lines[i].strip() for i, p in zip(indices, probabilities) if p >= threshold))[1]
+
+
+def _words(lines: Iterable[str]) -> list[str]:
+    return [w.lower().strip(".,;:!?\"'()") for line in lines for w in line.split()]

@@ -310,7 +310,5 @@ def refiner_metadata(refiner, asset_code_version: str | None,
         context.log.warning(
             f"refiner {refiner.version} differs from the code version {asset_code_version} "
             "these definitions were loaded with; reload the code location so staleness is right")
-    # what the refiner made of the shard it observed (the classifier: its estimated share of
-    # content lines, on which both its doc and chunk programs depend)
     return {"refiner_version": refiner.version, "refiner_backend": refiner.backend,
-            "model_id": refiner.model_id, **getattr(refiner, "shard_metadata", dict)()}
+            "model_id": refiner.model_id}

@@ -43,7 +43,8 @@ def build_chunk_refined_shard(code_version: str, op_tags: dict | None = None,
                 checks={"chunk_parse_rate": parse_rate(parsed.to_frame(), "chunk_parse_ok",
                                                        minimum)},
                 extra={"parse_rate": rate, **checkpoints.stats,
-                       **refiner_metadata(engine, code_version, context)},
+                       **refiner_metadata(engine, code_version, context),
+                       **getattr(engine, "shard_metadata", dict)()},
                 written=checkpoints.clear)
 
         yield from run_shards(context, storage, work=work, code_version=fp.code_version(

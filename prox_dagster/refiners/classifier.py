@@ -12,7 +12,7 @@ the shard (below):
 
 Doc level: ``drop_doc()  # classifier p_good=0.12`` when the document model's probability is under
 its threshold, or ``drop_doc()  # classifier repeated passages 0.62`` when the lines the chunk
-programs will keep repeat themselves word for word (Gopher's duplicated 5-grams), else
+programs would keep repeat themselves word for word (Gopher's duplicated 5-grams), else
 ``keep_doc()``. Chunk level: one ``remove_lines`` per run of lines under the
 line threshold (blank lines bridge a run), one ``normalize`` per mojibake sequence, or
 ``keep_chunk()``. So parsing, execution, checks and lineage are those of every other backend.
@@ -145,8 +145,8 @@ class ClassifierRefiner:
         self.version = refiner_fingerprint(
             self.backend, self.model_id,
             {"sha256": self.model.sha256, "features": FEATURES_VERSION,
-             "programs": PROGRAMS_VERSION, "prompt": PROMPT_FORMAT_VERSION, "dialect": self.dialect,
-             "rules": dataclasses.asdict(self.config)})
+             "programs": PROGRAMS_VERSION, "prompt": PROMPT_FORMAT_VERSION,
+             "dialect": self.dialect, "rules": dataclasses.asdict(self.config)})
         self._shard: ShardLineCounts | None = None
         self._sample: list[str] = []
         self._prior: float | None = None
@@ -174,6 +174,16 @@ class ClassifierRefiner:
                 lines) if lines.sum() >= MIN_PRIOR_LINES else self.model.typical_prior
             self._sample = []
         return self._prior
+
+    @property
+    def repetition_threshold(self) -> float:
+        """The line probability from which the doc-level repetition guard counts a line: both
+        likely content for the document model and kept by the chunk programs of a shard with the
+        training sets' typical share of content (so a page that carries its article again in
+        metadata lines the chunk programs remove is not repetitive; the doc stage does not wait
+        for the shard's own estimate)."""
+        return max(self.model.line_threshold,
+                   raw_threshold(self.model.content_threshold, self.model.typical_prior))
 
     @property
     def chunk_threshold(self) -> float:
@@ -210,12 +220,9 @@ class ClassifierRefiner:
                 for lines, (matrix, indices, probs) in zip(split, judged)]
         scores = self.model.doc_probabilities(np.asarray(rows, dtype=np.float64).reshape(
             len(rows), len(DOC_FEATURES)))
-        # repetition among the lines the chunk programs will keep: a page that also carries its
-        # article in a metadata line is not a repetitive page once that line is removed
-        kept_from = max(self.model.line_threshold, self.chunk_threshold)
         programs = []
         for lines, (_, indices, probs), p in zip(split, judged, scores):
-            repeated = repeated_share(lines, indices, probs, kept_from)
+            repeated = repeated_share(lines, indices, probs, self.repetition_threshold)
             # word-for-word repetition beyond anything in the labelled pages: trees do not
             # extrapolate, so the Gopher rule (at the rules refiner's threshold) decides
             if repeated > self.config.max_dup_5gram_char_ratio:

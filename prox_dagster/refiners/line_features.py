@@ -98,15 +98,15 @@ class ShardLineCounts:
         self.keys, self.counts = np.unique(np.frombuffer(seen, dtype=np.uint64),
                                            return_counts=True)
 
-    def others(self, key: str) -> int:
-        """Documents other than the line's own that hold it, when at least
+    def others(self, keys: Sequence[str]) -> np.ndarray:
+        """Per key: documents other than the line's own that hold it, when at least
         :data:`MIN_REPEAT_DOCS` documents do (else 0: see the module's docstring)."""
-        if not len(self.keys):
-            return 0
-        h = np.uint64(_key_hash(key))
-        i = int(np.searchsorted(self.keys, h))
-        count = int(self.counts[i]) if i < len(self.keys) and self.keys[i] == h else 1
-        return count - 1 if count >= MIN_REPEAT_DOCS else 0
+        if not len(self.keys) or not len(keys):
+            return np.zeros(len(keys), dtype=np.int64)
+        hashes = np.fromiter((_key_hash(key) for key in keys), dtype=np.uint64, count=len(keys))
+        at = np.minimum(np.searchsorted(self.keys, hashes), len(self.keys) - 1)
+        counts = np.where(self.keys[at] == hashes, self.counts[at], 1)
+        return np.where(counts >= MIN_REPEAT_DOCS, counts - 1, 0)
 
 
 def _key_hash(key: str) -> int:
@@ -120,7 +120,7 @@ def _units(text: str) -> tuple[int, int]:
     return len(text.split()) + cjk, cjk
 
 
-def _line_row(line: str, key: str, reason: str | None, shard: ShardLineCounts | None,
+def _line_row(line: str, key: str, reason: str | None, others: int, n_docs: int,
               doc_counts: Counter) -> list[float]:
     text = line.strip()
     n_chars = len(text)
@@ -133,8 +133,6 @@ def _line_row(line: str, key: str, reason: str | None, shard: ShardLineCounts | 
     symbols = n_chars - letters - digits - spaces
     ends_punct = text.endswith(_END_PUNCT)
     stripped = strip_bullet(text)
-    others = shard.others(key) if shard is not None else 0
-    n_docs = shard.n_docs if shard is not None else 1
     lowered_words = [w.lower().strip(".,;:!?\"'()") for w in words]
     return [
         math.log1p(units),
@@ -144,14 +142,14 @@ def _line_row(line: str, key: str, reason: str | None, shard: ShardLineCounts | 
         letters / n_chars,
         digits / n_chars,
         upper / max(letters, 1),
-        sum(map(str.isupper, (w[:1] for w in words))) / max(len(words), 1),
+        sum(map(str.isupper, [w[0] for w in words])) / max(len(words), 1),
         symbols / n_chars,
         float(stripped != text),
         float(len(_SEPARATOR_CHARS.findall(text))),
         float(bool(_URLISH.search(text))),
         float(bool(_DATEISH.search(text))),
         cjk / n_chars,
-        sum(w in _STOP for w in lowered_words) / max(len(words), 1),
+        sum(map(_STOP.__contains__, lowered_words)) / max(len(words), 1),
         (n_chars - spaces) / max(len(words), 1),
         float(stripped.lower().strip(" :.!|") in NAV_WORDS),
         float(_REASON_CODE.get(reason, 0) if reason else 0),
@@ -208,8 +206,10 @@ def chunk_features(lines: Sequence[str], shard: ShardLineCounts | None = None,
         return np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32), []
     keys = [line_key(lines[i]) for i in indices]
     doc_counts = Counter(keys)
-    base = np.array([_line_row(lines[i], key, reasons[i], shard, doc_counts)
-                     for i, key in zip(indices, keys)], dtype=np.float64)
+    others = shard.others(keys).tolist() if shard is not None else [0] * len(keys)
+    n_docs = shard.n_docs if shard is not None else 1
+    base = np.array([_line_row(lines[i], key, reasons[i], other, n_docs, doc_counts)
+                     for i, key, other in zip(indices, keys, others)], dtype=np.float64)
     n = len(indices)
     col = {name: j for j, name in enumerate(LINE_FEATURES)}
     log_words = base[:, col["log_words"]]

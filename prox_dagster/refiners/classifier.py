@@ -220,9 +220,10 @@ class ClassifierRefiner:
                 for lines, (matrix, indices, probs) in zip(split, judged)]
         scores = self.model.doc_probabilities(np.asarray(rows, dtype=np.float64).reshape(
             len(rows), len(DOC_FEATURES)))
+        counted_from = self.repetition_threshold
         programs = []
         for lines, (_, indices, probs), p in zip(split, judged, scores):
-            repeated = repeated_share(lines, indices, probs, self.repetition_threshold)
+            repeated = repeated_share(lines, indices, probs, counted_from)
             # word-for-word repetition beyond anything in the labelled pages: trees do not
             # extrapolate, so the Gopher rule (at the rules refiner's threshold) decides
             if repeated > self.config.max_dup_5gram_char_ratio:

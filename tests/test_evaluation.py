@@ -152,7 +152,7 @@ def test_cli_eval_scores_the_loaded_refiner(tmp_path, sample_crawl):
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert result["refiner_version"].startswith("rules:rules-v2@")
+    assert result["refiner_version"].startswith("rules:rules-v3@")
     assert result["sets"][0]["docs"] == 120
     rules, naive = result["overall"]["refiner"], result["overall"]["naive_filter"]
     assert rules["keep_f1"] > naive["keep_f1"]  # on the sample crawl the rules are better

@@ -12,7 +12,7 @@ DOCS = sample_documents(200, seed=99)
 
 def test_version_is_a_fingerprint_of_the_thresholds():
     a, b = build_refiner("rules"), build_refiner("rules", min_words=80)
-    assert a.version.startswith("rules:rules-v2@") and a.version != b.version
+    assert a.version.startswith("rules:rules-v3@") and a.version != b.version
     assert a.version == build_refiner("rules").version
 
 
@@ -163,3 +163,31 @@ def test_pages_in_other_languages_are_not_dropped_for_not_being_english():
     assert document_reason("\n".join(["Startseite", german, german2])) is None
     assert document_reason("\n".join(["首页", chinese, chinese2])) is None
 
+
+
+def test_repeated_ngrams_count_the_repeats_not_the_first_occurrence():
+    """Gopher's duplicate 5-gram measure as datatrove counts it: a passage quoted once is half
+    repeated (a forum post and its quote), a passage repeated 100 times is almost all repeats."""
+    from prox_dagster.refiners.signals import repeated_ngram_chars
+
+    post = "the new bridge over the river opens to traffic next spring after two long years".split()
+    assert repeated_ngram_chars(post, 5) == 0
+    chars = sum(map(len, post))
+    assert repeated_ngram_chars(post + post, 5) == chars
+    assert repeated_ngram_chars(post * 100, 5) == 99 * chars
+    assert repeated_ngram_chars(post[:4] * 2, 5) == 0  # shorter than one 5-gram
+
+
+def test_a_page_whose_quotes_repeat_its_posts_is_not_dropped_for_repetition():
+    from prox_dagster.refiners.signals import document_reason
+
+    posts = ["I tried the pasta recipe last weekend and the sauce came out far too thin for us.",
+             "Let it simmer for another twenty minutes, and add the cheese only at the very end.",
+             "My grandmother always used fresh tomatoes from her garden instead of a tin.",
+             "Thanks to everyone who answered, the second attempt was a real success at dinner."]
+    thread = [line for post in posts for line in (post, f"Quote: {post}", "")]
+    assert document_reason("\n".join(thread)) is None
+    cities = ["Paris", "Rome", "Berlin", "Madrid", "Lisbon", "Vienna", "Prague", "Oslo"]
+    spam = [f"Cheap flights to {city}: book now and save big on the best deals online today."
+            for city in cities]
+    assert document_reason("\n".join(spam + posts[:1])) is not None

@@ -20,7 +20,7 @@ from ..programs import format_call
 from ..prompts import PROMPT_FORMAT_VERSION, document_of
 from .signals import RulesConfig, boilerplate_ranges, document_reason, line_reasons, mojibake_fixes
 
-RULES_VERSION = "rules-v2"
+RULES_VERSION = "rules-v3"
 
 
 class RulesRefiner:

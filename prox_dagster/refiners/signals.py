@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 NAV_WORDS = {
@@ -287,21 +288,32 @@ def mojibake_fixes(text: str) -> dict[str, str]:
 
 
 def _ngram_char_ratios(words: list[str], n: int) -> tuple[float, float]:
-    """(chars in the most frequent n-gram, chars in duplicated n-grams) / all word chars."""
+    """(chars in the most frequent n-gram, chars repeating an earlier n-gram) / all word chars."""
     total = sum(len(w) for w in words)
     if len(words) < n or total == 0:
         return 0.0, 0.0
-    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
-    counts = Counter(grams)
+    counts = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
     top, top_count = counts.most_common(1)[0]
     top_ratio = sum(len(w) for w in top) * top_count / total if top_count > 1 else 0.0
-    covered = [False] * len(words)
-    for i, gram in enumerate(grams):
-        if counts[gram] > 1:
-            for j in range(i, i + n):
-                covered[j] = True
-    dup_ratio = sum(len(w) for w, c in zip(words, covered) if c) / total
-    return top_ratio, dup_ratio
+    return top_ratio, repeated_ngram_chars(words, n) / total
+
+
+def repeated_ngram_chars(words: Sequence[str], n: int) -> int:
+    """Word characters in n-grams that repeat an earlier n-gram of ``words``: Gopher's duplicate
+    n-gram measure as its reference implementation (datatrove) counts it. The first occurrence
+    does not count, and a repeat is skipped whole, so a passage that appears twice is half
+    repeated, not all of it (a forum post and its quote are not a spam page)."""
+    seen: set[tuple[str, ...]] = set()
+    repeated = i = 0
+    while i <= len(words) - n:
+        gram = tuple(words[i:i + n])
+        if gram in seen:
+            repeated += sum(len(w) for w in gram)
+            i += n
+        else:
+            seen.add(gram)
+            i += 1
+    return repeated
 
 
 # kana, CJK ideographs and hangul: scripts written without spaces between words

@@ -16,6 +16,7 @@ and main content in blocks of long, punctuated lines. Three groups of features:
   its own document. A line counts as repeated from three documents on: a line two documents
   share is as often a page crawled twice (or quoted) as a site's chrome, and counting pairs
   taught the model to drop the text of near-duplicate pages (measured leaving one set out).
+  For the same reason exact copies of a page (the same set of lines) count as one document.
 
 Not whether blank lines surround a line: extractors differ in how they separate paragraphs
 (CommonCrawl's WET text and OSCAR have no blank lines at all), and the feature taught the model
@@ -36,9 +37,10 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from .signals import CJK, NAV_WORDS, RulesConfig, line_reasons, strip_bullet
+from .signals import (CJK, NAV_WORDS, RulesConfig, line_reasons, repeated_ngram_chars,
+                      strip_bullet)
 
-FEATURES_VERSION = "line-features-v2+doc-v2"
+FEATURES_VERSION = "line-features-v3+doc-v3"
 
 # rule reasons as category codes (0: no rule fires)
 REASONS = ("url", "navigation", "cookie", "copyright", "legal", "share", "comment_widget",
@@ -83,7 +85,8 @@ def line_key(line: str) -> str:
 
 
 class ShardLineCounts:
-    """How many documents of a shard hold each line (by :func:`line_key`).
+    """How many distinct documents of a shard hold each line (by :func:`line_key`): a document
+    with the same set of lines as one counted before is not counted again.
 
     Kept as sorted 64-bit hashes of the keys with their counts: 8 bytes per distinct line of
     each document while counting, 16 per distinct line of the shard after (a Counter of the
@@ -91,10 +94,18 @@ class ShardLineCounts:
 
     def __init__(self, documents: Iterable[Iterable[str]] = ()):
         seen = array("Q")
+        copies: set[bytes] = set()
         self.n_docs = 0
         for lines in documents:
             self.n_docs += 1
-            seen.extend({_key_hash(line_key(line)) for line in lines if line.strip()})
+            hashes = sorted({_key_hash(line_key(line)) for line in lines if line.strip()})
+            # a copy of a page already counted (the same lines) is the same page crawled again,
+            # not another page of a site sharing its template: counting it would make every line
+            # of a page crawled three times look like chrome
+            digest = hashlib.blake2b(array("Q", hashes).tobytes(), digest_size=16).digest()
+            if digest not in copies:
+                copies.add(digest)
+                seen.extend(hashes)
         self.keys, self.counts = np.unique(np.frombuffer(seen, dtype=np.uint64),
                                            return_counts=True)
 
@@ -280,24 +291,16 @@ DOC_FEATURES = [
 
 
 def _ngram_shares(words: list[str]) -> tuple[float, float]:
-    """Gopher repetition: chars of the most common 2-gram, and chars covered by duplicated
-    5-grams, over all word chars (linear: one pass per n with a hash map)."""
+    """Gopher repetition: chars of the most common 2-gram, and chars in 5-grams repeating an
+    earlier one (:func:`~.signals.repeated_ngram_chars`), over all word chars (linear: one pass
+    per n with a hash map)."""
     total = sum(len(w) for w in words) or 1
     top = 0.0
     if len(words) >= 2:
         grams = Counter(zip(words, words[1:]))
         gram, count = grams.most_common(1)[0]
         top = (len(gram[0]) + len(gram[1])) * count / total if count > 1 else 0.0
-    dup = 0.0
-    if len(words) >= 5:
-        fives = list(zip(*(words[i:] for i in range(5))))
-        counts = Counter(fives)
-        covered = np.zeros(len(words), dtype=bool)
-        for i, gram in enumerate(fives):
-            if counts[gram] > 1:
-                covered[i:i + 5] = True
-        dup = sum(len(w) for w, c in zip(words, covered) if c) / total
-    return top, dup
+    return top, repeated_ngram_chars(words, 5) / total
 
 
 def document_features(lines: Sequence[str], indices: Sequence[int], probabilities: np.ndarray,

@@ -37,8 +37,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from .signals import (CJK, NAV_WORDS, RulesConfig, line_reasons, repeated_ngram_chars,
-                      strip_bullet)
+from .signals import (CJK, NAV_WORDS, RulesConfig, line_reasons, repeated_ngram_share,
+                      strip_bullet, top_ngram_share)
 
 FEATURES_VERSION = "line-features-v3+doc-v3"
 
@@ -290,19 +290,6 @@ DOC_FEATURES = [
 ]
 
 
-def _ngram_shares(words: list[str]) -> tuple[float, float]:
-    """Gopher repetition: chars of the most common 2-gram, and chars in 5-grams repeating an
-    earlier one (:func:`~.signals.repeated_ngram_chars`), over all word chars (linear: one pass
-    per n with a hash map)."""
-    total = sum(len(w) for w in words) or 1
-    top = 0.0
-    if len(words) >= 2:
-        grams = Counter(zip(words, words[1:]))
-        gram, count = grams.most_common(1)[0]
-        top = (len(gram[0]) + len(gram[1])) * count / total if count > 1 else 0.0
-    return top, repeated_ngram_chars(words, 5) / total
-
-
 def document_features(lines: Sequence[str], indices: Sequence[int], probabilities: np.ndarray,
                       matrix: np.ndarray, threshold: float) -> list[float]:
     """Features of a whole document for the keep/drop decision, from its lines' content
@@ -335,7 +322,6 @@ def document_features(lines: Sequence[str], indices: Sequence[int], probabilitie
         best = max(best, block)
     top_p = np.sort(probabilities)[-max(1, n // 5):]
     all_words = [w.lower() for line in raw_lines for w in line.split()]
-    top2, dup5 = _ngram_shares(content_words)
     n_cw = len(content_words) or 1
     dup_lines = sum(c for c in Counter(content_lines).values() if c > 1)
     short = [len(line) <= 30 for line in raw_lines]
@@ -347,7 +333,8 @@ def document_features(lines: Sequence[str], indices: Sequence[int], probabilitie
         sum(len(w) for w in content_words) / n_cw,
         sum(w in _STOP for w in content_words) / n_cw,
         sum(any(ch.isalpha() for ch in w) for w in content_words) / n_cw,
-        share(punct, True), dup_lines / max(len(content_lines), 1), top2, dup5,
+        share(punct, True), dup_lines / max(len(content_lines), 1),
+        top_ngram_share(content_words, 2), repeated_ngram_share(content_words, 5),
         sum(line.count("#") + line.count("...") + line.count("…") for line in content_lines)
         / n_cw,
         share([strip_bullet(line) != line for line in raw_lines], True),
@@ -363,8 +350,8 @@ def repeated_share(lines: Sequence[str], indices: Sequence[int], probabilities: 
                    threshold: float) -> float:
     """The share of the lines at ``threshold`` or above (by word characters) in passages
     repeated word for word: duplicated 5-grams, Gopher's repetition measure."""
-    return _ngram_shares(_words(
-        lines[i].strip() for i, p in zip(indices, probabilities) if p >= threshold))[1]
+    return repeated_ngram_share(_words(
+        lines[i].strip() for i, p in zip(indices, probabilities) if p >= threshold), 5)
 
 
 def _words(lines: Iterable[str]) -> list[str]:

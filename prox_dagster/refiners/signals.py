@@ -287,15 +287,20 @@ def mojibake_fixes(text: str) -> dict[str, str]:
     return fixes
 
 
-def _ngram_char_ratios(words: list[str], n: int) -> tuple[float, float]:
-    """(chars in the most frequent n-gram, chars repeating an earlier n-gram) / all word chars."""
+def top_ngram_share(words: Sequence[str], n: int) -> float:
+    """Word characters of the most frequent n-gram (all its occurrences, when it recurs) over
+    all word characters: Gopher's top n-gram measure."""
     total = sum(len(w) for w in words)
     if len(words) < n or total == 0:
-        return 0.0, 0.0
-    counts = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
-    top, top_count = counts.most_common(1)[0]
-    top_ratio = sum(len(w) for w in top) * top_count / total if top_count > 1 else 0.0
-    return top_ratio, repeated_ngram_chars(words, n) / total
+        return 0.0
+    top, count = Counter(zip(*(words[i:] for i in range(n)))).most_common(1)[0]
+    return sum(len(w) for w in top) * count / total if count > 1 else 0.0
+
+
+def repeated_ngram_share(words: Sequence[str], n: int) -> float:
+    """:func:`repeated_ngram_chars` over all word characters."""
+    total = sum(len(w) for w in words)
+    return repeated_ngram_chars(words, n) / total if total else 0.0
 
 
 def repeated_ngram_chars(words: Sequence[str], n: int) -> int:
@@ -393,9 +398,9 @@ def document_reason(text: str, reasons: list[str | None] | None = None,
     for n_gram, limit in ((2, config.max_top_2gram_char_ratio),
                           (3, config.max_top_3gram_char_ratio),
                           (4, config.max_top_4gram_char_ratio)):
-        if _ngram_char_ratios(lowered, n_gram)[0] > limit:
+        if top_ngram_share(lowered, n_gram) > limit:
             return f"gopher_top_{n_gram}gram"
-    if _ngram_char_ratios(lowered, 5)[1] > config.max_dup_5gram_char_ratio:
+    if repeated_ngram_share(lowered, 5) > config.max_dup_5gram_char_ratio:
         return "gopher_dup_5gram"
     # FineWeb's line rules, on the lines the line rules keep: a page that is mostly short lines
     # even after its menus went is a listing, not an article

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from prox_dagster.evaluation import evaluate, load_labelled_set
@@ -251,3 +252,19 @@ def test_repetition_drops_a_page_only_in_the_lines_its_chunks_would_keep(tmp_pat
     before = strict.repetition_threshold
     strict.observe_shard([d.text for d in held_out_sample.documents])
     assert strict.chunk_threshold != before and strict.repetition_threshold == before
+
+
+def test_the_document_threshold_has_the_best_f1_that_keeps_enough_good_documents():
+    from prox_dagster.refiners.classifier_training import _doc_threshold
+
+    # out-of-fold probabilities, best first: good good bad good bad bad good bad
+    probs = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
+    labels = np.array([1, 1, 0, 1, 0, 0, 1, 0])
+    # keeping 3 of 4 good documents, 0.6 has the best F1 (6/8 against 0.3's 8/11)
+    assert _doc_threshold(probs, labels, 0.75) == 0.6
+    # all of them: the threshold goes down to the last good document, whatever its F1
+    assert _doc_threshold(probs, labels, 1.0) == 0.3
+    # documents of equal probability are kept or dropped together: 0.5 keeps two bad ones with
+    # its good one (F1 4/7), so 0.1 (6/8) is best
+    tied = np.array([0.9, 0.5, 0.5, 0.5, 0.1])
+    assert _doc_threshold(tied, np.array([1, 1, 0, 0, 1]), 0.0) == 0.1

@@ -24,7 +24,8 @@ median set's estimated share) stands in for a shard too small to estimate its ow
 The document model learns from sets with a document ``label`` and from line-labelled pages
 (a page with at least ``min_content_units`` words of labelled content is a good page; one with
 almost none is not). Its features come from line probabilities of models that did not see the
-document, and its threshold keeps at least ``min_good_kept`` of the good documents out of fold.
+document, and its threshold is the one with the best keep-good F1 out of fold among those that
+keep at least ``min_good_kept`` of the good documents.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class TrainingSettings:
     share_leaves: int = 7
     learning_rate: float = 0.05
     min_line_recall: float = 0.75
-    min_good_kept: float = 0.92
+    min_good_kept: float = 0.90
     min_content_units: int = 40
     doc_folds: int = 5
     seed: int = 0
@@ -191,6 +192,22 @@ def _most_robust_threshold(probs: np.ndarray, labels: np.ndarray, naive: np.ndar
         if worst > best_gain:
             best, best_gain = float(threshold), worst
     return best
+
+
+def _doc_threshold(probs: np.ndarray, labels: np.ndarray, min_good_kept: float) -> float:
+    """The document probability with the best keep-good F1 among those that keep at least
+    ``min_good_kept`` of the good documents (a document at the threshold is kept)."""
+    good = labels > 0
+    if not good.any():
+        return 0.5
+    order = np.argsort(-probs, kind="stable")
+    ranked, ranked_good = probs[order], good[order]
+    good_kept = np.cumsum(ranked_good)
+    f1 = 2 * good_kept / (np.arange(1, len(ranked) + 1) + good.sum())
+    # keeping every document from the top down to a run of equal probabilities, and enough
+    eligible = np.r_[ranked[1:] != ranked[:-1], True] & \
+        (good_kept >= min_good_kept * good.sum() - 1e-9)
+    return float(ranked[int(np.argmax(np.where(eligible, f1, -1.0)))])
 
 
 def _share_rows(data: LineData, probs: np.ndarray):
@@ -339,21 +356,20 @@ def train_classifier(sets: Sequence[LabelledSet], tokenizer,
                                                     feature_name=DOC_FEATURES),
                             num_boost_round=settings.doc_rounds)
         doc_oof[~train] = booster.predict(doc_x_arr[~train])
-    # the threshold keeps ``min_good_kept`` of the good documents that carry a human document
-    # label (where there are any): pages judged good by their amount of labelled content are
-    # mostly easy, and a quantile over them would set the bar too high for real crawls
+    # the threshold is chosen on the documents that carry a human document label (where there
+    # are any): pages judged good by their amount of labelled content are mostly easy, and a
+    # threshold chosen on them would set the bar too high for real crawls
     real = np.asarray(labelled_docs, dtype=bool)
     judged = real if (real & (doc_y_arr > 0)).any() else np.ones_like(real)
-    good = np.sort(doc_oof[judged & (doc_y_arr > 0)])
-    doc_threshold = float(good[int((1 - settings.min_good_kept) * len(good))]) if len(good) \
-        else 0.5
+    doc_threshold = _doc_threshold(doc_oof[judged], doc_y_arr[judged], settings.min_good_kept)
     doc_model = lgb.train(doc_params, lgb.Dataset(doc_x_arr, doc_y_arr, feature_name=DOC_FEATURES),
                           num_boost_round=settings.doc_rounds)
     bad = judged & (doc_y_arr == 0)
     bad_dropped = float((doc_oof[bad] < doc_threshold).mean()) if bad.any() else None
+    good_kept = float((doc_oof[judged & (doc_y_arr > 0)] >= doc_threshold).mean())
     log(f"trained in {time.perf_counter() - started:.0f}s")
     log(f"doc model: {len(doc_y)} documents, threshold {doc_threshold:.3f} "
-        f"(out of fold: {settings.min_good_kept:.0%} good kept, "
+        f"(out of fold: {good_kept:.0%} good kept, "
         f"{bad_dropped if bad_dropped is not None else 0:.0%} bad dropped)")
     return {
         "format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "name": name,

@@ -268,3 +268,23 @@ def test_the_document_threshold_has_the_best_f1_that_keeps_enough_good_documents
     # its good one (F1 4/7), so 0.1 (6/8) is best
     tied = np.array([0.9, 0.5, 0.5, 0.5, 0.1])
     assert _doc_threshold(tied, np.array([1, 1, 0, 0, 1]), 0.0) == 0.1
+
+
+def test_the_content_threshold_is_the_lowest_that_gains_enough_over_the_naive_filter():
+    from prox_dagster.refiners.classifier_training import _content_threshold
+
+    # four content lines at 0.91, four noise lines at 0.61 and four at 0.05; the naive filter
+    # keeps all twelve (keep-F1 0.5). From 0.06 up eight lines are kept (F1 0.667, +0.167),
+    # from 0.62 up only the content (F1 1.0, +0.5)
+    probs = np.array([0.91] * 4 + [0.61] * 4 + [0.05] * 4)
+    labels = np.array([1.0] * 4 + [0.0] * 8)
+    naive, groups = np.ones(12, dtype=bool), np.zeros(12, dtype=int)
+    assert _content_threshold(probs, labels, naive, groups, 0.1) == pytest.approx(0.06)
+    assert _content_threshold(probs, labels, naive, groups, 0.3) == pytest.approx(0.62)
+    # no threshold gains that much: the one whose worst set gains the most
+    assert _content_threshold(probs, labels, naive, groups, 0.9) == pytest.approx(0.62)
+    # a second set whose content sits at 0.61 rules out 0.62 and above
+    two = np.concatenate([probs, [0.61] * 4 + [0.05] * 8])
+    both = np.concatenate([labels, labels])
+    assert _content_threshold(two, both, np.ones(24, dtype=bool),
+                              np.repeat([0, 1], 12), 0.3) == pytest.approx(0.06)

@@ -11,10 +11,11 @@ model trained without it). ``line_threshold``, on the probabilities themselves, 
 document model counts as likely content: the best keep-F1 averaged over the sets among
 thresholds whose keep-recall, averaged over the sets, stays at least ``min_line_recall``.
 ``content_threshold``, on the posteriors at each set's estimated share of content lines
-(:mod:`~prox_dagster.refiners.prior_shift`), decides the lines of every chunk: the threshold
-whose worst set gains the most keep-F1 over the naive line filter. Labelled sets disagree on
-what content is (one set's human labels count forum signatures and lists as clean text, another
-keeps only article paragraphs), so the threshold must not fail any of them.
+(:mod:`~prox_dagster.refiners.prior_shift`), decides the lines of every chunk: the lowest
+threshold at which every set still gains ``min_gain_over_naive`` keep-F1 over the naive line
+filter (content lost is worse than noise kept). Labelled sets disagree on what content is (one
+set's human labels count forum signatures and lists as clean text, another keeps only article
+paragraphs), so the threshold must not fail any of them.
 
 The share model learns each document's share of content lines from the out-of-fold line
 probabilities, the way it will see a new shard's; each set's share, for choosing
@@ -60,6 +61,7 @@ class TrainingSettings:
     share_leaves: int = 7
     learning_rate: float = 0.05
     min_line_recall: float = 0.75
+    min_gain_over_naive: float = 0.05
     min_good_kept: float = 0.90
     min_content_units: int = 40
     doc_folds: int = 5
@@ -179,19 +181,18 @@ def _best_threshold(probs: np.ndarray, labels: np.ndarray, groups: np.ndarray,
     return best
 
 
-def _most_robust_threshold(probs: np.ndarray, labels: np.ndarray, naive: np.ndarray,
-                           groups: np.ndarray) -> float:
-    """The threshold whose worst set gains the most keep-F1 over the naive line filter (the
-    sets disagree on what content is: the threshold must not fail any of them)."""
-    best, best_gain = 0.5, -np.inf
+def _content_threshold(probs: np.ndarray, labels: np.ndarray, naive: np.ndarray,
+                       groups: np.ndarray, min_gain: float) -> float:
+    """The lowest threshold at which every set gains at least ``min_gain`` keep-F1 over the
+    naive line filter (content lost is worse than noise kept); where none does, the one whose
+    worst set gains the most (the sets disagree on what content is: the threshold must not fail
+    any of them)."""
     sets = [groups == g for g in np.unique(groups)]
     baseline, _ = _set_scores(naive.astype(np.float64), labels, sets, 0.5)
-    for threshold in THRESHOLDS:
-        f1s, _ = _set_scores(probs, labels, sets, threshold)
-        worst = min(f - b for f, b in zip(f1s, baseline))
-        if worst > best_gain:
-            best, best_gain = float(threshold), worst
-    return best
+    worst = np.array([min(f - b for f, b in zip(_set_scores(probs, labels, sets, t)[0], baseline))
+                      for t in THRESHOLDS])
+    enough = np.flatnonzero(worst >= min_gain)
+    return float(THRESHOLDS[enough[0]] if len(enough) else THRESHOLDS[int(np.argmax(worst))])
 
 
 def _doc_threshold(probs: np.ndarray, labels: np.ndarray, min_good_kept: float) -> float:
@@ -292,8 +293,8 @@ def train_classifier(sets: Sequence[LabelledSet], tokenizer,
         shifted = np.zeros_like(oof)
         for group, prior in enumerate(priors):
             shifted[data.groups == group] = adjusted(oof[data.groups == group], prior)
-        content_threshold = _most_robust_threshold(shifted, data.labels, data.naive,
-                                                   data.groups)
+        content_threshold = _content_threshold(shifted, data.labels, data.naive, data.groups,
+                                               settings.min_gain_over_naive)
         typical_prior = float(np.median(priors))
     line_model = _train_lines(data, np.arange(len(data.labels)), settings)
     if n_groups == 1:

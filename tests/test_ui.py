@@ -30,7 +30,7 @@ def test_a_backfill_from_the_ui_runs_in_batches_and_shows_its_partitions(tmp_pat
     evaluation = summary["evaluation"]
     assert evaluation["status"] == "SUCCESS"
     shown = evaluation["metadata"]
-    assert shown["refiner_version"].startswith("classifier:classifier-web-v5@")
+    assert shown["refiner_version"].startswith("classifier:classifier-web-v6@")
     assert "| set | system |" in shown["report"] and "keep-F1 per set" in shown["report"]
     assert 0 < shown["overall_keep_f1"] <= 1
     # every shard check's Partitions tab: each shard Passed, none Missing (asked of the UI's API)

@@ -53,7 +53,7 @@ MODEL_FORMAT_VERSION = 3
 PRIOR_SAMPLE_DOCS = 256        # documents whose lines estimate a shard's content share
 PRIOR_SAMPLE_CHARS = 65536     # of each sampled document's text: the sample's memory is bounded
 MIN_PRIOR_LINES = 200          # fewer sampled lines: the training sets' typical share is used
-DEFAULT_MODEL = "classifier-web-v5.json"
+DEFAULT_MODEL = "classifier-web-v6.json"
 # how the programs follow from the model's probabilities: part of the refiner version, so a
 # change to it marks the shards refined before it stale even with the same model file
 PROGRAMS_VERSION = 3

@@ -138,7 +138,7 @@ def line_dataset(sets: Sequence[LabelledSet], tokenizer, max_tokens: int = 1500,
                     [p.set_names[0] for p in parts])
 
 
-def _train_lines(data: LineData, rows: np.ndarray, settings: TrainingSettings):
+def train_line_model(data: LineData, rows: np.ndarray, settings: TrainingSettings):
     import lightgbm as lgb
 
     params = {"objective": "binary", "learning_rate": settings.learning_rate,
@@ -277,7 +277,7 @@ def train_classifier(sets: Sequence[LabelledSet], tokenizer,
     if n_groups > 1:
         for group in range(n_groups):
             held = data.groups == group
-            fold_models[group] = _train_lines(data, np.flatnonzero(~held), settings)
+            fold_models[group] = train_line_model(data, np.flatnonzero(~held), settings)
             oof[held] = fold_models[group].predict(data.matrix[held])
             log(f"  out-of-fold line model without {data.set_names[group]}")
         threshold = _best_threshold(oof, data.labels, data.groups, settings.min_line_recall)
@@ -296,7 +296,7 @@ def train_classifier(sets: Sequence[LabelledSet], tokenizer,
         content_threshold = _content_threshold(shifted, data.labels, data.naive, data.groups,
                                                settings.min_gain_over_naive)
         typical_prior = float(np.median(priors))
-    line_model = _train_lines(data, np.arange(len(data.labels)), settings)
+    line_model = train_line_model(data, np.arange(len(data.labels)), settings)
     if n_groups == 1:
         # no set to hold out: probability 0.5 decides on shards with the set's own content share
         threshold = 0.5

@@ -31,7 +31,7 @@ from prox_dagster.evaluation import Counts, LabelledSet, evaluate, load_labelled
 from prox_dagster.refiners import build_refiner
 from prox_dagster.refiners.classifier import ClassifierRefiner
 from prox_dagster.refiners.classifier_training import TrainingSettings, line_dataset, \
-    train_classifier, train_line_model, write_model
+    set_scores, train_classifier, train_line_model, write_model
 from prox_dagster.refiners.prior_shift import adjusted
 from prox_dagster.tokenization import load_tokenizer
 
@@ -75,23 +75,23 @@ def recall_target_check(sets: list[LabelledSet], tokenizer, settings: TrainingSe
     keeping 80% of its content and the gain there; then, among the thresholds keeping 80% on
     every set, the one whose worst set gains most."""
     data = line_dataset(sets, tokenizer, settings.max_tokens, cache)
+    posteriors = np.zeros(len(data.labels))
+    members = [data.groups == group for group in range(len(data.set_names))]
+    for held in members:
+        model = train_line_model(data, np.flatnonzero(~held), settings)
+        posteriors[held] = adjusted(model.predict(data.matrix[held]),
+                                    float(data.labels[held].mean()))
+    naive, _ = set_scores(data.naive.astype(np.float64), data.labels, members, 0.5)
     # from 0, which keeps every line, so some threshold keeps 80% of every set
     thresholds = np.round(np.arange(0.0, 1.0, 0.005), 3)
-    per_set, gains, recalls = {}, [], []
-    for group, name in enumerate(data.set_names):
-        held = data.groups == group
-        model = train_line_model(data, np.flatnonzero(~held), settings)
-        labels = data.labels[held] > 0
-        q = adjusted(model.predict(data.matrix[held]), float(labels.mean()))
-        kept = q[None, :] >= thresholds[:, None]
-        tp = (kept & labels).sum(axis=1)
-        naive = data.naive[held]
-        naive_f1 = 2 * float((naive & labels).sum()) / (naive.sum() + labels.sum())
-        gains.append(2 * tp / (kept.sum(axis=1) + labels.sum()) - naive_f1)
-        recalls.append(tp / labels.sum())
-        at = int(np.flatnonzero(recalls[-1] >= 0.8)[-1])
+    scores = [set_scores(posteriors, data.labels, members, t) for t in thresholds]
+    gains = np.array([f1s for f1s, _ in scores]).T - np.array(naive)[:, None]
+    recalls = np.array([recall for _, recall in scores]).T
+    per_set = {}
+    for name, gain, recall in zip(data.set_names, gains, recalls):
+        at = int(np.flatnonzero(recall >= 0.8)[-1])
         per_set[name] = {"threshold_for_recall_0.80": float(thresholds[at]),
-                         "gain_over_naive_there": round(float(gains[-1][at]), 4)}
+                         "gain_over_naive_there": round(float(gain[at]), 4)}
     worst_gain, worst_recall = np.min(gains, axis=0), np.min(recalls, axis=0)
     feasible = np.flatnonzero(worst_recall >= 0.8)
     best = int(feasible[np.argmax(worst_gain[feasible])])

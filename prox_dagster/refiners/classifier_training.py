@@ -152,7 +152,7 @@ def train_line_model(data: LineData, rows: np.ndarray, settings: TrainingSetting
     return lgb.train(params, train, num_boost_round=settings.line_rounds)
 
 
-def _set_scores(probs: np.ndarray, labels: np.ndarray, sets: list[np.ndarray],
+def set_scores(probs: np.ndarray, labels: np.ndarray, sets: list[np.ndarray],
                 threshold: float) -> tuple[list[float], list[float]]:
     """Keep-F1 and keep-recall of each set (a row mask) when lines at ``threshold`` or above
     are kept."""
@@ -175,7 +175,7 @@ def _best_threshold(probs: np.ndarray, labels: np.ndarray, groups: np.ndarray,
     best, best_f1 = 0.5, -1.0
     sets = [groups == g for g in np.unique(groups)]
     for threshold in THRESHOLDS:
-        f1s, recalls = _set_scores(probs, labels, sets, threshold)
+        f1s, recalls = set_scores(probs, labels, sets, threshold)
         if np.mean(recalls) >= min_recall and np.mean(f1s) > best_f1:
             best, best_f1 = float(threshold), float(np.mean(f1s))
     return best
@@ -188,8 +188,8 @@ def _content_threshold(probs: np.ndarray, labels: np.ndarray, naive: np.ndarray,
     worst set gains the most (the sets disagree on what content is: the threshold must not fail
     any of them)."""
     sets = [groups == g for g in np.unique(groups)]
-    baseline, _ = _set_scores(naive.astype(np.float64), labels, sets, 0.5)
-    worst = np.array([min(f - b for f, b in zip(_set_scores(probs, labels, sets, t)[0], baseline))
+    baseline, _ = set_scores(naive.astype(np.float64), labels, sets, 0.5)
+    worst = np.array([min(f - b for f, b in zip(set_scores(probs, labels, sets, t)[0], baseline))
                       for t in THRESHOLDS])
     enough = np.flatnonzero(worst >= min_gain)
     return float(THRESHOLDS[enough[0]] if len(enough) else THRESHOLDS[int(np.argmax(worst))])

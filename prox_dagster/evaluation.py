@@ -14,7 +14,8 @@ Each set runs as one shard through the same stage functions the shard assets cal
 refiner, tokenizer and policy. A line counts as kept when it survives into the refined text (a
 dropped document keeps nothing). The naive line filter (keep a line of at least 15 words, or of
 at least 6 words ending in punctuation) is scored beside it; its document is dropped when what it
-keeps has no more than the policy's ``min_words`` words, as execution would drop it.
+keeps has no more than the policy's ``min_words`` words (counted in its ``word_unit``), as
+execution would drop it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import polars as pl
 from .execute import ExecutionPolicy, kept_lines
 from .pipeline import chunk_shard, execute_shard, refine_chunks, refine_documents
 from .refiners.base import Refiner
+from .words import word_count
 
 CONTENT_LABELS = frozenset("M1")
 IGNORED_LABELS = frozenset("_")
@@ -238,7 +240,7 @@ def naive_counts(labelled: LabelledSet, policy: ExecutionPolicy | None = None) -
     for doc in labelled.documents:
         lines = doc.text.split("\n")
         kept = [naive_keep(line) for line in lines]
-        words = sum(len(line.split()) for line, k in zip(lines, kept) if k)
+        words = sum(word_count(line, policy.word_unit) for line, k in zip(lines, kept) if k)
         score_document(doc, kept, words <= policy.min_words, counts)
     counts.seconds = time.perf_counter() - started
     return counts

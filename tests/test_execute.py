@@ -50,6 +50,38 @@ def test_drop_thresholds():
     assert run([(0, 19, "remove_lines(all=True)")]).status == "dropped_chunk"
 
 
+def test_a_cjk_article_is_not_dropped_for_having_few_spaces():
+    from prox_dagster.words import word_count
+
+    # a Chinese news page: four lines of menu, then an article of 120 characters in 3 paragraphs
+    article = ["东方网记者报道：今年的中国旅游日在上海举行，市文化和旅游局发布了四十条精品线路。" * 2,
+               "活动期间，全市多家景区推出门票优惠，吸引了大量市民和游客前来参观游览。" * 2,
+               "主办方表示，将继续丰富文旅产品供给，让更多人感受城市的魅力和温度。" * 2]
+    text = "\n".join(["首页", "新闻", "体育", "联系我们", *article])
+    chunks = [(0, 6, "remove_lines(line_start=0, line_end=3)")]
+    assert word_count("\n".join(article), "split") == 3
+    # every ideograph is a word; the punctuation (，。：) is not
+    ideographs = sum("\u4e00" <= ch <= "\u9fff" for ch in "".join(article))
+    assert ideographs == 198 and word_count("\n".join(article), "cjk") == 3 + ideographs
+    kept = run(chunks, text=text)
+    assert kept.status == "kept" and kept.text.split("\n") == article
+    # the reference counts str.split words: three, so the article is dropped
+    assert run(chunks, text=text, policy=REF).status == "dropped_chunk"
+    assert REF.word_unit == "split" and ExecutionPolicy().word_unit == "cjk"
+    with pytest.raises(ValueError, match="word_unit='words' is not one of"):
+        ExecutionPolicy(word_unit="words")
+
+
+def test_word_count_of_a_long_text_counts_what_split_does_and_every_cjk_character():
+    from prox_dagster.tokenization import PIECE_CHARS
+    from prox_dagster.words import word_count
+
+    text = ("alpha beta 中文字 gamma\n" * (3 * PIECE_CHARS // 20))
+    assert len(text) > 2 * PIECE_CHARS
+    assert word_count(text, "split") == len(text.split())
+    assert word_count(text, "cjk") == len(text.split()) + 3 * text.count("中文字")
+
+
 def test_normalize_applies_to_the_emitting_chunk_only_by_default():
     text = "a-b\na-b\na-b"
     chunks = [(0, 1, "keep_chunk()"), (2, 2, 'normalize(source_str="-", target_str="+")')]

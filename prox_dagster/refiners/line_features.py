@@ -37,7 +37,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from .signals import (CJK, NAV_WORDS, RulesConfig, line_reasons, repeated_ngram_share,
+from ..words import CJK
+from .signals import (NAV_WORDS, RulesConfig, line_reasons, repeated_ngram_share,
                       strip_bullet, top_ngram_share)
 
 FEATURES_VERSION = "line-features-v3+doc-v3"

@@ -18,6 +18,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..words import CJK, word_units
+
 NAV_WORDS = {
     "home", "about", "about us", "contact", "contact us", "blog", "news", "login", "log in",
     "logout", "log out", "sign in", "sign up", "register", "search", "menu", "subscribe",
@@ -321,14 +323,7 @@ def repeated_ngram_chars(words: Sequence[str], n: int) -> int:
     return repeated
 
 
-# kana, CJK ideographs and hangul: scripts written without spaces between words
-CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 _PROSE_END = _END_PUNCT + ("。", "！", "？")
-
-
-def word_units(line: str) -> int:
-    """Words, counting each CJK character as one (CJK text has no spaces between words)."""
-    return len(line.split()) + len(CJK.findall(line))
 
 
 def is_prose(line: str) -> bool:

@@ -75,8 +75,44 @@ def build_refiner_evaluation(code_version: str) -> dg.AssetsDefinition:
     return refiner_evaluation
 
 
+_DEFAULTS = TrainingSettings()
+
+
+class ClassifierTrainingConfig(dg.Config):
+    """How the thresholds trade content kept for noise removed, each measured out of fold on
+    the training sets. `min_keep_recall`: every line-labelled set keeps at least this share of
+    its content lines (0: no floor), before `min_gain_over_naive`: the chunk threshold is the
+    lowest at which every set gains this much keep-F1 over the naive line filter.
+    `min_good_kept`: the document threshold keeps at least this share of the good documents."""
+
+    min_keep_recall: float = _DEFAULTS.min_keep_recall
+    min_gain_over_naive: float = _DEFAULTS.min_gain_over_naive
+    min_good_kept: float = _DEFAULTS.min_good_kept
+
+
+def tradeoff_markdown(tradeoff: dict | None, chosen: float) -> str:
+    """Each training set's out-of-fold keep-recall and gain over the naive filter at the chosen
+    chunk threshold and at a few others, so an operator sees what the threshold traded."""
+    if tradeoff is None:
+        return "One training set: no set was held out, so nothing was measured out of fold."
+    thresholds = tradeoff["thresholds"]
+    # the model file keeps the threshold rounded: its column is the nearest candidate
+    at = min(range(len(thresholds)), key=lambda i: abs(thresholds[i] - chosen))
+    columns = sorted({at, *(i for i, t in enumerate(thresholds)
+                            if round(t, 2) in (0.06, 0.1, 0.2, 0.3, 0.5))})
+    rows = ["| set | " + " | ".join(f"**{thresholds[i]:.2f} (chosen)**" if i == at
+                                    else f"{thresholds[i]:.2f}" for i in columns) + " |",
+            "|---|" + "---|" * len(columns)]
+    for name, scores in tradeoff["sets"].items():
+        rows.append(f"| {name} | " + " | ".join(
+            f"recall {scores['keep_recall'][i]:.3f}, gain {scores['gain_over_naive'][i]:+.3f}"
+            for i in columns) + " |")
+    return "\n".join(rows)
+
+
 @dg.asset(group_name="quality", kinds={"lightgbm", "json"})
-def classifier_model(context: dg.AssetExecutionContext, labelled_sets: LabelledSets,
+def classifier_model(context: dg.AssetExecutionContext, config: ClassifierTrainingConfig,
+                     labelled_sets: LabelledSets,
                      refiner: RefinerResource) -> dg.MaterializeResult:
     """The `classifier` refiner's line, document and share models, trained on the training sets
     and written (LightGBM text inside JSON: loading it runs no code) to
@@ -84,11 +120,14 @@ def classifier_model(context: dg.AssetExecutionContext, labelled_sets: LabelledS
     its sha256 is part of the refiner version, so exactly the shards refined by another model
     show as stale."""
     started = time.perf_counter()
+    # a share out of range fails here, before the sets are read
+    settings = TrainingSettings(max_tokens=refiner.max_chunk_tokens,
+                                min_keep_recall=config.min_keep_recall,
+                                min_gain_over_naive=config.min_gain_over_naive,
+                                min_good_kept=config.min_good_kept)
     sets = labelled_sets.load("training")
     # chunked as the classifier refiner will see its pages: with the refiner's tokenizer
-    spec = train_classifier(sets, refiner.chunk_tokenizer(),
-                            TrainingSettings(max_tokens=refiner.max_chunk_tokens),
-                            log=context.log.info)
+    spec = train_classifier(sets, refiner.chunk_tokenizer(), settings, log=context.log.info)
     folder = Path(labelled_sets.model_dir)
     folder.mkdir(parents=True, exist_ok=True)
     staging = folder / ".classifier-training.json"
@@ -104,6 +143,11 @@ def classifier_model(context: dg.AssetExecutionContext, labelled_sets: LabelledS
         "doc_rows": spec["training"]["doc_rows"],
         "line_threshold": spec["line_threshold"],
         "content_threshold": spec["content_threshold"],
+        "min_keep_recall": settings.min_keep_recall,
+        "min_gain_over_naive": settings.min_gain_over_naive,
+        # what the chunk threshold traded on each training set, measured without the set
+        "threshold_tradeoff": dg.MetadataValue.md(tradeoff_markdown(
+            spec["training"]["threshold_tradeoff"], spec["content_threshold"])),
         "typical_prior": spec["typical_prior"],
         # how far to trust the chunk threshold: each set's share of content lines as the share
         # model estimates it without having seen the set, beside its labels' share

@@ -209,18 +209,30 @@ def _evaluation_table(evaluation) -> Table:
 
 
 def cmd_train_refiner(args: argparse.Namespace) -> int:
-    console = Console(width=None if sys.stdout.isatty() else 200)
-    sets = _load_sets(args.sets, console)
-    if sets is None:
-        return 2
     from .refiners.classifier import ClassifierModel
     from .refiners.classifier_training import TrainingSettings, train_classifier, write_model
     from .tokenization import load_tokenizer
 
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    try:
+        settings = TrainingSettings(max_tokens=args.max_tokens,
+                                    min_keep_recall=args.min_keep_recall,
+                                    min_gain_over_naive=args.min_gain_over_naive,
+                                    min_good_kept=args.min_good_kept)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 2
+    sets = _load_sets(args.sets, console)
+    if sets is None:
+        return 2
     tokenizer = load_tokenizer(args.tokenizer)
-    with console.status("training the classifier refiner"):
-        spec = train_classifier(sets, tokenizer, TrainingSettings(max_tokens=args.max_tokens),
-                                name=args.name, log=console.print)
+    try:
+        with console.status("training the classifier refiner"):
+            spec = train_classifier(sets, tokenizer, settings, name=args.name,
+                                    log=console.print)
+    except ValueError as exc:  # what the sets cannot train (no labels of a kind, too few sets)
+        console.print(f"[red]cannot train on {', '.join(s.name for s in sets)}: {exc}[/red]")
+        return 2
     digest = write_model(spec, args.out)
     model = ClassifierModel(args.out)  # what the refiner will load, read back once
     console.print(f"wrote {args.out} (sha256 {digest[:12]}, model {model.name}, content "
@@ -260,6 +272,8 @@ def _summary_table(rows: list[list[str]]) -> Table:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .refiners.classifier_training import TrainingSettings
+
     parser = argparse.ArgumentParser(prog="prox-dagster", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the whole graph on the sample crawl")
@@ -290,6 +304,18 @@ def main(argv: list[str] | None = None) -> int:
                             "(PROX_REFINER_TOKENIZER)")
     train.add_argument("--max-tokens", type=int,
                        default=int(os.environ.get("PROX_MAX_CHUNK_TOKENS", "1500")))
+    defaults = TrainingSettings()
+    train.add_argument("--min-keep-recall", type=float, default=defaults.min_keep_recall,
+                       help="keep at least this share of every set's content lines (measured "
+                            "out of fold), before any gain over the naive filter "
+                            "(default %(default)s)")
+    train.add_argument("--min-gain-over-naive", type=float,
+                       default=defaults.min_gain_over_naive,
+                       help="the chunk threshold is the lowest at which every set gains this "
+                            "much keep-F1 over the naive line filter (default %(default)s)")
+    train.add_argument("--min-good-kept", type=float, default=defaults.min_good_kept,
+                       help="the document threshold keeps at least this share of the good "
+                            "documents, out of fold (default %(default)s)")
     for p in (demo, sample):
         p.add_argument("--shards", type=int, default=4)
         p.add_argument("--docs", type=int, default=30, help="documents per shard")

@@ -239,15 +239,17 @@ def check_statuses(url: str) -> dict[str, dict[str, list[str]]]:
     return statuses
 
 
-def evaluate_from_ui(url: str, location: str, timeout: float = 300) -> dict:
-    """Launch ``refiner_evaluation_job`` as the UI's Materialize button does, wait for it, and
-    read back what the UI shows of the result: its status and the materialization's metadata."""
+def materialize_from_ui(url: str, location: str, asset: str, run_config: dict | None = None,
+                        timeout: float = 300) -> dict:
+    """Launch ``{asset}_job`` with ``run_config`` as the UI's Materialize button (or its
+    launchpad) does, wait for it, and read back what the UI shows of the result: its status and
+    the materialization's metadata."""
     launched = graphql(url, LAUNCH_RUN, {"params": {
         "selector": {"repositoryLocationName": location, "repositoryName": "__repository__",
-                     "jobName": "refiner_evaluation_job"},
-        "runConfigData": {}}})["launchRun"]
+                     "jobName": f"{asset}_job"},
+        "runConfigData": run_config or {}}})["launchRun"]
     if launched["__typename"] != "LaunchRunSuccess":
-        raise RuntimeError(f"evaluation run not launched: {launched}")
+        raise RuntimeError(f"{asset} run not launched: {launched}")
     run_id = launched["run"]["runId"]
     started = time.monotonic()
     status = None
@@ -256,7 +258,7 @@ def evaluate_from_ui(url: str, location: str, timeout: float = 300) -> dict:
         if status in ("SUCCESS", "FAILURE", "CANCELED"):
             break
         time.sleep(2)
-    node = graphql(url, LATEST_METADATA, {"path": ["refiner_evaluation"]})["assetNodeOrError"]
+    node = graphql(url, LATEST_METADATA, {"path": [asset]})["assetNodeOrError"]
     entries = (node.get("assetMaterializations") or [{}])[0].get("metadataEntries", [])
     metadata = {e["label"]: next((e[k] for k in ("mdStr", "text", "floatValue", "intValue", "path")
                                   if k in e), None) for e in entries}
@@ -311,7 +313,10 @@ def tour(out: Path, shards: int, shards_per_run: int, screenshots: bool = True) 
             definitions.dg.AssetKey(asset))) for asset in GRAPH_ASSETS}
         location = graphql(url, "{ workspaceOrError { ... on Workspace { locationEntries {"
                                 " name } } } }")["workspaceOrError"]["locationEntries"][0]
-        evaluation = evaluate_from_ui(url, location["name"])
+        evaluation = materialize_from_ui(url, location["name"], "refiner_evaluation")
+        # the classifier trained from the UI with its trade-off set in the launchpad's config
+        training = materialize_from_ui(url, location["name"], "classifier_model", {
+            "ops": {"classifier_model": {"config": {"min_gain_over_naive": 0.1}}}})
         check_partitions = check_statuses(url)
         shots = {}
         check_text = ""
@@ -343,6 +348,7 @@ def tour(out: Path, shards: int, shards_per_run: int, screenshots: bool = True) 
                               "dagster/asset_partition_range_start",
                               "dagster/asset_partition_range_end")]} for r in runs],
                 "materialized": materialized, "screenshots": shots, "evaluation": evaluation,
+                "training": training,
                 "check_partitions": check_partitions, "check_page_text": check_text,
                 "log": str(work / "dagster_dev.log")}
     finally:

@@ -254,6 +254,54 @@ def test_repetition_drops_a_page_only_in_the_lines_its_chunks_would_keep(tmp_pat
     assert strict.chunk_threshold != before and strict.repetition_threshold == before
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--min-keep-recall", "1.5"], "min_keep_recall must be a share between 0 and 1, not 1.5"),
+    # a recall floor is measured on each set by a model that did not see it
+    (["--min-keep-recall", "0.9"], "needs at least two such sets; got sample-crawl.labelled"),
+])
+def test_train_refiner_refuses_a_trade_off_it_cannot_honour(sample_crawl, tmp_path, flags,
+                                                            message):
+    out = tmp_path / "model.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "prox_dagster.cli", "train-refiner",
+         str(sample_crawl / "labels" / LABELLED_SET), "--out", str(out), *flags],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and message in " ".join(proc.stdout.split())
+    assert not out.exists()
+
+
+def test_rethresholding_a_model_writes_what_training_with_those_rules_writes(sample_crawl,
+                                                                             tmp_path):
+    from prox_dagster.refiners.classifier_training import (TrainingSettings, content_threshold,
+                                                           rethreshold, train_classifier)
+    from prox_dagster.tokenization import load_tokenizer
+
+    write_sample_crawl(tmp_path, n_shards=2, docs_per_shard=20, seed=7)
+    sets = [load_labelled_set(sample_crawl / "labels" / LABELLED_SET),
+            load_labelled_set(tmp_path / "labels" / LABELLED_SET, name="other-crawl")]
+    tokenizer, cache = load_tokenizer("sample"), {}
+
+    def train(**rules):
+        return json.loads(json.dumps(train_classifier(
+            sets, tokenizer, TrainingSettings(**rules), name="two", log=lambda _: None,
+            cache=cache)))
+
+    default = train()
+    tradeoff = default["training"]["threshold_tradeoff"]
+    assert list(tradeoff["sets"]) == ["sample-crawl.labelled", "other-crawl"]
+    # no gain of 0.3 anywhere: the threshold whose worst set gains most, not the lowest one
+    assert content_threshold(tradeoff, 0.3) != content_threshold(tradeoff, 0.05)
+    for gain, recall in ((0.3, 0.0), (0.3, 0.999), (0.05, 0.9)):
+        again = json.loads(json.dumps(rethreshold(default, gain, recall)))
+        assert again == train(min_gain_over_naive=gain, min_keep_recall=recall)
+    with pytest.raises(ValueError, match="min_keep_recall must be a share"):
+        rethreshold(default, 0.05, 2.0)
+    # a set is held out by its name: two of one name cannot train
+    with pytest.raises(ValueError, match="two training sets are named 'sample-crawl.labelled'"):
+        train_classifier([sets[0], load_labelled_set(tmp_path / "labels" / LABELLED_SET)],
+                         tokenizer, log=lambda _: None)
+
+
 def test_the_document_threshold_has_the_best_f1_that_keeps_enough_good_documents():
     from prox_dagster.refiners.classifier_training import _doc_threshold
 
@@ -271,7 +319,7 @@ def test_the_document_threshold_has_the_best_f1_that_keeps_enough_good_documents
 
 
 def test_the_content_threshold_is_the_lowest_that_gains_enough_over_the_naive_filter():
-    from prox_dagster.refiners.classifier_training import _content_threshold
+    from prox_dagster.refiners.classifier_training import content_threshold, threshold_tradeoff
 
     # four content lines at 0.91, four noise lines at 0.61 and four at 0.05; the naive filter
     # keeps all twelve (keep-F1 0.5). From 0.06 up eight lines are kept (F1 0.667, +0.167),
@@ -279,12 +327,38 @@ def test_the_content_threshold_is_the_lowest_that_gains_enough_over_the_naive_fi
     probs = np.array([0.91] * 4 + [0.61] * 4 + [0.05] * 4)
     labels = np.array([1.0] * 4 + [0.0] * 8)
     naive, groups = np.ones(12, dtype=bool), np.zeros(12, dtype=int)
-    assert _content_threshold(probs, labels, naive, groups, 0.1) == pytest.approx(0.06)
-    assert _content_threshold(probs, labels, naive, groups, 0.3) == pytest.approx(0.62)
+    one = threshold_tradeoff(probs, labels, naive, groups, ["a"])
+    assert content_threshold(one, 0.1) == pytest.approx(0.06)
+    assert content_threshold(one, 0.3) == pytest.approx(0.62)
     # no threshold gains that much: the one whose worst set gains the most
-    assert _content_threshold(probs, labels, naive, groups, 0.9) == pytest.approx(0.62)
+    assert content_threshold(one, 0.9) == pytest.approx(0.62)
     # a second set whose content sits at 0.61 rules out 0.62 and above
     two = np.concatenate([probs, [0.61] * 4 + [0.05] * 8])
     both = np.concatenate([labels, labels])
-    assert _content_threshold(two, both, np.ones(24, dtype=bool),
-                              np.repeat([0, 1], 12), 0.3) == pytest.approx(0.06)
+    tradeoff = threshold_tradeoff(two, both, np.ones(24, dtype=bool), np.repeat([0, 1], 12),
+                                  ["a", "b"])
+    assert content_threshold(tradeoff, 0.3) == pytest.approx(0.06)
+    at = tradeoff["thresholds"].index(0.62)
+    assert tradeoff["sets"]["a"]["gain_over_naive"][at] == pytest.approx(0.5)
+    assert tradeoff["sets"]["b"]["keep_recall"][at] == 0.0
+
+
+def test_a_recall_floor_comes_before_the_gain_over_the_naive_filter():
+    from prox_dagster.refiners.classifier_training import content_threshold, threshold_tradeoff
+
+    # set a: its content spread from 0.3 to 0.9, its noise at 0.2; set b: four content lines
+    # at 0.8 and four noise lines at 0.5 and 0.1. The gain rule alone picks 0.52, which keeps
+    # only 3 of a's 4 content lines; a floor of 0.9 keeps every one of them (and b's noise at 0.5)
+    probs = np.array([0.9, 0.8, 0.7, 0.3, 0.2, 0.2, 0.2, 0.2,
+                      0.8, 0.8, 0.8, 0.8, 0.5, 0.5, 0.1, 0.1])
+    labels = np.array([1.0] * 4 + [0.0] * 4 + [1.0] * 4 + [0.0] * 4)
+    tradeoff = threshold_tradeoff(probs, labels, np.ones(16, dtype=bool), np.repeat([0, 1], 8),
+                                  ["a", "b"])
+    assert content_threshold(tradeoff, 0.3) == pytest.approx(0.52)
+    assert content_threshold(tradeoff, 0.3, 0.9) == pytest.approx(0.22)
+    assert content_threshold(tradeoff, 0.3, 0.75) == pytest.approx(0.52)
+    # a floor nothing but keeping every line reaches: the lowest threshold
+    assert content_threshold(tradeoff, 0.3, 1.0) == pytest.approx(0.22)
+    everything = threshold_tradeoff(np.zeros(16), labels, np.ones(16, dtype=bool),
+                                    np.repeat([0, 1], 8), ["a", "b"])
+    assert content_threshold(everything, 0.3, 0.9) == pytest.approx(0.02)

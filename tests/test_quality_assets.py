@@ -66,6 +66,7 @@ def test_evaluation_then_training_then_a_new_refiner_version(crawl, instance):
     assert 0 < estimated < 1
     assert "One training set: its estimate comes from the model trained on it" in \
         trained["content_shares"]
+    assert "One training set: no set was held out" in trained["threshold_tradeoff"]
 
     retrained = definitions.build_definitions(
         data_dir=crawl,
@@ -79,6 +80,55 @@ def test_evaluation_then_training_then_a_new_refiner_version(crawl, instance):
     versions = [r.asset_materialization.metadata["refiner_version"].value
                 for r in records.records]
     assert versions == [new_version, version]  # one materialization per refiner version
+
+
+def test_classifier_model_takes_its_trade_off_as_run_config_and_shows_it(crawl, instance,
+                                                                         tmp_path):
+    from prox_dagster.refiners.classifier_training import content_threshold
+    from resources import LabelledSets
+
+    write_sample_crawl(tmp_path / "other", n_shards=2, docs_per_shard=20, seed=7)
+    second = tmp_path / "second-crawl.jsonl"
+    second.write_bytes((tmp_path / "other" / "labels" / LABELLED_SET).read_bytes())
+    defs = definitions.build_definitions(data_dir=crawl, labelled_sets=LabelledSets(
+        training=[str(crawl / "labels" / LABELLED_SET), str(second)],
+        model_dir=str(tmp_path / "models")))
+    job = defs.resolve_job_def("classifier_model_job")
+
+    def train(**config):
+        return job.execute_in_process(instance=instance, raise_on_error=False, run_config={
+            **definitions.run_config(), "ops": {"classifier_model": {"config": config}}})
+
+    assert train(min_keep_recall=0.99, min_gain_over_naive=0.1).success
+    meta = definitions.latest_metadata(instance, "classifier_model")
+    assert meta["min_keep_recall"] == 0.99 and meta["min_gain_over_naive"] == 0.1
+    spec = json.loads(open(meta["path"]).read())
+    assert spec["training"]["settings"]["min_keep_recall"] == 0.99
+    tradeoff = spec["training"]["threshold_tradeoff"]
+    assert meta["content_threshold"] == pytest.approx(content_threshold(tradeoff, 0.1, 0.99),
+                                                      abs=1e-4)
+    # the table: one row per training set, the chosen threshold's column with the numbers the
+    # model file records for it
+    table = meta["threshold_tradeoff"].splitlines()
+    header = [cell.strip() for cell in table[0].strip("|").split("|")]
+    [chosen] = [k for k, cell in enumerate(header) if "(chosen)" in cell]
+    assert header[chosen] == f"**{meta['content_threshold']:.2f} (chosen)**"
+    at = min(range(len(tradeoff["thresholds"])),
+             key=lambda i: abs(tradeoff["thresholds"][i] - meta["content_threshold"]))
+    for name in ("sample-crawl.labelled", "second-crawl"):
+        [row] = [line for line in table if line.startswith(f"| {name} |")]
+        cell = row.strip("|").split("|")[chosen].strip()
+        scores = tradeoff["sets"][name]
+        assert cell == (f"recall {scores['keep_recall'][at]:.3f}, "
+                        f"gain {scores['gain_over_naive'][at]:+.3f}")
+        assert scores["keep_recall"][at] >= 0.99
+
+    # a share out of range fails before any set is read, naming the setting
+    failed = train(min_keep_recall=1.5)
+    assert not failed.success
+    error = failed.get_step_failure_events()[0].event_specific_data.error
+    assert "min_keep_recall must be a share between 0 and 1, not 1.5" in \
+        (error.cause or error).message
 
 
 def test_a_set_without_labels_fails_the_evaluation_naming_it(crawl, instance, tmp_path):

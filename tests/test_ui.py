@@ -33,6 +33,13 @@ def test_a_backfill_from_the_ui_runs_in_batches_and_shows_its_partitions(tmp_pat
     assert shown["refiner_version"].startswith("classifier:classifier-web-v6@")
     assert "| set | system |" in shown["report"] and "keep-F1 per set" in shown["report"]
     assert 0 < shown["overall_keep_f1"] <= 1
+    # the classifier trained from the UI's API with the launchpad's config, which it shows
+    training = summary["training"]
+    assert training["status"] == "SUCCESS"
+    shown = training["metadata"]
+    assert shown["min_gain_over_naive"] == 0.1 and shown["min_keep_recall"] == 0.0
+    assert shown["sha256"][:12] in shown["path"]
+    assert "One training set: no set was held out" in shown["threshold_tradeoff"]
     # every shard check's Partitions tab: each shard Passed, none Missing (asked of the UI's API)
     assert len(summary["check_partitions"]) == 8
     for check, shown in summary["check_partitions"].items():

@@ -15,7 +15,9 @@ thresholds whose keep-recall, averaged over the sets, stays at least ``min_line_
 threshold at which every set still gains ``min_gain_over_naive`` keep-F1 over the naive line
 filter (content lost is worse than noise kept). Labelled sets disagree on what content is (one
 set's human labels count forum signatures and lists as clean text, another keeps only article
-paragraphs), so the threshold must not fail any of them.
+paragraphs), so the threshold must not fail any of them. With ``min_keep_recall``, a deployment
+that cannot afford to lose content puts a floor under every set's keep-recall first: only
+thresholds keeping that share of every set's content lines are considered, whatever the gain.
 
 The share model learns each document's share of content lines from the out-of-fold line
 probabilities, the way it will see a new shard's; each set's share, for choosing
@@ -42,11 +44,11 @@ import numpy as np
 from ..chunking import chunk_documents
 from ..evaluation import CONTENT_LABELS, IGNORED_LABELS, LabelledSet, naive_keep
 from ..shards import write_text_atomic
+from ..words import word_units
 from .classifier import MODEL_FORMAT, MODEL_FORMAT_VERSION
 from .line_features import (DOC_FEATURES, FEATURE_NAMES, FEATURES_VERSION, ShardLineCounts,
                             chunk_features, document_features)
 from .prior_shift import SHARE_FEATURES, adjusted, shard_share, share_features
-from .signals import word_units
 
 Log = Callable[[str], None]
 
@@ -62,11 +64,18 @@ class TrainingSettings:
     learning_rate: float = 0.05
     min_line_recall: float = 0.75
     min_gain_over_naive: float = 0.05
+    min_keep_recall: float = 0.0
     min_good_kept: float = 0.90
     min_content_units: int = 40
     doc_folds: int = 5
     seed: int = 0
     max_tokens: int = 1500
+
+    def __post_init__(self):
+        for name in ("min_line_recall", "min_keep_recall", "min_good_kept"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a share between 0 and 1, not "
+                                 f"{getattr(self, name)}")
 
 
 @dataclass
@@ -181,18 +190,56 @@ def _best_threshold(probs: np.ndarray, labels: np.ndarray, groups: np.ndarray,
     return best
 
 
-def _content_threshold(probs: np.ndarray, labels: np.ndarray, naive: np.ndarray,
-                       groups: np.ndarray, min_gain: float) -> float:
-    """The lowest threshold at which every set gains at least ``min_gain`` keep-F1 over the
-    naive line filter (content lost is worse than noise kept); where none does, the one whose
-    worst set gains the most (the sets disagree on what content is: the threshold must not fail
-    any of them)."""
-    sets = [groups == g for g in np.unique(groups)]
+def threshold_tradeoff(probs: np.ndarray, labels: np.ndarray, naive: np.ndarray,
+                       groups: np.ndarray, set_names: Sequence[str]) -> dict:
+    """What each candidate chunk threshold would do to every set: its keep-recall and its
+    keep-F1 gain over the naive line filter, from ``probs`` (out of fold, at each set's
+    estimated share of content lines). Kept in the model file's training record, so the choice
+    (:func:`content_threshold`) can be read and redone from it."""
+    sets = [groups == g for g in range(len(set_names))]
     baseline, _ = set_scores(naive.astype(np.float64), labels, sets, 0.5)
-    worst = np.array([min(f - b for f, b in zip(set_scores(probs, labels, sets, t)[0], baseline))
-                      for t in THRESHOLDS])
-    enough = np.flatnonzero(worst >= min_gain)
-    return float(THRESHOLDS[enough[0]] if len(enough) else THRESHOLDS[int(np.argmax(worst))])
+    scores = [set_scores(probs, labels, sets, t) for t in THRESHOLDS]
+    return {"thresholds": [float(t) for t in THRESHOLDS],
+            "sets": {name: {"keep_recall": [float(recalls[i]) for _, recalls in scores],
+                            "gain_over_naive": [float(f1s[i] - baseline[i])
+                                                for f1s, _ in scores]}
+                     for i, name in enumerate(set_names)}}
+
+
+def content_threshold(tradeoff: dict, min_gain: float, min_recall: float = 0.0) -> float:
+    """The chunk threshold: among those at which every set keeps at least ``min_recall`` of its
+    content lines (the lowest threshold when none does), the lowest at which every set gains at
+    least ``min_gain`` keep-F1 over the naive line filter (content lost is worse than noise
+    kept); where none does, the one whose worst set gains the most (the sets disagree on what
+    content is: the threshold must not fail any of them)."""
+    thresholds = np.asarray(tradeoff["thresholds"])
+    per_set = tradeoff["sets"].values()
+    worst_gain = np.min([s["gain_over_naive"] for s in per_set], axis=0)
+    worst_recall = np.min([s["keep_recall"] for s in per_set], axis=0)
+    allowed = worst_recall >= min_recall
+    allowed[0] = allowed[0] or not allowed.any()
+    enough = np.flatnonzero(allowed & (worst_gain >= min_gain))
+    if len(enough):
+        return float(thresholds[enough[0]])
+    candidates = np.flatnonzero(allowed)
+    return float(thresholds[candidates[int(np.argmax(worst_gain[candidates]))]])
+
+
+def rethreshold(spec: dict, min_gain_over_naive: float, min_keep_recall: float) -> dict:
+    """The model file ``spec`` with its chunk threshold chosen by these rules, as training with
+    them writes it, without retraining: the three models and the other thresholds do not depend
+    on them. Needs the out-of-fold trade-off of two or more line-labelled sets."""
+    training = spec["training"]
+    if not training.get("threshold_tradeoff"):
+        raise ValueError(f"model {spec.get('name')!r} records no out-of-fold trade-off (trained "
+                         f"on one line-labelled set, or before it was recorded): retrain it")
+    settings = TrainingSettings(**{**training["settings"],
+                                   "min_gain_over_naive": min_gain_over_naive,
+                                   "min_keep_recall": min_keep_recall})
+    threshold = content_threshold(training["threshold_tradeoff"], min_gain_over_naive,
+                                  min_keep_recall)
+    return {**spec, "content_threshold": round(threshold, 4),
+            "training": {**training, "settings": settings.__dict__}}
 
 
 def _doc_threshold(probs: np.ndarray, labels: np.ndarray, min_good_kept: float) -> float:
@@ -268,7 +315,19 @@ def train_classifier(sets: Sequence[LabelledSet], tokenizer,
 
     started = time.perf_counter()
     name = name or "classifier-" + "+".join(s.name for s in sets)[:80]
+    paths: dict[str, str] = {}
+    for labelled in sets:
+        # a set is held out by its name: two of one name would train on each other's pages
+        if labelled.name in paths:
+            raise ValueError(f"two training sets are named {labelled.name!r} "
+                             f"({paths[labelled.name]} and {labelled.path}): rename one")
+        paths[labelled.name] = labelled.path
     data = line_dataset(sets, tokenizer, settings.max_tokens, cache)
+    if settings.min_keep_recall > 0 and len(data.set_names) < 2:
+        raise ValueError(
+            f"min_keep_recall {settings.min_keep_recall} is measured on each line-labelled set "
+            f"by a model trained without it, which needs at least two such sets; got "
+            f"{', '.join(data.set_names)}")
     log(f"line data: {len(data.labels)} lines from {len(data.set_names)} sets "
         f"({int(data.labels.sum())} content)")
     n_groups = len(data.set_names)
@@ -293,18 +352,24 @@ def train_classifier(sets: Sequence[LabelledSet], tokenizer,
         shifted = np.zeros_like(oof)
         for group, prior in enumerate(priors):
             shifted[data.groups == group] = adjusted(oof[data.groups == group], prior)
-        content_threshold = _content_threshold(shifted, data.labels, data.naive, data.groups,
-                                               settings.min_gain_over_naive)
+        tradeoff = threshold_tradeoff(shifted, data.labels, data.naive, data.groups,
+                                      data.set_names)
+        chunk_threshold = content_threshold(tradeoff, settings.min_gain_over_naive,
+                                            settings.min_keep_recall)
+        at = tradeoff["thresholds"].index(chunk_threshold)
+        log("  at the content threshold, out of fold: " + ", ".join(
+            f"{set_name} recall {v['keep_recall'][at]:.3f} gain {v['gain_over_naive'][at]:+.3f}"
+            for set_name, v in tradeoff["sets"].items()))
         typical_prior = float(np.median(priors))
     line_model = train_line_model(data, np.arange(len(data.labels)), settings)
     if n_groups == 1:
         # no set to hold out: probability 0.5 decides on shards with the set's own content share
-        threshold = 0.5
+        threshold, tradeoff = 0.5, None
         shares = _share_rows(data, line_model.predict(data.matrix))
     share_model = _train_share(shares, np.ones(len(shares[1]), dtype=bool), settings)
     if n_groups == 1:
         typical_prior = shard_share(share_model.predict(shares[0]), shares[2])
-        content_threshold = float(adjusted(np.array([threshold]), typical_prior)[0])
+        chunk_threshold = float(adjusted(np.array([threshold]), typical_prior)[0])
         priors = [typical_prior]
     content_shares = [
         {"set": set_name, "estimated": round(prior, 4),
@@ -313,7 +378,7 @@ def train_classifier(sets: Sequence[LabelledSet], tokenizer,
     log("  content shares, estimated (labelled): " + ", ".join(
         f"{c['set']} {c['estimated']:.3f} ({c['labelled']:.3f})" for c in content_shares))
     log(f"line model: {line_model.num_trees()} trees, threshold {threshold:.2f}, content "
-        f"threshold {content_threshold:.2f} at the shard's content share (typical "
+        f"threshold {chunk_threshold:.2f} at the shard's content share (typical "
         f"{typical_prior:.3f})")
 
     def predict_line(model, matrix):
@@ -377,7 +442,7 @@ def train_classifier(sets: Sequence[LabelledSet], tokenizer,
         "features_version": FEATURES_VERSION, "line_features": FEATURE_NAMES,
         "doc_features": DOC_FEATURES,
         "line_threshold": round(threshold, 4), "doc_threshold": round(doc_threshold, 6),
-        "content_threshold": round(content_threshold, 4),
+        "content_threshold": round(chunk_threshold, 4),
         "typical_prior": round(typical_prior, 6),
         "training": {
             "sets": [{"name": s.name, "path": s.path, "documents": len(s.documents)}
@@ -387,6 +452,9 @@ def train_classifier(sets: Sequence[LabelledSet], tokenizer,
             # each set's share as estimated by a share model that did not see it (with one
             # set: the model that did)
             "content_shares": content_shares,
+            # each set's out-of-fold keep-recall and gain over the naive filter at every
+            # candidate chunk threshold (none with one set)
+            "threshold_tradeoff": tradeoff,
             # the tokenizer's name, not where this machine keeps it
             "settings": settings.__dict__,
             "tokenizer": Path(str(getattr(tokenizer, "name_or_path", ""))).name,

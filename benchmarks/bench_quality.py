@@ -10,6 +10,10 @@
   on the same documents, in a fresh process.
 - Whether the recall target can be met by any one chunk threshold (:func:`recall_target_check`):
   line level, the best case for the threshold.
+- The same leave-one-set-out models with a recall floor of ``RECALL_FLOOR``
+  (``train-refiner --min-keep-recall``; :func:`~prox_dagster.refiners.classifier_training.
+  rethreshold` writes what training with it writes): what the floor buys and costs on sets it
+  was not chosen on.
 
 Every number is :func:`prox_dagster.evaluation.evaluate`'s, with the default tokenizer and
 execution policy: the pipeline's own stage functions.
@@ -31,7 +35,7 @@ from prox_dagster.evaluation import Counts, LabelledSet, evaluate, load_labelled
 from prox_dagster.refiners import build_refiner
 from prox_dagster.refiners.classifier import ClassifierRefiner
 from prox_dagster.refiners.classifier_training import TrainingSettings, line_dataset, \
-    set_scores, train_classifier, train_line_model, write_model
+    rethreshold, set_scores, train_classifier, train_line_model, write_model
 from prox_dagster.refiners.prior_shift import adjusted
 from prox_dagster.tokenization import load_tokenizer
 
@@ -40,6 +44,7 @@ LINE_SETS = ["turku-line-quality", "modern-wceb", "scrapinghub-aeb", "magic-html
              "dragnet", "cleanportaleval"]
 DOC_SET = "dclm-human-quality"
 FOLDS = 5
+RECALL_FLOOR = 0.8
 
 
 def _summary(metrics: dict) -> dict:
@@ -112,22 +117,32 @@ def run() -> dict:
     settings = TrainingSettings()
     log = print
     out: dict = {"protocol": "leave-one-set-out for line sets; 5-fold for dclm-human-quality",
-                 "tokenizer": "sample", "line_sets": {}, "dclm": {}}
+                 "tokenizer": "sample", "line_sets": {}, "dclm": {},
+                 "recall_floor": {"min_keep_recall": RECALL_FLOOR, "line_sets": {}}}
     with tempfile.TemporaryDirectory() as folder:
         for held in LINE_SETS:
             started = time.perf_counter()
             train = [s for name, s in sets.items() if name != held]
             path = Path(folder) / f"without-{held}.json"
-            write_model(train_classifier(train, tokenizer, settings, log=lambda _: None,
-                                         cache=cache), path)
+            spec = train_classifier(train, tokenizer, settings, log=lambda _: None, cache=cache)
+            write_model(spec, path)
             result = evaluate([sets[held]], ClassifierRefiner(path), tokenizer)
             learned, naive = result.overall["refiner"], result.overall["naive_filter"]
             out["line_sets"][held] = {"classifier": _summary(learned),
                                       "naive_filter": _summary(naive),
                                       "gain_over_naive": round(learned["keep_f1"]
                                                                - naive["keep_f1"], 4)}
+            # the same model with a recall floor (what training with it writes)
+            floored = rethreshold(spec, settings.min_gain_over_naive, RECALL_FLOOR)
+            write_model(floored, path)
+            floor = evaluate([sets[held]], ClassifierRefiner(path), tokenizer).overall["refiner"]
+            out["recall_floor"]["line_sets"][held] = {
+                "content_threshold": floored["content_threshold"],
+                "keep_recall": floor["keep_recall"], "keep_f1": floor["keep_f1"],
+                "gain_over_naive": round(floor["keep_f1"] - naive["keep_f1"], 4)}
             log(f"{held}: classifier keep-F1 {learned['keep_f1']:.3f} (R "
-                f"{learned['keep_recall']:.3f}) vs naive {naive['keep_f1']:.3f} "
+                f"{learned['keep_recall']:.3f}) vs naive {naive['keep_f1']:.3f}; recall floor "
+                f"{RECALL_FLOOR}: {floor['keep_f1']:.3f} (R {floor['keep_recall']:.3f}) "
                 f"({time.perf_counter() - started:.0f}s)")
 
         docs = sets[DOC_SET].documents

@@ -100,12 +100,12 @@ def tradeoff_markdown(tradeoff: dict | None, chosen: float) -> str:
     at = min(range(len(thresholds)), key=lambda i: abs(thresholds[i] - chosen))
     columns = sorted({at, *(i for i, t in enumerate(thresholds)
                             if round(t, 2) in (0.06, 0.1, 0.2, 0.3, 0.5))})
-    rows = ["| set | " + " | ".join(f"**{thresholds[i]:.2f} (chosen)**" if i == at
+    rows = ["| set: keep-recall / gain over naive at threshold | " + " | ".join(f"**{thresholds[i]:.2f} (chosen)**" if i == at
                                     else f"{thresholds[i]:.2f}" for i in columns) + " |",
             "|---|" + "---|" * len(columns)]
     for name, scores in tradeoff["sets"].items():
         rows.append(f"| {name} | " + " | ".join(
-            f"recall {scores['keep_recall'][i]:.3f}, gain {scores['gain_over_naive'][i]:+.3f}"
+            f"{scores['keep_recall'][i]:.3f} / {scores['gain_over_naive'][i]:+.3f}"
             for i in columns) + " |")
     return "\n".join(rows)
 

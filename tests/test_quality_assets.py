@@ -119,8 +119,8 @@ def test_classifier_model_takes_its_trade_off_as_run_config_and_shows_it(crawl, 
         [row] = [line for line in table if line.startswith(f"| {name} |")]
         cell = row.strip("|").split("|")[chosen].strip()
         scores = tradeoff["sets"][name]
-        assert cell == (f"recall {scores['keep_recall'][at]:.3f}, "
-                        f"gain {scores['gain_over_naive'][at]:+.3f}")
+        assert cell == (f"{scores['keep_recall'][at]:.3f} / "
+                        f"{scores['gain_over_naive'][at]:+.3f}")
         assert scores["keep_recall"][at] >= 0.99
 
     # a share out of range fails before any set is read, naming the setting

@@ -99,11 +99,13 @@ def test_classifier_model_takes_its_trade_off_as_run_config_and_shows_it(crawl, 
         return job.execute_in_process(instance=instance, raise_on_error=False, run_config={
             **definitions.run_config(), "ops": {"classifier_model": {"config": config}}})
 
-    assert train(min_keep_recall=0.99, min_gain_over_naive=0.1).success
+    assert train(min_keep_recall=0.99, min_gain_over_naive=0.1, min_good_kept=0.8).success
     meta = definitions.latest_metadata(instance, "classifier_model")
     assert meta["min_keep_recall"] == 0.99 and meta["min_gain_over_naive"] == 0.1
     spec = json.loads(open(meta["path"]).read())
-    assert spec["training"]["settings"]["min_keep_recall"] == 0.99
+    settings = spec["training"]["settings"]
+    assert (settings["min_keep_recall"], settings["min_gain_over_naive"],
+            settings["min_good_kept"]) == (0.99, 0.1, 0.8)
     tradeoff = spec["training"]["threshold_tradeoff"]
     assert meta["content_threshold"] == pytest.approx(content_threshold(tradeoff, 0.1, 0.99),
                                                       abs=1e-4)

@@ -100,8 +100,9 @@ def tradeoff_markdown(tradeoff: dict | None, chosen: float) -> str:
     at = min(range(len(thresholds)), key=lambda i: abs(thresholds[i] - chosen))
     columns = sorted({at, *(i for i, t in enumerate(thresholds)
                             if round(t, 2) in (0.06, 0.1, 0.2, 0.3, 0.5))})
-    rows = ["| set: keep-recall / gain over naive at threshold | " + " | ".join(f"**{thresholds[i]:.2f} (chosen)**" if i == at
-                                    else f"{thresholds[i]:.2f}" for i in columns) + " |",
+    header = (f"**{thresholds[i]:.2f} (chosen)**" if i == at else f"{thresholds[i]:.2f}"
+              for i in columns)
+    rows = ["| set: keep-recall / gain over naive at threshold | " + " | ".join(header) + " |",
             "|---|" + "---|" * len(columns)]
     for name, scores in tradeoff["sets"].items():
         rows.append(f"| {name} | " + " | ".join(

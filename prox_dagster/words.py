@@ -20,11 +20,6 @@ WordUnit = Literal["cjk", "split"]
 WORD_UNITS = ("cjk", "split")
 
 
-def word_units(line: str) -> int:
-    """Words of a line, counting each CJK character as one."""
-    return len(line.split()) + len(CJK.findall(line))
-
-
 def word_count(text: str, unit: WordUnit) -> int:
     """Words of a text of any length: ``len(text.split())`` (``unit="split"``, the ProX
     reference's count), plus one per CJK character with ``unit="cjk"``; linear, and without the

@@ -46,6 +46,7 @@ def rules() -> None:
     from prox_dagster.refiners.classifier import ClassifierRefiner
     from prox_dagster.refiners.line_features import chunk_features, line_key
     from prox_dagster.refiners.rules import RulesRefiner
+    from prox_dagster.words import word_count
 
     rules_refiner, classifier = RulesRefiner(), ClassifierRefiner()
     every_rule = {
@@ -55,7 +56,7 @@ def rules() -> None:
         "mojibake_fixes": signals.mojibake_fixes,
         "is_prose": signals.is_prose,
         "strip_bullet": signals.strip_bullet,
-        "word_units": signals.word_units,
+        "word_count": lambda line: word_count(line, "cjk"),
         "line_key": line_key,
         "split_numbered": lambda line: split_numbered(number_line(0, line)),
         "classifier_line_features": lambda line: chunk_features([line]),

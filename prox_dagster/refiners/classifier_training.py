@@ -44,7 +44,7 @@ import numpy as np
 from ..chunking import chunk_documents
 from ..evaluation import CONTENT_LABELS, IGNORED_LABELS, LabelledSet, naive_keep
 from ..shards import write_text_atomic
-from ..words import word_units
+from ..words import word_count
 from .classifier import MODEL_FORMAT, MODEL_FORMAT_VERSION
 from .line_features import (DOC_FEATURES, FEATURE_NAMES, FEATURES_VERSION, ShardLineCounts,
                             chunk_features, document_features)
@@ -296,7 +296,7 @@ def _doc_inputs(labelled: LabelledSet, min_content_units: int) -> list[tuple]:
         label = doc.label
         lines = doc.text.split("\n")
         if label is None and doc.line_labels is not None:
-            units = sum(word_units(line) for line, mark in zip(lines, doc.line_labels)
+            units = sum(word_count(line, "cjk") for line, mark in zip(lines, doc.line_labels)
                         if mark in CONTENT_LABELS)
             label = 1 if units >= min_content_units else (0 if units < 10 else None)
         if label is None:

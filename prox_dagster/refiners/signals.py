@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..words import CJK, word_units
+from ..words import CJK, word_count
 
 NAV_WORDS = {
     "home", "about", "about us", "contact", "contact us", "blog", "news", "login", "log in",
@@ -331,7 +331,7 @@ def is_prose(line: str) -> bool:
     text = line.rstrip()
     if text.endswith(("...", "…")):  # a truncated teaser, not a sentence
         return False
-    n = word_units(text)
+    n = word_count(text, "cjk")
     return n >= 15 or (n >= 6 and text.endswith(_PROSE_END))
 
 

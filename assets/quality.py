@@ -34,8 +34,9 @@ def build_refiner_evaluation(code_version: str) -> dg.AssetsDefinition:
                            labelled_sets: LabelledSets,
                            storage: ShardStorage) -> dg.MaterializeResult:
         """The refiner this code location loads, scored on labelled pages through the same
-        stage functions the shard assets call: line keep-precision / recall / F1, noise-F1 and
-        content lost to document drops; document keep-F1 and the shares of bad and good
+        stage functions the shard assets call: line keep-precision / recall / F1 (recall also
+        of the content lines that are sentences and of the short ones), noise-F1 and content
+        lost to document drops; document keep-F1 and the shares of bad and good
         documents dropped; token retention and docs/s; beside the naive line filter. Saved as
         `evaluation/{refiner version}.json` and `.csv`."""
         sets = labelled_sets.load("evaluation")

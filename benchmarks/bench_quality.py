@@ -48,7 +48,8 @@ RECALL_FLOOR = 0.8
 
 
 def _summary(metrics: dict) -> dict:
-    keys = ("keep_precision", "keep_recall", "keep_f1", "noise_f1", "content_lost_to_doc_drops",
+    keys = ("keep_precision", "keep_recall", "keep_f1", "sentence_recall", "short_line_recall",
+            "noise_f1", "content_lost_to_doc_drops",
             "doc_keep_f1", "bad_dropped", "good_dropped", "token_retention", "docs")
     return {k: metrics[k] for k in keys if metrics.get(k) is not None}
 
@@ -138,7 +139,8 @@ def run() -> dict:
             floor = evaluate([sets[held]], ClassifierRefiner(path), tokenizer).overall["refiner"]
             out["recall_floor"]["line_sets"][held] = {
                 "content_threshold": floored["content_threshold"],
-                "keep_recall": floor["keep_recall"], "keep_f1": floor["keep_f1"],
+                "keep_recall": floor["keep_recall"], "sentence_recall": floor["sentence_recall"],
+                "short_line_recall": floor["short_line_recall"], "keep_f1": floor["keep_f1"],
                 "gain_over_naive": round(floor["keep_f1"] - naive["keep_f1"], 4)}
             log(f"{held}: classifier keep-F1 {learned['keep_f1']:.3f} (R "
                 f"{learned['keep_recall']:.3f}) vs naive {naive['keep_f1']:.3f}; recall floor "

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from prox_dagster.evaluation import (EvaluationError, evaluate, evaluation_csv,
-                                     evaluation_markdown, load_labelled_set, naive_keep)
+                                     evaluation_markdown, load_labelled_set, naive_keep,
+                                     sentence_like)
 from prox_dagster.execute import kept_lines
 from prox_dagster.programs import format_call
 from prox_dagster.prompts import document_of
@@ -118,6 +119,29 @@ def test_a_refiner_that_keeps_everything_scores_the_content_share(tmp_path, samp
     mine = result.overall["refiner"]
     assert mine["keep_recall"] == 1.0 and mine["keep_precision"] == 0.4  # 2 of 5 lines
     assert mine["doc_keep_f1"] is None and mine["labelled_docs"] == 0
+
+
+def test_recall_is_split_into_sentences_and_short_lines(tmp_path, sample_tokenizer):
+    from prox_dagster.refiners.rules import RulesRefiner
+
+    class KeepAll(RulesRefiner):
+        def generate(self, prompts, *, level):
+            return ["keep_doc()" if level == "doc" else "keep_chunk()" for _ in prompts]
+
+    chinese = "市政府周二批准了新的预算方案。"
+    assert sentence_like(chinese) and not naive_keep(chinese)
+    assert not sentence_like("  • Apples and pears")
+    path = _write(tmp_path / "set.jsonl", [{
+        "id": "a", "text": "\n".join([*LINES, "  • Apples and pears", chinese]),
+        "line_labels": LABELS + "MM"}])
+    result = evaluate([load_labelled_set(path)], KeepAll(), sample_tokenizer)
+    mine, naive = result.overall["refiner"], result.overall["naive_filter"]
+    assert mine["sentence_recall"] == mine["short_line_recall"] == 1.0
+    # the naive filter keeps the two English sentences: not the list item, nor the Chinese
+    # sentence (one word to str.split)
+    assert naive["keep_recall"] == 0.5
+    assert naive["sentence_recall"] == 0.6667 and naive["short_line_recall"] == 0.0
+    assert "sentence recall" in evaluation_markdown(result)
 
 
 def test_a_set_without_labels_is_an_error_naming_the_file(tmp_path):

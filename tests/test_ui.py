@@ -33,6 +33,7 @@ def test_a_backfill_from_the_ui_runs_in_batches_and_shows_its_partitions(tmp_pat
     assert shown["refiner_version"].startswith("classifier:classifier-web-v6@")
     assert "| set | system |" in shown["report"] and "keep-F1 per set" in shown["report"]
     assert 0 < shown["overall_keep_f1"] <= 1
+    assert "sentence recall" in shown["report"] and 0 < shown["overall_sentence_recall"] <= 1
     # the classifier trained from the UI's API with the launchpad's config, which it shows
     training = summary["training"]
     assert training["status"] == "SUCCESS"

@@ -19,9 +19,9 @@ execution would drop it.
 
 Keep-recall is also split by the kind of content line: *sentences* (the naive filter's rule,
 with a CJK character counting as a word) and *short lines* (headings, list items, captions,
-table cells). Labelled sets disagree most on the short ones (one set's labels count a shop's
-bulleted category list as content, another's only article paragraphs), so the split tells
-prose lost from list items lost.
+table cells). Labelled sets disagree most on the short ones (one set's labels count a wiki
+page's language menu as content, another's only article paragraphs), so the split tells prose
+lost from list items lost.
 """
 
 from __future__ import annotations
@@ -351,8 +351,8 @@ def _cell(value) -> str:
 
 
 TABLE_COLUMNS = ["set", "system", "docs", "keep_precision", "keep_recall", "keep_f1",
-                 "sentence_recall", "short_line_recall", "noise_f1", "content_lost_to_doc_drops", "doc_keep_f1", "bad_dropped",
-                 "good_dropped", "token_retention", "docs_per_s"]
+                 "sentence_recall", "short_line_recall", "noise_f1", "content_lost_to_doc_drops",
+                 "doc_keep_f1", "bad_dropped", "good_dropped", "token_retention", "docs_per_s"]
 
 
 def evaluation_markdown(evaluation: Evaluation) -> str:

@@ -39,13 +39,12 @@ import polars as pl
 from .execute import ExecutionPolicy, kept_lines
 from .pipeline import chunk_shard, execute_shard, refine_chunks, refine_documents
 from .refiners.base import Refiner
-from .words import word_count
+from .words import sentence_like, word_count
 
 CONTENT_LABELS = frozenset("M1")
 IGNORED_LABELS = frozenset("_")
 KEPT_STATUSES = ("kept", "fallback_raw")
 NAIVE = "naive_filter"
-_END_PUNCT = (".", "!", "?", ":", ";", '"', "'", "”", "’", ")", "…", "。", "！", "？")
 
 
 class EvaluationError(ValueError):
@@ -191,16 +190,7 @@ class Counts:
 
 def naive_keep(line: str) -> bool:
     """The two-line filter every refiner must beat."""
-    return _long_or_punctuated(len(line.split()), line)
-
-
-def sentence_like(line: str) -> bool:
-    """A content line that is prose: the naive filter's rule with CJK characters as words."""
-    return _long_or_punctuated(word_count(line, "cjk"), line)
-
-
-def _long_or_punctuated(words: int, line: str) -> bool:
-    return words >= 15 or (words >= 6 and line.rstrip().endswith(_END_PUNCT))
+    return sentence_like(line, "split")
 
 
 def score_document(doc: LabelledDocument, kept: Sequence[bool], dropped: bool,
@@ -215,7 +205,7 @@ def score_document(doc: LabelledDocument, kept: Sequence[bool], dropped: bool,
             if content and dropped:
                 counts.content_in_dropped_docs += 1
             if content:
-                sentence = sentence_like(line)
+                sentence = sentence_like(line, "cjk")
                 if keep:
                     counts.content_kept += 1
                     counts.sentences_kept += sentence

@@ -18,6 +18,7 @@ _CJK_RUNS = re.compile(CJK.pattern + "+")
 
 WordUnit = Literal["cjk", "split"]
 WORD_UNITS = ("cjk", "split")
+SENTENCE_END = (".", "!", "?", '"', "'", "”", "’", ":", ";", ")", "…", "。", "！", "？")
 
 
 def word_count(text: str, unit: WordUnit) -> int:
@@ -36,3 +37,11 @@ def word_count(text: str, unit: WordUnit) -> int:
     if unit == "cjk":
         total += sum(match.end() - match.start() for match in _CJK_RUNS.finditer(text))
     return total
+
+
+def sentence_like(text: str, unit: WordUnit) -> bool:
+    """At least 15 words, or at least 6 ending in punctuation (words counted in ``unit``): the
+    naive line filter's rule (``"split"``), and what the rules refiner and the evaluation count
+    as a sentence (``"cjk"``)."""
+    words = word_count(text, unit)
+    return words >= 15 or (words >= 6 and text.rstrip().endswith(SENTENCE_END))

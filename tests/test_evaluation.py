@@ -8,10 +8,10 @@ import sys
 import pytest
 
 from prox_dagster.evaluation import (EvaluationError, evaluate, evaluation_csv,
-                                     evaluation_markdown, load_labelled_set, naive_keep,
-                                     sentence_like)
+                                     evaluation_markdown, load_labelled_set, naive_keep)
 from prox_dagster.execute import kept_lines
 from prox_dagster.programs import format_call
+from prox_dagster.words import sentence_like
 from prox_dagster.prompts import document_of
 
 
@@ -129,8 +129,8 @@ def test_recall_is_split_into_sentences_and_short_lines(tmp_path, sample_tokeniz
             return ["keep_doc()" if level == "doc" else "keep_chunk()" for _ in prompts]
 
     chinese = "市政府周二批准了新的预算方案。"
-    assert sentence_like(chinese) and not naive_keep(chinese)
-    assert not sentence_like("  • Apples and pears")
+    assert sentence_like(chinese, "cjk") and not naive_keep(chinese)
+    assert not sentence_like("  • Apples and pears", "cjk")
     path = _write(tmp_path / "set.jsonl", [{
         "id": "a", "text": "\n".join([*LINES, "  • Apples and pears", chinese]),
         "line_labels": LABELS + "MM"}])

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..words import CJK, word_count
+from ..words import CJK, SENTENCE_END, sentence_like
 
 NAV_WORDS = {
     "home", "about", "about us", "contact", "contact us", "blog", "news", "login", "log in",
@@ -323,16 +323,11 @@ def repeated_ngram_chars(words: Sequence[str], n: int) -> int:
     return repeated
 
 
-_PROSE_END = _END_PUNCT + ("。", "！", "？")
-
-
 def is_prose(line: str) -> bool:
     """A sentence-like line: at least 15 words, or at least 6 ending in punctuation."""
-    text = line.rstrip()
-    if text.endswith(("...", "…")):  # a truncated teaser, not a sentence
+    if line.rstrip().endswith(("...", "…")):  # a truncated teaser, not a sentence
         return False
-    n = word_count(text, "cjk")
-    return n >= 15 or (n >= 6 and text.endswith(_PROSE_END))
+    return sentence_like(line, "cjk")
 
 
 def document_reason(text: str, reasons: list[str | None] | None = None,
@@ -399,7 +394,7 @@ def document_reason(text: str, reasons: list[str | None] | None = None,
         return "gopher_dup_5gram"
     # FineWeb's line rules, on the lines the line rules keep: a page that is mostly short lines
     # even after its menus went is a listing, not an article
-    if sum(line.endswith(_PROSE_END) for line in content) / len(content) < \
+    if sum(line.endswith(SENTENCE_END) for line in content) / len(content) < \
             config.min_punct_line_ratio:
         return "fineweb_line_punct"
     # a CJK character carries about a word: 30 characters is a long CJK line

@@ -19,6 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -190,22 +191,34 @@ def cmd_eval(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         sys.stdout.write(evaluation_csv(evaluation))
     else:
-        console.print(_evaluation_table(evaluation))
+        console.print(f"refiner {evaluation.refiner_version} on {len(evaluation.sets)} labelled "
+                      f"sets ({evaluation.seconds:.1f}s)")
+        for table in _evaluation_tables(evaluation):
+            console.print(table)
     return 0
 
 
-def _evaluation_table(evaluation) -> Table:
-    from .evaluation import TABLE_COLUMNS
+def _evaluation_tables(evaluation) -> list[Table]:
+    from .evaluation import TABLES, table_rows
 
-    table = Table(title=f"refiner {evaluation.refiner_version} on "
-                        f"{len(evaluation.sets)} labelled sets ({evaluation.seconds:.1f}s)")
-    for name in TABLE_COLUMNS:
-        table.add_column(name.replace("_", " "), justify="left" if name in ("set", "system")
-                         else "right")
-    for row in evaluation.rows():
-        table.add_row(*("-" if row.get(c) is None else f"{row[c]:.3f}"
-                        if isinstance(row[c], float) else str(row[c]) for c in TABLE_COLUMNS))
-    return table
+    tables = []
+    for title, what, columns in TABLES:
+        rows = table_rows(evaluation, columns)
+        if not rows:
+            continue
+        table = Table(title=f"{title}: {what}", title_justify="left", box=box.SIMPLE_HEAD,
+                      padding=0, pad_edge=False)
+        # every column but the set's as wide as its widest value or header word (a header wraps
+        # between its words, a number is never cut); a long set name folds onto more lines
+        widths = [max(len(row[i]) for row in rows) for i in range(len(columns) + 2)]
+        table.add_column("set", overflow="fold", min_width=min(widths[0], 12))
+        table.add_column("system", width=widths[1])
+        for (_, header), width in zip(columns, widths[2:]):
+            table.add_column(header, justify="right", width=max(width, *map(len, header.split())))
+        for row in rows:
+            table.add_row(*row)
+        tables.append(table)
+    return tables
 
 
 def cmd_train_refiner(args: argparse.Namespace) -> int:

@@ -334,24 +334,61 @@ def evaluation_csv(evaluation: Evaluation) -> str:
     return out.getvalue()
 
 
-def _cell(value) -> str:
+def _cell(value, column: str) -> str:
     if value is None:
         return "-"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return f"{value:.0f}" if column == "docs_per_s" else f"{value:.3f}"
+    return str(value)
 
 
-TABLE_COLUMNS = ["set", "system", "docs", "keep_precision", "keep_recall", "keep_f1",
-                 "sentence_recall", "short_line_recall", "noise_f1", "content_lost_to_doc_drops",
-                 "doc_keep_f1", "bad_dropped", "good_dropped", "token_retention", "docs_per_s"]
+# What the table shows, as three tables of a few columns each: title, what its rows score, and
+# its columns after set and system (metric, header). One table of every column left an 80- to
+# 120-column terminal no room for a single digit.
+TABLES = [
+    ("lines", "content lines kept (precision, recall, F1), recall of the content lines that are "
+              "sentences and of the short ones, noise F1, content lost to document drops; on "
+              "the sets with line labels",
+     [("keep_precision", "precision"), ("keep_recall", "recall"), ("keep_f1", "F1"),
+      ("sentence_recall", "sentence recall"), ("short_line_recall", "short line recall"),
+      ("noise_f1", "noise F1"),
+      ("content_lost_to_doc_drops", "lost to doc drops")]),
+    ("documents", "good documents kept (precision, recall, F1), share of the bad and of the "
+                  "good documents dropped; on the sets with document labels",
+     [("labelled_docs", "docs"), ("doc_keep_precision", "precision"),
+      ("doc_keep_recall", "recall"), ("doc_keep_f1", "F1"), ("bad_dropped", "bad dropped"),
+      ("good_dropped", "good dropped")]),
+    ("cost", "share of the tokens kept, and documents per second",
+     [("docs", "docs"), ("token_retention", "tokens kept"), ("docs_per_s", "docs/s")]),
+]
+
+
+_COUNTS = ("docs", "labelled_docs")
+
+
+def table_rows(evaluation: Evaluation, columns: Sequence[tuple[str, str]]) -> list[list[str]]:
+    """Set, system and ``columns`` (one of the ``TABLES``) of every row as text, less the rows
+    with nothing but counts in them: a set without document labels has no row in the documents
+    table."""
+    return [[row["set"], row["system"], *(_cell(row.get(c), c) for c, _ in columns)]
+            for row in evaluation.rows()
+            if any(row.get(c) is not None for c, _ in columns if c not in _COUNTS)]
 
 
 def evaluation_markdown(evaluation: Evaluation) -> str:
-    """The table as Markdown, then a bar chart of keep-F1 per set (refiner vs naive filter)."""
-    head = "| " + " | ".join(c.replace("_", " ") for c in TABLE_COLUMNS) + " |"
-    lines = [head, "|" + "---|" * len(TABLE_COLUMNS)]
-    for row in evaluation.rows():
-        lines.append("| " + " | ".join(_cell(row.get(c)) for c in TABLE_COLUMNS) + " |")
-    lines += ["", f"keep-F1 per set ({evaluation.refiner_backend} vs {NAIVE}):", "",
+    """The tables (lines, documents, cost) as Markdown, then a bar chart of keep-F1 per set
+    (refiner vs naive filter)."""
+    lines = []
+    for title, what, columns in TABLES:
+        rows = table_rows(evaluation, columns)
+        if not rows:
+            continue
+        lines += [f"**{title}**: {what}", "",
+                  "| " + " | ".join(["set", "system", *(header for _, header in columns)])
+                  + " |", "|" + "---|" * (len(columns) + 2)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines.append("")
+    lines += [f"keep-F1 per set ({evaluation.refiner_backend} vs {NAIVE}):", "",
               "| set | system | keep-F1 |", "|---|---|---|"]
     for row in evaluation.rows():
         f1 = row.get("keep_f1")

@@ -144,6 +144,43 @@ def test_recall_is_split_into_sentences_and_short_lines(tmp_path, sample_tokeniz
     assert "sentence recall" in evaluation_markdown(result)
 
 
+def test_the_tables_fit_a_narrow_terminal_without_cutting_a_number(tmp_path,
+                                                                 sample_tokenizer):
+    import re
+
+    from rich.console import Console
+
+    from prox_dagster.cli import _evaluation_tables
+    from prox_dagster.evaluation import TABLES, table_rows
+    from prox_dagster.refiners.rules import RulesRefiner
+
+    lines_only = _write(tmp_path / "a-line-labelled-set-with-a-long-name.jsonl",
+                        [{"id": "a", "text": "\n".join(LINES), "line_labels": LABELS}])
+    docs_only = _write(tmp_path / "pages.jsonl",
+                       [{"id": "p", "text": "\n".join(LINES[2:4]), "label": 1},
+                        {"id": "q", "text": "buy cheap pills\nclick here", "label": 0}])
+    result = evaluate([load_labelled_set(lines_only), load_labelled_set(docs_only)],
+                      RulesRefiner(), sample_tokenizer)
+    tables = {title: table_rows(result, columns) for title, _, columns in TABLES}
+    # a set has a row only in the tables it has values for
+    assert {row[0] for row in tables["lines"]} == {"a-line-labelled-set-with-a-long-name",
+                                                   "overall"}
+    assert {row[0] for row in tables["documents"]} == {"pages", "overall"}
+    assert {row[0] for row in tables["cost"]} == {"a-line-labelled-set-with-a-long-name",
+                                                  "pages", "overall"}
+    console = Console(width=80, record=True)
+    for table in _evaluation_tables(result):
+        console.print(table)
+    shown = console.export_text()
+    assert max(map(len, shown.splitlines())) <= 80 and "…" not in shown
+    for rows in tables.values():
+        for row in rows:  # the system and every value, whole and in order, on one line
+            assert re.search(r" +".join(map(re.escape, row[1:])), shown), row
+    markdown = evaluation_markdown(result)
+    assert [line.split(":")[0] for line in markdown.splitlines() if line.startswith("**")] == \
+        ["**lines**", "**documents**", "**cost**"]
+
+
 def test_a_set_without_labels_is_an_error_naming_the_file(tmp_path):
     path = _write(tmp_path / "nolabels.jsonl", [{"id": "a", "text": "hello"}])
     with pytest.raises(EvaluationError, match="nolabels.jsonl.*no document has line labels"):

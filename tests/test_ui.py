@@ -34,6 +34,7 @@ def test_a_backfill_from_the_ui_runs_in_batches_and_shows_its_partitions(tmp_pat
     assert "| set | system |" in shown["report"] and "keep-F1 per set" in shown["report"]
     assert 0 < shown["overall_keep_f1"] <= 1
     assert "sentence recall" in shown["report"] and 0 < shown["overall_sentence_recall"] <= 1
+    assert "**lines**" in shown["report"] and "**documents**" in shown["report"]
     # the classifier trained from the UI's API with the launchpad's config, which it shows
     training = summary["training"]
     assert training["status"] == "SUCCESS"

@@ -362,3 +362,22 @@ def test_a_recall_floor_comes_before_the_gain_over_the_naive_filter():
     everything = threshold_tradeoff(np.zeros(16), labels, np.ones(16, dtype=bool),
                                     np.repeat([0, 1], 8), ["a", "b"])
     assert content_threshold(everything, 0.3, 0.9) == pytest.approx(0.02)
+
+
+def test_line_data_rows_carry_the_naive_and_sentence_flags_of_their_lines(tmp_path,
+                                                                          sample_tokenizer):
+    from prox_dagster.refiners.classifier_training import set_line_data
+    from prox_dagster.words import sentence_like
+
+    lines = ["Home | News", "", "市政府周二批准了新的预算方案。",
+             "The council approved the new budget on Tuesday after a long debate.",
+             "  • Apples and pears", "ignored line", "© 2024 Daily"]
+    path = tmp_path / "set.jsonl"
+    path.write_text(json.dumps({"id": "a", "text": "\n".join(lines),
+                                "line_labels": "B_MMM_B"}) + "\n")
+    data = set_line_data(load_labelled_set(path), sample_tokenizer)
+    scored = [lines[i] for i in (0, 2, 3, 4, 6)]  # blank and `_` lines are not rows
+    assert data.labels.tolist() == [0, 1, 1, 1, 0]
+    assert data.sentence.tolist() == [sentence_like(line, "cjk") for line in scored] == \
+        [False, True, True, False, False]
+    assert data.naive.tolist() == [False, False, True, False, False]

@@ -44,7 +44,7 @@ import numpy as np
 from ..chunking import chunk_documents
 from ..evaluation import CONTENT_LABELS, IGNORED_LABELS, LabelledSet, naive_keep
 from ..shards import write_text_atomic
-from ..words import word_count
+from ..words import sentence_like, word_count
 from .classifier import MODEL_FORMAT, MODEL_FORMAT_VERSION
 from .line_features import (DOC_FEATURES, FEATURE_NAMES, FEATURES_VERSION, ShardLineCounts,
                             chunk_features, document_features)
@@ -86,6 +86,7 @@ class LineData:
     groups: np.ndarray          # index of the set each row comes from
     docs: np.ndarray            # index of the row's document in its set
     naive: np.ndarray           # whether the naive line filter keeps the row's line
+    sentence: np.ndarray        # whether the row's line is a sentence (the evaluation's split)
     set_names: list[str] = field(default_factory=list)
 
 
@@ -94,7 +95,7 @@ def set_line_data(labelled: LabelledSet, tokenizer, max_tokens: int = 1500) -> L
     shard = ShardLineCounts(d.text.split("\n") for d in labelled.documents)
     docs = [d for d in labelled.documents if d.line_labels is not None]
     chunked = chunk_documents([d.text for d in docs], tokenizer, max_tokens)
-    blocks, labels, doc_index, naive = [], [], [], []
+    blocks, labels, doc_index, naive, sentence = [], [], [], [], []
     for d, (doc, chunks) in enumerate(zip(docs, chunked)):
         lines = doc.text.split("\n")
         for chunk in chunks:
@@ -107,12 +108,14 @@ def set_line_data(labelled: LabelledSet, tokenizer, max_tokens: int = 1500) -> L
                 labels.extend(doc.line_labels[chunk.line_start + indices[k]] in CONTENT_LABELS
                               for k in keep)
                 naive.extend(naive_keep(span[indices[k]]) for k in keep)
+                sentence.extend(sentence_like(span[indices[k]], "cjk") for k in keep)
                 doc_index.extend([d] * len(keep))
     matrix = np.vstack(blocks) if blocks else np.zeros((0, len(FEATURE_NAMES)), np.float32)
     n = len(labels)
     return LineData(matrix, np.asarray(labels, dtype=np.float64), np.ones(n),
                     np.zeros(n, dtype=int), np.asarray(doc_index, dtype=int),
-                    np.asarray(naive, dtype=bool), [labelled.name])
+                    np.asarray(naive, dtype=bool), np.asarray(sentence, dtype=bool),
+                    [labelled.name])
 
 
 def line_dataset(sets: Sequence[LabelledSet], tokenizer, max_tokens: int = 1500,
@@ -144,6 +147,7 @@ def line_dataset(sets: Sequence[LabelledSet], tokenizer, max_tokens: int = 1500,
                     np.concatenate([np.full(len(p.labels), g) for g, p in enumerate(parts)]),
                     np.concatenate([p.docs for p in parts]),
                     np.concatenate([p.naive for p in parts]),
+                    np.concatenate([p.sentence for p in parts]),
                     [p.set_names[0] for p in parts])
 
 

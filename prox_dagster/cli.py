@@ -86,7 +86,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             rows.append(_summary_row(instance, definitions, shard, passed, len(checks)))
             progress.advance(task)
     manifest = definitions.materialize_pretraining_set(defs, instance)
-    console.print(_summary_table(rows))
+    console.print(_summary_table(rows, console.width))
     meta = definitions.latest_metadata(instance, "pretraining_set")
     console.print(f"pre-training set: {meta.get('total_documents', 0)} documents, "
                   f"{meta.get('total_tokens', 0)} tokens in {meta.get('shards', 0)} shards -> "
@@ -193,12 +193,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         console.print(f"refiner {evaluation.refiner_version} on {len(evaluation.sets)} labelled "
                       f"sets ({evaluation.seconds:.1f}s)")
-        for table in _evaluation_tables(evaluation):
+        for table in _evaluation_tables(evaluation, console.width):
             console.print(table)
     return 0
 
 
-def _evaluation_tables(evaluation) -> list[Table]:
+def _evaluation_tables(evaluation, room: int) -> list[Table]:
     from .evaluation import TABLES, table_rows
 
     tables = []
@@ -206,18 +206,9 @@ def _evaluation_tables(evaluation) -> list[Table]:
         rows = table_rows(evaluation, columns)
         if not rows:
             continue
-        table = Table(title=f"{title}: {what}", title_justify="left", box=box.SIMPLE_HEAD,
-                      padding=0, pad_edge=False)
-        # every column but the set's as wide as its widest value or header word (a header wraps
-        # between its words, a number is never cut); a long set name folds onto more lines
-        widths = [max(len(row[i]) for row in rows) for i in range(len(columns) + 2)]
-        table.add_column("set", overflow="fold", min_width=min(widths[0], 12))
-        table.add_column("system", width=widths[1])
-        for (_, header), width in zip(columns, widths[2:]):
-            table.add_column(header, justify="right", width=max(width, *map(len, header.split())))
-        for row in rows:
-            table.add_row(*row)
-        tables.append(table)
+        tables.append(_fitted_table(f"{title}: {what}",
+                                    ["set", "system", *(header for _, header in columns)], rows,
+                                    left=2, room=room))
     return tables
 
 
@@ -274,11 +265,33 @@ def _summary_row(instance, definitions, shard: str, passed: int, total: int) -> 
     ]
 
 
-def _summary_table(rows: list[list[str]]) -> Table:
-    table = Table(title="prox-dagster demo: one row per shard")
-    for name in ("shard", "docs in", "quarantined", "docs kept", "tokens in", "tokens out",
-                 "retention", "doc parse", "chunk parse", "checks"):
-        table.add_column(name, justify="left" if name == "shard" else "right")
+def _summary_table(rows: list[list[str]], room: int) -> Table:
+    return _fitted_table("prox-dagster demo: one row per shard",
+                         ["shard", "docs in", "quarantined", "docs kept", "tokens in",
+                          "tokens out", "retention", "doc parse", "chunk parse", "checks"],
+                         rows, left=1, room=room)
+
+
+def _fitted_table(title: str, headers: list[str], rows: list[list[str]], *, left: int,
+                  room: int) -> Table:
+    """A table that fits ``room`` columns (80 or more) without cutting a number: every column as
+    wide as its widest value and header, or where that does not fit, as its widest value or
+    header word (a header wraps between its words) with the first ``left`` columns (names)
+    folded when there is still no room."""
+    def widest(i: int, header_parts: list[str]) -> int:
+        return max([len(row[i]) for row in rows] + [len(part) for part in header_parts])
+
+    full = [widest(i, [header]) for i, header in enumerate(headers)]
+    # the box draws one character between columns and one at either edge
+    fits = sum(full) + len(full) + 1 <= room
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=0,
+                  pad_edge=False)
+    for i, header in enumerate(headers):
+        width = full[i] if fits else widest(i, header.split())
+        if i < left:
+            table.add_column(header, overflow="fold", min_width=width if fits else min(width, 12))
+        else:
+            table.add_column(header, justify="right", width=width)
     for row in rows:
         table.add_row(*row)
     return table

@@ -168,14 +168,20 @@ def test_the_tables_fit_a_narrow_terminal_without_cutting_a_number(tmp_path,
     assert {row[0] for row in tables["documents"]} == {"pages", "overall"}
     assert {row[0] for row in tables["cost"]} == {"a-line-labelled-set-with-a-long-name",
                                                   "pages", "overall"}
-    console = Console(width=80, record=True)
-    for table in _evaluation_tables(result):
-        console.print(table)
-    shown = console.export_text()
-    assert max(map(len, shown.splitlines())) <= 80 and "…" not in shown
-    for rows in tables.values():
-        for row in rows:  # the system and every value, whole and in order, on one line
-            assert re.search(r" +".join(map(re.escape, row[1:])), shown), row
+    for width in (80, 200):
+        console = Console(width=width, record=True)
+        for table in _evaluation_tables(result, console.width):
+            console.print(table)
+        shown = console.export_text()
+        assert max(map(len, shown.splitlines())) <= width and "…" not in shown
+        for rows in tables.values():
+            for row in rows:  # the system and every value, whole and in order, on one line
+                assert re.search(r" +".join(map(re.escape, row[1:])), shown), row
+        # headers wrap between their words only where there is no room for them whole
+        assert ("sentence recall" in shown) == (width == 200)
+    # and at 200 columns a long set name is whole in every table
+    assert len(re.findall(r"a-line-labelled-set-with-a-long-name +(rules|naive_filter) ",
+                          shown)) == 4  # lines and cost tables, two systems each
     markdown = evaluation_markdown(result)
     assert [line.split(":")[0] for line in markdown.splitlines() if line.startswith("**")] == \
         ["**lines**", "**documents**", "**cost**"]

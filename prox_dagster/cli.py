@@ -199,17 +199,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _evaluation_tables(evaluation, room: int) -> list[Table]:
-    from .evaluation import TABLES, table_rows
+    from .evaluation import evaluation_tables
 
-    tables = []
-    for title, what, columns in TABLES:
-        rows = table_rows(evaluation, columns)
-        if not rows:
-            continue
-        tables.append(_fitted_table(f"{title}: {what}",
-                                    ["set", "system", *(header for _, header in columns)], rows,
-                                    left=2, room=room))
-    return tables
+    return [_fitted_table(f"{title}: {what}", headers, rows, left=2, room=room)
+            for title, what, headers, rows in evaluation_tables(evaluation)]
 
 
 def cmd_train_refiner(args: argparse.Namespace) -> int:

@@ -375,17 +375,25 @@ def table_rows(evaluation: Evaluation, columns: Sequence[tuple[str, str]]) -> li
             if any(row.get(c) is not None for c, _ in columns if c not in _COUNTS)]
 
 
+def evaluation_tables(evaluation: Evaluation) -> list[tuple[str, str, list[str], list[list[str]]]]:
+    """The ``TABLES`` that have rows, each as (title, what its rows score, headers, rows of
+    text): what the CLI and the asset's Markdown show."""
+    shown = []
+    for title, what, columns in TABLES:
+        rows = table_rows(evaluation, columns)
+        if rows:
+            shown.append((title, what, ["set", "system", *(header for _, header in columns)],
+                          rows))
+    return shown
+
+
 def evaluation_markdown(evaluation: Evaluation) -> str:
     """The tables (lines, documents, cost) as Markdown, then a bar chart of keep-F1 per set
     (refiner vs naive filter)."""
     lines = []
-    for title, what, columns in TABLES:
-        rows = table_rows(evaluation, columns)
-        if not rows:
-            continue
-        lines += [f"**{title}**: {what}", "",
-                  "| " + " | ".join(["set", "system", *(header for _, header in columns)])
-                  + " |", "|" + "---|" * (len(columns) + 2)]
+    for title, what, headers, rows in evaluation_tables(evaluation):
+        lines += [f"**{title}**: {what}", "", "| " + " | ".join(headers) + " |",
+                  "|" + "---|" * len(headers)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         lines.append("")
     lines += [f"keep-F1 per set ({evaluation.refiner_backend} vs {NAIVE}):", "",

@@ -11,6 +11,9 @@
 - Whether the recall target can be met by any one chunk threshold (:func:`recall_target_check`):
   line level, the best case for the threshold; and by any pair of thresholds, one for the lines
   that are sentences and one for the short lines.
+- Where a held-out set's content is lost (:func:`by_kind_of_page`): the same held-out model
+  scored on the set's pages of each ``page_type`` and of English and other languages, where the
+  set records them (modern-wceb's page types, magic-html-bench's page types and languages).
 - The same leave-one-set-out models with a recall floor of ``RECALL_FLOOR``
   (``train-refiner --min-keep-recall``; :func:`~prox_dagster.refiners.classifier_training.
   rethreshold` writes what training with it writes): what the floor buys and costs on sets it
@@ -22,6 +25,7 @@ execution policy: the pipeline's own stage functions.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import statistics
 import tempfile
@@ -31,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from prox_dagster.evaluation import Counts, LabelledSet, evaluate, load_labelled_set, \
-    refine_set, refiner_counts
+from prox_dagster.evaluation import CONTENT_LABELS, Counts, LabelledSet, evaluate, \
+    load_labelled_set, refine_set, refiner_counts
 from prox_dagster.refiners import build_refiner
 from prox_dagster.refiners.classifier import ClassifierRefiner
 from prox_dagster.refiners.classifier_training import TrainingSettings, line_dataset, \
@@ -69,6 +73,45 @@ def speed() -> dict[str, float]:
         evaluate([thousand], refiner, tokenizer)
         timings[name] = round(time.perf_counter() - started, 2)
     return timings
+
+
+def by_kind_of_page(labelled: LabelledSet, refiner, tokenizer) -> dict:
+    """The refiner and the naive filter on each kind of page of a set: per ``page_type`` and per
+    language (``en`` / other), for the fields the set's records carry with two kinds or more,
+    with each kind's number of documents and its share of the set's content lines."""
+    records = {}
+    with open(labelled.path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                record = json.loads(line)
+                records[str(record.get("id"))] = record
+    kinds = {"page_type": lambda r: str(r.get("page_type")),
+             "lang": lambda r: "en" if r.get("lang") == "en" else "other"}
+    content = {d.id: sum(c in CONTENT_LABELS for c in d.line_labels or "")
+               for d in labelled.documents}
+    total = max(sum(content.values()), 1)
+    out = {}
+    for field_name, kind_of in kinds.items():
+        groups: dict[str, list] = {}
+        for doc in labelled.documents:
+            record = records.get(doc.id)
+            if record is not None and field_name in record:
+                groups.setdefault(kind_of(record), []).append(doc)
+        if len(groups) < 2:
+            continue
+        subsets = [LabelledSet(f"{labelled.name}[{kind}]", labelled.path, docs)
+                   for kind, docs in sorted(groups.items())]
+        result = evaluate(subsets, refiner, tokenizer)
+        out[field_name] = {
+            kind: {"docs": len(subset.documents),
+                   "share_of_content_lines": round(sum(content[d.id] for d in subset.documents)
+                                                   / total, 4),
+                   "keep_recall": entry["refiner"]["keep_recall"],
+                   "keep_f1": entry["refiner"]["keep_f1"],
+                   "naive_keep_recall": entry["naive_filter"]["keep_recall"],
+                   "naive_keep_f1": entry["naive_filter"]["keep_f1"]}
+            for (kind, _), subset, entry in zip(sorted(groups.items()), subsets, result.sets)}
+    return out
 
 
 def recall_target_check(sets: list[LabelledSet], tokenizer, settings: TrainingSettings,
@@ -171,6 +214,9 @@ def run() -> dict:
                                       "naive_filter": _summary(naive),
                                       "gain_over_naive": round(learned["keep_f1"]
                                                                - naive["keep_f1"], 4)}
+            kinds = by_kind_of_page(sets[held], ClassifierRefiner(path), tokenizer)
+            if kinds:
+                out["line_sets"][held]["by_kind_of_page"] = kinds
             # the same model with a recall floor (what training with it writes)
             floored = rethreshold(spec, settings.min_gain_over_naive, RECALL_FLOOR)
             write_model(floored, path)

@@ -236,3 +236,36 @@ def test_cli_eval_scores_the_loaded_refiner(tmp_path, sample_crawl):
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 2 and "none.json" in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_benchmark_scores_each_kind_of_page_of_a_set(tmp_path, sample_tokenizer):
+    from bench_quality import by_kind_of_page
+
+    from prox_dagster.refiners.rules import RulesRefiner
+
+    class KeepAll(RulesRefiner):
+        def generate(self, prompts, *, level):
+            return ["keep_doc()" if level == "doc" else "keep_chunk()" for _ in prompts]
+
+    listing = ("Shop\n  • Fresh apples and pears from the valley\n  • Plums picked this week\n"
+               "  • Cherries, sweet and dark\nCart")
+    path = _write(tmp_path / "set.jsonl", [
+        {"id": "a", "text": "\n".join(LINES), "line_labels": LABELS, "page_type": "article",
+         "lang": "en"},
+        {"id": "b", "text": listing, "line_labels": "BMMMB", "page_type": "listing",
+         "lang": "de"},
+        {"id": "c", "text": "\n".join(LINES), "line_labels": LABELS, "page_type": "article",
+         "lang": "en"}])
+    kinds = by_kind_of_page(load_labelled_set(path), KeepAll(), sample_tokenizer)
+    article, shop = kinds["page_type"]["article"], kinds["page_type"]["listing"]
+    assert (article["docs"], shop["docs"]) == (2, 1)
+    assert (article["share_of_content_lines"], shop["share_of_content_lines"]) == (0.5714, 0.4286)
+    # the naive filter keeps the articles' sentences and none of the list items
+    assert (article["naive_keep_recall"], shop["naive_keep_recall"]) == (1.0, 0.0)
+    assert article["keep_recall"] == shop["keep_recall"] == 1.0
+    assert shop["keep_f1"] == 0.75  # 3 of the 5 lines kept are content
+    assert set(kinds["lang"]) == {"en", "other"} and kinds["lang"]["other"]["docs"] == 1
+    # a field with one kind only is no breakdown
+    one_kind = _write(tmp_path / "one.jsonl", [
+        {"id": "a", "text": "\n".join(LINES), "line_labels": LABELS, "lang": "en"}])
+    assert by_kind_of_page(load_labelled_set(one_kind), KeepAll(), sample_tokenizer) == {}

@@ -25,7 +25,6 @@ execution policy: the pipeline's own stage functions.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import statistics
 import tempfile
@@ -79,14 +78,8 @@ def by_kind_of_page(labelled: LabelledSet, refiner, tokenizer) -> dict:
     """The refiner and the naive filter on each kind of page of a set: per ``page_type`` and per
     language (``en`` / other), for the fields the set's records carry with two kinds or more,
     with each kind's number of documents and its share of the set's content lines."""
-    records = {}
-    with open(labelled.path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                record = json.loads(line)
-                records[str(record.get("id"))] = record
-    kinds = {"page_type": lambda r: str(r.get("page_type")),
-             "lang": lambda r: "en" if r.get("lang") == "en" else "other"}
+    kinds = {"page_type": lambda d: d.page_type,
+             "lang": lambda d: None if d.lang is None else "en" if d.lang == "en" else "other"}
     content = {d.id: sum(c in CONTENT_LABELS for c in d.line_labels or "")
                for d in labelled.documents}
     total = max(sum(content.values()), 1)
@@ -94,13 +87,12 @@ def by_kind_of_page(labelled: LabelledSet, refiner, tokenizer) -> dict:
     for field_name, kind_of in kinds.items():
         groups: dict[str, list] = {}
         for doc in labelled.documents:
-            record = records.get(doc.id)
-            if record is not None and field_name in record:
-                groups.setdefault(kind_of(record), []).append(doc)
+            if kind_of(doc) is not None:
+                groups.setdefault(kind_of(doc), []).append(doc)
         if len(groups) < 2:
             continue
-        subsets = [LabelledSet(f"{labelled.name}[{kind}]", labelled.path, docs)
-                   for kind, docs in sorted(groups.items())]
+        subsets = [LabelledSet(f"{labelled.name}[{kind}]", labelled.path, groups[kind])
+                   for kind in sorted(groups)]
         result = evaluate(subsets, refiner, tokenizer)
         out[field_name] = {
             kind: {"docs": len(subset.documents),
@@ -110,7 +102,7 @@ def by_kind_of_page(labelled: LabelledSet, refiner, tokenizer) -> dict:
                    "keep_f1": entry["refiner"]["keep_f1"],
                    "naive_keep_recall": entry["naive_filter"]["keep_recall"],
                    "naive_keep_f1": entry["naive_filter"]["keep_f1"]}
-            for (kind, _), subset, entry in zip(sorted(groups.items()), subsets, result.sets)}
+            for kind, subset, entry in zip(sorted(groups), subsets, result.sets)}
     return out
 
 

@@ -58,6 +58,8 @@ class LabelledDocument:
     url: str | None
     line_labels: str | None
     label: int | None
+    page_type: str | None = None    # what a breakdown of the scores by kind of page groups on
+    lang: str | None = None
 
 
 @dataclass
@@ -74,6 +76,10 @@ class LabelledSet:
     @property
     def has_doc_labels(self) -> bool:
         return any(d.label is not None for d in self.documents)
+
+
+def _optional_str(value) -> str | None:
+    return None if value is None else str(value)
 
 
 def load_labelled_set(path: str | Path, name: str | None = None) -> LabelledSet:
@@ -114,7 +120,9 @@ def load_labelled_set(path: str | Path, name: str | None = None) -> LabelledSet:
             label = record.get("label")
             label = int(label) if isinstance(label, (bool, int, float)) and label in (0, 1) \
                 else None
-            documents.append(LabelledDocument(doc_id, text, record.get("url"), labels, label))
+            documents.append(LabelledDocument(doc_id, text, record.get("url"), labels, label,
+                                              _optional_str(record.get("page_type")),
+                                              _optional_str(record.get("lang"))))
     result = LabelledSet(name, str(file), documents, skipped)
     if not result.has_line_labels and not result.has_doc_labels:
         raise EvaluationError(

@@ -11,6 +11,7 @@ from prox_dagster.evaluation import (EvaluationError, evaluate, evaluation_csv,
                                      evaluation_markdown, load_labelled_set, naive_keep)
 from prox_dagster.execute import kept_lines
 from prox_dagster.programs import format_call
+from prox_dagster.refiners.rules import RulesRefiner
 from prox_dagster.words import sentence_like
 from prox_dagster.prompts import document_of
 
@@ -42,6 +43,13 @@ LINES = ["Home | News | Sport", "",
          "Residents will see lower fees for water and waste collection next year.",
          "Share this:", "© 2024 Daily"]
 LABELS = "B_MMBB"
+
+
+class KeepAll(RulesRefiner):
+    """A refiner that keeps every document and every chunk."""
+
+    def generate(self, prompts, *, level):
+        return ["keep_doc()" if level == "doc" else "keep_chunk()" for _ in prompts]
 
 
 class OracleRefiner:
@@ -107,12 +115,6 @@ def test_scores_through_the_real_pipeline(tmp_path, sample_tokenizer):
 
 
 def test_a_refiner_that_keeps_everything_scores_the_content_share(tmp_path, sample_tokenizer):
-    from prox_dagster.refiners.rules import RulesRefiner
-
-    class KeepAll(RulesRefiner):
-        def generate(self, prompts, *, level):
-            return ["keep_doc()" if level == "doc" else "keep_chunk()" for _ in prompts]
-
     path = _write(tmp_path / "set.jsonl", [{"id": "a", "text": "\n".join(LINES),
                                             "line_labels": LABELS}])
     result = evaluate([load_labelled_set(path)], KeepAll(), sample_tokenizer)
@@ -122,12 +124,6 @@ def test_a_refiner_that_keeps_everything_scores_the_content_share(tmp_path, samp
 
 
 def test_recall_is_split_into_sentences_and_short_lines(tmp_path, sample_tokenizer):
-    from prox_dagster.refiners.rules import RulesRefiner
-
-    class KeepAll(RulesRefiner):
-        def generate(self, prompts, *, level):
-            return ["keep_doc()" if level == "doc" else "keep_chunk()" for _ in prompts]
-
     chinese = "市政府周二批准了新的预算方案。"
     assert sentence_like(chinese, "cjk") and not naive_keep(chinese)
     assert not sentence_like("  • Apples and pears", "cjk")
@@ -240,12 +236,6 @@ def test_cli_eval_scores_the_loaded_refiner(tmp_path, sample_crawl):
 
 def test_the_benchmark_scores_each_kind_of_page_of_a_set(tmp_path, sample_tokenizer):
     from bench_quality import by_kind_of_page
-
-    from prox_dagster.refiners.rules import RulesRefiner
-
-    class KeepAll(RulesRefiner):
-        def generate(self, prompts, *, level):
-            return ["keep_doc()" if level == "doc" else "keep_chunk()" for _ in prompts]
 
     listing = ("Shop\n  • Fresh apples and pears from the valley\n  • Plums picked this week\n"
                "  • Cherries, sweet and dark\nCart")

@@ -7,10 +7,16 @@ import time
 
 import dagster as dg
 
-from prox_dagster import fingerprint as fp
+from prox_dagster import fingerprint
+from prox_dagster.fingerprint import StageSettings
+from prox_dagster.leases import run_alive
 from prox_dagster.lineage import REFINED, audit_csv, audit_row
+from prox_dagster.outputs import RawFile, shard_freshness
 from prox_dagster.shards import conflict_error
-from resources import RawSource, ShardStorage
+from prox_dagster.store import ShardStore
+from resources import (CheckThresholds, ProgramPolicy, RawSource, RefinerResource, ShardStorage,
+                       TokenizerResource)
+from resources.settings import settings_values
 
 from .common import IN_FLIGHT, OWNERS, location_value
 from .partitions import shards_partitions_def
@@ -19,12 +25,18 @@ RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_p
 PARTITION = "dagster/partition"
 
 
-def in_flight_shards(instance: dg.DagsterInstance, order: list[str]) -> dict[str, str]:
+def in_flight_shards(instance: dg.DagsterInstance, order: list[str],
+                     store: ShardStore) -> dict[str, str]:
     """``{shard: run id}`` for every shard a queued or running run covers (one partition or a
-    range of them)."""
+    range of them). A STARTED run whose worker is gone (killed where nothing monitors runs: its
+    heartbeat stopped) covers nothing."""
     position = {key: i for i, key in enumerate(order)}
     covered: dict[str, str] = {}
-    for run in instance.get_runs(filters=dg.RunsFilter(statuses=list(IN_FLIGHT))):
+    for record in instance.get_run_records(filters=dg.RunsFilter(statuses=list(IN_FLIGHT))):
+        run = record.dagster_run
+        if run.status == dg.DagsterRunStatus.STARTED and not run_alive(
+                store, run.run_id, record.start_time):
+            continue
         tags = run.tags
         if tags.get(PARTITION) in position:
             covered.setdefault(tags[PARTITION], run.run_id)
@@ -34,18 +46,27 @@ def in_flight_shards(instance: dg.DagsterInstance, order: list[str]) -> dict[str
     return covered
 
 
+def expected_of(refiner: RefinerResource, policy: ProgramPolicy, tokenizer: TokenizerResource,
+                checks: CheckThresholds) -> dict[str, StageSettings]:
+    """Every stage's settings as these resources hold them at evaluation time (a hub model's
+    commit resolved: the audit is not the code location)."""
+    return fingerprint.stage_settings(settings_values(refiner=refiner, policy=policy,
+                                                      tokenizer=tokenizer, checks=checks))
+
+
 def audit_rows(instance: dg.DagsterInstance, storage: ShardStorage, raw_source: RawSource,
-               versions: dict[str, str]) -> list[dict]:
-    """One row per shard partition (``prox_dagster.lineage.audit_row``), against the stage code
-    versions ``versions``."""
+               expected: dict[str, StageSettings]) -> list[dict]:
+    """One row per shard partition (``prox_dagster.lineage.audit_row``), against the stages'
+    settings ``expected``."""
     shards = instance.get_dynamic_partitions(shards_partitions_def.name)
     listing, conflicts = raw_source.listing()
-    raw_files = {key: location for key, (location, _) in listing.items()}
-    running = in_flight_shards(instance, shards)
-    return [audit_row(shard, fp.shard_freshness(storage.store, shard, versions,
-                                                raw_files.get(shard)), running.get(shard),
-                      str(conflict_error(shard, conflicts[shard], raw_source.path))
-                      if shard in conflicts else None)
+    running = in_flight_shards(instance, shards, storage.store)
+    return [audit_row(shard, shard_freshness(
+                storage.store, shard, expected,
+                RawFile(listing[shard].location, listing[shard].version)
+                if shard in listing else None), running.get(shard),
+                str(conflict_error(shard, conflicts[shard], raw_source.path))
+                if shard in conflicts else None)
             for shard in shards]
 
 
@@ -64,20 +85,24 @@ def rows_to_markdown(rows: list[dict], limit: int = 200) -> str:
 STATUSES = ("current", "stale", "missing", "failed", "running")
 
 
-def build_lineage_audit(versions: dict[str, str], refiner_version: str) -> dg.AssetsDefinition:
+def build_lineage_audit() -> dg.AssetsDefinition:
     @dg.asset(
         deps=[dg.AssetDep(asset, partition_mapping=dg.AllPartitionMapping())
               for asset in (*REFINED.values(), "tokenized_shard")],
         group_name="audit", kinds={"json", "csv"}, owners=OWNERS,
     )
     def lineage_audit(context: dg.AssetExecutionContext, storage: ShardStorage,
-                      raw_source: RawSource) -> dg.MaterializeResult:
+                      raw_source: RawSource, refiner: RefinerResource, policy: ProgramPolicy,
+                      tokenizer: TokenizerResource,
+                      checks: CheckThresholds) -> dg.MaterializeResult:
         """Per shard: whether every stage is current against the loaded settings (and if not,
         which stage and why), the refiner version and model of its doc- and chunk-refined
         outputs and when, the check results of its stored outputs, and the run covering it.
         The same report as `prox-dagster audit`, saved as `audit/lineage.json` and `.csv`."""
         started = time.perf_counter()
-        rows = audit_rows(context.instance, storage, raw_source, versions)
+        expected = expected_of(refiner, policy, tokenizer, checks)
+        rows = audit_rows(context.instance, storage, raw_source, expected)
+        refiner_version = expected["doc_refined_shard"].settings["refiner"]
         store = storage.store
         json_path = store.write_text(json.dumps(rows, indent=1), "audit", "lineage.json")
         store.write_text(audit_csv(rows), "audit", "lineage.csv")

@@ -2,13 +2,15 @@
 
 import dagster as dg
 
-from prox_dagster import fingerprint as fp
-from prox_dagster.pipeline import execute_stream
-from prox_dagster.quality import kept_share, token_retention
-from resources import CheckThresholds, ProgramPolicy, ShardStorage, TokenizerResource
-from resources.settings import settings_values
+from dataclasses import asdict
 
-from .common import ShardOutput, run_shards, shard_asset_settings, shard_checks, streamed
+from prox_dagster.fingerprint import StageSettings
+from prox_dagster.outputs import stale_upstream
+from prox_dagster.pipeline import execute_stream
+from resources import CheckThresholds, ProgramPolicy, ShardStorage, TokenizerResource
+from resources.settings import stage_settings_of
+
+from .common import ShardJob, ShardOutput, run_shards, shard_asset_settings, shard_checks, streamed
 
 CHECKS = {
     "token_retention": "Tokens out / tokens in lies within [min, max]_token_retention (GX).",
@@ -18,14 +20,15 @@ CHECKS = {
 }
 
 
-def build_clean_shard(code_version: str, versions: dict[str, str],
+def build_clean_shard(expected: dict[str, StageSettings],
                       shards_per_run: int = 1) -> dg.AssetsDefinition:
-    """``versions``: every stage's code version, to tell whether the upstream stages are
+    """``expected``: every stage's settings as loaded, to tell whether the upstream stages are
     current."""
 
     @dg.asset(
         deps=["doc_refined_shard", "chunk_refined_shard"],
-        **shard_asset_settings("clean_shard", "refine", shards_per_run, code_version),
+        **shard_asset_settings("clean_shard", "refine", shards_per_run,
+                               expected["clean_shard"].code_version),
         check_specs=shard_checks("clean_shard", CHECKS),
     )
     def clean_shard(context: dg.AssetExecutionContext, storage: ShardStorage,
@@ -35,25 +38,20 @@ def build_clean_shard(code_version: str, versions: dict[str, str],
         dropped_chunk, fallback_raw), `n_ops`, `n_errors`, `tokens_in`, `tokens_out` and the
         `refiner_version` that wrote its programs. `refinement_preview` shows a few dropped
         documents with their reason and removed lines with the call that removed them."""
-        limits = checks.settings()
-
-        def work(shard: str) -> ShardOutput:
-            store = storage.store
+        def work(job: ShardJob) -> ShardOutput:
+            store, shard = storage.store, job.shard
             docs = store.source("doc_refined_shard", shard)
             chunk_programs = store.source("chunk_refined_shard", shard)
             behind = [f"{f.stage} is {f.state} ({f.reason})" for f in
-                      fp.stale_upstream(store, "clean_shard", shard, versions)]
-            with store.writer("clean_shard", shard) as written:
+                      stale_upstream(store, "clean_shard", shard, expected)]
+            with job.staging.writer() as written:
                 summary = execute_stream(docs, chunk_programs, written, tokenizer.get(),
                                          policy.settings())
             tokens_in, tokens_out = summary.tokens_in, summary.tokens_out
             statuses = dict(summary.statuses)
-            return streamed(written, rows_in=docs.rows, checks={
-                "token_retention": token_retention(tokens_in, tokens_out,
-                                                   limits.min_token_retention,
-                                                   limits.max_token_retention),
-                "kept_share": kept_share(statuses, limits.min_kept_share),
-                "programs_match_documents": summary.coverage.outcome(behind),
+            return streamed(written, rows_in=docs.rows, observations={
+                "tokens_in": tokens_in, "tokens_out": tokens_out, "statuses": statuses,
+                "programs_match_documents": asdict(summary.coverage.outcome(behind)),
             }, extra={
                 "docs_kept": statuses.get("kept", 0) + statuses.get("fallback_raw", 0),
                 "status_counts": statuses,
@@ -66,7 +64,8 @@ def build_clean_shard(code_version: str, versions: dict[str, str],
                 "refinement_preview": summary.preview.markdown(),
             })
 
-        yield from run_shards(context, storage, work=work, code_version=fp.code_version(
-            "clean_shard", settings_values(policy=policy, tokenizer=tokenizer, checks=checks)))
+        yield from run_shards(context, storage, work=work, limits=checks.settings(),
+                              expected=stage_settings_of("clean_shard", policy=policy,
+                                                         tokenizer=tokenizer, checks=checks))
 
     return clean_shard

@@ -17,21 +17,23 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import dagster as dg
-import polars as pl
 # not exported by dagster 1.13; it is what AssetCheckResult fills in for the checks it evaluates
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData)
 
 from prox_dagster import fingerprint as fp
+from prox_dagster import outputs
 from prox_dagster.checkpoints import BatchCheckpoints
-from prox_dagster.quality import CheckOutcome
+from prox_dagster.leases import run_heartbeat
+from prox_dagster.outputs import RawFile, Staging
+from prox_dagster.quality import CheckOutcome, Thresholds, judge
 from prox_dagster.shards import ShardError
 from prox_dagster.store import is_remote
 from resources import ShardStorage
 
 from .partitions import shards_partitions_def
 
-# Runs that may still write: a shard leased by one of them is being computed.
+# Runs that may still write (a STARTED one, while its heartbeat says its worker is alive).
 IN_FLIGHT = {dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
              dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
              dg.DagsterRunStatus.CANCELING}
@@ -53,49 +55,70 @@ def shard_asset_settings(stage: str, group: str, shards_per_run: int, code_versi
 
 
 def refiner_asset_settings(stage: str, code_version: str, op_tags: dict | None,
-                           shards_per_run: int) -> dict:
-    """What both refiner assets add: the ``gpu`` pool and the refiner's per-step resource
-    requests."""
+                           shards_per_run: int, gpu: bool) -> dict:
+    """What both refiner assets add: the refiner's per-step resource requests and, for a
+    refiner on this machine's GPU, the ``gpu`` pool (one step per GPU across runs; CPU and
+    remote refiners claim no pool)."""
     return {**shard_asset_settings(stage, "refine", shards_per_run, code_version),
-            "pool": "gpu", "op_tags": op_tags or None}
+            "pool": "gpu" if gpu else None, "op_tags": op_tags or None}
+
+
+CURRENT_CHECK = "current"
+CURRENT_DESCRIPTION = ("The shard's published output is what its inputs' current content and "
+                       "the loaded settings give; when not, the setting that changed with its "
+                       "old and new values, or the input that changed. Evaluated by each run, "
+                       "the refine schedule and the lineage audit.")
 
 
 def shard_checks(asset: str, checks: Mapping[str, str]) -> list[dg.AssetCheckSpec]:
-    """Blocking checks evaluated per shard partition."""
-    return [dg.AssetCheckSpec(name, asset=asset, blocking=True, description=text,
-                              partitions_def=shards_partitions_def)
-            for name, text in checks.items()]
+    """Blocking checks evaluated per shard partition, and the non-blocking ``current``."""
+    return [*(dg.AssetCheckSpec(name, asset=asset, blocking=True, description=text,
+                                partitions_def=shards_partitions_def)
+              for name, text in checks.items()),
+            dg.AssetCheckSpec(CURRENT_CHECK, asset=asset, blocking=False,
+                              description=CURRENT_DESCRIPTION,
+                              partitions_def=shards_partitions_def)]
 
 
 @dataclass
 class ShardOutput:
-    """What a stage computed for one shard: a ``frame`` for the store to write, or the records
-    of ``files`` the stage wrote and published itself. ``extra`` values must be JSON; a dict is
-    shown as a count table, a key ending in ``_path`` as a location, one ending in ``_preview``
-    as Markdown."""
+    """What a stage wrote for one shard into its staging folder. ``observations`` (JSON) are
+    what its blocking checks judge (``prox_dagster.quality.judge``); ``extra`` values (JSON) are
+    shown as metadata: a dict as a count table, a key ending in ``_path`` as a location, one
+    ending in ``_preview`` as Markdown."""
 
-    frame: pl.DataFrame | None
     rows_in: int
-    rows_out: int | None = None
-    files: list[dict] = field(default_factory=list)  # ShardStore.publish records
-    checks: dict[str, CheckOutcome] = field(default_factory=dict)
+    rows_out: int
+    observations: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
-    written: Callable[[], None] | None = None  # called once the output and sidecar are written
-    columns: dict[str, str] = field(default_factory=dict)  # of files, when there is no frame
+    columns: dict[str, str] = field(default_factory=dict)
+    written: Callable[[], None] | None = None  # called once the output is committed
 
 
 def streamed(writer, **fields) -> ShardOutput:
-    """What a stage that wrote its shard a batch at a time (``ShardStore.writer``) computed."""
-    return ShardOutput(None, rows_out=writer.rows, files=[writer.record],
+    """What a stage that wrote its shard a batch at a time (``Staging.writer``) computed."""
+    return ShardOutput(rows_out=writer.rows,
                        columns={name: str(dtype) for name, dtype in writer.schema.items()},
                        **fields)
 
 
+@dataclass
+class ShardJob:
+    """One shard to compute: where to write it, and the fingerprint its output will carry."""
+
+    shard: str
+    staging: Staging
+    fingerprint: str
+
+
 def refiner_checkpoints(context: dg.AssetExecutionContext, storage: ShardStorage,
-                        shard: str) -> BatchCheckpoints:
-    """The per-batch checkpoints of a refiner step's shard: a killed step resumes from them."""
-    return BatchCheckpoints(storage.store, context.asset_key.path[-1], shard,
-                            warn=context.log.warning)
+                        job: ShardJob) -> BatchCheckpoints:
+    """The per-batch checkpoints of a refiner step's shard, under its fingerprint (the refiner
+    version and the input's content): a killed step resumes from them, and a shard whose input
+    changed never resumes from another input's programs."""
+    return BatchCheckpoints(storage.store, context.asset_key.path[-1], job.shard,
+                            job.fingerprint, warn=context.log.warning)
+
 
 
 class ShardsFailed(Exception):
@@ -103,37 +126,39 @@ class ShardsFailed(Exception):
 
 
 def run_shards(context: dg.AssetExecutionContext, storage: ShardStorage, *,
-               code_version: str, work: Callable[[str], ShardOutput],
-               raw_location: Callable[[str], str] | None = None) -> Iterator:
+               expected: fp.StageSettings, limits: Thresholds,
+               work: Callable[[ShardJob], ShardOutput],
+               raw_file: Callable[[str], RawFile] | None = None) -> Iterator:
     """Materialize every shard of the step (see the module docstring).
 
-    ``code_version`` is the stage's code version computed from this run's resources (it equals
-    the asset's unless run config changed a setting); ``raw_location(shard)`` is the crawl file
-    of a raw shard.
+    ``expected`` is the stage's settings from this run's resources (its code version equals
+    the asset's unless run config changed a setting) and ``limits`` the check thresholds;
+    ``raw_file(shard)`` is the crawl file of a raw shard.
     """
     asset = context.asset_key.path[-1]
-    if context.assets_def.code_versions_by_key[context.asset_key] != code_version:
+    loaded = context.assets_def.code_versions_by_key[context.asset_key]
+    if loaded != expected.code_version:
         context.log.warning(
-            f"{asset}: this run's settings give code version {code_version}, the code location "
-            f"was loaded with {context.assets_def.code_versions_by_key[context.asset_key]}; "
-            "the shards are fingerprinted with this run's settings")
+            f"{asset}: this run's settings give code version {expected.code_version}, the code "
+            f"location was loaded with {loaded}; the shards are fingerprinted with this run's "
+            "settings")
     keys = context.partition_keys
     recompute = context.run.tags.get(RECOMPUTE_TAG, "").lower() in ("1", "true", "yes")
     done: dict[str, dict] = {}
     failed: dict[str, str] = {}
-    for position, shard in enumerate(keys, 1):
-        try:
-            done[shard] = _one_shard(context, storage, asset, shard, code_version, work,
-                                     raw_location(shard) if raw_location else None,
-                                     recompute)
-        except Exception as exc:
-            if len(keys) == 1:
-                raise
-            failed[shard] = f"{type(exc).__name__}: {exc}"
-            context.log.error(f"shard {shard}: {failed[shard]}")
-        if len(keys) > 1:
-            context.log.info(f"{asset}: {position}/{len(keys)} shards "
-                             f"({len(failed)} failed)")
+    with run_heartbeat(storage.store, context.run_id):
+        for position, shard in enumerate(keys, 1):
+            try:
+                done[shard] = _one_shard(context, storage, asset, shard, expected, limits,
+                                         work, raw_file, recompute)
+            except Exception as exc:
+                if len(keys) == 1:
+                    raise
+                failed[shard] = f"{type(exc).__name__}: {exc}"
+                context.log.error(f"shard {shard}: {failed[shard]}")
+            if len(keys) > 1:
+                context.log.info(f"{asset}: {position}/{len(keys)} shards "
+                                 f"({len(failed)} failed)")
 
     if failed:
         for shard, summary in done.items():
@@ -141,7 +166,7 @@ def run_shards(context: dg.AssetExecutionContext, storage: ShardStorage, *,
                 asset_key=context.asset_key, partition=shard, metadata=summary["metadata"],
                 tags={"dagster/data_version": summary["data_version"],
                       "dagster/data_version_is_user_provided": "true",
-                      "dagster/code_version": code_version})
+                      "dagster/code_version": expected.code_version})
         yield from _check_evaluations(context, done)
         raise ShardsFailed(f"{asset}: {len(failed)} of {len(keys)} shards failed "
                            f"(the other {len(done)} are written and recorded): "
@@ -158,83 +183,113 @@ def run_shards(context: dg.AssetExecutionContext, storage: ShardStorage, *,
         yield dg.Output(None, output_name=output_name)
 
 
-def _one_shard(context, storage, asset, shard, code_version, work, raw_location,
+def _one_shard(context, storage, asset, shard, expected, limits, work, raw_file,
                recompute) -> dict:
-    started = time.perf_counter()
-    store = storage.store
-
-    def alive(run_id: str) -> bool:
-        run = context.instance.get_run_by_id(run_id)
-        return run is not None and run.status in IN_FLIGHT
-
     def waiting(holder: str) -> None:
-        context.log.info(f"shard {shard}: run {holder} is computing {asset}; waiting for it")
+        context.log.info(f"shard {shard}: {holder} is computing {asset}; waiting for it")
 
-    with store.lease(asset, shard, context.run_id, alive, waiting=waiting):
-        return _leased_shard(context, store, asset, shard, code_version, work, raw_location,
-                             recompute, started)
+    with storage.store.lease(asset, shard, context.run_id, waiting=waiting) as lease:
+        raw = raw_file(shard) if raw_file else None
+        return _leased_shard(context, storage.store, asset, shard, expected, limits, work,
+                             raw, recompute, lease)
 
 
-def _leased_shard(context, store, asset, shard, code_version, work, raw_location, recompute,
-                  started) -> dict:
-    status = fp.freshness(store, asset, shard, code_version, raw_location)
+def _leased_shard(context, store, asset, shard, expected, limits, work, raw, recompute,
+                  lease) -> dict:
+    started = time.perf_counter()
+    status = outputs.freshness(store, expected, shard, raw)
     if status.state == "missing" and status.fingerprint is None:
         raise ShardError(f"shard {shard!r}: {asset} cannot be computed: {status.reason}; "
                          "materialize the upstream asset for this shard first")
-    cached = status.current and not recompute
-    if cached:
-        summary = status.sidecar
-        context.log.info(f"shard {shard}: {asset} is current (inputs and settings unchanged), "
-                         "cached")
+    rechecked = False
+    if status.state in ("current", "failed") and not recompute:
+        record = status.record
+        context.log.info(f"shard {shard}: {asset} is {status.state} (inputs and settings "
+                         "unchanged), cached")
+    elif status.recheck and not recompute:
+        record = status.record
+        checks = _outcomes(judge(asset, record.data.get("observations") or {}, limits))
+        passed = all(c["passed"] for c in checks.values())
+        lease.check()
+        record = outputs.rewrite(store, record, {
+            **record.data, "judged_with": dict(expected.thresholds), "checks": checks,
+            "judged_at": _now(), "judged_by": context.run_id}, passed)
+        rechecked = True
+        context.log.info(f"shard {shard}: {asset} judged again ({status.reason}): "
+                         + ("passed" if passed else "failed"))
     else:
-        output = work(shard)
-        records = ([store.write(output.frame, asset, shard)] if output.frame is not None
-                   else output.files)
-        summary = {
-            # the inputs the fingerprint was computed from, read before the work began
-            "fingerprint": status.fingerprint, "code_version": code_version,
-            "inputs": status.inputs,
-            "run_id": context.run_id,
-            "written_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "rows_in": output.rows_in,
-            "rows_out": output.frame.height if output.frame is not None else output.rows_out,
-            "duration_s": round(time.perf_counter() - started, 3),
-            "files": records,
-            "columns": _column_types(output.frame) or output.columns,
-            # through JSON so fresh and cached shards report exactly the same values
-            "checks": json.loads(json.dumps({n: asdict(o) for n, o in output.checks.items()},
-                                            default=str)),
-            "extra": json.loads(json.dumps(output.extra, default=str)),
-        }
-        fp.write_sidecar(store, asset, shard, summary)
+        with outputs.staging(store, asset, shard) as staged:
+            output = work(ShardJob(shard, staged, status.fingerprint))
+            checks = _outcomes(judge(asset, output.observations, limits))
+            passed = all(c["passed"] for c in checks.values())
+            data = {
+                # the inputs the fingerprint was computed from, read before the work began
+                "fingerprint": status.fingerprint, "code_version": expected.code_version,
+                "settings": dict(expected.settings), "inputs": status.inputs,
+                "judged_with": dict(expected.thresholds),
+                "run_id": context.run_id, "written_at": _now(),
+                "rows_in": output.rows_in, "rows_out": output.rows_out,
+                "duration_s": round(time.perf_counter() - started, 3),
+                "columns": output.columns, "observations": _json(output.observations),
+                "checks": checks, "extra": _json(output.extra)}
+            if raw is not None:
+                data["raw_file"] = {"location": raw.location, "version": raw.version,
+                                    "content_id": status.inputs[fp.RAW_INPUT]}
+            lease.check()
+            record = staged.commit(data, passed)
         if output.written:
             output.written()
-        context.log.info(f"shard {shard}: {summary['rows_in']} rows in, "
-                         f"{summary['rows_out']} out, {summary['duration_s']:.2f}s -> "
-                         f"{store.location(asset)} ({len(records)} files)")
-    duration = summary["duration_s"]
+        context.log.info(f"shard {shard}: {record.data['rows_in']} rows in, "
+                         f"{record.data['rows_out']} out, {record.data['duration_s']:.2f}s -> "
+                         f"{outputs.folder(store, asset, record.kind)} ({len(record.files)} "
+                         f"files{'' if passed else '; a blocking check failed: not published'})")
+    return _summary(store, asset, record, cached=record.data["run_id"] != context.run_id
+                    or rechecked, rechecked=rechecked)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _json(value: Any) -> Any:
+    # through JSON so fresh and cached shards report exactly the same values
+    return json.loads(json.dumps(value, default=str))
+
+
+def _outcomes(checks: Mapping[str, CheckOutcome]) -> dict[str, dict]:
+    return _json({name: asdict(outcome) for name, outcome in checks.items()})
+
+
+def _summary(store, asset: str, record: fp.Record, *, cached: bool, rechecked: bool) -> dict:
+    data = record.data
+    duration = data.get("duration_s", 0.0)
+    published = record.kind == outputs.PUBLISHED
     metadata = {
-        "shard": shard,
+        "shard": record.shard,
         "cached": cached,
-        "dagster/row_count": summary["rows_out"],
-        "rows_in": summary["rows_in"],
+        "rechecked": rechecked,
+        "published": published,
+        "dagster/row_count": data.get("rows_out", 0),
+        "rows_in": data.get("rows_in", 0),
         "duration_s": duration,
-        "rows_per_s": round(summary["rows_in"] / duration, 1) if duration > 0 else 0.0,
-        **_file_metadata(store, asset, summary["files"]),
-        "fingerprint": summary["fingerprint"],
-        **{key: _metadata_value(key, value) for key, value in summary["extra"].items()},
+        "rows_per_s": round(data.get("rows_in", 0) / duration, 1) if duration > 0 else 0.0,
+        **_file_metadata(store, record),
+        "fingerprint": record.fingerprint,
+        **{key: _metadata_value(key, value) for key, value in record.extra.items()},
     }
-    if summary.get("columns"):
+    if data.get("columns"):
         metadata["dagster/column_schema"] = dg.TableSchema(columns=[
-            dg.TableColumn(name, dtype) for name, dtype in summary["columns"].items()])
-    content = hashlib.sha256("".join(f["sha256"] for f in summary["files"]).encode())
-    return {"metadata": metadata, "checks": summary["checks"],
-            "data_version": content.hexdigest()[:24]}
-
-
-def _column_types(frame: pl.DataFrame | None) -> dict[str, str]:
-    return {name: str(dtype) for name, dtype in frame.schema.items()} if frame is not None \
-        else {}
+            dg.TableColumn(name, dtype) for name, dtype in data["columns"].items()])
+    # the output is what its inputs and this run's settings give, published or not: whether
+    # it passed is its blocking checks' to say
+    current = {"passed": True,
+               "description": "written from its inputs' current content with the settings "
+                              "this run loaded" + ("" if published else
+                                                   f"; not published: "
+                                                   f"{', '.join(record.failed_checks)} failed"),
+               "metadata": {"fingerprint": record.fingerprint, "published": published}}
+    return {"metadata": metadata, "checks": data.get("checks") or {}, "current": current,
+            "data_version": record.data_id[:24]}
 
 
 def location_value(location: str) -> dg.MetadataValue:
@@ -243,9 +298,10 @@ def location_value(location: str) -> dg.MetadataValue:
         else dg.MetadataValue.path(location)
 
 
-def _file_metadata(store, asset: str, files: list[dict]) -> dict:
+def _file_metadata(store, record: fp.Record) -> dict:
+    files = record.files
     if len(files) == 1:
-        return {"path": location_value(store.location(asset, files[0]["name"])),
+        return {"path": location_value(outputs.file_location(store, record, files[0]["name"])),
                 "sha256": files[0]["sha256"]}
     rows = "\n".join(f"| {f['name']} | {f['bytes']} | {f['sha256']} |" for f in files)
     return {"files": len(files),
@@ -266,7 +322,7 @@ def _metadata_value(key: str, value: Any):
 def _check_evaluations(context: dg.AssetExecutionContext,
                        done: dict[str, dict]) -> Iterator[dg.AssetCheckEvaluation]:
     """Each shard's check results, tied to the materialization they judged (so the check's
-    Partitions tab shows Passed/Failed per shard)."""
+    Partitions tab shows Passed/Failed per shard), and whether the shard is now current."""
     for shard, summary in done.items():
         target = _materialization_of_this_run(context, shard)
         for name, outcome in summary["checks"].items():
@@ -274,6 +330,12 @@ def _check_evaluations(context: dg.AssetExecutionContext,
                 asset_key=context.asset_key, check_name=name, passed=outcome["passed"],
                 description=outcome["description"], metadata=outcome["metadata"],
                 blocking=True, partition=shard, target_materialization_data=target)
+        current = summary["current"]
+        yield dg.AssetCheckEvaluation(
+            asset_key=context.asset_key, check_name=CURRENT_CHECK, passed=current["passed"],
+            description=current["description"], metadata=current["metadata"], blocking=False,
+            severity=dg.AssetCheckSeverity.WARN, partition=shard,
+            target_materialization_data=target)
 
 
 def _materialization_of_this_run(context, shard: str):

@@ -1,15 +1,28 @@
-"""The pre-training set: a manifest of every tokenized shard's files."""
+"""The pre-training set: a manifest of the token files of every shard whose whole chain is
+current and passed its checks, and of every shard it left out, with the reason."""
 
+import json
 import time
 
 import dagster as dg
 
-from prox_dagster.pretraining import (build_manifest, check_uniform, pack_set,
+from prox_dagster.pretraining import (LAST_GOOD, build_manifest, check_uniform, pack_set,
                                       remove_stale_packs)
-from resources import ShardStorage, TokenizerResource
+from prox_dagster.store import exists, version
+from resources import (CheckThresholds, ProgramPolicy, RawSource, RefinerResource, ShardStorage,
+                       TokenizerResource)
 
+from .audit import audit_rows, expected_of
 from .common import location_value
 from .partitions import shards_partitions_def
+
+
+class PretrainingSetConfig(dg.Config):
+    """``keep_last_good``: a shard whose chain is not current or failed a check is served from
+    its last published token files, marked ``last_good`` in the manifest with the reason,
+    instead of being left out."""
+
+    keep_last_good: bool = False
 
 
 @dg.asset(
@@ -17,22 +30,31 @@ from .partitions import shards_partitions_def
     group_name="pretraining",
     kinds={"json"},
 )
-def pretraining_set(context: dg.AssetExecutionContext, storage: ShardStorage,
-                    tokenizer: TokenizerResource) -> dg.MaterializeResult:
-    """The dataset a training job reads: `manifest.json` listing every token file of every
-    shard with its size, sha256, documents, tokens, dtype, format, tokenizer and the refiner
-    versions that produced its text. Files unchanged since the last manifest (same size and
-    modification time or ETag) keep their hash; only changed files are hashed again. Shards
-    tokenized with different tokenizers, formats or dtypes are refused, by name. For litgpt,
-    the shards' token streams are packed, in shard order, into `LITPKDS` chunks that run on
-    across shards (only the last is padded; `packed` in the manifest), reused while no shard's
-    stream and no chunk setting changed."""
+def pretraining_set(context: dg.AssetExecutionContext, config: PretrainingSetConfig,
+                    storage: ShardStorage, raw_source: RawSource, refiner: RefinerResource,
+                    policy: ProgramPolicy, tokenizer: TokenizerResource,
+                    checks: CheckThresholds) -> dg.MaterializeResult:
+    """The dataset a training job reads: `manifest.json` listing the token files of every shard
+    whose whole chain (raw to tokenized) is current and passed its blocking checks (the lineage
+    audit's `current`), with size, sha256, documents, tokens, dtype, format, tokenizer and the
+    refiner versions that produced its text; and every shard it left out (`excluded`), with
+    why: the check that failed at which stage, the setting that made it stale, or missing.
+    Run config `keep_last_good` serves such a shard from its last published files instead,
+    marked `last_good`. Hashes come from the shards' writers while a file's size and version
+    are unchanged. Shards tokenized with different tokenizers, formats or dtypes are refused,
+    by name. For litgpt, the shards' token streams are packed, in shard order, into `LITPKDS`
+    chunks that run on across shards (only the last is padded; `packed` in the manifest),
+    reused while no shard's stream and no chunk setting changed."""
     started = time.perf_counter()
     store = storage.store
-    shards = sorted(context.instance.get_dynamic_partitions(shards_partitions_def.name))
+    shards = context.instance.get_dynamic_partitions(shards_partitions_def.name)
+    expected = expected_of(refiner, policy, tokenizer, checks)
+    statuses = {row["shard"]: (row["status"], row["reason"])
+                for row in audit_rows(context.instance, storage, raw_source, expected)}
     manifest_path = store.location("pretraining_set", "manifest.json")
-    manifest, stats = build_manifest(store, shards, manifest_path,
-                                     tokenizer.name_or_path, tokenizer.fingerprint())
+    manifest, stats = build_manifest(store, sorted(shards), statuses, manifest_path,
+                                     tokenizer.name_or_path, tokenizer.identity(),
+                                     keep_last_good=config.keep_last_good)
     check_uniform(manifest)  # before the manifest is written: a training job reads only sets
     packed_now = False
     if manifest.formats == ["litgpt"]:
@@ -41,12 +63,21 @@ def pretraining_set(context: dg.AssetExecutionContext, storage: ShardStorage,
     store.write_text(manifest.to_json(), "pretraining_set", "manifest.json")
     for name in remove_stale_packs(store, manifest):
         context.log.info(f"removed {name}: chunks of an earlier manifest")
-    if manifest.missing_shards:
-        context.log.warning(f"{len(manifest.missing_shards)} shards have no tokenized output "
-                            f"yet: {manifest.missing_shards[:10]}")
+    if manifest.excluded:
+        context.log.warning(f"{len(manifest.excluded)} shards left out: " + "; ".join(
+            f"{e['shard']} ({e['status']}: {e['reason']})" for e in manifest.excluded[:10]))
+    last_good = [s["shard"] for s in manifest.shards if s["status"] == LAST_GOOD]
+    if last_good:
+        context.log.warning(f"{len(last_good)} shards served from their last good files: "
+                            f"{last_good[:10]}")
+    by_status: dict[str, int] = {}
+    for entry in manifest.excluded:
+        by_status[entry["status"]] = by_status.get(entry["status"], 0) + 1
     return dg.MaterializeResult(metadata={
         "shards": len(manifest.shards),
-        "missing_shards": len(manifest.missing_shards),
+        "shards_last_good": len(last_good),
+        "shards_excluded": len(manifest.excluded),
+        **{f"excluded_{status}": n for status, n in sorted(by_status.items())},
         "files": stats["files"],
         "files_rehashed": stats["rehashed"],
         "total_tokens": manifest.total_tokens,
@@ -57,6 +88,50 @@ def pretraining_set(context: dg.AssetExecutionContext, storage: ShardStorage,
             "packed_now": packed_now} if manifest.packed else {}),
         "manifest": location_value(manifest_path),
         "shard_table": dg.MetadataValue.md(manifest.shard_table()),
+        "excluded_table": dg.MetadataValue.md(manifest.excluded_table()),
         "document_lengths": dg.MetadataValue.md(manifest.histogram_table()),
         "duration_s": round(time.perf_counter() - started, 3),
     })
+
+
+@dg.asset_check(asset=pretraining_set, name="included_shards_current", blocking=False,
+                description="Every shard the manifest lists is current and passed its checks "
+                            "now, and its token files are the ones listed (a shard served as "
+                            "last_good fails it as a warning).")
+def included_shards_current(context: dg.AssetCheckExecutionContext, storage: ShardStorage,
+                            raw_source: RawSource, refiner: RefinerResource,
+                            policy: ProgramPolicy, tokenizer: TokenizerResource,
+                            checks: CheckThresholds) -> dg.AssetCheckResult:
+    """Judged against the store and the settings at the time the check runs, not those the
+    manifest was built with: run it alone to learn whether a manifest a training job holds is
+    still what the platform would publish."""
+    store = storage.store
+    location = store.location("pretraining_set", "manifest.json")
+    if not exists(location):
+        return dg.AssetCheckResult(passed=False, description="no manifest has been written")
+    manifest = json.loads(store.read_text(location))
+    rows = {row["shard"]: row for row in audit_rows(
+        context.instance, storage, raw_source, expected_of(refiner, policy, tokenizer, checks))}
+    problems, marked = [], []
+    for entry in manifest.get("shards", []):
+        shard = entry["shard"]
+        row = rows.get(shard)
+        status = row["status"] if row else "not a partition"
+        if entry.get("status") == LAST_GOOD:
+            marked.append(f"{shard} ({entry.get('why')})")
+        elif status != "current":
+            problems.append(f"{shard} is {status}: {row['reason'] if row else ''}")
+        changed = [f["file"] for f in entry["files"]
+                   if not exists(f["file"]) or version(f["file"])["version"] != f["version"]]
+        if changed:
+            problems.append(f"{shard}: token files changed since the manifest: {changed[:3]}")
+    passed = not problems and not marked
+    description = ("; ".join(problems + [f"served as last_good: {', '.join(marked[:10])}"
+                                         if marked else ""]).strip("; ")
+                   or f"all {len(manifest.get('shards', []))} listed shards are current and "
+                      "passed")
+    return dg.AssetCheckResult(
+        passed=passed, description=description[:2000],
+        severity=dg.AssetCheckSeverity.ERROR if problems else dg.AssetCheckSeverity.WARN,
+        metadata={"listed": len(manifest.get("shards", [])), "not_current": len(problems),
+                  "last_good": len(marked)})

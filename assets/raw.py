@@ -2,15 +2,15 @@
 
 import dagster as dg
 
-from prox_dagster import fingerprint as fp
-from prox_dagster.quality import has_documents, quarantine_share
+from prox_dagster.fingerprint import StageSettings
+from prox_dagster.outputs import RawFile
 from prox_dagster.shards import SCHEMAS, stream_raw_shard
 from prox_dagster.store import local_copy
 from resources import CheckThresholds, RawSource, ShardStorage
-from resources.settings import settings_values
+from resources.settings import stage_settings_of
 
-from .common import (OWNERS, ShardOutput, run_shards, shard_asset_settings, shard_checks,
-                     streamed)
+from .common import (OWNERS, ShardJob, ShardOutput, run_shards, shard_asset_settings,
+                     shard_checks, streamed)
 from .partitions import shards_partitions_def
 
 QUARANTINE = "raw_quarantine"
@@ -27,9 +27,10 @@ CHECKS = {"has_documents": "The crawl file gave at least one readable document."
                               "quarantined."}
 
 
-def build_raw_shard(code_version: str, shards_per_run: int) -> dg.AssetsDefinition:
+def build_raw_shard(expected: StageSettings, shards_per_run: int) -> dg.AssetsDefinition:
     @dg.asset(deps=[CRAWL_FILE],
-              **shard_asset_settings("raw_shard", "ingest", shards_per_run, code_version),
+              **shard_asset_settings("raw_shard", "ingest", shards_per_run,
+                                     expected.code_version),
               check_specs=shard_checks("raw_shard", CHECKS))
     def raw_shard(context: dg.AssetExecutionContext, raw_source: RawSource,
                   storage: ShardStorage, checks: CheckThresholds):
@@ -37,13 +38,12 @@ def build_raw_shard(code_version: str, shards_per_run: int) -> dg.AssetsDefiniti
         `text`, `url`, `source`, `meta` (other fields as JSON). Records that cannot be documents
         (broken JSON, no `text`, repeated id) go to `raw_quarantine/{shard}.parquet` with their
         reason."""
-        limits = checks.settings()
-
-        def work(shard: str) -> ShardOutput:
+        def work(job: ShardJob) -> ShardOutput:
+            shard = job.shard
             source_file = raw_source.locate(shard)
             store = storage.store
             with local_copy(source_file) as local, \
-                    store.writer("raw_shard", shard, SCHEMAS["raw_shard"]) as written, \
+                    job.staging.writer(SCHEMAS["raw_shard"]) as written, \
                     store.writer(QUARANTINE, shard, SCHEMAS[QUARANTINE]) as rejected:
                 stats = stream_raw_shard(local, written, rejected, shard)
             quarantine_path = store.path(QUARANTINE, shard)
@@ -55,17 +55,16 @@ def build_raw_shard(code_version: str, shards_per_run: int) -> dg.AssetsDefiniti
             documents, quarantined = written.rows, rejected.rows
             return streamed(
                 written, rows_in=stats["lines"] - stats["blank_lines"],
-                checks={"has_documents": has_documents(documents, quarantined,
-                                                       str(source_file), reasons),
-                        "quarantine_share": quarantine_share(documents, quarantined,
-                                                             limits.max_quarantine_share)},
+                observations={"documents": documents, "quarantined": quarantined,
+                              "source": str(source_file), "reasons": reasons},
                 extra={"source_file": str(source_file), "documents": documents,
                        "quarantined": quarantined, "quarantine_reasons": reasons,
                        "quarantine_path": quarantine_path,
                        "utf8_repaired": stats["utf8_repaired"]})
 
         yield from run_shards(
-            context, storage, work=work, raw_location=raw_source.locate,
-            code_version=fp.code_version("raw_shard", settings_values(checks=checks)))
+            context, storage, work=work, limits=checks.settings(),
+            raw_file=lambda shard: RawFile.at(raw_source.locate(shard)),
+            expected=stage_settings_of("raw_shard", checks=checks))
 
     return raw_shard

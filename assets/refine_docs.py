@@ -2,53 +2,52 @@
 
 import dagster as dg
 
-from prox_dagster import fingerprint as fp
+from prox_dagster.fingerprint import StageSettings
 from prox_dagster.pipeline import refine_documents_stream
-from prox_dagster.quality import parse_rate
-from resources import CheckThresholds, ProgramPolicy, RefinerResource, ShardStorage
-from resources.settings import settings_values
+from resources import CheckThresholds, RefinerResource, ShardStorage
+from resources.settings import stage_settings_of
 
-from .common import (ShardOutput, progress_logger, refiner_asset_settings,
+from .common import (ShardJob, ShardOutput, progress_logger, refiner_asset_settings,
                      refiner_checkpoints, refiner_metadata, run_shards, shard_checks, streamed)
 
 CHECKS = {"doc_parse_rate": "Share of doc programs that parse is at least "
                             "min_doc_parse_rate (GX)."}
 
 
-def build_doc_refined_shard(code_version: str, op_tags: dict | None = None,
-                            shards_per_run: int = 1) -> dg.AssetsDefinition:
+def build_doc_refined_shard(expected: StageSettings, op_tags: dict | None = None,
+                            shards_per_run: int = 1, gpu: bool = False) -> dg.AssetsDefinition:
     @dg.asset(
         deps=["raw_shard"],
-        **refiner_asset_settings("doc_refined_shard", code_version, op_tags, shards_per_run),
+        **refiner_asset_settings("doc_refined_shard", expected.code_version, op_tags,
+                                 shards_per_run, gpu),
         check_specs=shard_checks("doc_refined_shard", CHECKS),
     )
     def doc_refined_shard(context: dg.AssetExecutionContext, storage: ShardStorage,
-                          refiner: RefinerResource, policy: ProgramPolicy,
-                          checks: CheckThresholds):
-        """One row per raw document, with the refiner's `doc_program`, `doc_parse_ok` and the
-        decision `doc_keep`. Dropped documents stay, flagged, for audits."""
+                          refiner: RefinerResource, checks: CheckThresholds):
+        """One row per raw document, with the refiner's `doc_program`, `doc_parse_ok` and its
+        verdict `doc_keep` (the documents that are chunked). Dropped documents stay, flagged,
+        for audits."""
         engine = refiner.get()
-        minimum = checks.settings().min_doc_parse_rate
 
-        def work(shard: str) -> ShardOutput:
-            store = storage.store
-            checkpoints = refiner_checkpoints(context, storage, shard)
-            with store.writer("doc_refined_shard", shard) as written:
+        def work(job: ShardJob) -> ShardOutput:
+            checkpoints = refiner_checkpoints(context, storage, job)
+            with job.staging.writer() as written:
                 flags = refine_documents_stream(
-                    store.source("raw_shard", shard), written, engine,
-                    batch_size=refiner.batch_size, policy=policy.settings(),
-                    checkpoints=checkpoints,
-                    progress=progress_logger(context, f"{shard} doc programs"))
+                    storage.store.source("raw_shard", job.shard), written, engine,
+                    batch_size=refiner.batch_size, checkpoints=checkpoints,
+                    progress=progress_logger(context, f"{job.shard} doc programs"))
             kept = int(flags["doc_keep"].sum())
             return streamed(
                 written, rows_in=flags.height,
-                checks={"doc_parse_rate": parse_rate(flags, "doc_parse_ok", minimum)},
+                observations={"rows": flags.height, "parsed": int(flags["doc_parse_ok"].sum())},
                 extra={"docs_kept": kept, "docs_dropped": flags.height - kept,
                        "parse_rate": float(flags["doc_parse_ok"].mean() or 0.0),
-                       **checkpoints.stats, **refiner_metadata(engine, code_version, context)},
-                written=checkpoints.clear)
+                       **checkpoints.stats,
+                       **refiner_metadata(engine, expected.code_version, context)},
+                written=checkpoints.finish)
 
-        yield from run_shards(context, storage, work=work, code_version=fp.code_version(
-            "doc_refined_shard", settings_values(refiner=refiner, policy=policy, checks=checks)))
+        yield from run_shards(context, storage, work=work, limits=checks.settings(),
+                              expected=stage_settings_of("doc_refined_shard", refiner=refiner,
+                                                         checks=checks))
 
     return doc_refined_shard

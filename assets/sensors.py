@@ -13,10 +13,12 @@ import zlib
 
 import dagster as dg
 
-from prox_dagster import fingerprint as fp
-from resources import RawSource, ShardStorage
+from prox_dagster.fingerprint import StageSettings
+from prox_dagster.store import RawEntry
+from resources import (CheckThresholds, ProgramPolicy, RawSource, RefinerResource, ShardStorage,
+                       TokenizerResource)
 
-from .audit import RANGE_END, RANGE_START, audit_rows
+from .audit import RANGE_END, RANGE_START, audit_rows, expected_of
 from .jobs import refine_shard_job
 from .partitions import shards_partitions_def
 from .raw import CRAWL_FILE
@@ -55,12 +57,13 @@ def _decode(cursor: str | None) -> dict:
     return {"registered": state.get("registered", []), "seen": state.get("seen", {})}
 
 
-def observation(key: str, location: str) -> dg.AssetObservation:
-    """The crawl file's content as the data version of ``raw_crawl_file`` for shard ``key``."""
+def observation(key: str, entry: RawEntry) -> dg.AssetObservation:
+    """The crawl file's version (size and modification time, or ETag) as the data version of
+    ``raw_crawl_file`` for shard ``key``: read from the listing, nothing hashed in a tick."""
     return dg.AssetObservation(
         asset_key=CRAWL_FILE, partition=key,
-        metadata={"location": location},
-        tags={"dagster/data_version": fp.input_id(location),
+        metadata={"location": entry.location},
+        tags={"dagster/data_version": f"v:{entry.version}",
               "dagster/data_version_is_user_provided": "true"})
 
 
@@ -87,35 +90,35 @@ def build_raw_shard_sensor(shards_per_run: int) -> dg.SensorDefinition:
                 f"{len(conflicts)} shard keys have two or more raw files and are not registered "
                 "until one remains: " + "; ".join(f"{key}: {', '.join(names)}"
                                                 for key, names in sorted(conflicts.items())[:20]))
-        new = [key for _, key in sorted((mtime, key) for key, (_, mtime) in files.items())
+        new = [key for _, key in sorted((entry.modified, key) for key, entry in files.items())
                if key not in known and key not in registered]
         keys = new[:raw_source.max_shards_per_tick]
         observe = [key for key in [*keys, *sorted(known & set(files))]
-                   if seen.get(key) != files[key][1]]
+                   if seen.get(key) != files[key].version]
         if not keys and not observe:
             return dg.SkipReason(f"no new or changed shards in {raw_source.path}")
         if keys:
             context.log.info(f"{len(keys)} new shards ({len(new) - len(keys)} left for the "
                              f"next ticks): {keys[:10]}")
-        seen.update({key: files[key][1] for key in observe})
+        seen.update({key: files[key].version for key in observe})
         return dg.SensorResult(
             run_requests=range_requests(keys, order + keys, shards_per_run, "new"),
             dynamic_partitions_requests=[shards_partitions_def.build_add_request(keys)]
             if keys else [],
-            asset_events=[observation(key, files[key][0]) for key in observe],
+            asset_events=[observation(key, files[key]) for key in observe],
             cursor=_encode({"registered": sorted(registered | set(keys)), "seen": seen}))
 
     return raw_shard_sensor
 
 
 def shards_to_refine(instance: dg.DagsterInstance, storage: ShardStorage,
-                     raw_source: RawSource, versions: dict[str, str]) -> list[str]:
+                     raw_source: RawSource, expected: dict[str, StageSettings]) -> list[str]:
     """Shards (in partition order) whose audit status is stale or missing."""
-    return [row["shard"] for row in audit_rows(instance, storage, raw_source, versions)
+    return [row["shard"] for row in audit_rows(instance, storage, raw_source, expected)
             if row["status"] in REQUESTED]
 
 
-def build_refine_schedule(versions: dict[str, str], shards_per_run: int) -> dg.ScheduleDefinition:
+def build_refine_schedule(shards_per_run: int) -> dg.ScheduleDefinition:
     @dg.schedule(job=refine_shard_job,
                  cron_schedule=os.environ.get("PROX_REFINE_CRON", "0 * * * *"),
                  default_status=dg.DefaultScheduleStatus.STOPPED,
@@ -124,8 +127,10 @@ def build_refine_schedule(versions: dict[str, str], shards_per_run: int) -> dg.S
                              "default). Skips current shards, shards a queued or running run "
                              "covers, and shards whose current output failed a blocking check.")
     def refine_schedule(context: dg.ScheduleEvaluationContext, storage: ShardStorage,
-                        raw_source: RawSource):
-        todo = shards_to_refine(context.instance, storage, raw_source, versions)
+                        raw_source: RawSource, refiner: RefinerResource, policy: ProgramPolicy,
+                        tokenizer: TokenizerResource, checks: CheckThresholds):
+        todo = shards_to_refine(context.instance, storage, raw_source,
+                                expected_of(refiner, policy, tokenizer, checks))
         if not todo:
             return dg.SkipReason("every shard is current, running, or failed a blocking check "
                                  "with unchanged inputs and settings")

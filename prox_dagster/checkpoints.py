@@ -1,25 +1,32 @@
 """Refiner outputs checkpointed per batch, so a killed or preempted refiner step resumes where
 it stopped and loses at most the batch it was generating.
 
-Each batch of prompts is one small JSON object in the shard store (local or S3), named by a hash
-of the refiner version, the level and the batch's prompts:
-``.checkpoints/{asset}/{shard}/{key}.json``. A batch is generated only when its object is
-missing; the same prompts under another refiner version hash to another name, so one version's
-programs are never reused for another. An object that cannot be read, or that does not hold
-the programs of exactly this batch and version (a write cut short, an edited file), is ignored
-with a warning and the batch generated again. The stage removes the shard's checkpoints once its
-output is written.
+Each batch of prompts is one small JSON object in the shard store (local or S3), under the
+fingerprint of the output being computed (the refiner version and the content of the stage's
+input) and named by a hash of the refiner version, the level and the batch's prompts:
+``.checkpoints/{asset}/{shard}/{fingerprint}/{key}.json``. A batch is generated only when its
+object is missing. The same prompts under another refiner version hash to another name, and a
+shard whose input changed has another fingerprint, so programs are never taken from another
+version, or from a shard-level context (the classifier's repeated lines) they were not written
+in. An object that cannot be read, or that does not hold the programs of exactly this batch and
+version (a write cut short, an edited file), is ignored with a warning and the batch generated
+again. Once the shard's output is written, its programs
+stay, with those of the output it replaced: a setting changed and changed back asks the model
+nothing; older fingerprints' are removed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Sequence
 
 from .store import ShardStore, exists, filesystem
 
 Warn = Callable[[str], None]
+KEEP_OUTPUTS = 4  # fingerprints whose programs a shard keeps
+USED = "used"  # a fingerprint folder's marker: when an output last used its programs
 
 
 def batch_key(version: str, level: str, prompts: Sequence[str]) -> str:
@@ -32,8 +39,10 @@ def batch_key(version: str, level: str, prompts: Sequence[str]) -> str:
 class BatchCheckpoints:
     """The checkpoints of one shard of one refiner stage."""
 
-    def __init__(self, store: ShardStore, asset: str, shard: str, *, warn: Warn | None = None):
+    def __init__(self, store: ShardStore, asset: str, shard: str, fingerprint: str, *,
+                 warn: Warn | None = None):
         self.store, self.asset, self.shard = store, asset, shard
+        self.fingerprint = fingerprint
         self.warn = warn or (lambda message: None)
         self.folder = store.location(".checkpoints", asset, shard)
         self.stats = {"batches_resumed": 0, "prompts_resumed": 0, "batches_generated": 0,
@@ -41,7 +50,8 @@ class BatchCheckpoints:
         self.keys: set[str] = set()  # the batches of this run: others are another version's
 
     def _location(self, key: str) -> str:
-        return self.store.location(".checkpoints", self.asset, self.shard, f"{key}.json")
+        return self.store.location(".checkpoints", self.asset, self.shard, self.fingerprint,
+                                   f"{key}.json")
 
     def load(self, version: str, level: str, prompts: Sequence[str]) -> list[str] | None:
         """The programs of this batch if a valid checkpoint holds them, else None."""
@@ -75,19 +85,36 @@ class BatchCheckpoints:
         self.keys.add(key)
         self.store.write_text(json.dumps({"key": key, "version": version, "level": level,
                                           "outputs": list(outputs)}, ensure_ascii=False),
-                              ".checkpoints", self.asset, self.shard, f"{key}.json")
+                              ".checkpoints", self.asset, self.shard, self.fingerprint,
+                              f"{key}.json")
         self.stats["batches_generated"] += 1
         self.stats["prompts_generated"] += len(prompts)
 
-    def clear(self) -> None:
-        """Remove this shard's checkpoints (its output is written), saying how many were of
-        batches this run did not have (another refiner version's, other prompts')."""
+    def finish(self) -> None:
+        """The shard's output is written: its programs stay, with those of the shard's
+        :data:`KEEP_OUTPUTS` - 1 outputs used before it (a setting changed and changed back
+        asks the model nothing); older fingerprints' are removed, and so are batches of this
+        fingerprint this run did not use (damaged, or of other prompts), saying how many."""
         fs, path = filesystem(self.folder)
         if not fs.exists(path):
             return
-        names = [entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False)]
-        unused = [n for n in names if n.removesuffix(".json") not in self.keys]
+        self.store.write_text(str(time.time()), ".checkpoints", self.asset, self.shard,
+                              self.fingerprint, USED)
+        used = []
+        for entry in fs.ls(path, detail=False):
+            marker = f"{entry.rstrip('/')}/{USED}"
+            try:
+                used.append((float(fs.cat_file(marker)), entry))
+            except (FileNotFoundError, ValueError):
+                used.append((0.0, entry))  # unfinished or damaged: the oldest
+        for _, entry in sorted(used, reverse=True)[KEEP_OUTPUTS:]:
+            fs.rm(entry, recursive=True)
+        here = f"{path.rstrip('/')}/{self.fingerprint}"
+        unused = [entry for entry in fs.find(here)
+                  if entry.endswith(".json")
+                  and entry.rsplit("/", 1)[-1].removesuffix(".json") not in self.keys]
         if unused:
             self.warn(f"shard {self.shard!r}: {len(unused)} checkpoints of other batches "
-                      f"(another refiner version or other prompts) were ignored and removed")
-        fs.rm(path, recursive=True)
+                      "(damaged, or of other prompts) were not used and are removed")
+            for entry in unused:
+                fs.rm_file(entry)

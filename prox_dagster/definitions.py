@@ -31,22 +31,25 @@ variable                   meaning                                     default
 (``resources/refiner.py`` lists the rest: dtype, device, vLLM memory and tensor parallelism,
 server concurrency, timeouts and retries, GPUs per step.)
 
-The refiner is resolved here, at load time, because its version fingerprint is the code version
-of the refiner-dependent assets: reloading the code location with another refiner marks exactly
-the shards it did not produce as stale.
+The refiner's version is the code version of the refiner assets, so it is computed here, at
+load time, without building a model or asking a hub: a hub model's commit is what this machine
+remembers (``prox_dagster.hub``) until a step resolves it. Reloading the code location with
+another refiner marks exactly the shards it did not produce as stale.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
+from pathlib import Path
 
 import dagster as dg
 
-from assets import JOBS, build_assets, build_automation
+from assets import ASSET_CHECKS, JOBS, build_assets, build_automation
 from prox_dagster import fingerprint
 from prox_dagster.lineage import filter_audit_rows
-from prox_dagster.store import is_remote, join, normalize
+from prox_dagster.store import file_version, is_remote, join, normalize
 from prox_dagster.sample import LABELLED_SET
 from prox_dagster.tokenization import cache_dir
 from resources import (CheckThresholds, LabelledSets, ProgramPolicy, RawSource, RefinerResource,
@@ -82,7 +85,7 @@ def build_definitions(*, data_dir: str | os.PathLike | None = None,
     }
     per_run = shards_per_run or int(env.get("PROX_SHARDS_PER_RUN", "16"))
     live = refiner.resolved()  # its EnvVar values read, as a run will see them
-    versions = stage_code_versions(resources, live)
+    expected = expected_settings(resources, live, resolve=False)
     with warnings.catch_warnings():
         # Batched backfills (BackfillPolicy) are beta and per-partition checks preview in Dagster
         # 1.13; the graph is built on both, so these two load-time notices only are silenced
@@ -90,15 +93,16 @@ def build_definitions(*, data_dir: str | os.PathLike | None = None,
                                 message=".*backfill_policy.*")
         warnings.filterwarnings("ignore", category=dg.PreviewWarning,
                                 message=".*partitions_def on an AssetCheckSpec.*")
-        assets = build_assets(versions, live.version,
-                              loaded_tokenizer_of(resources).file_settings()["fmt"],
-                              live.op_tags(), per_run)
+        assets = build_assets(expected, loaded_tokenizer_of(resources).token_files()["format"],
+                              live.op_tags(), per_run, gpu=live.uses_gpu,
+                              evaluation_version=evaluation_version(resources, live, expected))
     return dg.Definitions(
         assets=assets,
+        asset_checks=ASSET_CHECKS,
         executor=executor(env.get("PROX_EXECUTOR", "in_process")),
         jobs=JOBS,
         resources=resources,
-        **build_automation(versions, per_run),
+        **build_automation(per_run),
     )
 
 
@@ -130,14 +134,35 @@ def loaded_tokenizer_of(resources: dict) -> TokenizerResource:
     return TokenizerResource(**getattr(partial, "data", {}))
 
 
-def stage_code_versions(resources: dict, refiner: RefinerResource | None = None
-                        ) -> dict[str, str]:
-    """Every shard stage's code version from these resources' settings: what the assets
-    declare, the audit compares against and automation acts on. ``refiner``: the refiner
-    resource already resolved (resolving again would build the refiner again)."""
-    return fingerprint.code_versions(settings_values(
+def expected_settings(resources: dict, refiner: RefinerResource | None = None, *,
+                      resolve: bool = True) -> dict[str, fingerprint.StageSettings]:
+    """Every shard stage's settings from these resources: the code versions the assets
+    declare, and what the audit, the checks and automation compare stored shards with.
+    ``refiner``: the refiner resource with its environment read; ``resolve=False`` (loading
+    the code location) asks no hub and loads no model or tokenizer."""
+    return fingerprint.stage_settings(settings_values(
         refiner=refiner or resources["refiner"].resolved(), policy=resources["policy"],
-        tokenizer=loaded_tokenizer_of(resources), checks=resources["checks"]))
+        tokenizer=loaded_tokenizer_of(resources), checks=resources["checks"],
+        resolve=resolve))
+
+
+def evaluation_version(resources: dict, refiner: RefinerResource,
+                       expected: dict[str, fingerprint.StageSettings]) -> str:
+    """The code version of ``refiner_evaluation``: everything its numbers depend on (the
+    refiner, its tokenizer and chunk budget, the execution policy and the labelled sets'
+    files, by size and modification time)."""
+    sets = []
+    for path in resources["labelled_sets"].evaluation:
+        target = Path(path) / "docs.jsonl" if Path(path).is_dir() else Path(path)
+        try:
+            sets.append(f"{path}:{file_version(str(target))}")
+        except OSError:
+            sets.append(f"{path}:absent")
+    digest = fingerprint.fingerprint("refiner_evaluation", {
+        "chunking": json.dumps(dict(expected["chunked_shard"].settings), sort_keys=True),
+        "policy": json.dumps(dict(expected["clean_shard"].settings["policy"]), sort_keys=True),
+        "sets": json.dumps(sets)})
+    return f"{expected['doc_refined_shard'].settings['refiner']}|evaluation@{digest[:12]}"
 
 
 defs = build_definitions()
@@ -203,11 +228,15 @@ def materialize_shards(definitions: dg.Definitions, instance: dg.DagsterInstance
 
 
 def materialize_pretraining_set(definitions: dg.Definitions, instance: dg.DagsterInstance,
-                                quiet: bool = True,
-                                token_files: dict | None = None) -> dg.ExecuteInProcessResult:
+                                quiet: bool = True, token_files: dict | None = None,
+                                keep_last_good: bool = False) -> dg.ExecuteInProcessResult:
+    """``pretraining_set_job`` (the manifest and its check); ``keep_last_good``: serve shards
+    that are not current from their last published token files, marked."""
     job = definitions.resolve_job_def("pretraining_set_job")
-    return job.execute_in_process(instance=instance, run_config=run_config(quiet, token_files),
-                                  raise_on_error=False)
+    config = run_config(quiet, token_files)
+    if keep_last_good:
+        config["ops"] = {"pretraining_set": {"config": {"keep_last_good": True}}}
+    return job.execute_in_process(instance=instance, run_config=config, raise_on_error=False)
 
 
 def latest_metadata(instance: dg.DagsterInstance, asset: str,
@@ -230,5 +259,5 @@ def lineage_report(definitions: dg.Definitions, instance: dg.DagsterInstance, *,
 
     resources = definitions.resources
     rows = audit_rows(instance, resources["storage"], resources["raw_source"],
-                      stage_code_versions(resources))
+                      expected_settings(resources))
     return filter_audit_rows(rows, refiner_version=refiner_version, model=model, status=status)

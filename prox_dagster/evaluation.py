@@ -248,7 +248,7 @@ def refine_set(labelled: LabelledSet, refiner: Refiner, tokenizer, *, max_tokens
     """Run the set as one shard through the pipeline's stages; the clean frame and seconds."""
     started = time.perf_counter()
     raw = _raw_frame(labelled)
-    doc_refined = refine_documents(raw, refiner, policy=policy)
+    doc_refined = refine_documents(raw, refiner)
     chunked = chunk_shard(doc_refined, tokenizer, max_tokens)
     chunk_refined = refine_chunks(chunked, refiner)
     clean = execute_shard(doc_refined, chunk_refined, tokenizer, policy)

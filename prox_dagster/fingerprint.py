@@ -1,36 +1,41 @@
 """Whether a stored shard is what a recomputation would write: the one notion of current/stale.
 
-Every shard stage has a **code version**: its code revision plus every setting that shapes its
-rows or its check results (``SHAPED_BY``, the README's staleness table). A stored shard's
-**fingerprint** is that code version plus the content id of each input file. The writer records
-both in a sidecar (``{asset}/{shard}.provenance.json``) after the shard's files; a shard is
-*current* when the sidecar's fingerprint equals the one its current inputs and settings give,
-*stale* otherwise (with the reason: which settings or which input changed), *missing* when it has
-no sidecar or one of its files is gone.
+Every shard stage has a **code version**: its code revision plus the settings that shape its
+rows (``SHAPED_BY``). A refiner stage is shaped by the refiner alone (its version covers model,
+prompt format and decoding); chunking, execution policy and check thresholds act after the
+stored programs, so changing them never asks the model again. A stored output's
+**fingerprint** is its stage's code version plus the content id of each input, which the
+input's writer recorded (the sha256 of its files). Check thresholds (``CHECKED_BY``) are not
+part of it: an output whose checks were judged with other thresholds is re-judged from the
+observations it recorded, without recomputing it.
 
-The same code versions are the Dagster assets' code versions, and the same comparison drives
-caching (a current shard is not recomputed), the lineage audit and the refine schedule, so the
-UI, the audit and automation cannot disagree about what is stale.
+A stage's output is **published** (``{asset}/{shard}...``, what downstream stages and the
+pre-training set read) only when its blocking checks passed; one that failed is kept under
+``{asset}/failed/`` with its check results. Each has a sidecar (``{shard}.provenance.json``)
+written after its files. Against the current inputs and settings a stage is *current*
+(published output with this fingerprint, judged with these thresholds), *failed* (the failed
+output has this fingerprint), *stale* (an output of other inputs or settings, or judged with
+other thresholds: ``recheck``) or *missing*. The same comparison drives caching, the audit, the
+schedule, the ``current`` checks and the pre-training set, so none of them can disagree.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from .quality import Thresholds
-from .store import ShardStore, content_id, exists
 
 SIDECAR_SUFFIX = ".provenance.json"
+FAILED = "failed"  # the folder, under an asset's, of outputs whose blocking checks failed
 RAW_INPUT = "raw"  # the crawl file a raw shard is read from
 
 # Bump a stage's revision when its code writes different rows for the same inputs and settings.
-STAGE_REVISIONS = {"raw_shard": "3", "doc_refined_shard": "2", "chunked_shard": "3",
-                   "chunk_refined_shard": "2", "clean_shard": "4", "tokenized_shard": "2"}
+STAGE_REVISIONS = {"raw_shard": "4", "doc_refined_shard": "3", "chunked_shard": "4",
+                   "chunk_refined_shard": "3", "clean_shard": "5", "tokenized_shard": "3"}
 
 STAGE_INPUTS = {"raw_shard": (RAW_INPUT,), "doc_refined_shard": ("raw_shard",),
                 "chunked_shard": ("doc_refined_shard",),
@@ -38,28 +43,48 @@ STAGE_INPUTS = {"raw_shard": (RAW_INPUT,), "doc_refined_shard": ("raw_shard",),
                 "clean_shard": ("doc_refined_shard", "chunk_refined_shard"),
                 "tokenized_shard": ("clean_shard",)}
 STAGES = list(STAGE_INPUTS)
+REFINER_STAGES = ("doc_refined_shard", "chunk_refined_shard")
 
-# Every setting that shapes some stage, as versions and hashes rather than objects
+# Every setting that shapes some stage, as versions, identities and plain values
 SETTINGS = {
-    "refiner": "refiner version (backend, model weights, prompts, decoding, rules)",
-    "policy": "program execution policy version",
-    "chunk_tokenizer": "hash of the refiner's tokenizer, which counts chunk budgets",
+    "refiner": "refiner version (backend, model weights, prompt format, decoding, rules)",
+    "chunk_tokenizer": "identity of the refiner's tokenizer, which counts chunk budgets",
     "max_chunk_tokens": "chunk budget in tokens",
-    "tokenizer": "hash of the pretraining tokenizer (token files, tokens in/out)",
-    "token_files": "token file format, dtype and chunking",
-    **{name: "check threshold" for name in Thresholds.__dataclass_fields__},
+    "policy": "program execution policy (each field)",
+    "tokenizer": "identity of the pretraining tokenizer (token files, tokens in/out)",
+    "token_files": "token file format and dtype",
 }
+THRESHOLDS = tuple(Thresholds.__dataclass_fields__)
 
 # Which setting makes which stage stale (the README's table says the same in words).
 SHAPED_BY: dict[str, tuple[str, ...]] = {
-    "raw_shard": ("max_quarantine_share",),
-    "doc_refined_shard": ("refiner", "policy", "min_doc_parse_rate"),
+    "raw_shard": (),
+    "doc_refined_shard": ("refiner",),
     "chunked_shard": ("chunk_tokenizer", "max_chunk_tokens"),
-    "chunk_refined_shard": ("refiner", "min_chunk_parse_rate"),
-    "clean_shard": ("policy", "tokenizer", "min_token_retention", "max_token_retention",
-                    "min_kept_share"),
+    "chunk_refined_shard": ("refiner",),
+    "clean_shard": ("policy", "tokenizer"),
     "tokenized_shard": ("tokenizer", "token_files"),
 }
+# Which check threshold each stage's checks are judged with.
+CHECKED_BY: dict[str, tuple[str, ...]] = {
+    "raw_shard": ("max_quarantine_share",),
+    "doc_refined_shard": ("min_doc_parse_rate",),
+    "chunked_shard": (),
+    "chunk_refined_shard": ("min_chunk_parse_rate",),
+    "clean_shard": ("min_token_retention", "max_token_retention", "min_kept_share"),
+    "tokenized_shard": (),
+}
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """What a stage's outputs are compared against: the values of the settings that shape it,
+    the thresholds its checks are judged with, and the code version they give."""
+
+    stage: str
+    settings: Mapping[str, Any]
+    thresholds: Mapping[str, float]
+    code_version: str
 
 
 def code_version(stage: str, values: Mapping[str, Any]) -> str:
@@ -75,14 +100,20 @@ def code_version(stage: str, values: Mapping[str, Any]) -> str:
     return f"{head}{stage}.{STAGE_REVISIONS[stage]}@{digest}"
 
 
-def code_versions(values: Mapping[str, Any]) -> dict[str, str]:
-    """Every stage's code version (``values``: every name in ``SETTINGS``)."""
-    return {stage: code_version(stage, values) for stage in STAGES}
+def settings_of(stage: str, values: Mapping[str, Any]) -> StageSettings:
+    """``stage``'s settings (``values`` holds at least the names it is shaped and judged by)."""
+    return StageSettings(stage, {n: values[n] for n in SHAPED_BY[stage]},
+                         {n: values[n] for n in CHECKED_BY[stage]}, code_version(stage, values))
 
 
-def fingerprint(stage_code_version: str, inputs: dict[str, str]) -> str:
+def stage_settings(values: Mapping[str, Any]) -> dict[str, StageSettings]:
+    """Every stage's settings (``values``: every name in ``SETTINGS`` and ``THRESHOLDS``)."""
+    return {stage: settings_of(stage, values) for stage in STAGES}
+
+
+def fingerprint(stage_code_version: str, inputs: Mapping[str, str]) -> str:
     """A stored shard's fingerprint: its stage's code version and its inputs' content ids."""
-    return _digest({"code_version": stage_code_version, "inputs": inputs})[:16]
+    return _digest({"code_version": stage_code_version, "inputs": dict(inputs)})[:16]
 
 
 def _digest(value: Any) -> str:
@@ -90,149 +121,158 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-_content_ids: dict[tuple, str] = {}
+def data_id(files: list[dict]) -> str:
+    """The content id of an output, as its readers record it among their inputs: the sha256 of
+    its one file, or a hash of its files' names and hashes."""
+    if len(files) == 1:
+        return files[0]["sha256"]
+    return _digest(sorted((f["name"], f["sha256"]) for f in files))
 
 
-def input_id(location: str) -> str:
-    """The content id of an input file, remembered per (location, size, modification time) so
-    the audit and a run's stages hash each local file once."""
-    if "://" not in location:
-        stat = os.stat(location)
-        key = (location, stat.st_size, stat.st_mtime_ns)
-        if key not in _content_ids:
-            _content_ids[key] = content_id(location)
-        return _content_ids[key]
-    return content_id(location)
+@dataclass
+class Record:
+    """What a stage output's writer recorded (its sidecar), published or failed."""
 
+    stage: str
+    shard: str
+    kind: str  # "published" or "failed"
+    data: dict
 
-def input_locations(store: ShardStore, stage: str, shard: str,
-                    raw_location: str | None = None) -> dict[str, str]:
-    """Where each input of ``stage`` for ``shard`` lives (``raw_location``: the crawl file)."""
-    return {name: raw_location if name == RAW_INPUT else store.path(name, shard)
-            for name in STAGE_INPUTS[stage] if name != RAW_INPUT or raw_location}
+    @property
+    def fingerprint(self) -> str | None:
+        return self.data.get("fingerprint")
 
+    @property
+    def files(self) -> list[dict]:
+        return self.data.get("files") or []
 
-def read_sidecar(store: ShardStore, stage: str, shard: str) -> dict | None:
-    """What the shard's writer recorded, or None (never written, or unreadable: either way the
-    shard is recomputed)."""
-    location = store.path(stage, shard, SIDECAR_SUFFIX)
-    try:
-        return json.loads(store.read_text(location)) if exists(location) else None
-    except (OSError, ValueError):
-        return None
+    @property
+    def data_id(self) -> str:
+        return data_id(self.files)
 
+    @property
+    def judged_with(self) -> dict:
+        return self.data.get("judged_with") or {}
 
-def write_sidecar(store: ShardStore, stage: str, shard: str, record: dict) -> str:
-    """Write the sidecar after the shard's files. Files the previous sidecar listed and this one
-    does not (another token format, fewer chunks) are removed."""
-    previous = read_sidecar(store, stage, shard) or {}
-    location = store.write_text(json.dumps(record, indent=1), stage, f"{shard}{SIDECAR_SUFFIX}")
-    names = {f["name"] for f in record.get("files", [])}
-    for old in previous.get("files", []):
-        if old["name"] not in names:
-            store.remove(store.location(stage, old["name"]))
-    return location
+    @property
+    def failed_checks(self) -> list[str]:
+        return sorted(f"{self.stage}:{name}" for name, result in
+                      (self.data.get("checks") or {}).items() if not result.get("passed"))
+
+    @property
+    def n_checks(self) -> int:
+        return len(self.data.get("checks") or {})
+
+    @property
+    def extra(self) -> dict:
+        return self.data.get("extra") or {}
 
 
 @dataclass
 class Freshness:
-    """A stored shard against the current inputs and settings."""
+    """A stage's stored output against the current inputs and settings."""
 
     stage: str
     shard: str
-    state: str  # current, stale, missing
+    state: str  # current, failed, stale, missing
     reason: str
     fingerprint: str | None = None  # what the current inputs and settings give
-    sidecar: dict | None = None
+    record: Record | None = None  # the output it judges (the newest one when none matches)
     inputs: dict[str, str] | None = None  # the current inputs' content ids
+    recheck: bool = False  # the output matches, its checks were judged with other thresholds
+    published: Record | None = field(default=None, repr=False)
 
     @property
     def current(self) -> bool:
         return self.state == "current"
 
+    @property
+    def sidecar(self) -> dict | None:
+        return self.record.data if self.record else None
 
-def freshness(store: ShardStore, stage: str, shard: str, stage_code_version: str,
-              raw_location: str | None = None) -> Freshness:
-    """Compare the stored ``stage`` output of ``shard`` with what its current inputs and
-    ``stage_code_version`` would give."""
-    locations = input_locations(store, stage, shard, raw_location)
-    absent = [name for name, loc in locations.items() if not exists(loc)]
-    sidecar = read_sidecar(store, stage, shard)
+
+def judge_stage(expected: StageSettings, shard: str, published: Record | None,
+                failed: Record | None, inputs: dict[str, str] | None, absent: list[str],
+                intact: Callable[[Record], bool]) -> Freshness:
+    """The freshness of one stage of ``shard``: ``inputs`` are the content ids of its inputs
+    (``absent``: those that do not exist); ``intact(record)`` tells whether every file a
+    record lists is still what its writer wrote."""
+    stage = expected.stage
+    newest = published or failed
     if absent:
-        return Freshness(stage, shard, "missing",
-                         f"input {', '.join(absent)} does not exist", None, sidecar)
-    inputs = {name: input_id(loc) for name, loc in locations.items()}
-    expected = fingerprint(stage_code_version, inputs)
-    if sidecar is None:
-        return Freshness(stage, shard, "missing", "never written", expected, None, inputs)
-    if not all(exists(store.location(stage, f["name"])) for f in sidecar.get("files", [])):
-        return Freshness(stage, shard, "missing", "a recorded file is gone", expected, sidecar,
-                         inputs)
-    if sidecar.get("fingerprint") == expected:
-        return Freshness(stage, shard, "current", "inputs and settings unchanged", expected,
-                         sidecar, inputs)
-    return Freshness(stage, shard, "stale", _why_stale(sidecar, stage_code_version, inputs),
-                     expected, sidecar, inputs)
+        return Freshness(stage, shard, "missing", f"input {', '.join(absent)} does not exist",
+                         record=newest, published=published)
+    expected_fp = fingerprint(expected.code_version, inputs)
+    for record in (published, failed):
+        if record is None or record.fingerprint != expected_fp:
+            continue
+        if not intact(record):
+            return Freshness(stage, shard, "missing", "a recorded file is gone or changed",
+                             expected_fp, record, inputs, published=published)
+        if record.judged_with != dict(expected.thresholds):
+            return Freshness(stage, shard, "stale", "checks judged with "
+                             + describe_changes(record.judged_with, expected.thresholds),
+                             expected_fp, record, inputs, recheck=True, published=published)
+        if record.kind == FAILED:
+            return Freshness(stage, shard, "failed",
+                             f"{', '.join(record.failed_checks) or 'a blocking check'} failed",
+                             expected_fp, record, inputs, published=published)
+        return Freshness(stage, shard, "current", "inputs and settings unchanged", expected_fp,
+                         record, inputs, published=published)
+    if newest is None:
+        return Freshness(stage, shard, "missing", "never written", expected_fp, None, inputs)
+    return Freshness(stage, shard, "stale", why_stale(newest, expected, inputs), expected_fp,
+                     newest, inputs, published=published)
 
 
-def _why_stale(sidecar: dict, stage_code_version: str, inputs: dict[str, str]) -> str:
+def why_stale(record: Record, expected: StageSettings, inputs: dict[str, str]) -> str:
+    """Which settings changed, with their old and new values, and which inputs changed."""
     reasons = []
-    if sidecar.get("code_version") != stage_code_version:
-        reasons.append(f"settings changed ({sidecar.get('code_version')} -> "
-                       f"{stage_code_version})")
-    recorded = sidecar.get("inputs") or {}
-    changed = sorted(name for name in inputs if recorded.get(name) != inputs[name])
+    recorded = record.data.get("settings")
+    if record.data.get("code_version") != expected.code_version:
+        if isinstance(recorded, dict):
+            reasons.append(describe_changes(recorded, expected.settings)
+                           or f"{record.stage} code revision changed")
+        else:  # written before settings were recorded by value
+            reasons.append(f"settings changed ({record.data.get('code_version')} -> "
+                           f"{expected.code_version})")
+    before = record.data.get("inputs") or {}
+    changed = sorted(name for name in inputs if before.get(name) != inputs[name])
     if changed:
         reasons.append(f"input {', '.join(changed)} changed")
     return "; ".join(reasons) or "written by an older format"
 
 
-def shard_freshness(store: ShardStore, shard: str, versions: dict[str, str],
-                    raw_location: str | None) -> dict[str, Freshness]:
-    """Every stage of ``shard``, in graph order (``raw_location`` None: the crawl file is
-    gone, so the raw shard cannot be current)."""
-    result = {}
-    for stage in STAGES:
-        if stage == "raw_shard" and raw_location is None:
-            result[stage] = Freshness(stage, shard, "missing", "its crawl file is gone", None,
-                                      read_sidecar(store, stage, shard))
-        else:
-            result[stage] = freshness(store, stage, shard, versions[stage], raw_location)
-    return result
+def describe_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
+    """``max_chunk_tokens 1500 → 800, policy.min_words 10 → 30``: the values that differ,
+    nested settings named by their path."""
+    changes: list[str] = []
+
+    def walk(prefix: str, old: Any, new: Any) -> None:
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            for name in sorted(set(old) | set(new)):
+                walk(f"{prefix}.{name}" if prefix else str(name), old.get(name, "(none)"),
+                     new.get(name, "(none)"))
+        elif old != new:
+            changes.append(f"{prefix} {_shown(old)} → {_shown(new)}")
+
+    walk("", dict(before), dict(after))
+    return ", ".join(changes)
 
 
-def stale_upstream(store: ShardStore, stage: str, shard: str, versions: dict[str, str],
-                   raw_location: str | None = None) -> list[Freshness]:
-    """Ancestors of ``stage`` that are not current: computing ``stage`` from them would mix
-    outputs of different inputs or settings (e.g. chunk programs written for an earlier doc
-    decision)."""
-    seen: dict[str, Freshness] = {}
-    pending = [name for name in STAGE_INPUTS[stage] if name != RAW_INPUT]
-    while pending:
-        name = pending.pop()
-        if name in seen:
-            continue
-        seen[name] = freshness(store, name, shard, versions[name], raw_location)
-        pending.extend(n for n in STAGE_INPUTS[name] if n != RAW_INPUT)
-    return [f for name, f in seen.items() if not f.current
-            and (name != "raw_shard" or raw_location is not None)]
+def _shown(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
-def failed_checks(record: Freshness) -> list[str]:
-    """The checks that failed on the stored output (from its sidecar)."""
-    checks = (record.sidecar or {}).get("checks") or {}
-    return sorted(f"{record.stage}:{name}" for name, result in checks.items()
-                  if not result.get("passed"))
-
-
-def shard_status(stages: dict[str, Freshness]) -> tuple[str, str]:
-    """``(status, reason)`` of a shard from its stages in graph order: ``stale`` or ``missing``
-    at the first stage that is, ``failed`` at the first current stage whose blocking check
-    failed (nothing after it runs until its inputs or settings change), else ``current``."""
+def shard_status(stages: Mapping[str, Freshness]) -> tuple[str, str]:
+    """``(status, reason)`` of a shard from its stages in graph order: the state of the first
+    stage that is not current (``stale``, ``missing`` or ``failed``: a failed stage's output
+    is not published, so nothing after it runs until its inputs or settings change), else
+    ``current``."""
     for stage, record in stages.items():
         if not record.current:
+            if record.state == "failed":
+                return "failed", record.reason
             return record.state, f"{stage}: {record.reason}"
-        failed = failed_checks(record)
-        if failed:
-            return "failed", f"{', '.join(failed)} failed"
     return "current", ""

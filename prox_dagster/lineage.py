@@ -15,7 +15,7 @@ import io
 import json
 from typing import Any
 
-from .fingerprint import Freshness, failed_checks, shard_status
+from .fingerprint import Freshness, shard_status
 
 
 def refiner_fingerprint(backend: str, model: str, settings: dict[str, Any]) -> str:
@@ -44,21 +44,21 @@ REFINED = {"doc": "doc_refined_shard", "chunk": "chunk_refined_shard"}
 def audit_row(shard: str, stages: dict[str, Freshness], in_flight_run: str | None = None,
               problem: str | None = None) -> dict:
     """``stages``: the shard's freshness per stage, in graph order. ``status`` is ``current``,
-    ``stale``, ``missing``, ``failed`` (a blocking check failed on a current stage, or
-    ``problem``: its input needs an operator, e.g. two raw files share its key) or ``running``
-    (a queued or started run covers a shard that is not current)."""
+    ``stale``, ``missing``, ``failed`` (a blocking check failed on the output of the current
+    inputs and settings, or ``problem``: its input needs an operator, e.g. two raw files share
+    its key) or ``running`` (a queued or started run covers a shard that is not current)."""
     status, reason = ("failed", problem) if problem else shard_status(stages)
     row: dict = {"shard": shard}
     for level, stage in REFINED.items():
-        sidecar = stages[stage].sidecar or {}
-        extra = sidecar.get("extra") or {}
-        row[f"{level}_refiner_version"] = extra.get("refiner_version")
-        row[f"{level}_model"] = extra.get("model_id")
-        row[f"{level}_refined_at"] = sidecar.get("written_at")
-        row[f"{level}_run_id"] = sidecar.get("run_id")
-    recorded = [record for record in stages.values() if record.sidecar]
-    failed = [name for record in recorded for name in failed_checks(record)]
-    total = sum(len(record.sidecar.get("checks") or {}) for record in recorded)
+        record = stages[stage].published or stages[stage].record  # what is served, else tried
+        data = record.data if record else {}
+        row[f"{level}_refiner_version"] = (data.get("extra") or {}).get("refiner_version")
+        row[f"{level}_model"] = (data.get("extra") or {}).get("model_id")
+        row[f"{level}_refined_at"] = data.get("written_at")
+        row[f"{level}_run_id"] = data.get("run_id")
+    recorded = [f.record for f in stages.values() if f.record]
+    failed = [name for record in recorded for name in record.failed_checks]
+    total = sum(record.n_checks for record in recorded)
     row.update(checks_passed=total - len(failed), checks_failed=len(failed),
                failed_checks=", ".join(failed),
                stale_stages=", ".join(stage for stage, record in stages.items()

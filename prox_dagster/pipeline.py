@@ -100,13 +100,15 @@ def _texts(source: Source, column: str) -> Iterator[str]:
 
 def refine_documents_stream(source: Source, sink: Sink, refiner: Refiner, *,
                             batch_size: int = DEFAULT_BATCH,
-                            policy: ExecutionPolicy | None = None,
                             progress: Progress | None = None,
                             checkpoints: BatchCheckpoints | None = None) -> pl.DataFrame:
-    """``raw_shard`` -> ``doc_refined_shard``: a doc-level program and decision per document
-    (each batch's programs checkpointed in ``checkpoints``, and taken from there if present).
-    Returns the ``doc_parse_ok`` and ``doc_keep`` columns (two bytes a document) for the
-    checks."""
+    """``raw_shard`` -> ``doc_refined_shard``: a doc-level program per document and its verdict
+    ``doc_keep`` (kept unless the program parses to a ``drop_doc()`` call: the documents that
+    are chunked). The execution policy's decision is taken when the programs run
+    (``clean_shard``); its reference mode drops only documents this verdict drops too, so no
+    policy needs programs this stage did not write. Each batch's programs are checkpointed in
+    ``checkpoints``, and taken from there if present. Returns the ``doc_parse_ok`` and
+    ``doc_keep`` columns (two bytes a document) for the checks."""
     observe_shard(refiner, _texts(source, "text"))
     counted = _Counted(progress, source.rows)
     flags = []
@@ -114,7 +116,7 @@ def refine_documents_stream(source: Source, sink: Sink, refiner: Refiner, *,
         prompts = [doc_prompt(text, refiner.tokenizer, refiner.max_doc_prompt_tokens)
                    for text in raw["text"]]
         programs = _generate(refiner, prompts, "doc", batch_size, counted, checkpoints)
-        decisions = [decide_document(p, policy) for p in programs]
+        decisions = [decide_document(p) for p in programs]
         refined = raw.with_columns(
             pl.Series("doc_program", programs, dtype=pl.String),
             pl.Series("doc_parse_ok", [parsed.ok for _, parsed in decisions], dtype=pl.Boolean),
@@ -127,12 +129,12 @@ def refine_documents_stream(source: Source, sink: Sink, refiner: Refiner, *,
 
 
 def refine_documents(raw: pl.DataFrame, refiner: Refiner, *, batch_size: int = DEFAULT_BATCH,
-                     policy: ExecutionPolicy | None = None, progress: Progress | None = None,
+                     progress: Progress | None = None,
                      checkpoints: BatchCheckpoints | None = None) -> pl.DataFrame:
     """:func:`refine_documents_stream` over a frame."""
     sink = FrameSink()
     refine_documents_stream(FrameSource(raw), sink, refiner, batch_size=batch_size,
-                            policy=policy, progress=progress, checkpoints=checkpoints)
+                            progress=progress, checkpoints=checkpoints)
     return sink.frame
 
 

@@ -1,5 +1,6 @@
-"""The pre-training set's manifest: every token file of every shard, hashed incrementally;
-for litgpt, the chunks packed across shards (``packed``), which are what a training job reads."""
+"""The pre-training set's manifest: the token files of every shard whose whole chain is current
+and passed its checks, hashed incrementally, and every shard left out with the reason; for
+litgpt, the chunks packed across shards (``packed``), which are what a training job reads."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
-from .fingerprint import read_sidecar
+from .outputs import intact, read_record
 from .store import ShardStore, exists, filesystem, sha256, version
 from .token_files import HISTOGRAM_EDGES, histogram_table, pack_litgpt
 
@@ -20,7 +21,8 @@ class Manifest:
     tokenizer: str
     tokenizer_hash: str
     shards: list[dict] = field(default_factory=list)
-    missing_shards: list[str] = field(default_factory=list)
+    # every shard left out: {"shard", "status", "reason"}
+    excluded: list[dict] = field(default_factory=list)
     histogram_edges: list[int] = field(default_factory=lambda: list(HISTOGRAM_EDGES))
     histogram: list[int] = field(default_factory=lambda: [0] * len(HISTOGRAM_EDGES))
     packed: dict | None = None
@@ -43,13 +45,21 @@ class Manifest:
                            "formats": self.formats}, indent=2)
 
     def shard_table(self) -> str:
-        rows = [f"| {s['shard']} | {s['format']} | {s['dtype']} | {len(s['files'])} | "
-                f"{s['documents']} | {s['tokens']} | "
+        rows = [f"| {s['shard']} | {s['status']} | {s['format']} | {s['dtype']} | "
+                f"{len(s['files'])} | {s['documents']} | {s['tokens']} | "
                 f"{', '.join(f['sha256'][:12] for f in s['files'][:2])}"
                 f"{' ...' if len(s['files']) > 2 else ''} | {', '.join(s['refiner_versions'])} |"
                 for s in self.shards]
-        return ("| shard | format | dtype | files | documents | tokens | sha256 | refiner |\n"
-                "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+        return ("| shard | status | format | dtype | files | documents | tokens | sha256 | "
+                "refiner |\n|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+
+    def excluded_table(self, limit: int = 50) -> str:
+        rows = [f"| {e['shard']} | {e['status']} | {e['reason'].replace('|', '/')} |"
+                for e in self.excluded[:limit]]
+        more = (f"\n\n({len(self.excluded) - limit} more in the manifest)"
+                if len(self.excluded) > limit else "")
+        return ("| shard | status | reason |\n|---|---|---|\n" + "\n".join(rows) + more
+                if rows else "(none)")
 
     def histogram_table(self) -> str:
         return histogram_table(self.histogram, self.histogram_edges)
@@ -147,34 +157,51 @@ def remove_stale_packs(store: ShardStore, manifest: Manifest) -> list[str]:
     return removed
 
 
-def build_manifest(store: ShardStore, shards: list[str], manifest: str,
-                   tokenizer: str, tokenizer_hash: str) -> tuple[Manifest, dict]:
-    """The manifest of ``shards``' tokenized outputs; a file whose size and version (local
-    modification time, S3 ETag) match the previous manifest ``manifest`` keeps its hash
+LAST_GOOD = "last_good"
+
+
+def build_manifest(store: ShardStore, shards: list[str], statuses: dict[str, tuple[str, str]],
+                   manifest: str, tokenizer: str, tokenizer_hash: str, *,
+                   keep_last_good: bool = False) -> tuple[Manifest, dict]:
+    """The manifest of ``shards``' published token files, in shard order: a shard is listed
+    when its ``statuses`` entry (``(status, reason)``, the lineage audit's) is ``current``;
+    otherwise it is left out with the reason, or, with ``keep_last_good``, its last published
+    token files are listed, marked ``last_good`` with the reason. A file whose size and version
+    (local modification time, S3 ETag) match the previous manifest ``manifest`` keeps its hash
     (returns the manifest and hashing counts)."""
     known = _previous_hashes(store, manifest)
     result = Manifest(tokenizer=tokenizer, tokenizer_hash=tokenizer_hash)
     stats = {"files": 0, "rehashed": 0}
     for shard in shards:
-        record = read_sidecar(store, TOKENIZED, shard)
-        locations = [store.location(TOKENIZED, f["name"]) for f in (record or {}).get("files", [])]
-        if record is None or not all(exists(loc) for loc in locations):
-            result.missing_shards.append(shard)
+        status, reason = statuses.get(shard, ("missing", "not audited"))
+        record = read_record(store, TOKENIZED, shard)
+        if status != "current" and not (keep_last_good and record is not None):
+            result.excluded.append({"shard": shard, "status": status, "reason": reason})
             continue
-        extra = record["extra"]
+        if record is None or not intact(store, record):
+            result.excluded.append({"shard": shard, "status": "missing",
+                                    "reason": "its token files are gone or changed"})
+            continue
+        extra = record.extra
         files = []
-        for location in locations:
-            entry = {"file": location, **version(location)}
+        for entry in record.files:
+            location = store.location(TOKENIZED, entry["name"])
+            current = {"file": location, **version(location)}
             old = known.get(location)
-            if old and (old["bytes"], old["version"]) == (entry["bytes"], entry["version"]):
-                entry["sha256"] = old["sha256"]
+            if old and (old["bytes"], old["version"]) == (current["bytes"], current["version"]):
+                current["sha256"] = old["sha256"]
+            elif current["version"] == entry.get("version"):
+                current["sha256"] = entry["sha256"]  # as its writer recorded it
             else:
-                entry["sha256"] = sha256(location)
+                current["sha256"] = sha256(location)
                 stats["rehashed"] += 1
-            files.append(entry)
+            files.append(current)
         stats["files"] += len(files)
         result.shards.append({
-            "shard": shard, "format": extra["format"], "dtype": extra["dtype"],
+            "shard": shard, "status": "current" if status == "current" else LAST_GOOD,
+            **({} if status == "current" else {"why": f"{status}: {reason}"}),
+            "fingerprint": record.fingerprint,
+            "format": extra["format"], "dtype": extra["dtype"],
             "documents": extra["documents"], "tokens": extra["tokens"],
             "skipped_empty": extra["skipped_empty"],
             "tokenizer": extra["tokenizer"], "tokenizer_hash": extra["tokenizer_hash"],

@@ -68,16 +68,17 @@ def _expectations():
     return gx.expectations
 
 
-def parse_rate(frame: pl.DataFrame, column: str, minimum: float) -> CheckOutcome:
-    """The share of rows whose program parsed (``column`` is boolean) is at least ``minimum``."""
-    if frame.height == 0:
-        return CheckOutcome(True, "no programs to check", {"rows": 0})
-    ok, result = _validate(frame.select(pl.col(column).cast(pl.Int8)),
-                           _expectations().ExpectColumnMeanToBeBetween(column=column,
-                                                                       min_value=minimum))
-    observed = float(result.get("observed_value", 0.0))
-    return CheckOutcome(ok, f"{column} rate {observed:.3f} (minimum {minimum})",
-                        {"parse_rate": observed, "minimum": minimum, "rows": frame.height})
+def parse_rate(parsed: int, rows: int, minimum: float, column: str) -> CheckOutcome:
+    """The share of ``rows`` programs that parsed (``parsed`` of them) is at least
+    ``minimum``."""
+    if rows == 0:
+        return CheckOutcome(True, "no programs to check", {"rows": 0, "minimum": minimum})
+    rate = parsed / rows
+    ok, _ = _validate(pl.DataFrame({column: [rate]}),
+                      _expectations().ExpectColumnValuesToBeBetween(
+                          column=column, min_value=minimum, max_value=1.0))
+    return CheckOutcome(ok, f"{column} rate {rate:.3f} (minimum {minimum})",
+                        {"parse_rate": rate, "minimum": minimum, "rows": rows})
 
 
 def token_retention(tokens_in: int, tokens_out: int, low: float, high: float) -> CheckOutcome:
@@ -223,3 +224,39 @@ def tokens_written(documents: int, tokens: int, skipped_empty: int, kept: int,
                         f"{documents} documents, {tokens} tokens in {len(file_bytes)} files",
                         {"documents": documents, "tokens": tokens, "kept": kept,
                          "skipped_empty": skipped_empty, "files": len(file_bytes)})
+
+
+def _raw_checks(seen: dict, limits: Thresholds) -> dict[str, CheckOutcome]:
+    return {"has_documents": has_documents(seen["documents"], seen["quarantined"],
+                                           seen["source"], seen["reasons"]),
+            "quarantine_share": quarantine_share(seen["documents"], seen["quarantined"],
+                                                 limits.max_quarantine_share)}
+
+
+def _clean_checks(seen: dict, limits: Thresholds) -> dict[str, CheckOutcome]:
+    return {"token_retention": token_retention(seen["tokens_in"], seen["tokens_out"],
+                                               limits.min_token_retention,
+                                               limits.max_token_retention),
+            "kept_share": kept_share(seen["statuses"], limits.min_kept_share),
+            "programs_match_documents": CheckOutcome(**seen["programs_match_documents"])}
+
+
+JUDGES = {
+    "raw_shard": _raw_checks,
+    "doc_refined_shard": lambda seen, limits: {"doc_parse_rate": parse_rate(
+        seen["parsed"], seen["rows"], limits.min_doc_parse_rate, "doc_parse_ok")},
+    "chunked_shard": lambda seen, limits: {},
+    "chunk_refined_shard": lambda seen, limits: {"chunk_parse_rate": parse_rate(
+        seen["parsed"], seen["rows"], limits.min_chunk_parse_rate, "chunk_parse_ok")},
+    "clean_shard": _clean_checks,
+    "tokenized_shard": lambda seen, limits: {"tokens_written": tokens_written(
+        seen["documents"], seen["tokens"], seen["skipped_empty"], seen["kept"],
+        seen["file_bytes"])},
+}
+
+
+def judge(stage: str, observations: dict, limits: Thresholds) -> dict[str, CheckOutcome]:
+    """The blocking checks of a stage's output, from what the stage observed while writing it
+    (``observations``: counts, rates, token totals) and the thresholds: the same function when
+    the output is written and when its checks are judged again under other thresholds."""
+    return JUDGES[stage](observations, limits)

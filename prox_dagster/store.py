@@ -13,20 +13,19 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
-import socket
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import fsspec
 import polars as pl
 
+from . import leases
 from .parquet_batches import BatchWriter, ParquetSource
 from .shards import (ShardError, conflict_error, find_raw_shards, is_raw_name, raw_names,
-                     select_raw_shards, temp_file, write_text_atomic)
+                     select_raw_shards, write_text_atomic)
 
 def is_remote(location: str | os.PathLike) -> bool:
     return "://" in str(location) and not str(location).startswith("file://")
@@ -59,13 +58,46 @@ def sha256(location: str, block: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def version(location: str) -> dict:
-    """Size and a version that changes whenever the content may have: the modification time of
-    a local file, the ETag of an S3 object."""
-    fs, path = filesystem(location)
-    info = fs.info(path)
+def file_version(location: str, info: dict | None = None) -> str:
+    """A version of a file that changes whenever its content may have: ``{bytes}:{mtime in
+    ns}`` locally, ``{bytes}:{ETag}`` on S3 (``info``: the file's listing entry, if at hand)."""
+    if info is None and not is_remote(location):
+        stat = os.stat(location)
+        return f"{stat.st_size}:{stat.st_mtime_ns}"
+    if info is None:
+        fs, path = filesystem(location)
+        info = fs.info(path, refresh=True)
     tag = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified")
-    return {"bytes": int(info["size"]), "version": str(tag)}
+    return f"{int(info['size'])}:{str(tag).strip(chr(34))}"
+
+
+def version(location: str) -> dict:
+    """Size and :func:`file_version` of a file."""
+    v = file_version(location)
+    return {"bytes": int(v.split(":", 1)[0]), "version": v}
+
+
+def list_files(location: str) -> dict[str, str]:
+    """``{name: file_version}`` of the files directly under a folder or prefix, in one listing
+    (a folder that does not exist: none)."""
+    if not is_remote(location):
+        try:
+            with os.scandir(location) as entries:
+                found = {}
+                for entry in entries:
+                    if entry.is_file(follow_symlinks=False):
+                        stat = entry.stat(follow_symlinks=False)
+                        found[entry.name] = f"{stat.st_size}:{stat.st_mtime_ns}"
+                return found
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+    fs, root = filesystem(location)
+    try:
+        listing = fs.ls(root, detail=True, refresh=True)
+    except FileNotFoundError:
+        return {}
+    return {entry["name"].rsplit("/", 1)[-1]: file_version("", entry) for entry in listing
+            if entry.get("type") == "file"}
 
 
 def content_id(location: str) -> str:
@@ -73,8 +105,8 @@ def content_id(location: str) -> str:
     ETag and size of an S3 object (no download; an ETag changes when the content does)."""
     if not is_remote(location):
         return sha256(location)
-    v = version(location)
-    return f"etag:{v['version']}:{v['bytes']}"
+    size, _, tag = file_version(location).partition(":")
+    return f"etag:{tag}:{size}"
 
 
 def local_file_record(path: Path, location: str) -> dict:
@@ -82,15 +114,31 @@ def local_file_record(path: Path, location: str) -> dict:
             "sha256": sha256(str(path))}
 
 
+class RawEntry(NamedTuple):
+    """A raw shard file from a listing: where it is, its :func:`file_version`, and when it was
+    last modified (ns; for registering files oldest first)."""
+
+    location: str
+    version: str
+    modified: int
+
+
 def list_raw_shards(location: str, patterns: list[str] | None = None
-                    ) -> tuple[dict[str, tuple[str, int]], dict[str, list[str]]]:
+                    ) -> tuple[dict[str, RawEntry], dict[str, list[str]]]:
     """Raw shard files directly under ``location`` (folder or ``s3://`` prefix) by partition
-    key: ``(file location, modification time in ns)``; and the keys two files share, with their
-    names (not in the first dict)."""
+    key, from one listing; and the keys two files share, with their names (not in the first
+    dict)."""
     if not is_remote(location):
         files, conflicts = find_raw_shards(location, patterns)
-        return {key: (str(path), path.stat().st_mtime_ns) for key, path in files.items()}, \
-            conflicts
+        found = {}
+        for key, path in files.items():
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # removed since the listing
+                continue
+            found[key] = RawEntry(str(path), f"{stat.st_size}:{stat.st_mtime_ns}",
+                                  stat.st_mtime_ns)
+        return found, conflicts
     fs, root = filesystem(location)
     try:
         listing = fs.ls(root, detail=True, refresh=True)
@@ -101,8 +149,8 @@ def list_raw_shards(location: str, patterns: list[str] | None = None
     files, conflicts = select_raw_shards(entries, patterns)
     for key, name in files.items():
         modified = entries[name].get("LastModified")
-        found[key] = (join(location, name),
-                      int(modified.timestamp() * 1e9) if modified is not None else 0)
+        found[key] = RawEntry(join(location, name), file_version("", entries[name]),
+                              int(modified.timestamp() * 1e9) if modified is not None else 0)
     return found, conflicts
 
 
@@ -234,45 +282,31 @@ class ShardStore:
             fs.rm_file(path)
 
     @contextlib.contextmanager
-    def lease(self, asset: str, shard: str, owner: str, alive: Callable[[str], bool],
-              wait_s: float = 6 * 3600, poll_s: float = 1.0,
-              waiting: Callable[[str], None] | None = None) -> Iterator[None]:
-        """Hold the lease on computing ``asset`` for ``shard``: a lock object
-        ``.leases/{asset}/{shard}.lock`` created only if absent (a hard link locally, a PUT with
-        ``If-None-Match: *`` on S3), so two runs never compute one shard at once. A lease held
-        by an owner that is no longer ``alive`` (a failed or cancelled run) is taken over; one
-        held by a live owner is waited for (``waiting(holder)`` is told once), at most
-        ``wait_s`` seconds. (Taking over a dead holder's lease is a delete then a create: two
-        waiters doing so in the same instant could both proceed; S3 offers no compare-and-delete.)
-        """
-        location = self.location(".leases", asset, f"{shard}.lock")
-        record = json.dumps({"owner": owner, "host": socket.gethostname(), "pid": os.getpid(),
-                             "since": time.time()})
-        deadline = time.monotonic() + wait_s
-        told = False
-        while not _create_exclusive(location, record):
-            holder = self._lease_owner(location)
-            if holder is None or holder == owner or not alive(holder):
-                self.remove(location)  # released meanwhile, ours from a re-execution, or dead
-                continue
-            if time.monotonic() > deadline:
-                raise ShardError(f"shard {shard!r}: {asset} is being computed by {holder} for "
-                                 f"more than {wait_s:.0f}s; not computing it twice")
-            if waiting and not told:
-                waiting(holder)
-                told = True
-            time.sleep(poll_s)
+    def lease(self, asset: str, shard: str, owner: str, *, wait_s: float = 6 * 3600,
+              poll_s: float = 1.0, waiting: Callable[[str], None] | None = None,
+              heartbeat_s: float = leases.HEARTBEAT_S) -> Iterator[leases.Lease]:
+        """Hold the lease on computing ``asset`` for ``shard`` (``prox_dagster.leases``): a
+        live holder is waited for (``waiting(holder)`` is told once), at most ``wait_s``
+        seconds; one that is provably gone is taken over."""
+        location = self.lease_location(asset, shard)
+        what = f"shard {shard!r}: {asset}"
         try:
-            yield
-        finally:
-            if self._lease_owner(location) == owner:
-                self.remove(location)
+            if not self.remote:
+                with leases.local_lease(Path(location), owner, wait_s=wait_s, poll_s=poll_s,
+                                        waiting=waiting, what=what,
+                                        heartbeat_s=heartbeat_s) as held:
+                    yield held
+            else:
+                fs, path = filesystem(location)
+                with leases.s3_lease(fs, path, owner, wait_s=wait_s, poll_s=poll_s,
+                                     waiting=waiting, what=what,
+                                     heartbeat_s=heartbeat_s) as held:
+                    yield held
+        except leases.LeaseError as exc:
+            raise ShardError(str(exc)) from exc
 
-    def _lease_owner(self, location: str) -> str | None:
-        try:
-            return json.loads(self.read_text(location)).get("owner")
-        except (OSError, ValueError):
-            return None
+    def lease_location(self, asset: str, shard: str) -> str:
+        return self.location(".leases", asset, f"{shard}.lock")
 
     @contextlib.contextmanager
     def _staged(self, location: str) -> Iterator[Path]:
@@ -284,28 +318,3 @@ class ShardStore:
             yield local
             fs, target = filesystem(location)
             fs.put_file(str(local), target)
-
-
-def _create_exclusive(location: str, text: str) -> bool:
-    """Create ``location`` with ``text`` unless it exists; whether this call created it."""
-    if not is_remote(location):
-        target = Path(location)
-        # written whole under a private name, then linked: link() fails if the lock exists, and
-        # a reader never sees a lock without its owner
-        staged = temp_file(target)
-        staged.write_text(text)
-        try:
-            os.link(staged, target)
-        except FileExistsError:
-            return False
-        finally:
-            staged.unlink()
-        return True
-    fs, path = filesystem(location)
-    try:
-        fs.pipe_file(path, text.encode(), mode="create")
-    except (FileExistsError, OSError) as exc:
-        if fs.exists(path):
-            return False
-        raise ShardError(f"cannot create the lease {location!r}: {exc}") from exc
-    return True

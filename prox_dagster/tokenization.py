@@ -150,3 +150,37 @@ def tokenizer_fingerprint(tokenizer) -> str:
     serialized = backend.to_str() if hasattr(backend, "to_str") else json.dumps(
         tokenizer.get_vocab(), sort_keys=True)
     return _fingerprint_of(serialized)
+
+
+# the files that define a Hugging Face tokenizer (what AutoTokenizer reads)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                   "merges.txt", "spiece.model", "sentencepiece.bpe.model")
+
+
+def tokenizer_identity(name_or_path: str, *, revision: str | None = None,
+                       resolve: bool = True) -> str:
+    """What identifies a tokenizer without loading it: the shipped sample's hash, a hash of a
+    local folder's tokenizer files, or a hub id at the commit its revision points at
+    (``resolve=False``: as remembered, never asking the hub; :mod:`prox_dagster.hub`)."""
+    if name_or_path == SAMPLE_TOKENIZER:
+        return f"{SAMPLE_TOKENIZER_VERSION}:{SAMPLE_TOKENIZER_SHA256[:16]}"
+    folder = Path(name_or_path)
+    if folder.is_dir():
+        digest = hashlib.sha256()
+        found = False
+        for name in TOKENIZER_FILES:
+            path = folder / name
+            if path.is_file():
+                found = True
+                digest.update(f"{name}\0".encode())
+                with open(path, "rb") as fh:
+                    while block := fh.read(1 << 20):
+                        digest.update(block)
+        if not found:
+            raise ValueError(f"{name_or_path!r} holds no tokenizer files "
+                             f"({', '.join(TOKENIZER_FILES[:3])}, ...)")
+        return f"files:{digest.hexdigest()[:16]}"
+    from .hub import hub_commit
+
+    return f"{name_or_path}@{hub_commit(name_or_path, revision, resolve=resolve)}"

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from prox_dagster.store import list_raw_shards, locate_raw_shard, normalize
+from prox_dagster.store import RawEntry, list_raw_shards, locate_raw_shard, normalize
 
 
 class RawSource(dg.ConfigurableResource):
@@ -17,14 +17,10 @@ class RawSource(dg.ConfigurableResource):
     patterns: list[str] = []
     max_shards_per_tick: int = 200
 
-    def listing(self) -> tuple[dict[str, tuple[str, int]], dict[str, list[str]]]:
-        """``({key: (file location, modification time in ns)}, {key: file names})``: the
-        second holds keys that two files share (reported, never registered or read)."""
+    def listing(self) -> tuple[dict[str, RawEntry], dict[str, list[str]]]:
+        """``({key: RawEntry}, {key: file names})`` from one listing: the second holds keys
+        that two files share (reported, never registered or read)."""
         return list_raw_shards(normalize(self.path), self.patterns or None)
-
-    def shards(self) -> dict[str, tuple[str, int]]:
-        """``{key: (file location, modification time in ns)}`` of every unambiguous shard."""
-        return self.listing()[0]
 
     def locate(self, shard: str) -> str:
         """One shard's file, without listing the folder."""

@@ -9,8 +9,8 @@ from pydantic import PrivateAttr
 
 from prox_dagster.chunking import DEFAULT_MAX_TOKENS
 from prox_dagster.execute import ExecutionPolicy
-from prox_dagster.refiners import Refiner, build_refiner
-from prox_dagster.tokenization import SAMPLE_TOKENIZER, load_tokenizer, tokenizer_fingerprint
+from prox_dagster.refiners import LM_BACKENDS, Refiner, build_refiner
+from prox_dagster.tokenization import SAMPLE_TOKENIZER, load_tokenizer, tokenizer_identity
 
 from .settings import settings_resource
 
@@ -118,9 +118,6 @@ class OpenAISettings(dg.Config):
                 "max_prompt_tokens": self.max_prompt_tokens or None}
 
 
-LM_BACKENDS = ("hf", "vllm", "openai")
-
-
 class RefinerResource(dg.ConfigurableResource):
     """Which refiner writes the programs, and how it runs.
 
@@ -169,7 +166,7 @@ class RefinerResource(dg.ConfigurableResource):
     openai: OpenAISettings = OpenAISettings()
 
     _refiner: Refiner | None = PrivateAttr(default=None)
-    _chunk_fingerprint: str | None = PrivateAttr(default=None)
+    _identities: dict = PrivateAttr(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> "RefinerResource":
@@ -208,23 +205,42 @@ class RefinerResource(dg.ConfigurableResource):
         return options
 
     def get(self) -> Refiner:
+        """The refiner, built once per resource (its model loads on its first prompt); a hub
+        model's revision is resolved here, so an unreachable hub fails the step that needs
+        it."""
         if self._refiner is None:
             self._refiner = build_refiner(self.backend, **self.backend_options())
         return self._refiner
 
+    def describe(self, resolve: bool = True) -> str:
+        """The refiner's version. ``resolve=False`` (loading the code location) asks no hub:
+        a hub model's commit is what this machine remembers, else ``unresolved``."""
+        if self._refiner is None and (resolve or self.backend not in LM_BACKENDS):
+            self.get()
+        if self._refiner is not None:
+            return self._refiner.version
+        return build_refiner(self.backend, resolve=False, **self.backend_options()).version
+
     @property
     def version(self) -> str:
-        return self.get().version
+        return self.describe()
 
     def chunk_tokenizer(self):
         """The tokenizer that counts the chunk budget: the refiner's (see the class doc)."""
         own = self.get().tokenizer
         return own if own is not None else load_tokenizer(self.tokenizer or SAMPLE_TOKENIZER)
 
-    def chunk_tokenizer_fingerprint(self) -> str:
-        if self._chunk_fingerprint is None:
-            self._chunk_fingerprint = tokenizer_fingerprint(self.chunk_tokenizer())
-        return self._chunk_fingerprint
+    def chunk_tokenizer_identity(self, resolve: bool = True) -> str:
+        """What identifies :meth:`chunk_tokenizer`, read without loading it."""
+        if resolve not in self._identities:
+            if self.backend in LM_BACKENDS:
+                source = self.tokenizer or self.chunk_model or self.doc_model
+                self._identities[resolve] = tokenizer_identity(
+                    source, revision=self.revision or None, resolve=resolve)
+            else:
+                self._identities[resolve] = tokenizer_identity(
+                    self.tokenizer or SAMPLE_TOKENIZER, resolve=resolve)
+        return self._identities[resolve]
 
     @property
     def uses_gpu(self) -> bool:

@@ -1,12 +1,14 @@
 """Resources whose fields are an engine dataclass's: each setting, its default and its validation
-exist once, in the engine."""
+exist once, in the engine. And the values of the settings that shape and judge the stages,
+read off the resources."""
 
 import dataclasses
-import json
 import typing
 
 import dagster as dg
 import pydantic
+
+from prox_dagster import fingerprint
 
 
 def settings_resource(target: type, name: str, doc: str) -> type[dg.ConfigurableResource]:
@@ -24,19 +26,27 @@ def settings_resource(target: type, name: str, doc: str) -> type[dg.Configurable
         **{f.name: (types[f.name], f.default) for f in dataclasses.fields(target)})
 
 
-def settings_values(*, refiner=None, policy=None, tokenizer=None, checks=None) -> dict:
-    """The settings of ``prox_dagster.fingerprint.SETTINGS`` these resources hold: what the
-    stages' code versions are computed from, at load time and in every run alike."""
+def settings_values(*, refiner=None, policy=None, tokenizer=None, checks=None,
+                    resolve: bool = True) -> dict:
+    """The values of ``prox_dagster.fingerprint.SETTINGS`` and ``THRESHOLDS`` these resources
+    hold: what the stages' code versions and checks are computed from, at load time and in
+    every run alike. ``resolve=False`` (loading the code location) asks no hub and loads no
+    model or tokenizer: what is not known locally reads as unresolved."""
     values: dict = {}
     if refiner is not None:
-        values.update(refiner=refiner.version,
-                      chunk_tokenizer=refiner.chunk_tokenizer_fingerprint(),
+        values.update(refiner=refiner.describe(resolve),
+                      chunk_tokenizer=refiner.chunk_tokenizer_identity(resolve),
                       max_chunk_tokens=refiner.max_chunk_tokens)
     if policy is not None:
-        values["policy"] = policy.settings().version
+        values["policy"] = dataclasses.asdict(policy.settings())
     if tokenizer is not None:
-        values.update(tokenizer=tokenizer.fingerprint(),
-                      token_files=json.dumps(tokenizer.file_settings(), sort_keys=True))
+        values.update(tokenizer=tokenizer.identity(resolve), token_files=tokenizer.token_files())
     if checks is not None:
         values.update(dataclasses.asdict(checks.settings()))
     return values
+
+
+def stage_settings_of(stage: str, **resources) -> fingerprint.StageSettings:
+    """``stage``'s settings from the resources that hold them (``refiner``, ``policy``,
+    ``tokenizer``, ``checks``), as a step sees them."""
+    return fingerprint.settings_of(stage, settings_values(**resources))

@@ -7,7 +7,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from prox_dagster.token_files import FORMATS, PROX_CHUNK_SIZE, TokenFileError, token_dtype
-from prox_dagster.tokenization import SAMPLE_TOKENIZER, load_tokenizer, tokenizer_fingerprint
+from prox_dagster.tokenization import SAMPLE_TOKENIZER, load_tokenizer, tokenizer_identity
 
 
 class TokenizerResource(dg.ConfigurableResource):
@@ -27,24 +27,31 @@ class TokenizerResource(dg.ConfigurableResource):
     sep_token: int = -1
     batch_size: int = 1024
 
-    _fingerprint: str | None = PrivateAttr(default=None)
+    _identity: dict = PrivateAttr(default_factory=dict)
 
     def get(self):
         return load_tokenizer(self.name_or_path)
 
-    def fingerprint(self) -> str:
-        # serializing a tokenizer to hash it takes a while: once per resource, not per shard
-        if self._fingerprint is None:
-            self._fingerprint = tokenizer_fingerprint(self.get())
-        return self._fingerprint
+    def identity(self, resolve: bool = True) -> str:
+        """What identifies the tokenizer, read without loading it (``resolve=False``: asking no
+        hub); once per resource."""
+        if resolve not in self._identity:
+            self._identity[resolve] = tokenizer_identity(self.name_or_path, resolve=resolve)
+        return self._identity[resolve]
 
-    def file_settings(self) -> dict:
-        """The token-file settings, validated: a bad format or a dtype the vocabulary does not
-        fit is an error before any shard is read."""
+    def token_files(self) -> dict:
+        """The token-file settings as configured (a bad format is an error here; whether the
+        vocabulary fits the dtype, when the tokenizer is loaded: :meth:`file_settings`)."""
         fmt = self.output_format or os.environ.get("PROX_TOKEN_FORMAT", "parquet")
         if fmt not in FORMATS:
             raise TokenFileError(f"token output format {fmt!r} (TokenizerResource.output_format "
                                  f"or PROX_TOKEN_FORMAT) is not one of {FORMATS}")
+        return {"format": fmt, "dtype": self.token_dtype}
+
+    def file_settings(self) -> dict:
+        """The token-file settings, validated: a bad format or a dtype the vocabulary does not
+        fit is an error before any shard is read."""
+        fmt = self.token_files()["format"]
         dtype = token_dtype(len(self.get()), self.token_dtype)
         return {"fmt": fmt, "dtype": dtype.name}
 

@@ -1,5 +1,9 @@
 import os
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -147,3 +151,42 @@ def _graph_programs(model_dir) -> tuple[set[str], set[str]]:
                                           "text": texts}), refiner)
     chunks = refine_chunks(chunk_shard(docs, refiner.tokenizer, 200), refiner)
     return set(docs["doc_program"]), set(chunks["chunk_program"])
+
+
+BUCKET = "prox-test"
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """A real S3-compatible server (moto's, the external edge) on 127.0.0.1 with the bucket
+    ``BUCKET``; the ``AWS_*`` variables point at it."""
+    server = Path(sys.executable).parent / "moto_server"
+    if not server.exists():
+        pytest.skip("needs moto's server (pip install 'moto[server]'; the dev extra has it)")
+    import s3fs
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(endpoint, timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    for name, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                        "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    s3fs.S3FileSystem.clear_instance_cache()  # a cached client would keep an old endpoint
+    fs = s3fs.S3FileSystem()
+    fs.mkdir(BUCKET)
+    try:
+        yield fs
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        s3fs.S3FileSystem.clear_instance_cache()

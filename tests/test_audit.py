@@ -52,13 +52,18 @@ def test_report_says_what_is_current_stale_failed_or_missing_and_why(audited):
     assert rows[SHARDS[0]]["checks_passed"] == 8 and rows[SHARDS[0]]["checks_failed"] == 0
     assert rows[SHARDS[0]]["doc_refined_at"].endswith("+00:00")
     assert rows[SHARDS[1]]["status"] == "stale"
-    assert rows[SHARDS[1]]["reason"].startswith("doc_refined_shard: settings changed")
+    # the setting that changed, with its old and new values
+    assert rows[SHARDS[1]]["reason"] == (f"doc_refined_shard: refiner {other_version} → "
+                                         f"{version}")
     assert rows[SHARDS[1]]["doc_refiner_version"] == other_version
     # the stages the refiner shapes; the later ones follow once those are recomputed
     assert rows[SHARDS[1]]["stale_stages"] == "doc_refined_shard, chunk_refined_shard"
-    # other check thresholds are other settings of clean_shard: stale, and its failed check shows
+    # its clean output failed under other thresholds: not published, and to be judged again
+    # with these (no recomputation), so stale; its failed check shows
     assert rows[SHARDS[2]]["status"] == "stale"
-    assert rows[SHARDS[2]]["reason"].startswith("clean_shard: settings changed")
+    assert rows[SHARDS[2]]["reason"] == ("clean_shard: checks judged with "
+                                         "min_token_retention 0.99 → 0.05")
+    assert rows[SHARDS[2]]["stale_stages"] == "clean_shard"
     assert rows[SHARDS[2]]["failed_checks"] == "clean_shard:token_retention"
     assert rows[SHARDS[3]]["status"] == "missing" and rows[SHARDS[3]]["doc_model"] is None
     assert rows[EMPTY]["status"] == "failed"
@@ -108,7 +113,7 @@ def test_the_cli_answers_as_json_csv_and_table(audited, capsys):
 
 
 def test_the_audit_asset_writes_the_report_for_the_ui(audited):
-    defs, instance, _, version, _ = audited
+    defs, instance, _, version, other_version = audited
     result = defs.resolve_job_def("lineage_audit_job").execute_in_process(instance=instance)
     assert result.success
     meta = definitions.latest_metadata(instance, "lineage_audit")
@@ -116,6 +121,6 @@ def test_the_audit_asset_writes_the_report_for_the_ui(audited):
     assert meta["shards_failed"] == 1 and meta["shards_current"] == 1
     assert meta["shards_with_failed_checks"] == 2
     assert meta["current_refiner_version"] == version
-    assert SHARDS[1] in meta["report"] and "settings changed" in meta["report"]
+    assert SHARDS[1] in meta["report"] and f"refiner {other_version}" in meta["report"]
     saved = json.loads(open(meta["json"]).read())
     assert [row["shard"] for row in saved] == [*SHARDS, EMPTY]

@@ -83,9 +83,9 @@ def test_file_patterns_choose_which_files_are_shards(tmp_path, instance):
 
 
 def test_two_files_with_one_key_are_reported_and_every_other_shard_flows(tmp_path, instance):
-    from assets.audit import audit_rows
-    from prox_dagster.fingerprint import STAGES
-    from resources import ShardStorage
+    from assets.audit import audit_rows, expected_of
+    from resources import (CheckThresholds, ProgramPolicy, RefinerResource, ShardStorage,
+                           TokenizerResource)
 
     raw = tmp_path / "raw"
     raw.mkdir()
@@ -101,7 +101,7 @@ def test_two_files_with_one_key_are_reported_and_every_other_shard_flows(tmp_pat
     instance.add_dynamic_partitions("shards", ["y.00002"])
     rows = {row["shard"]: row for row in audit_rows(
         instance, ShardStorage(base=str(tmp_path / "data")), source,
-        {stage: "any" for stage in STAGES})}
+        expected_of(RefinerResource(), ProgramPolicy(), TokenizerResource(), CheckThresholds()))}
     assert rows["y.00002"]["status"] == "failed"
     assert "y.00002.jsonl, y.00002.parquet" in rows["y.00002"]["reason"]
     assert rows["a.00001"]["status"] == rows["z.00003"]["status"] == "missing"

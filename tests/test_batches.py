@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 SHARDS = ["sample-crawl.00000", "sample-crawl.00001", "sample-crawl.00002"]
 STAGES = ["raw_shard", "doc_refined_shard", "chunked_shard", "chunk_refined_shard",
           "clean_shard", "tokenized_shard"]
-CHECKS_PER_SHARD = 8
+CHECKS_PER_SHARD = 14  # 8 blocking, and `current` on each of the 6 stages
 
 
 @pytest.fixture

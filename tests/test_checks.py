@@ -47,8 +47,9 @@ def test_the_raw_and_clean_checks_fail_at_their_thresholds():
     assert token_retention(100, 60, 0.5, 1.0).passed
     assert not token_retention(100, 40, 0.5, 1.0).passed
     assert not token_retention(100, 120, 0.5, 1.05).passed
-    parsed = pl.DataFrame({"ok": [True, True, False, False]})
-    assert parse_rate(parsed, "ok", 0.5).passed and not parse_rate(parsed, "ok", 0.75).passed
+    assert parse_rate(2, 4, 0.5, "ok").passed and not parse_rate(2, 4, 0.75, "ok").passed
+    assert "ok rate 0.500 (minimum 0.75)" == parse_rate(2, 4, 0.75, "ok").description
+    assert parse_rate(0, 0, 0.9, "ok").passed  # no programs: nothing to judge
 
 
 def test_thresholds_are_validated_once_in_the_engine():

@@ -140,8 +140,9 @@ def test_a_corrupt_booster_is_a_model_error(sample_model, tmp_path):
     spec["line_model"] = "tree\nversion=v4\nnum_class=oops"
     path = tmp_path / "broken.json"
     path.write_text(json.dumps(spec))
+    model = ClassifierModel(path)  # read and checked; the boosters are parsed on first use
     with pytest.raises(ClassifierModelError, match="incomplete or corrupt"):
-        ClassifierModel(path)
+        model.line_probabilities(np.zeros((1, 3)))
 
 
 def test_training_needs_good_and_bad_documents(tmp_path, sample_tokenizer):

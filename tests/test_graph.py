@@ -40,7 +40,7 @@ def test_two_partitions_through_the_whole_graph(crawl, instance):
         assert result.success
         checks = {(c.asset_key.to_user_string(), c.check_name): c.passed
                   for c in result.get_asset_check_evaluations()}
-        assert len(checks) == 8 and all(checks.values()), checks
+        assert len(checks) == 14 and all(checks.values()), checks  # 8 blocking, 6 current
 
         raw = pl.read_parquet(crawl / "raw_shard" / f"{shard}.parquet")
         clean = pl.read_parquet(crawl / "clean_shard" / f"{shard}.parquet")
@@ -98,7 +98,14 @@ def test_assets_and_pools_as_operators_see_them(crawl):
     for name in ("doc_refined_shard", "chunk_refined_shard"):
         node = graph.get(dg.AssetKey(name))
         assert node.code_version.startswith(f"{version}|{name}.")
-        assert node.assets_def.op.pool == "gpu"
+        assert node.assets_def.op.pool is None  # a CPU refiner claims no GPU
+    # a GPU refiner's steps share the `gpu` pool; its hub model is not asked for a commit
+    # while the code location loads (HF_HUB_OFFLINE, nothing cached: unresolved until a step)
+    gpu = definitions.build_definitions(data_dir=crawl, refiner=RefinerResource(
+        backend="vllm", doc_model="gair-prox/web-doc-refining-lm"))
+    node = gpu.resolve_asset_graph().get(dg.AssetKey("doc_refined_shard"))
+    assert node.assets_def.op.pool == "gpu"
+    assert node.code_version.startswith("vllm:gair-prox/web-doc-refining-lm@")
     for name in ("raw_shard", "chunked_shard", "clean_shard", "tokenized_shard"):
         node = graph.get(dg.AssetKey(name))
         assert node.code_version.startswith(f"{name}.") and node.owners
@@ -115,7 +122,12 @@ def test_a_failing_blocking_check_stops_the_shard_before_tokenizing(crawl, insta
     assert not result.success
     failed = [c.check_name for c in result.get_asset_check_evaluations() if not c.passed]
     assert failed == ["token_retention"]
-    assert (crawl / "clean_shard" / f"{SHARDS[1]}.parquet").exists()
+    # written, audited, not published: kept under failed/ with its check results
+    assert not (crawl / "clean_shard" / f"{SHARDS[1]}.parquet").exists()
+    assert (crawl / "clean_shard" / "failed" / f"{SHARDS[1]}.parquet").exists()
+    sidecar = json.loads((crawl / "clean_shard" / "failed" /
+                          f"{SHARDS[1]}.provenance.json").read_text())
+    assert sidecar["checks"]["token_retention"]["passed"] is False
     assert not (crawl / "tokenized_shard" / f"{SHARDS[1]}.parquet").exists()
 
 

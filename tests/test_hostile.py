@@ -327,7 +327,7 @@ def test_a_240_character_shard_name_writes_and_leases(tmp_path):
     store = ShardStore(tmp_path)
     store.write(pl.DataFrame({"a": [1]}), "raw_shard", shard)
     assert store.read("raw_shard", shard)["a"].to_list() == [1]
-    with store.lease("raw_shard", shard, "run-1", alive=lambda run: False):
+    with store.lease("raw_shard", shard, "run-1"):
         pass
     assert not [p for p in tmp_path.rglob("*.tmp")]
 

@@ -1,6 +1,7 @@
 """Token formats chosen per run through the graph, and the pre-training set's manifest."""
 
 import json
+import os
 
 import dagster as dg
 import numpy as np
@@ -10,7 +11,7 @@ from assets.common import RECOMPUTE_TAG
 from prox_dagster import definitions
 from prox_dagster.sample import write_sample_crawl
 from prox_dagster.store import sha256
-from resources import RefinerResource
+from resources import CheckThresholds, RefinerResource
 
 pytestmark = pytest.mark.integration
 SHARDS = ["sample-crawl.00000", "sample-crawl.00001", "sample-crawl.00002"]
@@ -61,14 +62,19 @@ def test_manifest_lists_every_file_and_rehashes_only_changed_shards(crawl, insta
     megatron = {"output_format": "megatron"}
     assert definitions.materialize_shards(defs, instance, SHARDS[0], SHARDS[1],
                                           token_files=megatron).success
-    assert definitions.materialize_pretraining_set(defs, instance).success
+    # the run's token format is what is current: the pretraining set is built with it too
+    assert definitions.materialize_pretraining_set(defs, instance, token_files=megatron).success
     meta = definitions.latest_metadata(instance, "pretraining_set")
-    assert meta["files"] == 4 and meta["files_rehashed"] == 4 and meta["missing_shards"] == 1
+    # the writers recorded every file's sha256 and version: nothing is read to list them
+    assert meta["files"] == 4 and meta["files_rehashed"] == 0
+    assert meta["shards_excluded"] == 1 and meta["excluded_missing"] == 1
     manifest = json.loads((crawl / "pretraining_set" / "manifest.json").read_text())
-    assert manifest["missing_shards"] == [SHARDS[2]]
+    assert manifest["excluded"] == [{"shard": SHARDS[2], "status": "missing",
+                                     "reason": "raw_shard: never written"}]
     assert [s["shard"] for s in manifest["shards"]] == SHARDS[:2]
     version = RefinerResource().version
     for entry in manifest["shards"]:
+        assert entry["status"] == "current"
         assert entry["format"] == "megatron" and entry["dtype"] == "uint16"
         assert entry["refiner_versions"] == [version]
         assert entry["tokenizer_hash"] == manifest["tokenizer_hash"]
@@ -80,24 +86,22 @@ def test_manifest_lists_every_file_and_rehashes_only_changed_shards(crawl, insta
     assert sum(manifest["histogram"]) == manifest["total_documents"]
     assert "| tokens | documents |" in meta["document_lengths"]
 
-    assert definitions.materialize_pretraining_set(defs, instance).success
-    assert definitions.latest_metadata(instance, "pretraining_set")["files_rehashed"] == 0
-
     before = {s["shard"]: s["files"] for s in manifest["shards"]}
-    assert definitions.materialize_shard(defs, instance, SHARDS[1], token_files=megatron,
-                                         ).success  # cached: files untouched
-    assert definitions.materialize_pretraining_set(defs, instance).success
-    assert definitions.latest_metadata(instance, "pretraining_set")["files_rehashed"] == 0
-
     job = defs.resolve_job_def("refine_shard_job")
     only_tokens = job.get_subset(asset_selection={dg.AssetKey("tokenized_shard")})
     assert only_tokens.execute_in_process(
         partition_key=SHARDS[1], instance=instance, tags={RECOMPUTE_TAG: "true"},
         run_config=definitions.run_config(token_files=megatron)).success
-    assert definitions.materialize_pretraining_set(defs, instance).success
-    assert definitions.latest_metadata(instance, "pretraining_set")["files_rehashed"] == 2
+    # a file touched behind the writer's back (same bytes, new modification time) is hashed
+    touched = crawl / "tokenized_shard" / f"{SHARDS[0]}.bin"
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
+    assert definitions.materialize_pretraining_set(defs, instance, token_files=megatron).success
+    assert definitions.latest_metadata(instance, "pretraining_set")["files_rehashed"] == 1
     after = json.loads((crawl / "pretraining_set" / "manifest.json").read_text())
-    assert after["shards"][0]["files"] == before[SHARDS[0]]
+    assert [f["sha256"] for f in after["shards"][0]["files"]] == \
+        [f["sha256"] for f in before[SHARDS[0]]]
+    for f in after["shards"][1]["files"]:
+        assert f["sha256"] == sha256(f["file"])
 
 
 def test_a_set_that_mixes_formats_or_tokenizers_is_refused_by_name(crawl, instance):
@@ -106,7 +110,16 @@ def test_a_set_that_mixes_formats_or_tokenizers_is_refused_by_name(crawl, instan
     assert definitions.materialize_shards(defs, instance, SHARDS[0], SHARDS[1]).success
     assert definitions.materialize_shard(defs, instance, SHARDS[2],
                                          token_files={"output_format": "megatron"}).success
-    result = definitions.materialize_pretraining_set(defs, instance)
+    # tokenized in another format than the loaded one: stale, so left out, saying why
+    assert definitions.materialize_pretraining_set(defs, instance).success
+    manifest = json.loads((crawl / "pretraining_set" / "manifest.json").read_text())
+    assert [s["shard"] for s in manifest["shards"]] == SHARDS[:2]
+    [left_out] = manifest["excluded"]
+    assert left_out["shard"] == SHARDS[2] and left_out["status"] == "stale"
+    assert left_out["reason"] == "tokenized_shard: token_files.format megatron → parquet"
+    # served anyway from its last good files, the set would mix formats: refused, by name
+    (crawl / "pretraining_set" / "manifest.json").unlink()
+    result = definitions.materialize_pretraining_set(defs, instance, keep_last_good=True)
     assert not result.success
     text = "\n".join(str(e.event_specific_data.error) for e in result.all_events
                       if e.is_step_failure)
@@ -116,7 +129,63 @@ def test_a_set_that_mixes_formats_or_tokenizers_is_refused_by_name(crawl, instan
     assert not (crawl / "pretraining_set" / "manifest.json").exists()
     # one format again: the set is accepted
     assert definitions.materialize_shard(defs, instance, SHARDS[2]).success
+    assert definitions.materialize_pretraining_set(defs, instance, keep_last_good=True).success
+
+
+def test_only_current_passed_shards_are_published_and_the_rest_named(crawl, instance):
+    """A shard that fails a check after an earlier good version is left out, not served from
+    its old files, unless the run config keeps the last good version, which the manifest
+    marks; the manifest's check tells a stale listing from a current one."""
+    defs = definitions.build_definitions(data_dir=crawl)
+    definitions.register_new_shards(defs, instance)
+    assert definitions.materialize_shards(defs, instance, SHARDS[0], SHARDS[-1]).success
+    first = definitions.materialize_pretraining_set(defs, instance)
+    assert first.success
+    [check] = first.get_asset_check_evaluations()
+    assert check.check_name == "included_shards_current" and check.passed
+
+    # shard 1 again, its clean output failing a stricter check: the old files stay
+    # published for inspection's sake, but the shard is not current
+    strict = definitions.build_definitions(data_dir=crawl,
+                                           checks=CheckThresholds(min_kept_share=0.99))
+    assert not definitions.materialize_shard(strict, instance, SHARDS[1]).success
+    assert (crawl / "clean_shard" / "failed" / f"{SHARDS[1]}.parquet").exists()
+    result = definitions.materialize_pretraining_set(strict, instance)
+    assert result.success
+    manifest = json.loads((crawl / "pretraining_set" / "manifest.json").read_text())
+    assert [s["shard"] for s in manifest["shards"]] == [SHARDS[0], SHARDS[2]] or \
+        SHARDS[1] not in [s["shard"] for s in manifest["shards"]]
+    [left_out] = [e for e in manifest["excluded"] if e["shard"] == SHARDS[1]]
+    assert left_out == {"shard": SHARDS[1], "status": "failed",
+                        "reason": "clean_shard:kept_share failed"}
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed
+
+    # kept on purpose: listed, marked, and the check says so as a warning
+    kept = definitions.materialize_pretraining_set(strict, instance, keep_last_good=True)
+    manifest = json.loads((crawl / "pretraining_set" / "manifest.json").read_text())
+    [entry] = [s for s in manifest["shards"] if s["shard"] == SHARDS[1]]
+    assert entry["status"] == "last_good"
+    assert entry["why"] == "failed: clean_shard:kept_share failed"
+    [check] = kept.get_asset_check_evaluations()
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert SHARDS[1] in check.description and "last_good" in check.description
+
+    # the manifest a training job holds, checked later: shard 0 went stale since
     assert definitions.materialize_pretraining_set(defs, instance).success
+    changed = definitions.build_definitions(data_dir=crawl,
+                                            refiner=RefinerResource(max_chunk_tokens=300))
+    job = changed.resolve_job_def("pretraining_set_job")
+    only_check = job.get_subset(asset_check_selection={
+        dg.AssetCheckKey(dg.AssetKey("pretraining_set"), "included_shards_current")},
+        asset_selection=set())
+    checked = only_check.execute_in_process(instance=instance,
+                                            run_config=definitions.run_config(),
+                                            raise_on_error=False)
+    [check] = checked.get_asset_check_evaluations()
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    assert f"{SHARDS[0]} is stale: chunked_shard: max_chunk_tokens 1500 → 300" in \
+        check.description
 
 
 def test_litgpt_chunks_are_packed_across_the_set_and_repacked_only_when_it_changes(crawl,

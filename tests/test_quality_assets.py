@@ -11,7 +11,7 @@ from prox_dagster import definitions
 from prox_dagster.evaluation import CONTENT_LABELS, IGNORED_LABELS, load_labelled_set
 from prox_dagster.refiners.classifier import ClassifierModel
 from prox_dagster.sample import LABELLED_SET, write_sample_crawl
-from resources import ClassifierSettings, RefinerResource
+from resources import ClassifierSettings, ProgramPolicy, RefinerResource
 
 pytestmark = pytest.mark.integration
 
@@ -45,9 +45,16 @@ def test_evaluation_then_training_then_a_new_refiner_version(crawl, instance):
     saved = json.loads((crawl / "evaluation" / (evaluation["json"].rsplit("/", 1)[-1]))
                        .read_text())
     assert saved["refiner_version"] == version and saved["sets"][0]["docs"] == 40
-    # the evaluation's code version is the refiner version: a new refiner makes it stale
+    # the evaluation's code version leads with the refiner version and covers what else its
+    # numbers depend on: a new refiner, chunk budget, policy or labelled set makes it stale
     node = defs.resolve_assets_def("refiner_evaluation")
-    assert node.code_versions_by_key[node.key] == version
+    loaded = node.code_versions_by_key[node.key]
+    assert loaded.startswith(f"{version}|evaluation@")
+    for change in ({"refiner": RefinerResource(max_chunk_tokens=800)},
+                   {"policy": ProgramPolicy(min_words=30)}):
+        other = definitions.build_definitions(data_dir=crawl, **change)
+        moved = other.resolve_assets_def("refiner_evaluation")
+        assert moved.code_versions_by_key[moved.key] != loaded, change
 
     trained = _materialize(defs, instance, "classifier_model")
     model = ClassifierModel(trained["path"])

@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 from prox_dagster import definitions
-from prox_dagster.checkpoints import BatchCheckpoints, batch_key
+from prox_dagster.checkpoints import KEEP_OUTPUTS, BatchCheckpoints, batch_key
 from prox_dagster.pipeline import refine_documents
 from prox_dagster.refiners import RulesConfig, RulesRefiner
 from prox_dagster.sample import write_sample_crawl
@@ -47,17 +47,17 @@ def _raw(n: int) -> pl.DataFrame:
 def test_batches_are_taken_from_checkpoints_of_the_same_version_only(tmp_path):
     store, raw = ShardStore(tmp_path), _raw(10)
     warnings: list[str] = []
-    first = BatchCheckpoints(store, "doc_refined_shard", SHARD, warn=warnings.append)
+    first = BatchCheckpoints(store, "doc_refined_shard", SHARD, "fp-1", warn=warnings.append)
     refiner = CountingRules()
     expected = refine_documents(raw, refiner, batch_size=3, checkpoints=first)
     assert refiner.prompts_seen == 10 and first.stats["batches_generated"] == 4
     folder = tmp_path / ".checkpoints" / "doc_refined_shard" / SHARD
-    files = sorted(folder.iterdir())
+    files = sorted((folder / "fp-1").iterdir())
     assert len(files) == 4
 
     # a rerun takes every batch from the checkpoints and sends no prompt
     again = CountingRules()
-    resumed = BatchCheckpoints(store, "doc_refined_shard", SHARD, warn=warnings.append)
+    resumed = BatchCheckpoints(store, "doc_refined_shard", SHARD, "fp-1", warn=warnings.append)
     assert refine_documents(raw, again, batch_size=3, checkpoints=resumed).equals(expected)
     assert again.prompts_seen == 0 and resumed.stats["prompts_resumed"] == 10
 
@@ -68,7 +68,7 @@ def test_batches_are_taken_from_checkpoints_of_the_same_version_only(tmp_path):
     record["outputs"] = record["outputs"][:1]
     files[1].write_text(json.dumps(record))
     third = CountingRules()
-    damaged = BatchCheckpoints(store, "doc_refined_shard", SHARD, warn=warnings.append)
+    damaged = BatchCheckpoints(store, "doc_refined_shard", SHARD, "fp-1", warn=warnings.append)
     assert refine_documents(raw, third, batch_size=3, checkpoints=damaged).equals(expected)
     assert damaged.stats["batches_generated"] == 2 and damaged.stats["batches_resumed"] == 2
     # one warning each, in batch order (the files' names are hashes: their order is not)
@@ -76,19 +76,36 @@ def test_batches_are_taken_from_checkpoints_of_the_same_version_only(tmp_path):
     assert sorted("cannot be read" in w for w in warnings) == [False, True]
     assert sorted("does not hold this batch's" in w for w in warnings) == [False, True]
 
+    # the same prompts for another input content (another fingerprint: the shard changed, so
+    # a shard-level signal may have): nothing is reused
+    moved = CountingRules()
+    changed = BatchCheckpoints(store, "doc_refined_shard", SHARD, "fp-2")
+    refine_documents(raw, moved, batch_size=3, checkpoints=changed)
+    assert moved.prompts_seen == 10 and changed.stats["batches_resumed"] == 0
+
     # another refiner version hashes the same prompts to other names: nothing is reused
     other = CountingRules(RulesConfig(min_words=80))
     assert other.version != refiner.version
-    fresh = BatchCheckpoints(store, "doc_refined_shard", SHARD)
+    fresh = BatchCheckpoints(store, "doc_refined_shard", SHARD, "fp-1")
     refine_documents(raw, other, batch_size=3, checkpoints=fresh)
     assert other.prompts_seen == 10 and fresh.stats["batches_resumed"] == 0
     assert batch_key(other.version, "doc", ["p"]) != batch_key(refiner.version, "doc", ["p"])
     ignored: list[str] = []
     fresh.warn = ignored.append
-    fresh.clear()  # the first version's 4 checkpoints were never read: said, and removed
-    assert not folder.exists()
-    assert ignored == [f"shard {SHARD!r}: 4 checkpoints of other batches (another refiner "
-                       "version or other prompts) were ignored and removed"]
+    # the output is written: this fingerprint's programs stay, with the last outputs' before
+    # it (fp-2 here); the first version's batches under fp-1 were not used: said, removed
+    changed.finish()
+    fresh.finish()
+    assert sorted(p.name for p in folder.iterdir()) == ["fp-1", "fp-2"]
+    assert len(list((folder / "fp-1").glob("*.json"))) == 4
+    assert ignored == [f"shard {SHARD!r}: 4 checkpoints of other batches (damaged, or of other "
+                       "prompts) were not used and are removed"]
+    # at most KEEP_OUTPUTS fingerprints, the least recently used removed first
+    for n in range(3, 3 + KEEP_OUTPUTS):
+        later = BatchCheckpoints(store, "doc_refined_shard", SHARD, f"fp-{n}")
+        refine_documents(raw, CountingRules(), batch_size=3, checkpoints=later)
+        later.finish()
+    assert sorted(p.name for p in folder.iterdir()) == [f"fp-{n}" for n in range(3, 7)]
 
 
 @pytest.mark.lm
@@ -104,7 +121,7 @@ def test_a_refiner_step_killed_mid_shard_resumes_without_regenerating(tmp_path, 
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     try:
-        while not (folder.is_dir() and len(list(folder.glob("*.json"))) >= 3):
+        while not (folder.is_dir() and len(list(folder.rglob("*.json"))) >= 3):
             assert child.poll() is None, "the run ended before the doc step wrote 3 batches"
             assert time.monotonic() < deadline, "no doc step checkpoints within 5 minutes"
             time.sleep(0.02)
@@ -113,7 +130,7 @@ def test_a_refiner_step_killed_mid_shard_resumes_without_regenerating(tmp_path, 
         child.wait()
     assert not (killed / "doc_refined_shard" / f"{SHARD}.parquet").exists(), \
         "the doc step finished before it was killed"
-    finished = len(list(folder.glob("*.json")))  # batches done before the kill
+    finished = len(list(folder.rglob("*.json")))  # batches done before the kill
 
     with dg.instance_for_test() as instance:
         defs = resume_worker.build(str(killed), str(trained_model))
@@ -123,7 +140,8 @@ def test_a_refiner_step_killed_mid_shard_resumes_without_regenerating(tmp_path, 
     # every batch finished before the kill was taken from its checkpoint; the rest generated
     assert meta["batches_resumed"] == finished and meta["prompts_resumed"] == 2 * finished
     assert meta["prompts_generated"] == total - 2 * finished
-    assert not folder.exists()  # a finished shard's checkpoints are removed
+    # a finished shard keeps its programs: computing it again asks the model nothing
+    assert len(list(folder.iterdir())) == 1
 
     with dg.instance_for_test() as instance:
         assert resume_worker.materialize(resume_worker.build(str(clean), str(trained_model)),

@@ -2,13 +2,11 @@
 server (moto's, started here on 127.0.0.1; the fake is S3 itself, an external edge)."""
 
 import json
-import socket
 import struct
 import tempfile
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -21,42 +19,11 @@ from prox_dagster.pretraining import Manifest, pack_set
 from prox_dagster.sample import write_sample_crawl
 from prox_dagster.store import ShardStore, sha256
 
+from conftest import BUCKET
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-BUCKET = "prox-test"
 
 
-@pytest.fixture
-def s3(monkeypatch, tmp_path):
-    server = Path(sys.executable).parent / "moto_server"
-    if not server.exists():
-        pytest.skip("needs moto's server (pip install 'moto[server]'; the dev extra has it)")
-    import s3fs
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    process = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(endpoint, timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    for name, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                        "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    s3fs.S3FileSystem.clear_instance_cache()  # a cached client would keep an old endpoint
-    fs = s3fs.S3FileSystem()
-    fs.mkdir(BUCKET)
-    try:
-        yield fs
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        s3fs.S3FileSystem.clear_instance_cache()
 
 
 def test_the_whole_graph_for_two_shards_on_s3(s3, tmp_path, monkeypatch):

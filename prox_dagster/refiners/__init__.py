@@ -43,15 +43,20 @@ BACKENDS = {"rules": _rules, "hf": _hf, "vllm": _vllm, "openai": _openai,
             "classifier": _classifier}
 
 
-def build_refiner(backend: str = "rules", **options: Any) -> Refiner:
-    """Create the refiner for ``backend`` with its options."""
+LM_BACKENDS = ("hf", "vllm", "openai")
+
+
+def build_refiner(backend: str = "rules", *, resolve: bool = True, **options: Any) -> Refiner:
+    """Create the refiner for ``backend`` with its options (no model loads until its first
+    prompt). ``resolve=False``: a hub model's commit is taken from what this machine
+    remembers, never asked of the hub (for a version computed when the code location loads)."""
     try:
         factory = BACKENDS[backend]
     except KeyError:
         raise ValueError(f"unknown refiner backend {backend!r}; available: {sorted(BACKENDS)}"
                          ) from None
-    return factory(**options)
+    return factory(**options, resolve=resolve) if backend in LM_BACKENDS else factory(**options)
 
 
-__all__ = ["BACKENDS", "Level", "Refiner", "RefinerError", "RulesConfig", "RulesRefiner",
+__all__ = ["BACKENDS", "LM_BACKENDS", "Level", "Refiner", "RefinerError", "RulesConfig", "RulesRefiner",
            "build_refiner"]

@@ -30,6 +30,7 @@ the refiner version, so a retrained model marks exactly the shards it did not re
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
@@ -69,11 +70,11 @@ def default_model_path() -> Path:
 
 
 class ClassifierModel:
-    """A loaded model file: its three boosters, their thresholds and the file's sha256."""
+    """A model file: its three boosters, their thresholds and the file's sha256. Opening it
+    reads and checks the file (its version and features) without building the boosters, which
+    are parsed on first use: the refiner's version is known without loading the model."""
 
     def __init__(self, path: str | Path):
-        import lightgbm as lgb
-
         self.path = Path(path)
         try:
             data = self.path.read_bytes()
@@ -102,18 +103,39 @@ class ClassifierModel:
                 f"classifier model {str(self.path)!r} was trained on features "
                 f"{spec.get('features_version')!r}, not {FEATURES_VERSION!r}: retrain it")
         try:
-            self.line_booster = lgb.Booster(model_str=spec["line_model"])
-            self.doc_booster = lgb.Booster(model_str=spec["doc_model"])
-            self.share_booster = lgb.Booster(model_str=spec["share_model"])
+            self._boosters = {name: str(spec[f"{name}_model"])
+                              for name in ("line", "doc", "share")}
             self.line_threshold = float(spec["line_threshold"])
             self.content_threshold = float(spec["content_threshold"])
             self.typical_prior = float(spec["typical_prior"])
             self.doc_threshold = float(spec["doc_threshold"])
-        except (KeyError, TypeError, ValueError, lgb.basic.LightGBMError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise ClassifierModelError(f"classifier model {str(self.path)!r} is incomplete or "
                                        f"corrupt: {type(exc).__name__}: {exc}") from None
         self.name = str(spec.get("name") or self.path.stem)
         self.training = spec.get("training", {})
+
+    @functools.cached_property
+    def _parsed(self) -> dict:
+        import lightgbm as lgb
+
+        try:
+            return {name: lgb.Booster(model_str=text) for name, text in self._boosters.items()}
+        except lgb.basic.LightGBMError as exc:
+            raise ClassifierModelError(f"classifier model {str(self.path)!r} is incomplete or "
+                                       f"corrupt: {type(exc).__name__}: {exc}") from None
+
+    @property
+    def line_booster(self):
+        return self._parsed["line"]
+
+    @property
+    def doc_booster(self):
+        return self._parsed["doc"]
+
+    @property
+    def share_booster(self):
+        return self._parsed["share"]
 
     def line_probabilities(self, matrix: np.ndarray) -> np.ndarray:
         if not len(matrix):

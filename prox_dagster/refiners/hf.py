@@ -15,10 +15,11 @@ class HFRefiner(LMRefiner):
 
     def __init__(self, doc_model: str, chunk_model: str | None = None, *,
                  revision: str | None = None, dialect: str = "prox", tokenizer: str | None = None,
-                 device: str = "auto", dtype: str = "auto", batch_size: int = 8):
+                 device: str = "auto", dtype: str = "auto", batch_size: int = 8,
+                 resolve: bool = True):
         self.device_setting, self.dtype_setting, self.batch_size = device, dtype, batch_size
         super().__init__(doc_model, chunk_model, revision=revision, dialect=dialect,
-                         tokenizer=tokenizer, settings={"dtype": dtype})
+                         tokenizer=tokenizer, settings={"dtype": dtype}, resolve=resolve)
         self._models: dict[str, object] = {}
 
     @property

@@ -13,9 +13,9 @@ import functools
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 
+from ..hub import HubError, hub_commit
 from ..lineage import refiner_fingerprint
 from ..prompts import DOC_MAX_PROMPT_TOKENS, MAX_NEW_TOKENS, PROMPT_FORMAT_VERSION
 from ..tokenization import cache_dir, token_counts
@@ -63,38 +63,17 @@ def weights_hash(folder: str | os.PathLike) -> str:
     return total.hexdigest()[:16]
 
 
-COMMIT = re.compile(r"[0-9a-f]{40}")
-
-
-def hub_commit(repo_id: str, revision: str | None = None) -> str:
-    """The commit a hub model's ``revision`` (a branch, tag or commit) points at now: asked of
-    the hub, or read from the local cache when offline (``HF_HUB_OFFLINE``). A branch name alone
-    would let new weights behind the same name pass for the old ones."""
-    from huggingface_hub import HfApi, constants
-
-    revision = revision or "main"
-    if COMMIT.fullmatch(revision):
-        return revision
-    problem = "HF_HUB_OFFLINE is set"
-    if not constants.HF_HUB_OFFLINE:
-        try:
-            return HfApi().model_info(repo_id, revision=revision).sha
-        except Exception as exc:  # unreachable hub, unknown repo: the cache may still know
-            problem = f"the hub did not answer ({type(exc).__name__}: {exc})"
-    ref = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "refs" / revision
-    if ref.is_file():
-        return ref.read_text().strip()
-    raise RefinerError(f"model {repo_id!r} revision {revision!r} cannot be resolved to a commit: "
-                       f"{problem}, and the local cache has no {ref}; download the model or set "
-                       "PROX_MODEL_REVISION to a commit")
-
-
-def model_identity(name_or_path: str, revision: str | None = None) -> str:
+def model_identity(name_or_path: str, revision: str | None = None, *,
+                   resolve: bool = True) -> str:
     """A local folder is identified by its files' hash; a hub id by the commit its revision
-    points at."""
+    points at (``resolve=False``: as remembered, never asking the hub; see
+    :mod:`prox_dagster.hub`)."""
     if Path(name_or_path).is_dir():
         return f"sha256:{weights_hash(name_or_path)}"
-    return f"{name_or_path}@{hub_commit(name_or_path, revision)}"
+    try:
+        return f"{name_or_path}@{hub_commit(name_or_path, revision, resolve=resolve)}"
+    except HubError as exc:
+        raise RefinerError(str(exc)) from None
 
 
 def short_model_name(name_or_path: str) -> str:
@@ -109,7 +88,8 @@ class LMRefiner:
 
     def __init__(self, doc_model: str, chunk_model: str | None = None, *,
                  revision: str | None = None, dialect: str = "prox",
-                 tokenizer: str | None = None, settings: dict | None = None):
+                 tokenizer: str | None = None, settings: dict | None = None,
+                 resolve: bool = True):
         if not doc_model:
             raise RefinerError(f"the {self.backend} refiner needs a doc_model (hub id or folder)")
         self.doc_model = doc_model
@@ -117,6 +97,7 @@ class LMRefiner:
         self.revision = revision
         self._commits: dict[str, str] = {}
         self.dialect = dialect
+        self.resolve = resolve
         self.stats: dict[str, int] = {}
         self.tokenizer_source = tokenizer or self.chunk_model
         doc_name, chunk_name = short_model_name(self.doc_model), short_model_name(self.chunk_model)
@@ -132,8 +113,8 @@ class LMRefiner:
         })
 
     def _identity(self, model: str) -> str:
-        identity = model_identity(model, self.revision)
-        if not Path(model).is_dir():
+        identity = model_identity(model, self.revision, resolve=self.resolve)
+        if not Path(model).is_dir() and self.resolve:
             # load exactly the weights the version names
             self._commits[model] = identity.rpartition("@")[2]
         return identity

@@ -29,7 +29,7 @@ class OpenAIRefiner(LMRefiner):
                  api_key: str | None = None, revision: str | None = None,
                  dialect: str = "prox", tokenizer: str | None = None, max_concurrency: int = 8,
                  request_timeout_s: float = 120.0, max_retries: int = 5,
-                 max_prompt_tokens: int | None = None):
+                 max_prompt_tokens: int | None = None, resolve: bool = True):
         if not base_url:
             raise RefinerError("the openai backend needs base_url (the server's root URL, "
                                "e.g. http://127.0.0.1:8000)")
@@ -40,7 +40,8 @@ class OpenAIRefiner(LMRefiner):
         self.max_retries = max_retries
         self.max_prompt_tokens = max_prompt_tokens
         super().__init__(doc_model, chunk_model, revision=revision, dialect=dialect,
-                         tokenizer=tokenizer, settings={"max_prompt_tokens": max_prompt_tokens})
+                         tokenizer=tokenizer, settings={"max_prompt_tokens": max_prompt_tokens},
+                         resolve=resolve)
         self.stats.update(requests=0, retries=0)
         self._lock = threading.Lock()  # statistics are updated from the request threads
 

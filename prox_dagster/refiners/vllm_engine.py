@@ -25,7 +25,7 @@ class VLLMRefiner(LMRefiner):
                  revision: str | None = None, dialect: str = "prox", tokenizer: str | None = None,
                  dtype: str = "auto", max_model_len: int | None = 4096,
                  gpu_memory_utilization: float = 0.9, tensor_parallel_size: int = 1,
-                 enforce_eager: bool = False):
+                 enforce_eager: bool = False, resolve: bool = True):
         self.engine_args = {
             "dtype": dtype, "max_model_len": max_model_len,
             "gpu_memory_utilization": gpu_memory_utilization,
@@ -33,7 +33,8 @@ class VLLMRefiner(LMRefiner):
         }
         super().__init__(doc_model, chunk_model, revision=revision, dialect=dialect,
                          tokenizer=tokenizer,
-                         settings={"dtype": dtype, "max_model_len": max_model_len})
+                         settings={"dtype": dtype, "max_model_len": max_model_len},
+                         resolve=resolve)
 
     def _engine(self, model: str):
         key = (model, self.revision_of(model), tuple(sorted(self.engine_args.items())))

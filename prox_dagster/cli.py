@@ -120,7 +120,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         sys.stdout.write(audit_csv(rows))
     else:
         table = Table(title=f"lineage audit: {len(rows)} shards "
-                            f"(current refiner {defs.resources['refiner'].version})")
+                            f"(current refiner {defs.resources['refiner'].resolved().version})")
         # the table keeps what fits a terminal; JSON and CSV have every column
         shown = ["shard", "status", "reason", "doc_refiner_version", "doc_refined_at",
                  "checks_passed", "failed_checks"]

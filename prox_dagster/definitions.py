@@ -165,7 +165,12 @@ def evaluation_version(resources: dict, refiner: RefinerResource,
     return f"{expected['doc_refined_shard'].settings['refiner']}|evaluation@{digest[:12]}"
 
 
-defs = build_definitions()
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The code location ``dagster dev``, ``dagster asset materialize -m
+    prox_dagster.definitions`` and the run workers load, from the environment; built when
+    Dagster asks for it, not on import (the CLI builds its own)."""
+    return build_definitions()
 
 
 # Running the graph from Python (the CLI and tests): always through a real Dagster instance.

@@ -167,6 +167,7 @@ class RefinerResource(dg.ConfigurableResource):
 
     _refiner: Refiner | None = PrivateAttr(default=None)
     _identities: dict = PrivateAttr(default_factory=dict)
+    _live: "RefinerResource | None" = PrivateAttr(default=None)
 
     @classmethod
     def from_env(cls) -> "RefinerResource":
@@ -187,9 +188,12 @@ class RefinerResource(dg.ConfigurableResource):
 
     def resolved(self) -> "RefinerResource":
         """This resource with its ``EnvVar`` values read, as a run sees it (for code versions
-        computed when the definitions load)."""
-        with self.process_config_and_initialize_cm() as live:
-            return live  # its teardown at exit closes nothing: no refiner was built yet
+        computed when the definitions load, the audit and the CLI); the same object each time,
+        so a command builds its refiner once."""
+        if self._live is None:
+            with self.process_config_and_initialize_cm() as live:
+                self._live = live  # its teardown at exit closes nothing: nothing is built yet
+        return self._live
 
     def backend_options(self) -> dict:
         """The options of ``backend``, as the engine's ``build_refiner`` takes them."""

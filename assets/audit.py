@@ -1,26 +1,33 @@
 """Lineage audits: for every shard, whether each stage is current (``prox_dagster.fingerprint``,
-the same comparison the stages cache on and automation acts on), who refined it and when, its
-check results, and whether a queued or running run covers it."""
+the same comparison the stages cache on and automation acts on, judged through the shard
+catalog at the cost of what changed), who refined it and when, its check results, and whether a
+queued or running run covers it. An audit also tells the ``current`` checks of the stages whose
+state it found changed."""
 
 import json
 import time
+from collections.abc import Callable
 
 import dagster as dg
 
 from prox_dagster import fingerprint
 from prox_dagster.fingerprint import StageSettings
 from prox_dagster.leases import run_alive
-from prox_dagster.lineage import REFINED, audit_csv, audit_row
-from prox_dagster.outputs import RawFile, shard_freshness
+from prox_dagster.catalog import Catalog, Evaluation
+from prox_dagster.lineage import AUDIT_COLUMNS, REFINED, audit_csv, with_run
 from prox_dagster.shards import conflict_error
 from prox_dagster.store import ShardStore
 from resources import (CheckThresholds, ProgramPolicy, RawSource, RefinerResource, ShardStorage,
                        TokenizerResource)
 from resources.settings import settings_values
 
-from .common import IN_FLIGHT, OWNERS, location_value
+from .common import CURRENT_CHECK, IN_FLIGHT, OWNERS, location_value
 from .partitions import shards_partitions_def
 
+# `current` check evaluations one audit run tells (each is an event-log row: about 10 ms on
+# SQLite); a schedule tick tells at most MAX_TICK_CHECK_REPORTS, so that it stays short
+MAX_CHECK_REPORTS = 20_000
+MAX_TICK_CHECK_REPORTS = 200
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 PARTITION = "dagster/partition"
 
@@ -54,20 +61,48 @@ def expected_of(refiner: RefinerResource, policy: ProgramPolicy, tokenizer: Toke
                                                       tokenizer=tokenizer, checks=checks))
 
 
-def audit_rows(instance: dg.DagsterInstance, storage: ShardStorage, raw_source: RawSource,
-               expected: dict[str, StageSettings]) -> list[dict]:
-    """One row per shard partition (``prox_dagster.lineage.audit_row``), against the stages'
-    settings ``expected``."""
+def evaluate(instance: dg.DagsterInstance, storage: ShardStorage, raw_source: RawSource,
+             expected: dict[str, StageSettings], *, read_budget: int | None = None,
+             verify: bool = False, log: Callable[[str], None] | None = None
+             ) -> tuple[Evaluation, dict[str, str]]:
+    """Every shard partition judged through the catalog (``read_budget``: file reads it may
+    spend, shards beyond it wait for the next evaluation; ``verify``: every shard judged
+    again, every listed file checked), and the runs in flight by shard."""
     shards = instance.get_dynamic_partitions(shards_partitions_def.name)
     listing, conflicts = raw_source.listing()
-    running = in_flight_shards(instance, shards, storage.store)
-    return [audit_row(shard, shard_freshness(
-                storage.store, shard, expected,
-                RawFile(listing[shard].location, listing[shard].version)
-                if shard in listing else None), running.get(shard),
-                str(conflict_error(shard, conflicts[shard], raw_source.path))
-                if shard in conflicts else None)
-            for shard in shards]
+    problems = {shard: str(conflict_error(shard, conflicts[shard], raw_source.path))
+                for shard in shards if shard in conflicts}
+    evaluation = Catalog(storage.store, warn=log).evaluate(
+        shards, expected, listing, problems, read_budget=read_budget, verify=verify)
+    return evaluation, in_flight_shards(instance, shards, storage.store)
+
+
+def audit_rows(instance: dg.DagsterInstance, storage: ShardStorage, raw_source: RawSource,
+               expected: dict[str, StageSettings], verify: bool = False) -> list[dict]:
+    """One row per shard partition (``prox_dagster.lineage.AUDIT_COLUMNS``), against the
+    stages' settings ``expected``."""
+    evaluation, running = evaluate(instance, storage, raw_source, expected, verify=verify)
+    return [with_run({column: row.get(column) for column in AUDIT_COLUMNS},
+                     running.get(row["shard"]))
+            for row in evaluation.rows.iter_rows(named=True)]
+
+
+def report_current(instance: dg.DagsterInstance, storage: ShardStorage, evaluation: Evaluation,
+                   limit: int = MAX_CHECK_REPORTS) -> int:
+    """Tell each shard stage's ``current`` check what changed about it (a setting with its old
+    and new values, an input): at most ``limit`` evaluations, the ones left over at the next
+    audit. Returns how many were reported."""
+    reported = 0
+    told = evaluation.transitions[:limit]
+    for shard, stage, state, reason in told:
+        instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+            asset_key=dg.AssetKey(stage), check_name=CURRENT_CHECK, passed=state == "current",
+            description=("current again: " if state == "current" else "") + reason,
+            metadata={"state": state}, blocking=False, severity=dg.AssetCheckSeverity.WARN,
+            partition=shard))
+        reported += 1
+    Catalog(storage.store).told(told)
+    return reported
 
 
 def rows_to_markdown(rows: list[dict], limit: int = 200) -> str:
@@ -98,10 +133,16 @@ def build_lineage_audit() -> dg.AssetsDefinition:
         """Per shard: whether every stage is current against the loaded settings (and if not,
         which stage and why), the refiner version and model of its doc- and chunk-refined
         outputs and when, the check results of its stored outputs, and the run covering it.
-        The same report as `prox-dagster audit`, saved as `audit/lineage.json` and `.csv`."""
+        The same report as `prox-dagster audit`, saved as `audit/lineage.json` and `.csv`.
+        Each stage's `current` check is told of the shards whose state changed."""
         started = time.perf_counter()
         expected = expected_of(refiner, policy, tokenizer, checks)
-        rows = audit_rows(context.instance, storage, raw_source, expected)
+        evaluation, running = evaluate(context.instance, storage, raw_source, expected,
+                                       log=context.log.warning)
+        rows = [with_run({column: row.get(column) for column in AUDIT_COLUMNS},
+                         running.get(row["shard"]))
+                for row in evaluation.rows.iter_rows(named=True)]
+        reported = report_current(context.instance, storage, evaluation)
         refiner_version = expected["doc_refined_shard"].settings["refiner"]
         store = storage.store
         json_path = store.write_text(json.dumps(rows, indent=1), "audit", "lineage.json")
@@ -116,6 +157,9 @@ def build_lineage_audit() -> dg.AssetsDefinition:
             "current_refiner_version": refiner_version,
             "refiner_versions_seen": ", ".join(seen) or "none",
             "shards_with_failed_checks": sum(1 for row in rows if row["checks_failed"]),
+            "current_checks_reported": reported,
+            "shards_judged": evaluation.stats["judged"],
+            "shards_reused": evaluation.stats["reused"],
             "report": dg.MetadataValue.md(rows_to_markdown(rows)),
             "json": location_value(json_path),
             "duration_s": round(time.perf_counter() - started, 3),

@@ -197,7 +197,7 @@ def _one_shard(context, storage, asset, shard, expected, limits, work, raw_file,
 def _leased_shard(context, store, asset, shard, expected, limits, work, raw, recompute,
                   lease) -> dict:
     started = time.perf_counter()
-    status = outputs.freshness(store, expected, shard, raw)
+    status = outputs.freshness(store, expected, shard, raw, warn=context.log.warning)
     if status.state == "missing" and status.fingerprint is None:
         raise ShardError(f"shard {shard!r}: {asset} cannot be computed: {status.reason}; "
                          "materialize the upstream asset for this shard first")

@@ -54,7 +54,8 @@ def pretraining_set(context: dg.AssetExecutionContext, config: PretrainingSetCon
     manifest_path = store.location("pretraining_set", "manifest.json")
     manifest, stats = build_manifest(store, sorted(shards), statuses, manifest_path,
                                      tokenizer.name_or_path, tokenizer.identity(),
-                                     keep_last_good=config.keep_last_good)
+                                     keep_last_good=config.keep_last_good,
+                                     warn=context.log.warning)
     check_uniform(manifest)  # before the manifest is written: a training job reads only sets
     packed_now = False
     if manifest.formats == ["litgpt"]:
@@ -109,7 +110,12 @@ def included_shards_current(context: dg.AssetCheckExecutionContext, storage: Sha
     location = store.location("pretraining_set", "manifest.json")
     if not exists(location):
         return dg.AssetCheckResult(passed=False, description="no manifest has been written")
-    manifest = json.loads(store.read_text(location))
+    try:
+        manifest = json.loads(store.read_text(location))
+        manifest["shards"][0:0]  # a list: the listing a training job reads
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        return dg.AssetCheckResult(passed=False, description=f"the manifest {location} is "
+                                   f"unreadable or of another format: {exc}")
     rows = {row["shard"]: row for row in audit_rows(
         context.instance, storage, raw_source, expected_of(refiner, policy, tokenizer, checks))}
     problems, marked = [], []

@@ -12,18 +12,20 @@ import os
 import zlib
 
 import dagster as dg
+import polars as pl
 
-from prox_dagster.fingerprint import StageSettings
 from prox_dagster.store import RawEntry
 from resources import (CheckThresholds, ProgramPolicy, RawSource, RefinerResource, ShardStorage,
                        TokenizerResource)
 
-from .audit import RANGE_END, RANGE_START, audit_rows, expected_of
+from .audit import (MAX_TICK_CHECK_REPORTS, RANGE_END, RANGE_START, evaluate, expected_of,
+                    report_current)
 from .jobs import refine_shard_job
 from .partitions import shards_partitions_def
 from .raw import CRAWL_FILE
 
 REQUESTED = ("stale", "missing")  # audit statuses the schedule refines
+TICK_READ_BUDGET = 40_000  # sidecar reads one schedule tick may spend judging changed shards
 
 
 def range_requests(keys: list[str], order: list[str], shards_per_run: int, reason: str,
@@ -73,13 +75,14 @@ def build_raw_shard_sensor(shards_per_run: int) -> dg.SensorDefinition:
                description="Registers every raw file that has no shard partition yet (whatever "
                            "its modification time: files moved in with mv, rsync -a or cp -p "
                            "count), requests runs that refine them in batches, and observes "
-                           "each crawl file whose modification time changed (raw_crawl_file's "
-                           "data version is its content hash).")
+                           "each crawl file whose version (size and modification time, or "
+                           "ETag) changed, from one listing of the folder: nothing is read.")
     def raw_shard_sensor(context: dg.SensorEvaluationContext,
                          raw_source: RawSource) -> dg.SensorResult | dg.SkipReason:
         """The cursor holds every key the sensor registered (so a partition an operator deleted
-        is not brought back) and the modification time it last observed per file; at most
-        `max_shards_per_tick` new shards per tick, oldest first."""
+        is not brought back) and the version it last observed per file; at most
+        `max_shards_per_tick` new shards per tick, oldest first, and at most
+        `max_observations_per_tick` observations (the rest at the next ticks)."""
         state = _decode(context.cursor)
         registered, seen = set(state["registered"]), state["seen"]
         order = context.instance.get_dynamic_partitions(shards_partitions_def.name)
@@ -93,8 +96,12 @@ def build_raw_shard_sensor(shards_per_run: int) -> dg.SensorDefinition:
         new = [key for _, key in sorted((entry.modified, key) for key, entry in files.items())
                if key not in known and key not in registered]
         keys = new[:raw_source.max_shards_per_tick]
-        observe = [key for key in [*keys, *sorted(known & set(files))]
+        changed = [key for key in [*keys, *sorted(known & set(files))]
                    if seen.get(key) != files[key].version]
+        observe = changed[:raw_source.max_observations_per_tick]
+        if len(changed) > len(observe):
+            context.log.info(f"{len(changed) - len(observe)} changed crawl files are observed "
+                             "at the next ticks")
         if not keys and not observe:
             return dg.SkipReason(f"no new or changed shards in {raw_source.path}")
         if keys:
@@ -111,13 +118,6 @@ def build_raw_shard_sensor(shards_per_run: int) -> dg.SensorDefinition:
     return raw_shard_sensor
 
 
-def shards_to_refine(instance: dg.DagsterInstance, storage: ShardStorage,
-                     raw_source: RawSource, expected: dict[str, StageSettings]) -> list[str]:
-    """Shards (in partition order) whose audit status is stale or missing."""
-    return [row["shard"] for row in audit_rows(instance, storage, raw_source, expected)
-            if row["status"] in REQUESTED]
-
-
 def build_refine_schedule(shards_per_run: int) -> dg.ScheduleDefinition:
     @dg.schedule(job=refine_shard_job,
                  cron_schedule=os.environ.get("PROX_REFINE_CRON", "0 * * * *"),
@@ -125,15 +125,30 @@ def build_refine_schedule(shards_per_run: int) -> dg.ScheduleDefinition:
                  description="Refines every shard that is stale or missing against the loaded "
                              "settings, in batched runs (cron: PROX_REFINE_CRON, hourly by "
                              "default). Skips current shards, shards a queued or running run "
-                             "covers, and shards whose current output failed a blocking check.")
+                             "covers, and shards whose current output failed a blocking check. "
+                             "Judges at most PROX_TICK_READ_BUDGET sidecar reads a tick (the "
+                             "rest at the next), and tells up to 200 stages' `current` checks "
+                             "what changed (the lineage audit tells them all).")
     def refine_schedule(context: dg.ScheduleEvaluationContext, storage: ShardStorage,
                         raw_source: RawSource, refiner: RefinerResource, policy: ProgramPolicy,
                         tokenizer: TokenizerResource, checks: CheckThresholds):
-        todo = shards_to_refine(context.instance, storage, raw_source,
-                                expected_of(refiner, policy, tokenizer, checks))
+        evaluation, running = evaluate(
+            context.instance, storage, raw_source, expected_of(refiner, policy, tokenizer, checks),
+            read_budget=int(os.environ.get("PROX_TICK_READ_BUDGET", TICK_READ_BUDGET)),
+            log=context.log.warning)
+        reported = report_current(context.instance, storage, evaluation,
+                                  limit=MAX_TICK_CHECK_REPORTS)
+        todo = evaluation.rows.filter(
+            pl.col("status").is_in(REQUESTED) & ~pl.col("shard").is_in(list(running)))[
+            "shard"].to_list()
+        later = (f"; {len(evaluation.deferred)} shards not judged yet (read budget), at the "
+                 "next tick" if evaluation.deferred else "")
+        context.log.info(f"judged {evaluation.stats['judged']} shards, reused "
+                         f"{evaluation.stats['reused']} ({evaluation.stats['seconds']}s), "
+                         f"{reported} current checks reported{later}")
         if not todo:
             return dg.SkipReason("every shard is current, running, or failed a blocking check "
-                                 "with unchanged inputs and settings")
+                                 f"with unchanged inputs and settings{later}")
         order = context.instance.get_dynamic_partitions(shards_partitions_def.name)
         scheduled_at = context.scheduled_execution_time.isoformat(timespec="seconds")
         requests = range_requests(todo, order, shards_per_run, "scheduled", f"@{scheduled_at}")

@@ -16,6 +16,7 @@ import bench_orchestration  # noqa: E402
 import bench_programs  # noqa: E402
 import bench_quality  # noqa: E402
 import bench_refiners  # noqa: E402
+import bench_scale  # noqa: E402
 import bench_tokenize  # noqa: E402
 
 from prox_dagster.shards import write_text_atomic  # noqa: E402
@@ -28,11 +29,11 @@ def main() -> int:
                "processor": platform.processor() or "unknown"}
     ok = True
     names = sys.argv[1:] or ["chunking", "parse_execute", "refiners_cpu", "tokenize",
-                             "orchestration", "cached_run", "quality", "memory"]
+                             "orchestration", "cached_run", "quality", "memory", "scale"]
     benches = {"chunking": bench_chunking, "parse_execute": bench_programs,
                "refiners_cpu": bench_refiners, "tokenize": bench_tokenize,
                "orchestration": bench_orchestration, "cached_run": bench_cached_run,
-               "quality": bench_quality, "memory": bench_memory}
+               "quality": bench_quality, "memory": bench_memory, "scale": bench_scale}
     for name in names:
         result = {**benches[name].run(), "machine": machine}
         print(json.dumps(result, indent=2))
@@ -46,6 +47,9 @@ def main() -> int:
         elif name == "memory":
             ok &= result["targets"]["peak_rss_at_most_2_gib"]
             ok &= result["targets"]["cost_per_doc_flat"]
+        elif name == "scale":
+            bench_scale.write_docs(result)  # the docs' numbers come from this file only
+            ok &= all(value for key, value in result["targets"].items() if key != "largest")
         elif name == "orchestration":
             ok &= result["batched_speedup"] >= 2.0
         elif name == "cached_run":

@@ -113,7 +113,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     defs = definitions.build_definitions()
     rows = definitions.lineage_report(defs, definitions.current_instance(),
                                       refiner_version=args.refiner_version, model=args.model,
-                                      status=args.status)
+                                      status=args.status, verify=args.verify)
     if args.format == "json":
         print(json.dumps(rows, indent=1))
     elif args.format == "csv":
@@ -307,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     audit.add_argument("--model", help="only shards this model (id or path) refined")
     audit.add_argument("--status", choices=["current", "stale", "missing", "failed", "running"])
     audit.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    audit.add_argument("--verify", action="store_true",
+                       help="judge every shard again from its sidecars and check every file "
+                            "they list (else only what changed since the last audit)")
     evaluate = sub.add_parser("eval", help="score the refiner the code location loads on "
                                            "labelled sets, beside the naive line filter")
     evaluate.add_argument("sets", nargs="+", help="labelled JSONL files or folders with docs.jsonl")

@@ -258,11 +258,12 @@ def latest_metadata(instance: dg.DagsterInstance, asset: str,
 
 def lineage_report(definitions: dg.Definitions, instance: dg.DagsterInstance, *,
                    refiner_version: str | None = None, model: str | None = None,
-                   status: str | None = None) -> list[dict]:
-    """The lineage audit (see ``assets/audit.py``): one row per shard, filtered."""
+                   status: str | None = None, verify: bool = False) -> list[dict]:
+    """The lineage audit (see ``assets/audit.py``): one row per shard, filtered; ``verify``:
+    every shard judged again, every file checked."""
     from assets.audit import audit_rows
 
     resources = definitions.resources
     rows = audit_rows(instance, resources["storage"], resources["raw_source"],
-                      expected_settings(resources))
+                      expected_settings(resources), verify=verify)
     return filter_audit_rows(rows, refiner_version=refiner_version, model=model, status=status)

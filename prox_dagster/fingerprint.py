@@ -193,18 +193,31 @@ class Freshness:
 
 def judge_stage(expected: StageSettings, shard: str, published: Record | None,
                 failed: Record | None, inputs: dict[str, str] | None, absent: list[str],
-                intact: Callable[[Record], bool]) -> Freshness:
+                intact: Callable[[Record], bool], with_fingerprint: bool = True) -> Freshness:
     """The freshness of one stage of ``shard``: ``inputs`` are the content ids of its inputs
-    (``absent``: those that do not exist); ``intact(record)`` tells whether every file a
-    record lists is still what its writer wrote."""
+    (``absent``: those that do not exist; ``inputs`` None: not worked out, which only a stage
+    with no output may leave); ``intact(record)`` tells whether every file a record lists is
+    still what its writer wrote. ``with_fingerprint=False``: the fingerprint a new output would
+    carry is not worked out (an audit of many shards needs only the comparison)."""
     stage = expected.stage
     newest = published or failed
     if absent:
         return Freshness(stage, shard, "missing", f"input {', '.join(absent)} does not exist",
                          record=newest, published=published)
-    expected_fp = fingerprint(expected.code_version, inputs)
+    if newest is None and inputs is None:
+        return Freshness(stage, shard, "missing", "never written")
+    expected_fp = fingerprint(expected.code_version, inputs) if with_fingerprint else None
+
+    def written_so(record: Record) -> bool:
+        # a record's fingerprint is that of the code version and inputs it holds: the same
+        # ones match without hashing them again
+        data = record.data
+        if data.get("code_version") == expected.code_version and data.get("inputs") == inputs:
+            return True
+        return record.fingerprint == (expected_fp or fingerprint(expected.code_version, inputs))
+
     for record in (published, failed):
-        if record is None or record.fingerprint != expected_fp:
+        if record is None or not written_so(record):
             continue
         if not intact(record):
             return Freshness(stage, shard, "missing", "a recorded file is gone or changed",

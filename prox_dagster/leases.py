@@ -255,19 +255,25 @@ def s3_lease(fs, path: str, owner: str, *, wait_s: float, poll_s: float,
 
 def _read_s3(fs, path: str) -> tuple[dict | None, str | None]:
     """The lease's record and the ETag it was read at (None: no lease). The ETag is read before
-    and after the body, so the two belong together."""
+    and after the body, so the two belong together. A record without a heartbeat (not one of
+    ours, or cut short) is as old as the object."""
     for _ in range(5):
         try:
-            before = fs.info(path, refresh=True)["ETag"]
+            info = fs.info(path, refresh=True)
             body = fs.cat_file(path)
             after = fs.info(path, refresh=True)["ETag"]
         except FileNotFoundError:
             return None, None
-        if before == after:
+        if info["ETag"] == after:
             try:
-                return json.loads(body), before
+                record = json.loads(body)
             except ValueError:
-                return {}, before  # not ours to read: its heartbeat age is unknown, so wait
+                record = None
+            if not isinstance(record, dict) or "heartbeat" not in record:
+                modified = info.get("LastModified")
+                record = {**(record if isinstance(record, dict) else {}),
+                          "heartbeat": modified.timestamp() if modified else None}
+            return record, after
     return {}, None
 
 

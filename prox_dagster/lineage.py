@@ -41,14 +41,13 @@ AUDIT_COLUMNS = ["shard", "status", "reason", "doc_refiner_version", "doc_model"
 REFINED = {"doc": "doc_refined_shard", "chunk": "chunk_refined_shard"}
 
 
-def audit_row(shard: str, stages: dict[str, Freshness], in_flight_run: str | None = None,
-              problem: str | None = None) -> dict:
-    """``stages``: the shard's freshness per stage, in graph order. ``status`` is ``current``,
-    ``stale``, ``missing``, ``failed`` (a blocking check failed on the output of the current
-    inputs and settings, or ``problem``: its input needs an operator, e.g. two raw files share
-    its key) or ``running`` (a queued or started run covers a shard that is not current)."""
+def audit_row(shard: str, stages: dict[str, Freshness], problem: str | None = None) -> dict:
+    """What the store says of a shard. ``stages``: its freshness per stage, in graph order.
+    ``status`` is ``current``, ``stale``, ``missing`` or ``failed`` (a blocking check failed
+    on the output of the current inputs and settings, or ``problem``: its input needs an
+    operator, e.g. two raw files share its key); :func:`with_run` adds the runs in flight."""
     status, reason = ("failed", problem) if problem else shard_status(stages)
-    row: dict = {"shard": shard}
+    row: dict = {"shard": shard, "status": status, "reason": reason}
     for level, stage in REFINED.items():
         record = stages[stage].published or stages[stage].record  # what is served, else tried
         data = record.data if record else {}
@@ -63,11 +62,19 @@ def audit_row(shard: str, stages: dict[str, Freshness], in_flight_run: str | Non
                failed_checks=", ".join(failed),
                stale_stages=", ".join(stage for stage, record in stages.items()
                                       if record.state == "stale"),
-               in_flight_run=in_flight_run)
-    if in_flight_run and status != "current":
-        status, reason = "running", f"run {in_flight_run} covers it ({reason})"
-    row.update(status=status, reason=reason)
+               in_flight_run=None)
     return {column: row.get(column) for column in AUDIT_COLUMNS}
+
+
+def with_run(row: dict, in_flight_run: str | None) -> dict:
+    """``row`` with the run in flight that covers its shard: ``running`` when it is not
+    current."""
+    if not in_flight_run:
+        return row
+    row = {**row, "in_flight_run": in_flight_run}
+    if row["status"] != "current":
+        row.update(status="running", reason=f"run {in_flight_run} covers it ({row['reason']})")
+    return row
 
 
 def filter_audit_rows(rows: list[dict], refiner_version: str | None = None,

@@ -87,16 +87,27 @@ def check_uniform(manifest: Manifest) -> None:
             "re-tokenize them with one setting (materialize tokenized_shard for them)")
 
 
-def _previous(store: ShardStore, manifest: str) -> dict:
+def _previous(store: ShardStore, manifest: str, warn=None) -> dict:
+    """The manifest written before (none, or one that cannot be read: nothing to reuse, said
+    to ``warn``)."""
     try:
-        return json.loads(store.read_text(manifest)) if exists(manifest) else {}
-    except (OSError, ValueError):
+        previous = json.loads(store.read_text(manifest)) if exists(manifest) else {}
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        previous = exc
+    if not isinstance(previous, dict) or not isinstance(previous.get("shards", []), list):
+        if warn:
+            warn(f"the previous manifest {manifest} is unreadable or of another format "
+                 f"({previous if isinstance(previous, Exception) else 'not a manifest'}): "
+                 "every token file's hash is taken from its writer or computed again")
         return {}
+    return previous
 
 
-def _previous_hashes(store: ShardStore, manifest: str) -> dict[str, dict]:
-    previous = _previous(store, manifest)
-    return {f["file"]: f for s in previous.get("shards", []) for f in s.get("files", [])}
+def _previous_hashes(store: ShardStore, manifest: str, warn=None) -> dict[str, dict]:
+    previous = _previous(store, manifest, warn)
+    return {f["file"]: f for s in previous.get("shards", []) if isinstance(s, dict)
+            for f in s.get("files", []) if isinstance(f, dict) and {"file", "bytes", "version",
+                                                                     "sha256"} <= set(f)}
 
 
 PACKED_PREFIX = "litgpt-"
@@ -162,14 +173,14 @@ LAST_GOOD = "last_good"
 
 def build_manifest(store: ShardStore, shards: list[str], statuses: dict[str, tuple[str, str]],
                    manifest: str, tokenizer: str, tokenizer_hash: str, *,
-                   keep_last_good: bool = False) -> tuple[Manifest, dict]:
+                   keep_last_good: bool = False, warn=None) -> tuple[Manifest, dict]:
     """The manifest of ``shards``' published token files, in shard order: a shard is listed
     when its ``statuses`` entry (``(status, reason)``, the lineage audit's) is ``current``;
     otherwise it is left out with the reason, or, with ``keep_last_good``, its last published
     token files are listed, marked ``last_good`` with the reason. A file whose size and version
     (local modification time, S3 ETag) match the previous manifest ``manifest`` keeps its hash
     (returns the manifest and hashing counts)."""
-    known = _previous_hashes(store, manifest)
+    known = _previous_hashes(store, manifest, warn)
     result = Manifest(tokenizer=tokenizer, tokenizer_hash=tokenizer_hash)
     stats = {"files": 0, "rehashed": 0}
     for shard in shards:

@@ -92,7 +92,7 @@ class RawShard:
 
 def shard_key(path: str | os.PathLike) -> str | None:
     """The partition key of a raw file (its name without the raw suffix), or None if not raw."""
-    name = Path(path).name
+    name = os.path.basename(path)
     for suffix in RAW_SUFFIXES:
         if name.endswith(suffix) and len(name) > len(suffix):
             return name[: -len(suffix)]

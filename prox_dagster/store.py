@@ -24,8 +24,8 @@ import polars as pl
 
 from . import leases
 from .parquet_batches import BatchWriter, ParquetSource
-from .shards import (ShardError, conflict_error, find_raw_shards, is_raw_name, raw_names,
-                     select_raw_shards, write_text_atomic)
+from .shards import (ShardError, conflict_error, is_raw_name, raw_names,
+                     select_raw_shards, write_atomic, write_text_atomic)
 
 def is_remote(location: str | os.PathLike) -> bool:
     return "://" in str(location) and not str(location).startswith("file://")
@@ -77,27 +77,30 @@ def version(location: str) -> dict:
     return {"bytes": int(v.split(":", 1)[0]), "version": v}
 
 
-def list_files(location: str) -> dict[str, str]:
-    """``{name: file_version}`` of the files directly under a folder or prefix, in one listing
-    (a folder that does not exist: none)."""
+def list_files(location: str, suffix: str = "") -> dict[str, str]:
+    """``{name: file_version}`` of the files directly under a folder or prefix whose names end
+    with ``suffix``, in one listing (a folder that does not exist: none)."""
     if not is_remote(location):
+        found = {}
         try:
             with os.scandir(location) as entries:
-                found = {}
                 for entry in entries:
-                    if entry.is_file(follow_symlinks=False):
-                        stat = entry.stat(follow_symlinks=False)
+                    if entry.name.endswith(suffix) and entry.is_file(follow_symlinks=False):
+                        try:
+                            stat = entry.stat(follow_symlinks=False)
+                        except FileNotFoundError:  # removed since the listing
+                            continue
                         found[entry.name] = f"{stat.st_size}:{stat.st_mtime_ns}"
-                return found
         except (FileNotFoundError, NotADirectoryError):
             return {}
+        return found
     fs, root = filesystem(location)
     try:
         listing = fs.ls(root, detail=True, refresh=True)
     except FileNotFoundError:
         return {}
     return {entry["name"].rsplit("/", 1)[-1]: file_version("", entry) for entry in listing
-            if entry.get("type") == "file"}
+            if entry.get("type") == "file" and entry["name"].endswith(suffix)}
 
 
 def content_id(location: str) -> str:
@@ -129,14 +132,19 @@ def list_raw_shards(location: str, patterns: list[str] | None = None
     key, from one listing; and the keys two files share, with their names (not in the first
     dict)."""
     if not is_remote(location):
-        files, conflicts = find_raw_shards(location, patterns)
+        try:
+            with os.scandir(location) as listing:  # types from the listing, a stat per shard
+                entries = {entry.name: entry for entry in listing if entry.is_file()}
+        except (FileNotFoundError, NotADirectoryError):
+            return {}, {}
+        files, conflicts = select_raw_shards(entries, patterns)
         found = {}
-        for key, path in files.items():
+        for key, name in files.items():
             try:
-                stat = path.stat()
+                stat = entries[name].stat()
             except FileNotFoundError:  # removed since the listing
                 continue
-            found[key] = RawEntry(str(path), f"{stat.st_size}:{stat.st_mtime_ns}",
+            found[key] = RawEntry(join(location, name), f"{stat.st_size}:{stat.st_mtime_ns}",
                                   stat.st_mtime_ns)
         return found, conflicts
     fs, root = filesystem(location)
@@ -244,6 +252,21 @@ class ShardStore:
         with self._staged(location) as local:
             write_text_atomic(text, local)
         return location
+
+    def write_bytes(self, data: bytes, *parts: str) -> str:
+        location = self.location(*parts)
+        with self._staged(location) as local:
+            write_atomic(local, lambda tmp: tmp.write_bytes(data))
+        return location
+
+    def read_bytes(self, location: str) -> bytes:
+        """A whole (small) file: a sidecar, a manifest. Local files skip fsspec, whose
+        per-call cost is most of reading a thousand sidecars."""
+        if not is_remote(location):
+            with open(location, "rb") as f:
+                return f.read()
+        fs, path = filesystem(location)
+        return fs.cat_file(path)
 
     def read_text(self, location: str) -> str:
         with self.open(location) as f:

@@ -10,12 +10,15 @@ class RawSource(dg.ConfigurableResource):
     ``path``: a local folder or ``s3://bucket/prefix``.
 
     ``patterns`` (globs on the file name) narrows what counts as a shard; the sensor registers
-    at most ``max_shards_per_tick`` new shards per evaluation, the rest on the next ticks.
+    at most ``max_shards_per_tick`` new shards and records at most
+    ``max_observations_per_tick`` crawl-file observations (event-log rows) per evaluation, the
+    rest on the next ticks.
     """
 
     path: str = "./.prox_data/raw"
     patterns: list[str] = []
     max_shards_per_tick: int = 200
+    max_observations_per_tick: int = 5000
 
     def listing(self) -> tuple[dict[str, RawEntry], dict[str, list[str]]]:
         """``({key: RawEntry}, {key: file names})`` from one listing: the second holds keys

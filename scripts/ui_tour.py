@@ -1,6 +1,8 @@
 """The Dagster UI as a user sees it: start `dagster dev` on a fresh instance with a small sample
 crawl, launch a backfill through the UI's GraphQL API, wait for it, and screenshot the asset
-graph, a partition's metadata, the checks and the backfill in headless Chromium.
+graph, a partition's metadata, the checks and the backfill in headless Chromium; then restart
+`dagster dev` with another chunk budget, run the lineage audit from the UI's API, and read what
+the asset graph and the `current` check show of the shards that setting made stale.
 
     python scripts/ui_tour.py --out docs/screenshots [--shards 4] [--shards-per-run 2]
 
@@ -147,22 +149,24 @@ def screenshot(url: str, path: Path, budget_ms: int = 20000, height: int = 950) 
 CLICK_AND_READ = """(async () => {
   const until = async (test) => { for (let i = 0; i < 150; i++) {
     const found = test(); if (found) return found; await new Promise(r => setTimeout(r, 200)); } };
-  // the last tab with that label: a check's own tabs come after the asset's
-  const tab = await until(() => [...document.querySelectorAll('button, [role=tab], a')]
-    .filter(e => e.textContent.trim() === TAB).slice(COUNT - 1)[0]);
-  if (!tab) return 'no tab ' + TAB;
-  tab.click();
+  // the last tab with that label: a check's own tabs come after the asset's (none: read only)
+  if (TAB !== null) {
+    const tab = await until(() => [...document.querySelectorAll('button, [role=tab], a')]
+      .filter(e => e.textContent.trim() === TAB).slice(COUNT - 1)[0]);
+    if (!tab) return 'no tab ' + TAB;
+    tab.click();
+  }
   await until(() => document.body.innerText.includes(WAIT_FOR));
   await new Promise(r => setTimeout(r, 1500));
   return document.body.innerText;
 })()"""
 
 
-def click_and_read(url: str, tab: str, wait_for: str, shot: Path | None = None,
+def click_and_read(url: str, tab: str | None, wait_for: str, shot: Path | None = None,
                    height: int = 950, count: int = 1) -> str:
     """Open ``url`` in headless Chromium, click the ``count``-th tab labelled ``tab`` as a user
-    would (once that many show), and return the page's text once ``wait_for`` shows (and a
-    screenshot to ``shot``), driven over the DevTools protocol."""
+    would (once that many show; None: click nothing), and return the page's text once
+    ``wait_for`` shows (and a screenshot to ``shot``), driven over the DevTools protocol."""
     import base64
 
     from websockets.sync.client import connect
@@ -265,6 +269,26 @@ def materialize_from_ui(url: str, location: str, asset: str, run_config: dict | 
     return {"run_id": run_id, "status": status, "metadata": metadata}
 
 
+def start_dev(env: dict, work: Path, port: int) -> subprocess.Popen:
+    """``dagster dev`` on ``port`` in its own session (in a non-interactive session it ignores
+    SIGTERM: SIGINT stops it)."""
+    dagster = str(Path(sys.executable).parent / "dagster")
+    return subprocess.Popen(
+        ["setsid", "env", "--default-signal=INT", dagster, "dev", "-w", "workspace.yaml",
+         "-h", "127.0.0.1", "-p", str(port)],
+        cwd=ROOT, env=env, stdout=open(work / "dagster_dev.log", "ab"),
+        stderr=subprocess.STDOUT)
+
+
+def stop_dev(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
 def tour(out: Path, shards: int, shards_per_run: int, screenshots: bool = True) -> dict:
     from prox_dagster import definitions
     from prox_dagster.sample import write_sample_crawl
@@ -284,13 +308,7 @@ def tour(out: Path, shards: int, shards_per_run: int, screenshots: bool = True) 
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    dagster = str(Path(sys.executable).parent / "dagster")
-    # dagster dev in a non-interactive session ignores SIGTERM: its own session, default SIGINT
-    process = subprocess.Popen(
-        ["setsid", "env", "--default-signal=INT", dagster, "dev", "-w", "workspace.yaml",
-         "-h", "127.0.0.1", "-p", str(port)],
-        cwd=ROOT, env=env, stdout=open(work / "dagster_dev.log", "wb"),
-        stderr=subprocess.STDOUT)
+    process = start_dev(env, work, port)
     try:
         wait_for_server(url, process)
         graphql(url, "mutation { setNuxSeen }")
@@ -341,23 +359,37 @@ def tour(out: Path, shards: int, shards_per_run: int, screenshots: bool = True) 
             # tall enough to reach the refinement preview below the shard's numbers
             shots["refinement_preview"] = str(screenshot(
                 pages["partition_metadata"], out / "refinement_preview.png", height=1300))
-        return {"url": url, "backfill_id": backfill, "status": status.get("status"),
-                "seconds": round(elapsed, 1), "partitions": keys,
-                "runs": [{"run_id": r["runId"], "status": r["status"],
-                          "range": [t["value"] for t in r["tags"] if t["key"] in (
-                              "dagster/asset_partition_range_start",
-                              "dagster/asset_partition_range_end")]} for r in runs],
-                "materialized": materialized, "screenshots": shots, "evaluation": evaluation,
-                "training": training,
-                "check_partitions": check_partitions, "check_page_text": check_text,
-                "log": str(work / "dagster_dev.log")}
+        summary = {"url": url, "backfill_id": backfill, "status": status.get("status"),
+                   "seconds": round(elapsed, 1), "partitions": keys,
+                   "runs": [{"run_id": r["runId"], "status": r["status"],
+                             "range": [t["value"] for t in r["tags"] if t["key"] in (
+                                 "dagster/asset_partition_range_start",
+                                 "dagster/asset_partition_range_end")]} for r in runs],
+                   "materialized": materialized, "screenshots": shots,
+                   "evaluation": evaluation, "training": training,
+                   "check_partitions": check_partitions, "check_page_text": check_text,
+                   "log": str(work / "dagster_dev.log")}
+
+        # another chunk budget for the code location: the audit, launched from the UI, tells
+        # the `current` checks, and the graph shows how many shards that made stale
+        stop_dev(process)
+        env["PROX_MAX_CHUNK_TOKENS"] = "800"
+        process = start_dev(env, work, port)
+        wait_for_server(url, process)
+        summary["audit"] = materialize_from_ui(url, location["name"], "lineage_audit")
+        summary["stale_checks"] = check_statuses(url)
+        if screenshots:
+            summary["stale_graph_text"] = click_and_read(
+                f"{url}/locations/{location['name']}/asset-groups/refine/lineage",
+                None, "chunked_shard", out / "stale_graph.png")
+            summary["stale_check_text"] = click_and_read(
+                f"{url}/assets/chunked_shard?view=checks&checkDetail=current", "Partitions",
+                "Failed", out / "stale_check.png", count=2)
+            shots["stale_graph"] = str(out / "stale_graph.png")
+            shots["stale_check"] = str(out / "stale_check.png")
+        return summary
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        stop_dev(process)
 
 
 def main() -> int:

@@ -149,3 +149,28 @@ def test_schedule_refines_exactly_what_is_stale_or_missing_and_not_running_or_fa
         "A sentence of plain and useful words for the corpus. " * 20))
     [retry] = evaluate(schedule, instance, defs).run_requests
     assert (retry.tags[RANGE_START], retry.tags[RANGE_END]) == (shards[6], shards[6])
+
+
+def test_sensor_observes_changed_crawl_files_in_bounded_ticks_from_the_listing(tmp_path,
+                                                                             instance):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i in range(5):
+        drop(raw, f"s.{i:05d}.jsonl", 1_000_000_000 * (i + 1))
+    source = RawSource(path=str(raw), max_observations_per_tick=2)
+    sensor = build_raw_shard_sensor(shards_per_run=16)
+    observed, cursor = [], None
+    for _ in range(3):
+        result = tick(sensor, instance, source, cursor)
+        observed.append([e.partition for e in result.asset_events])
+        cursor = result.cursor
+    assert observed == [["s.00000", "s.00001"], ["s.00002", "s.00003"], ["s.00004"]]
+    assert isinstance(tick(sensor, instance, source, cursor), dg.SkipReason)
+    # a rewritten file is observed again, its version (size, modification time) as the data
+    # version: nothing is hashed in a tick
+    path = drop(raw, "s.00002.jsonl", 9_000_000_000)
+    path.write_text('{"text": "a longer page of the new crawl"}\n')
+    [event] = tick(sensor, instance, source, cursor).asset_events
+    stat = path.stat()
+    assert event.partition == "s.00002"
+    assert event.tags["dagster/data_version"] == f"v:{stat.st_size}:{stat.st_mtime_ns}"

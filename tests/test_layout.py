@@ -32,3 +32,14 @@ def test_no_eval_or_exec_in_the_engine():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
                 assert node.func.id not in {"eval", "exec", "compile"}, path
+
+
+def test_the_scale_numbers_in_the_docs_are_the_benchmark_results():
+    """docs/operations.md's table is rendered from benchmarks/results/scale.json, never typed."""
+    import json
+
+    from benchmarks.bench_scale import DOCS, MARKER, render
+
+    results = ENGINE.parent / "benchmarks" / "results" / "scale.json"
+    shown = DOCS.read_text().split(MARKER)[1].strip()
+    assert shown == render(json.loads(results.read_text()))

@@ -77,21 +77,28 @@ def test_the_whole_graph_for_two_shards_on_s3(s3, tmp_path, monkeypatch):
 
 
 def test_a_shard_lease_on_s3_is_exclusive(s3):
+    from prox_dagster.leases import STALE_AFTER_S
     from prox_dagster.shards import ShardError
     from prox_dagster.store import ShardStore
 
     store = ShardStore(f"s3://{BUCKET}/prox")
-    alive = {"run-a"}.__contains__
-    with store.lease("clean_shard", "x.00001", "run-a", alive):
-        assert s3.exists(f"{BUCKET}/prox/.leases/clean_shard/x.00001.lock")
-        with pytest.raises(ShardError, match="being computed by run-a"):
-            with store.lease("clean_shard", "x.00001", "run-b", alive, wait_s=0.3, poll_s=0.1):
+    lock = f"{BUCKET}/prox/.leases/clean_shard/x.00001.lock"
+    with store.lease("clean_shard", "x.00001", "run-a"):
+        assert s3.exists(lock)
+        with pytest.raises(ShardError, match="being computed by run run-a"):
+            with store.lease("clean_shard", "x.00001", "run-b", wait_s=0.3, poll_s=0.1):
                 pass
-    assert not s3.exists(f"{BUCKET}/prox/.leases/clean_shard/x.00001.lock")
-    # a lease left behind by a run that is gone is taken over
-    s3.pipe(f"{BUCKET}/prox/.leases/clean_shard/x.00001.lock", b'{"owner": "run-gone"}')
-    with store.lease("clean_shard", "x.00001", "run-b", alive, poll_s=0.1):
-        assert b"run-b" in s3.cat(f"{BUCKET}/prox/.leases/clean_shard/x.00001.lock")
+    assert not s3.exists(lock)
+    # a lock that is not one of ours (no heartbeat) is as old as its object: fresh, waited for
+    s3.pipe(lock, b'{"owner": "run-gone"}')
+    with pytest.raises(ShardError, match="being computed by run run-gone"):
+        with store.lease("clean_shard", "x.00001", "run-b", wait_s=0.3, poll_s=0.1):
+            pass
+    # and once its heartbeat is past STALE_AFTER_S, taken over
+    s3.pipe(lock, json.dumps({"owner": "run-gone", "heartbeat": time.time() - STALE_AFTER_S
+                              - 1}).encode())
+    with store.lease("clean_shard", "x.00001", "run-b", poll_s=0.1):
+        assert b"run-b" in s3.cat(lock)
 
 
 WRITER = """

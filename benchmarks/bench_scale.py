@@ -1,0 +1,330 @@
+"""What automation and the audit cost on a corpus of 1k, 10k and 100k shards.
+
+The store is built with the real writers, without running refiners: two template shards are
+materialized through the graph, then every shard is committed as a copy of one of them through
+the same path a step publishes by (``outputs.Staging.commit``: files staged and moved into
+place, their sha256 and versions recorded, the sidecar written last). The copies' data files
+are hard links to the template's (a listing and a stat cost what they cost on any file; the
+disk holds one copy), their sidecars are their own. Every shard is registered as a partition of
+a real SQLite Dagster instance.
+
+Each measurement runs in a fresh process, as the daemon's or the CLI's would: its wall time and
+its peak RSS. Measured at each size:
+
+- ``load``: loading the code location (``prox_dagster.definitions``);
+- ``audit_cold`` / ``audit``: ``prox-dagster audit --format json`` with no shard catalog yet
+  (every sidecar read) and then with it;
+- ``schedule_tick_cold``: the refine schedule's first tick with no catalog, its reads bounded
+  by the tick's read budget (the shards beyond it are deferred), and how many ticks it takes
+  until none is;
+- ``schedule_tick``: then a tick with nothing stale;
+- ``schedule_tick_1pct_stale``: a tick after 1% of the crawl files were rewritten;
+- ``sensor_tick_first`` / ``sensor_tick``: the raw-shard sensor with no cursor (it observes at
+  most ``max_observations_per_tick`` crawl files a tick), how many ticks until it has observed
+  them all, then a steady tick.
+
+Targets at 100k shards on 2 cores: every tick under 10 s, the audit under 60 s, peak RSS under
+1 GiB, and the cost per shard flat from 10k to 100k.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SIZES = (1_000, 10_000, 100_000)
+TEMPLATES = 2
+TICK_S, AUDIT_S, RSS_MIB = 10.0, 60.0, 1024.0
+
+
+def _clone(args: tuple[str, str, str]) -> None:
+    """Commit ``name`` as a copy of the template shard ``template`` in every stage."""
+    from prox_dagster.fingerprint import STAGES
+    from prox_dagster.outputs import read_record, staging
+    from prox_dagster.store import ShardStore, file_version
+
+    base, template, name = args
+    store = ShardStore(base)
+    raw_dir = Path(base) / "raw"
+    source = next(raw_dir.glob(f"{template}.*"))
+    target = raw_dir / source.name.replace(template, name, 1)
+    os.link(source, target)
+    for stage in STAGES:
+        record = read_record(store, stage, template)
+        with staging(store, stage, name) as staged:
+            for entry in record.files:
+                os.link(Path(base) / stage / entry["name"],
+                        staged.folder / entry["name"].replace(template, name, 1))
+            data = {key: value for key, value in record.data.items() if key != "files"}
+            if "raw_file" in data:
+                data["raw_file"] = {**data["raw_file"], "location": str(target),
+                                    "version": file_version(str(target))}
+            staged.commit(data, passed=True)
+
+
+def build_store(root: Path, n: int) -> dict:
+    """The data store and Dagster home of ``n`` shards (see the module docstring)."""
+    import dagster as dg
+
+    from prox_dagster import definitions
+    from prox_dagster.sample import write_sample_crawl
+
+    started = time.perf_counter()
+    data, home = root / "data", root / "home"
+    home.mkdir(parents=True)
+    shutil.copy(ROOT / "deploy" / "local" / "dagster.yaml", home / "dagster.yaml")
+    write_sample_crawl(data, n_shards=TEMPLATES, docs_per_shard=3)
+    templates = [f"sample-crawl.{i:05d}" for i in range(TEMPLATES)]
+    names = [f"crawl-2026-12.{i:06d}" for i in range(n)]
+    os.environ["DAGSTER_HOME"] = str(home)
+    with dg.DagsterInstance.get() as instance:
+        defs = definitions.build_definitions(data_dir=data)
+        instance.add_dynamic_partitions("shards", templates)
+        assert definitions.materialize_shards(defs, instance, templates[0],
+                                              templates[-1]).success
+        with ProcessPoolExecutor(2) as pool:
+            list(pool.map(_clone, [(str(data), templates[i % TEMPLATES], name)
+                                   for i, name in enumerate(names)], chunksize=200))
+        for start in range(0, n, 10_000):
+            instance.add_dynamic_partitions("shards", names[start:start + 10_000])
+    return {"seconds": round(time.perf_counter() - started, 1),
+            "files": sum(1 for _ in data.rglob("*") if _.is_file())}
+
+
+MEASURE = {
+    "load": "import time; t = time.perf_counter()\n"
+            "from prox_dagster import definitions\n"
+            "definitions.defs().resolve_asset_graph()\n"
+            "seconds = time.perf_counter() - t\n",
+    "schedule_tick": "from benchmarks.bench_scale import schedule_tick\n"
+                     "seconds, extra = schedule_tick()\n",
+    "sensor_tick": "from benchmarks.bench_scale import sensor_tick\n"
+                   "seconds, extra = sensor_tick()\n",
+    # ticks until the catalog, or the sensor's cursor, holds every shard (in this process)
+    "schedule_converge": "from benchmarks.bench_scale import converge, schedule_tick\n"
+                         "seconds, extra = converge(schedule_tick, 'not judged yet')\n",
+    "sensor_converge": "from benchmarks.bench_scale import converge, sensor_tick\n"
+                       "seconds, extra = converge(sensor_tick, None)\n",
+}
+
+
+def converge(tick, deferred_marker: str | None) -> tuple[float, dict]:
+    """Tick until a tick defers nothing (``deferred_marker`` absent from its skip message; for
+    the sensor: until it skips); the slowest tick's seconds, and how many ticks it took."""
+    slowest, ticks = 0.0, 0
+    while True:
+        seconds, extra = tick()
+        slowest, ticks = max(slowest, seconds), ticks + 1
+        done = (deferred_marker not in extra["skip"]) if deferred_marker else \
+            extra["skip"].startswith("no new")
+        if done or ticks > 1000:
+            return slowest, {"ticks": ticks}
+
+
+def schedule_tick() -> tuple[float, dict]:
+    """The refine schedule's tick, as the daemon evaluates it."""
+    import dagster as dg
+
+    from prox_dagster import definitions
+
+    defs = definitions.build_definitions()
+    schedule = defs.resolve_schedule_def("refine_schedule")
+    with dg.DagsterInstance.get() as instance:
+        with dg.build_schedule_context(
+                instance=instance, resources=defs.resources,
+                scheduled_execution_time=dt.datetime.now(dt.timezone.utc)) as context:
+            started = time.perf_counter()
+            result = schedule.evaluate_tick(context)
+            seconds = time.perf_counter() - started
+    requested = sum(1 + _span(r) for r in result.run_requests or [])
+    return seconds, {"run_requests": len(result.run_requests or []),
+                     "shards_requested": requested,
+                     "skip": result.skip_message or ""}
+
+
+def _span(request) -> int:
+    start = request.tags["dagster/asset_partition_range_start"]
+    end = request.tags["dagster/asset_partition_range_end"]
+    return int(end.rsplit(".", 1)[1]) - int(start.rsplit(".", 1)[1])
+
+
+def sensor_tick() -> tuple[float, dict]:
+    """The raw-shard sensor's tick, with the cursor it left last time (kept in a file here,
+    in the instance's cursor storage by the daemon)."""
+    import dagster as dg
+
+    from prox_dagster import definitions
+
+    cursor_file = Path(os.environ["DAGSTER_HOME"]) / "sensor-cursor"
+    cursor = cursor_file.read_text() if cursor_file.exists() else None
+    defs = definitions.build_definitions()
+    sensor = defs.resolve_sensor_def("raw_shard_sensor")
+    with dg.DagsterInstance.get() as instance:
+        with dg.build_sensor_context(instance=instance, cursor=cursor,
+                                     resources=defs.resources) as context:
+            started = time.perf_counter()
+            result = sensor(context)
+            seconds = time.perf_counter() - started
+    extra = {"skip": getattr(result, "skip_message", "") or ""}
+    if isinstance(result, dg.SensorResult):
+        cursor_file.write_text(result.cursor or "")
+        extra.update(observations=len(result.asset_events or []),
+                     cursor_kib=round(len(result.cursor or "") / 1024, 1))
+    return seconds, extra
+
+
+def measure(what: str, root: Path) -> dict:
+    """``what`` in a fresh process: its seconds and peak RSS."""
+    env = {**os.environ, "DAGSTER_HOME": str(root / "home"),
+           "PROX_DATA_DIR": str(root / "data"), "PYTHONPATH": str(ROOT)}
+    if what == "audit":
+        code = ("import io, sys, time, contextlib\nfrom prox_dagster import cli\n"
+                "t = time.perf_counter()\n"
+                "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+                "    assert cli.main(['audit', '--format', 'json']) == 0\n"
+                "seconds = time.perf_counter() - t\nimport json as j\n"
+                "rows = j.loads(out.getvalue())\n"
+                "extra = {'shards': len(rows), 'current': sum(r['status'] == 'current' "
+                "for r in rows)}\n")
+    else:
+        code = MEASURE[what]
+    # VmHWM: this process's peak RSS (ru_maxrss would keep the forking parent's across exec)
+    code += ("import json, re\nhwm = int(re.search(r'VmHWM:\\s+(\\d+)', "
+             "open('/proc/self/status').read()).group(1))\n"
+             "print(json.dumps({'seconds': round(seconds, 3), "
+             "'peak_rss_mib': round(hwm / 1024, 1), **globals().get('extra', {})}))\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True,
+                         text=True, timeout=3600)
+    if out.returncode != 0:
+        raise RuntimeError(f"{what} failed: {out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def rewrite_crawl_files(root: Path, share: float) -> int:
+    """Give ``share`` of the shards a new crawl file (new content under the same name)."""
+    raw = root / "data" / "raw"
+    files = sorted(raw.glob("crawl-2026-12.*"))
+    chosen = files[::max(1, round(1 / share))]
+    for path in chosen:
+        text = path.read_bytes()
+        path.unlink()  # a hard link to a template: the new file is its own
+        path.write_bytes(text + b'{"text": "A page the crawler added to this shard."}\n')
+    return len(chosen)
+
+
+def run(sizes: tuple[int, ...] = SIZES) -> dict:
+    results = {}
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix=f"prox-scale-{n}-") as tmp:
+            root = Path(tmp)
+            size = {"store": build_store(root, n)}
+            steps = [("load", "load"), ("audit_cold", "audit"), ("audit", "audit"),
+                     ("schedule_tick_cold", "schedule_tick"),
+                     ("schedule_converged", "schedule_converge"),
+                     ("schedule_tick", "schedule_tick"), ("sensor_tick_first", "sensor_tick"),
+                     ("sensor_converged", "sensor_converge"), ("sensor_tick", "sensor_tick")]
+            for name, what in steps:
+                if name == "schedule_tick_cold":
+                    shutil.rmtree(root / "data" / ".catalog")  # as before any audit
+                size[name] = measure(what, root)
+                print(f"{n} shards: {name}: {size[name]}", file=sys.stderr)
+            size["rewritten"] = rewrite_crawl_files(root, 0.01)
+            size["schedule_tick_1pct_stale"] = measure("schedule_tick", root)
+            print(f"{n} shards: 1% stale: {size['schedule_tick_1pct_stale']}", file=sys.stderr)
+            results[n] = size
+    return summarize(results)
+
+
+def summarize(results: dict) -> dict:
+    largest = results[max(results)]
+    ticks = ("schedule_tick", "schedule_tick_1pct_stale", "schedule_tick_cold",
+             "schedule_converged", "sensor_tick", "sensor_tick_first", "sensor_converged")
+    per_shard = {}
+    for what in (*ticks, "audit", "audit_cold"):
+        per_shard[what] = {n: round(1e6 * r[what]["seconds"] / (n + TEMPLATES), 1)
+                           for n, r in results.items()}
+    flat = {}
+    if 10_000 in results and 100_000 in results:
+        flat = {what: round(cost[100_000] / cost[10_000], 2) for what, cost in per_shard.items()}
+    peak = max(r[what]["peak_rss_mib"] for r in results.values() for what in r
+               if isinstance(r[what], dict) and "peak_rss_mib" in r[what])
+    return {
+        "benchmark": "scale", "sizes": sorted(results), "results": results,
+        "microseconds_per_shard": per_shard, "per_shard_100k_over_10k": flat,
+        "targets": {
+            "largest": max(results),
+            "every_tick_under_10s": all(largest[t]["seconds"] < TICK_S for t in ticks),
+            "audit_under_60s": largest["audit"]["seconds"] < AUDIT_S
+            and largest["audit_cold"]["seconds"] < AUDIT_S,
+            "peak_rss_under_1_gib": peak < RSS_MIB,
+            # a warm tick costs what the listing costs: flat within the noise of one run
+            "cost_per_shard_flat": bool(flat) and all(v <= 1.5 for k, v in flat.items()
+                                                      if k in ("schedule_tick", "audit",
+                                                               "audit_cold", "sensor_tick")),
+        },
+        "peak_rss_mib": peak,
+    }
+
+
+if __name__ == "__main__":
+    sizes = tuple(int(s) for s in sys.argv[1:]) or SIZES
+    print(json.dumps(run(sizes), indent=2))
+
+
+DOCS = ROOT / "docs" / "operations.md"
+MARKER = "<!-- scale table -->"
+
+
+def render(result: dict) -> str:
+    """The docs' table of ``result`` (``benchmarks/results/scale.json``)."""
+    def s(entry: dict) -> str:
+        return f"{entry['seconds']:.2f}"
+
+    lines = ["| shards | load | audit, no catalog | audit | first tick (ticks until all judged) "
+             "| tick, nothing stale | tick, 1% stale | sensor, first (ticks) | sensor | "
+             "peak RSS MiB |", "|" + "---|" * 10]
+    for n, r in sorted(result["results"].items(), key=lambda item: int(item[0])):
+        rss = max(v["peak_rss_mib"] for v in r.values() if isinstance(v, dict)
+                  and "peak_rss_mib" in v)
+        lines.append(
+            f"| {int(n):,} | {s(r['load'])} | {s(r['audit_cold'])} | {s(r['audit'])} | "
+            f"{s(r['schedule_tick_cold'])} ({r['schedule_converged']['ticks'] + 1}) | "
+            f"{s(r['schedule_tick'])} | {s(r['schedule_tick_1pct_stale'])} | "
+            f"{s(r['sensor_tick_first'])} ({r['sensor_converged']['ticks']}) | "
+            f"{s(r['sensor_tick'])} | {rss:.0f} |")
+    targets = result["targets"]
+    flat = ", ".join(f"{what} {ratio}" for what, ratio in
+                     result["per_shard_100k_over_10k"].items())
+    lines += ["", f"Seconds, each in a fresh process. Targets at {targets['largest']:,} shards: "
+              f"every tick under 10 s: {_yes(targets['every_tick_under_10s'])}; the audit "
+              f"under 60 s: {_yes(targets['audit_under_60s'])}; peak RSS under 1 GiB: "
+              f"{_yes(targets['peak_rss_under_1_gib'])}; cost per shard flat from 10k to 100k "
+              f"(at most 1.5× in a warm tick, the audit and the sensor): "
+              f"{_yes(targets['cost_per_shard_flat'])}" + (f" (100k over 10k, per shard: {flat})"
+                                                           if flat else "") + "."]
+    return "\n".join(lines)
+
+
+def _yes(value: bool) -> str:
+    return "yes" if value else "**no**"
+
+
+def write_docs(result: dict) -> None:
+    """Put :func:`render`'s table between the markers of ``docs/operations.md``."""
+    from prox_dagster.shards import write_text_atomic
+
+    text = DOCS.read_text()
+    head, _, rest = text.partition(MARKER)
+    _, _, tail = rest.partition(MARKER)
+    write_text_atomic(f"{head}{MARKER}\n{render(result)}\n{MARKER}{tail}", DOCS)

@@ -1,15 +1,16 @@
 """Stage 5: the programs executed; the refined text and status of every document."""
 
-import dagster as dg
-
 from dataclasses import asdict
+
+import dagster as dg
 
 from prox_dagster.fingerprint import StageSettings
 from prox_dagster.outputs import stale_upstream
 from prox_dagster.pipeline import execute_stream
-from resources import CheckThresholds, ProgramPolicy, ShardStorage, TokenizerResource
-from resources.settings import stage_settings_of
+from resources import (CheckThresholds, ProgramPolicy, RefinerResource, ShardStorage,
+                       TokenizerResource)
 
+from .audit import expected_of
 from .common import ShardJob, ShardOutput, run_shards, shard_asset_settings, shard_checks, streamed
 
 CHECKS = {
@@ -20,30 +21,29 @@ CHECKS = {
 }
 
 
-def build_clean_shard(expected: dict[str, StageSettings],
-                      shards_per_run: int = 1) -> dg.AssetsDefinition:
-    """``expected``: every stage's settings as loaded, to tell whether the upstream stages are
-    current."""
-
+def build_clean_shard(expected: StageSettings, shards_per_run: int = 1) -> dg.AssetsDefinition:
     @dg.asset(
         deps=["doc_refined_shard", "chunk_refined_shard"],
         **shard_asset_settings("clean_shard", "refine", shards_per_run,
-                               expected["clean_shard"].code_version),
+                               expected.code_version),
         check_specs=shard_checks("clean_shard", CHECKS),
     )
     def clean_shard(context: dg.AssetExecutionContext, storage: ShardStorage,
                     tokenizer: TokenizerResource, policy: ProgramPolicy,
-                    checks: CheckThresholds):
+                    checks: CheckThresholds, refiner: RefinerResource):
         """One row per raw document: the refined `text`, `status` (kept, dropped_doc,
         dropped_chunk, fallback_raw), `n_ops`, `n_errors`, `tokens_in`, `tokens_out` and the
         `refiner_version` that wrote its programs. `refinement_preview` shows a few dropped
         documents with their reason and removed lines with the call that removed them."""
+        # this run's settings of every stage, to tell whether the upstream stages are current
+        upstream = expected_of(refiner, policy, tokenizer, checks)
+
         def work(job: ShardJob) -> ShardOutput:
             store, shard = storage.store, job.shard
             docs = store.source("doc_refined_shard", shard)
             chunk_programs = store.source("chunk_refined_shard", shard)
             behind = [f"{f.stage} is {f.state} ({f.reason})" for f in
-                      stale_upstream(store, "clean_shard", shard, expected)]
+                      stale_upstream(store, "clean_shard", shard, upstream)]
             with job.staging.writer() as written:
                 summary = execute_stream(docs, chunk_programs, written, tokenizer.get(),
                                          policy.settings())
@@ -65,7 +65,6 @@ def build_clean_shard(expected: dict[str, StageSettings],
             })
 
         yield from run_shards(context, storage, work=work, limits=checks.settings(),
-                              expected=stage_settings_of("clean_shard", policy=policy,
-                                                         tokenizer=tokenizer, checks=checks))
+                              expected=upstream["clean_shard"])
 
     return clean_shard

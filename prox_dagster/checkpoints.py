@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Callable, Sequence
 
 from .store import ShardStore, exists, filesystem
@@ -98,15 +97,16 @@ class BatchCheckpoints:
         fs, path = filesystem(self.folder)
         if not fs.exists(path):
             return
-        self.store.write_text(str(time.time()), ".checkpoints", self.asset, self.shard,
-                              self.fingerprint, USED)
+        # an empty marker, rewritten: its modification time says when the programs were used
+        self.store.write_text("", ".checkpoints", self.asset, self.shard, self.fingerprint,
+                              USED)
         used = []
         for entry in fs.ls(path, detail=False):
-            marker = f"{entry.rstrip('/')}/{USED}"
             try:
-                used.append((float(fs.cat_file(marker)), entry))
-            except (FileNotFoundError, ValueError):
-                used.append((0.0, entry))  # unfinished or damaged: the oldest
+                when = fs.modified(f"{entry.rstrip('/')}/{USED}").timestamp()
+            except (FileNotFoundError, OSError):
+                when = 0.0  # unfinished or damaged: the oldest
+            used.append((when, entry))
         for _, entry in sorted(used, reverse=True)[KEEP_OUTPUTS:]:
             fs.rm(entry, recursive=True)
         here = f"{path.rstrip('/')}/{self.fingerprint}"

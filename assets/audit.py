@@ -21,7 +21,8 @@ from resources import (CheckThresholds, ProgramPolicy, RawSource, RefinerResourc
                        TokenizerResource)
 from resources.settings import settings_values
 
-from .common import CURRENT_CHECK, IN_FLIGHT, OWNERS, location_value
+from .common import (CURRENT_CHECK, IN_FLIGHT, OWNERS, latest_materialization,
+                     location_value)
 from .partitions import shards_partitions_def
 
 # `current` check evaluations one audit run tells (each is an event-log row: about 10 ms on
@@ -99,7 +100,9 @@ def report_current(instance: dg.DagsterInstance, storage: ShardStorage, evaluati
             asset_key=dg.AssetKey(stage), check_name=CURRENT_CHECK, passed=state == "current",
             description=("current again: " if state == "current" else "") + reason,
             metadata={"state": state}, blocking=False, severity=dg.AssetCheckSeverity.WARN,
-            partition=shard))
+            partition=shard,
+            target_materialization_data=latest_materialization(instance, dg.AssetKey(stage),
+                                                               shard)))
         reported += 1
     Catalog(storage.store).told(told)
     return reported

@@ -339,10 +339,17 @@ def _check_evaluations(context: dg.AssetExecutionContext,
 
 
 def _materialization_of_this_run(context, shard: str):
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[shard]),
-        limit=1).records
-    if not records or records[0].run_id != context.run_id:
+    return latest_materialization(context.instance, context.asset_key, shard, context.run_id)
+
+
+def latest_materialization(instance: dg.DagsterInstance, asset_key: dg.AssetKey, shard: str,
+                           run_id: str | None = None):
+    """The latest materialization of ``shard`` (of run ``run_id``, if given), as the target of
+    a check evaluation: the check's Partitions tab counts only evaluations of the partition's
+    latest materialization, and shows the others as missing."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[shard]), limit=1).records
+    if not records or (run_id is not None and records[0].run_id != run_id):
         return None
     return AssetCheckEvaluationTargetMaterializationData(
         storage_id=records[0].storage_id, run_id=records[0].run_id,

@@ -25,7 +25,7 @@ from .partitions import shards_partitions_def
 from .raw import CRAWL_FILE
 
 REQUESTED = ("stale", "missing")  # audit statuses the schedule refines
-TICK_READ_BUDGET = 40_000  # sidecar reads one schedule tick may spend judging changed shards
+TICK_READ_BUDGET = 30_000  # sidecar reads one schedule tick may spend judging changed shards
 
 
 def range_requests(keys: list[str], order: list[str], shards_per_run: int, reason: str,

@@ -291,7 +291,8 @@ def render(result: dict) -> str:
     def s(entry: dict) -> str:
         return f"{entry['seconds']:.2f}"
 
-    lines = ["| shards | load | audit, no catalog | audit | first tick (ticks until all judged) "
+    lines = ["| shards | load | audit, no catalog | audit | first tick (ticks until all "
+             "judged, the slowest) "
              "| tick, nothing stale | tick, 1% stale | sensor, first (ticks) | sensor | "
              "peak RSS MiB |", "|" + "---|" * 10]
     for n, r in sorted(result["results"].items(), key=lambda item: int(item[0])):
@@ -299,7 +300,8 @@ def render(result: dict) -> str:
                   and "peak_rss_mib" in v)
         lines.append(
             f"| {int(n):,} | {s(r['load'])} | {s(r['audit_cold'])} | {s(r['audit'])} | "
-            f"{s(r['schedule_tick_cold'])} ({r['schedule_converged']['ticks'] + 1}) | "
+            f"{s(r['schedule_tick_cold'])} ({r['schedule_converged']['ticks'] + 1}, "
+            f"{s(r['schedule_converged'])}) | "
             f"{s(r['schedule_tick'])} | {s(r['schedule_tick_1pct_stale'])} | "
             f"{s(r['sensor_tick_first'])} ({r['sensor_converged']['ticks']}) | "
             f"{s(r['sensor_tick'])} | {rss:.0f} |")

@@ -385,6 +385,10 @@ def tour(out: Path, shards: int, shards_per_run: int, screenshots: bool = True) 
             summary["stale_check_text"] = click_and_read(
                 f"{url}/assets/chunked_shard?view=checks&checkDetail=current", "Partitions",
                 "Failed", out / "stale_check.png", count=2)
+            summary["stale_history_text"] = click_and_read(
+                f"{url}/assets/chunked_shard?view=checks&checkDetail=current",
+                "Execution history", "max_chunk_tokens", out / "stale_history.png")
+            shots["stale_history"] = str(out / "stale_history.png")
             shots["stale_graph"] = str(out / "stale_graph.png")
             shots["stale_check"] = str(out / "stale_check.png")
         return summary

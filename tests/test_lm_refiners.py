@@ -99,8 +99,11 @@ def test_random_model_through_the_graph_is_stopped_by_the_parse_rate_check(tmp_p
     refiner = RefinerResource(backend="hf", doc_model=str(tiny_model), max_chunk_tokens=200)
     result, checks, _ = _materialize(tmp_path, refiner, CheckThresholds(), docs=3)
     assert not result.success and checks == {"has_documents": True, "quarantine_share": True,
-                                             "doc_parse_rate": False}
-    docs = pl.read_parquet(tmp_path / "doc_refined_shard" / "sample-crawl.00000.parquet")
+                                             "current": True, "doc_parse_rate": False}
+    # the failed output stays inspectable under failed/, never published
+    assert not (tmp_path / "doc_refined_shard" / "sample-crawl.00000.parquet").exists()
+    failed = tmp_path / "doc_refined_shard" / "failed" / "sample-crawl.00000.parquet"
+    docs = pl.read_parquet(failed)
     assert docs["doc_keep"].all() and not docs["doc_parse_ok"].any()  # garbled: nothing dropped
     assert not (tmp_path / "chunked_shard").exists()
 

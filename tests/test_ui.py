@@ -43,7 +43,7 @@ def test_a_backfill_from_the_ui_runs_in_batches_and_shows_its_partitions(tmp_pat
     assert shown["sha256"][:12] in shown["path"]
     assert "One training set: no set was held out" in shown["threshold_tradeoff"]
     # every shard check's Partitions tab: each shard Passed, none Missing (asked of the UI's API)
-    assert len(summary["check_partitions"]) == 8
+    assert len(summary["check_partitions"]) == 14  # 6 stages' `current` among them
     for check, shown in summary["check_partitions"].items():
         assert shown["succeeded"] == summary["partitions"], check
         assert not shown["failed"] and not shown["inProgress"], check
@@ -53,3 +53,16 @@ def test_a_backfill_from_the_ui_runs_in_batches_and_shows_its_partitions(tmp_pat
     for name, path in summary["screenshots"].items():
         data = Path(path).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 30_000, name  # not blank
+    # another chunk budget: the audit launched from the UI tells each stage's `current` check,
+    # and the check names the setting with its old and new values, not two hashes
+    # (the stages after it stay current until the chunks they read change)
+    stale = summary["stale_checks"]
+    assert stale["chunked_shard:current"]["failed"] == summary["partitions"]
+    for asset in ("raw_shard", "doc_refined_shard", "chunk_refined_shard", "clean_shard",
+                  "tokenized_shard"):
+        assert stale[f"{asset}:current"]["succeeded"] == summary["partitions"], asset
+    assert "Failed (4)" in summary["stale_check_text"]
+    assert "max_chunk_tokens 1500 → 800" in summary["stale_history_text"]
+    # and the asset graph's node says so above the partitions
+    node = summary["stale_graph_text"].split("chunked_shard\nLatest event", 1)[1]
+    assert node.split("Partitions", 1)[0].split("Asset checks", 1)[1].strip() == "0 / 1 Passed"

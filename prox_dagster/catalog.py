@@ -50,7 +50,10 @@ SCHEMA = {name: (pl.Int64 if name in INTS else pl.String) for name in COLUMNS}
 ROW_SCHEMA = {"shard": pl.String, **SCHEMA}  # a catalog row's columns, in order
 
 
-READERS = 16  # sidecars read at once
+# sidecars read at once: on S3 each read waits on the network; on a local disk more threads
+# fight over the GIL more than they overlap reads (a cold audit of 10k shards, page cache
+# dropped: 1 thread 10.0 s, 4 threads 7.0 s, 16 threads 11.0 s)
+LOCAL_READERS, REMOTE_READERS = 4, 16
 BATCH_SHARDS = 512  # shards whose sidecars are read together
 
 
@@ -190,7 +193,8 @@ class Catalog:
                 budget.reserved += reads
                 return batch
 
-            with ThreadPoolExecutor(READERS) as pool:
+            readers = REMOTE_READERS if self.store.remote else LOCAL_READERS
+            with ThreadPoolExecutor(readers) as pool:
                 # a read waits on the disk or the network far longer than it computes: the
                 # next batch's sidecars are read while this batch is judged
                 batch = next_batch()

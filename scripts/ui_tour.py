@@ -156,9 +156,11 @@ CLICK_AND_READ = """(async () => {
     if (!tab) return 'no tab ' + TAB;
     tab.click();
   }
-  await until(() => document.body.innerText.includes(WAIT_FOR));
+  // the body is null for a moment while the app redirects: wait it out, never read it then
+  const text = () => (document.body ? document.body.innerText : '');
+  await until(() => text().includes(WAIT_FOR));
   await new Promise(r => setTimeout(r, 1500));
-  return document.body.innerText;
+  return text();
 })()"""
 
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 import dagster as dg
+from dagster._core.events import DagsterEvent, DagsterEventType
 
 from prox_dagster import fingerprint
 from prox_dagster.fingerprint import StageSettings
@@ -21,14 +22,16 @@ from resources import (CheckThresholds, ProgramPolicy, RawSource, RefinerResourc
                        TokenizerResource)
 from resources.settings import settings_values
 
-from .common import (CURRENT_CHECK, IN_FLIGHT, OWNERS, latest_materialization,
+from .common import (CURRENT_CHECK, IN_FLIGHT, OWNERS, latest_materializations,
                      location_value)
 from .partitions import shards_partitions_def
 
-# `current` check evaluations one audit run tells (each is an event-log row: about 10 ms on
-# SQLite); a schedule tick tells at most MAX_TICK_CHECK_REPORTS, so that it stays short
+# `current` check evaluations one audit run tells (each is an event-log row: 20-30 ms on
+# SQLite, where every row is its own commits); a schedule tick tells at most
+# MAX_TICK_CHECK_REPORTS, for at most TICK_REPORT_SECONDS, so that it stays short
 MAX_CHECK_REPORTS = 20_000
 MAX_TICK_CHECK_REPORTS = 200
+TICK_REPORT_SECONDS = 1.5
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 PARTITION = "dagster/partition"
 
@@ -64,17 +67,20 @@ def expected_of(refiner: RefinerResource, policy: ProgramPolicy, tokenizer: Toke
 
 def evaluate(instance: dg.DagsterInstance, storage: ShardStorage, raw_source: RawSource,
              expected: dict[str, StageSettings], *, read_budget: int | None = None,
-             verify: bool = False, log: Callable[[str], None] | None = None
+             seconds: float | None = None, verify: bool = False,
+             log: Callable[[str], None] | None = None
              ) -> tuple[Evaluation, dict[str, str]]:
-    """Every shard partition judged through the catalog (``read_budget``: file reads it may
-    spend, shards beyond it wait for the next evaluation; ``verify``: every shard judged
-    again, every listed file checked), and the runs in flight by shard."""
+    """Every shard partition judged through the catalog (``read_budget`` and ``seconds``: file
+    reads it may spend and seconds after which it judges no more, shards beyond them wait for
+    the next evaluation; ``verify``: every shard judged again, every listed file checked), and
+    the runs in flight by shard."""
     shards = instance.get_dynamic_partitions(shards_partitions_def.name)
     listing, conflicts = raw_source.listing()
     problems = {shard: str(conflict_error(shard, conflicts[shard], raw_source.path))
                 for shard in shards if shard in conflicts}
     evaluation = Catalog(storage.store, warn=log).evaluate(
-        shards, expected, listing, problems, read_budget=read_budget, verify=verify)
+        shards, expected, listing, problems, read_budget=read_budget, seconds=seconds,
+        verify=verify)
     return evaluation, in_flight_shards(instance, shards, storage.store)
 
 
@@ -89,21 +95,44 @@ def audit_rows(instance: dg.DagsterInstance, storage: ShardStorage, raw_source: 
 
 
 def report_current(instance: dg.DagsterInstance, storage: ShardStorage, evaluation: Evaluation,
-                   limit: int = MAX_CHECK_REPORTS) -> int:
+                   limit: int = MAX_CHECK_REPORTS, seconds: float | None = None) -> int:
     """Tell each shard stage's ``current`` check what changed about it (a setting with its old
-    and new values, an input): at most ``limit`` evaluations, the ones left over at the next
-    audit. Returns how many were reported."""
-    reported = 0
-    told = evaluation.transitions[:limit]
-    for shard, stage, state, reason in told:
-        instance.report_runless_asset_event(dg.AssetCheckEvaluation(
-            asset_key=dg.AssetKey(stage), check_name=CURRENT_CHECK, passed=state == "current",
-            description=("current again: " if state == "current" else "") + reason,
-            metadata={"state": state}, blocking=False, severity=dg.AssetCheckSeverity.WARN,
-            partition=shard,
-            target_materialization_data=latest_materialization(instance, dg.AssetKey(stage),
-                                                               shard)))
-        reported += 1
+    and new values, an input): at most ``limit`` evaluations and, once ``seconds`` have passed,
+    none more; the ones left over are told by the next audit or tick. Returns how many
+    evaluations were written.
+
+    An evaluation amends the ``current`` result of the run that made the stage's latest
+    materialization, the one the check's Partitions tab shows. It is not reported as a runless
+    event: Dagster keeps one runless evaluation per check and partition (a unique index), so a
+    shard stage's second change would fail the tick. A stage with no materialization in this
+    instance has nothing for the check to attach to; the audit's row says its state."""
+    started = time.perf_counter()
+    pending = evaluation.transitions[:limit]
+    targets = {stage: latest_materializations(
+        instance, dg.AssetKey(stage), [shard for shard, at, _, _ in pending if at == stage])
+        for stage in {stage for _, stage, _, _ in pending}}
+    run_ids = {target.run_id for found in targets.values() for target in found.values()}
+    jobs = {record.dagster_run.run_id: record.dagster_run.job_name
+            for record in instance.get_run_records(dg.RunsFilter(run_ids=sorted(run_ids)))} \
+        if run_ids else {}
+    told, reported = [], 0
+    for shard, stage, state, reason in pending:
+        if seconds is not None and time.perf_counter() - started > seconds:
+            break
+        target = targets[stage].get(shard)
+        if target is not None and target.run_id in jobs:
+            instance.report_dagster_event(DagsterEvent(
+                event_type_value=DagsterEventType.ASSET_CHECK_EVALUATION.value,
+                job_name=jobs[target.run_id],
+                event_specific_data=dg.AssetCheckEvaluation(
+                    asset_key=dg.AssetKey(stage), check_name=CURRENT_CHECK,
+                    passed=state == "current",
+                    description=("current again: " if state == "current" else "") + reason,
+                    metadata={"state": state}, blocking=False,
+                    severity=dg.AssetCheckSeverity.WARN, partition=shard,
+                    target_materialization_data=target)), run_id=target.run_id)
+            reported += 1
+        told.append((shard, stage, state, reason))
     Catalog(storage.store).told(told)
     return reported
 

@@ -323,8 +323,10 @@ def _check_evaluations(context: dg.AssetExecutionContext,
                        done: dict[str, dict]) -> Iterator[dg.AssetCheckEvaluation]:
     """Each shard's check results, tied to the materialization they judged (so the check's
     Partitions tab shows Passed/Failed per shard), and whether the shard is now current."""
+    targets = latest_materializations(context.instance, context.asset_key, list(done),
+                                      context.run_id)
     for shard, summary in done.items():
-        target = _materialization_of_this_run(context, shard)
+        target = targets.get(shard)
         for name, outcome in summary["checks"].items():
             yield dg.AssetCheckEvaluation(
                 asset_key=context.asset_key, check_name=name, passed=outcome["passed"],
@@ -338,22 +340,28 @@ def _check_evaluations(context: dg.AssetExecutionContext,
             target_materialization_data=target)
 
 
-def _materialization_of_this_run(context, shard: str):
-    return latest_materialization(context.instance, context.asset_key, shard, context.run_id)
-
-
-def latest_materialization(instance: dg.DagsterInstance, asset_key: dg.AssetKey, shard: str,
-                           run_id: str | None = None):
-    """The latest materialization of ``shard`` (of run ``run_id``, if given), as the target of
-    a check evaluation: the check's Partitions tab counts only evaluations of the partition's
-    latest materialization, and shows the others as missing."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[shard]), limit=1).records
-    if not records or (run_id is not None and records[0].run_id != run_id):
-        return None
-    return AssetCheckEvaluationTargetMaterializationData(
-        storage_id=records[0].storage_id, run_id=records[0].run_id,
-        timestamp=records[0].timestamp)
+def latest_materializations(instance: dg.DagsterInstance, asset_key: dg.AssetKey,
+                            shards: list[str], run_id: str | None = None
+                            ) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+    """The latest materialization of each of ``shards`` (of run ``run_id``, if given; a shard
+    whose latest is another run's has none), as the target of a check evaluation: the check's
+    Partitions tab counts only evaluations of the partition's latest materialization, and shows
+    the others as missing. Pages of the event log, newest first, never a query per shard."""
+    latest: dict[str, Any] = {}
+    cursor = None
+    while len(latest) < len(set(shards)):
+        wanted = sorted(set(shards) - latest.keys())
+        page = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=wanted),
+            limit=max(100, 2 * len(wanted)), cursor=cursor)
+        for record in page.records:
+            latest.setdefault(record.partition_key, record)
+        if not page.has_more:
+            break
+        cursor = page.cursor
+    return {shard: AssetCheckEvaluationTargetMaterializationData(
+                storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp)
+            for shard, record in latest.items() if run_id is None or record.run_id == run_id}
 
 
 def counts_table(counts: Mapping[str, int], key: str = "value") -> dg.MetadataValue:

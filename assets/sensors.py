@@ -18,14 +18,19 @@ from prox_dagster.store import RawEntry
 from resources import (CheckThresholds, ProgramPolicy, RawSource, RefinerResource, ShardStorage,
                        TokenizerResource)
 
-from .audit import (MAX_TICK_CHECK_REPORTS, RANGE_END, RANGE_START, evaluate, expected_of,
-                    report_current)
+from .audit import (MAX_TICK_CHECK_REPORTS, RANGE_END, RANGE_START, TICK_REPORT_SECONDS,
+                    evaluate, expected_of, report_current)
 from .jobs import refine_shard_job
 from .partitions import shards_partitions_def
 from .raw import CRAWL_FILE
 
 REQUESTED = ("stale", "missing")  # audit statuses the schedule refines
-TICK_READ_BUDGET = 30_000  # sidecar reads one schedule tick may spend judging changed shards
+# sidecar reads one schedule tick may spend judging changed shards, and the seconds after which
+# it judges no more (counted from the start of its evaluation, listings included): with the
+# listings (about 4 s at 100k shards on 2 cores) and the check reports, a tick stays well
+# under Dagster's 60 s tick timeout, and under 10 s
+TICK_READ_BUDGET = 30_000
+TICK_JUDGE_SECONDS = 5.0
 
 
 def range_requests(keys: list[str], order: list[str], shards_per_run: int, reason: str,
@@ -126,22 +131,24 @@ def build_refine_schedule(shards_per_run: int) -> dg.ScheduleDefinition:
                              "settings, in batched runs (cron: PROX_REFINE_CRON, hourly by "
                              "default). Skips current shards, shards a queued or running run "
                              "covers, and shards whose current output failed a blocking check. "
-                             "Judges at most PROX_TICK_READ_BUDGET sidecar reads a tick (the "
-                             "rest at the next), and tells up to 200 stages' `current` checks "
-                             "what changed (the lineage audit tells them all).")
+                             "Judges at most PROX_TICK_READ_BUDGET sidecar reads a tick, "
+                             "for at most 5 s (the rest at the next), and tells up to 200 "
+                             "stages' `current` checks what changed, for at most 1.5 s (the "
+                             "lineage audit tells them all).")
     def refine_schedule(context: dg.ScheduleEvaluationContext, storage: ShardStorage,
                         raw_source: RawSource, refiner: RefinerResource, policy: ProgramPolicy,
                         tokenizer: TokenizerResource, checks: CheckThresholds):
         evaluation, running = evaluate(
             context.instance, storage, raw_source, expected_of(refiner, policy, tokenizer, checks),
             read_budget=int(os.environ.get("PROX_TICK_READ_BUDGET", TICK_READ_BUDGET)),
+            seconds=TICK_JUDGE_SECONDS,
             log=context.log.warning)
         reported = report_current(context.instance, storage, evaluation,
-                                  limit=MAX_TICK_CHECK_REPORTS)
+                                  limit=MAX_TICK_CHECK_REPORTS, seconds=TICK_REPORT_SECONDS)
         todo = evaluation.rows.filter(
             pl.col("status").is_in(REQUESTED) & ~pl.col("shard").is_in(list(running)))[
             "shard"].to_list()
-        later = (f"; {len(evaluation.deferred)} shards not judged yet (read budget), at the "
+        later = (f"; {len(evaluation.deferred)} shards not judged yet (tick budget), at the "
                  "next tick" if evaluation.deferred else "")
         context.log.info(f"judged {evaluation.stats['judged']} shards, reused "
                          f"{evaluation.stats['reused']} ({evaluation.stats['seconds']}s), "
@@ -149,9 +156,9 @@ def build_refine_schedule(shards_per_run: int) -> dg.ScheduleDefinition:
         if not todo:
             return dg.SkipReason("every shard is current, running, or failed a blocking check "
                                  f"with unchanged inputs and settings{later}")
-        order = context.instance.get_dynamic_partitions(shards_partitions_def.name)
         scheduled_at = context.scheduled_execution_time.isoformat(timespec="seconds")
-        requests = range_requests(todo, order, shards_per_run, "scheduled", f"@{scheduled_at}")
+        requests = range_requests(todo, evaluation.shards, shards_per_run, "scheduled",
+                                  f"@{scheduled_at}")
         context.log.info(f"{len(todo)} shards to refine in {len(requests)} runs")
         return requests
 

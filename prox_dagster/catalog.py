@@ -58,11 +58,13 @@ BATCH_SHARDS = 512  # shards whose sidecars are read together
 
 
 class ReadBudget:
-    """File reads (and hashes) an evaluation may spend judging shards; None: no bound."""
+    """File reads (and hashes) an evaluation may spend judging shards, and the time by which it
+    starts no more of them (``time.perf_counter``); None: no bound."""
 
-    def __init__(self, limit: int | None):
+    def __init__(self, limit: int | None, deadline: float | None = None):
         self.limit, self.spent = limit, 0
         self.reserved = 0  # reads of the batches started
+        self.deadline = deadline
 
     def spend(self, n: int = 1) -> None:
         self.spent += n
@@ -75,11 +77,12 @@ class ReadBudget:
 @dataclass
 class Evaluation:
     """One evaluation of the catalog: a row per judged shard (``rows``, in the order asked,
-    audit columns without the run in flight, plus each stage's state), the shards left for a
-    later evaluation, the stages whose ``current`` state changed since it was last known, and
-    what it cost."""
+    audit columns without the run in flight, plus each stage's state), the shards asked (in
+    partition order), the shards left for a later evaluation, the stages whose ``current``
+    state changed since it was last known, and what it cost."""
 
     rows: pl.DataFrame
+    shards: list[str] = field(default_factory=list)
     deferred: list[str] = field(default_factory=list)
     transitions: list[tuple[str, str, str, str]] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
@@ -142,11 +145,13 @@ class Catalog:
 
     def evaluate(self, shards: list[str], expected: Mapping[str, StageSettings],
                  raw: Mapping[str, RawEntry], problems: Mapping[str, str] | None = None, *,
-                 read_budget: int | None = None, verify: bool = False,
-                 save: bool = True) -> Evaluation:
+                 read_budget: int | None = None, seconds: float | None = None,
+                 verify: bool = False, save: bool = True) -> Evaluation:
         """Judge ``shards`` (the partitions, in order) against ``expected``; ``raw``: the crawl
         files by shard, from one listing; ``problems``: shards an operator must fix (two crawl
-        files for one key), with why. ``verify``: judge every shard again, checking each
+        files for one key), with why. ``read_budget`` and ``seconds``: the file reads it may
+        spend judging, and the seconds after which it starts judging no more shards (the rest
+        are deferred to the next evaluation). ``verify``: judge every shard again, checking each
         file its sidecars list (a file changed behind its writer's back leaves its sidecar's
         version as it was, so only this finds it)."""
         started = time.perf_counter()
@@ -161,7 +166,7 @@ class Catalog:
         same = pl.lit(False) if verify else pl.col("key") == pl.col("old")
         keep = compared.filter(same)["shard"].to_list()
         judge = compared.filter(pl.col("old").is_null() | ~same)
-        budget = ReadBudget(read_budget)
+        budget = ReadBudget(read_budget, None if seconds is None else started + seconds)
         judged: list[tuple] = []
         deferred: list[str] = []
         reader = _Reader(self.store, budget, self.warn, check_files=verify)
@@ -179,6 +184,8 @@ class Catalog:
                 # shards whose sidecars fit what is left of the budget
                 nonlocal position
                 batch, reads = [], 0
+                if budget.deadline is not None and time.perf_counter() > budget.deadline:
+                    return batch
                 while position < len(pending) and len(batch) < BATCH_SHARDS and (
                         budget.limit is None or reads + budget.reserved < budget.limit):
                     shard = pending[position][0]
@@ -224,7 +231,7 @@ class Catalog:
         order = pl.DataFrame({"shard": [s for s in shards if s not in later]},
                              schema={"shard": pl.String})
         rows = order.join(merged, on="shard", how="left", maintain_order="left")
-        return Evaluation(rows, deferred, _transitions(rows), {
+        return Evaluation(rows, shards, deferred, _transitions(rows), {
             "shards": len(shards), "reused": len(keep), "judged": len(judged),
             "deferred": len(deferred), "file_reads": budget.spent,
             "listing_s": round(listed_s, 3),

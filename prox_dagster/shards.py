@@ -503,16 +503,24 @@ def select_raw_shards(names: Iterable[str], patterns: Sequence[str] | None = Non
     files alone and every other shard flows."""
     found: dict[str, list[str]] = {}
     for name in sorted(names):
-        if is_raw_name(name, patterns):
-            found.setdefault(shard_key(name), []).append(name)
+        key = _raw_key(name, patterns)
+        if key is not None:
+            found.setdefault(key, []).append(name)
     return ({key: names[0] for key, names in found.items() if len(names) == 1},
             {key: names for key, names in found.items() if len(names) > 1})
 
 
 def is_raw_name(name: str, patterns: Sequence[str] | None = None) -> bool:
     """Whether a file name is a raw shard's (see :func:`select_raw_shards`)."""
-    return (shard_key(name) is not None and not name.startswith(".")
-            and (not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)))
+    return _raw_key(name, patterns) is not None
+
+
+def _raw_key(name: str, patterns: Sequence[str] | None) -> str | None:
+    """The partition key of a raw shard's file name; None if the name is not one's."""
+    if name.startswith(".") or patterns and not any(fnmatch.fnmatchcase(name, p)
+                                                     for p in patterns):
+        return None
+    return shard_key(name)
 
 
 def raw_names(shard: str) -> list[str]:

@@ -85,12 +85,13 @@ def list_files(location: str, suffix: str = "") -> dict[str, str]:
         try:
             with os.scandir(location) as entries:
                 for entry in entries:
-                    if entry.name.endswith(suffix) and entry.is_file(follow_symlinks=False):
+                    name = entry.name
+                    if name.endswith(suffix) and entry.is_file(follow_symlinks=False):
                         try:
                             stat = entry.stat(follow_symlinks=False)
                         except FileNotFoundError:  # removed since the listing
                             continue
-                        found[entry.name] = f"{stat.st_size}:{stat.st_mtime_ns}"
+                        found[name] = f"{stat.st_size}:{stat.st_mtime_ns}"
         except (FileNotFoundError, NotADirectoryError):
             return {}
         return found

@@ -84,6 +84,33 @@ def test_a_setting_change_is_told_to_the_current_checks_naming_the_values(store,
     back, _ = judge(instance, store)
     assert [t[2] for t in back.transitions] == ["current"] * 3
 
+    # told again and again, each time on the latest materialization (Dagster keeps one runless
+    # evaluation per check and partition: a second runless one failed the audit)
+    for settings, passed, said in ((ProgramPolicy(), True, "current again: "),
+                                   (policy, False, "policy.min_words 10 → 30")):
+        defs = definitions.build_definitions(data_dir=store, policy=settings)
+        assert defs.resolve_job_def("lineage_audit_job").execute_in_process(
+            instance=instance).success
+        assert definitions.latest_metadata(instance, "lineage_audit")[
+            "current_checks_reported"] == 3
+        for shard in SHARDS:
+            latest = _latest_current(instance, shard)
+            assert latest.passed is passed and latest.description.startswith(said)
+            materialization = instance.fetch_materializations(dg.AssetRecordsFilter(
+                asset_key=dg.AssetKey("clean_shard"), asset_partitions=[shard]), limit=1)
+            assert latest.target_materialization_data.storage_id == \
+                materialization.records[0].storage_id
+
+
+def _latest_current(instance, shard):
+    """The `current` evaluation of ``clean_shard``'s partition ``shard`` that the UI shows."""
+    for record in instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(dg.AssetKey("clean_shard"), "current"), limit=50):
+        evaluation = record.event.dagster_event.event_specific_data
+        if evaluation.partition == shard:
+            return evaluation
+    raise AssertionError(f"no `current` evaluation of {shard}")
+
 
 def test_a_read_budget_defers_shards_to_the_next_evaluation(store, instance):
     first, _ = judge(instance, store, read_budget=7)  # one shard's six sidecars, and one more

@@ -150,8 +150,8 @@ class Catalog:
         """Judge ``shards`` (the partitions, in order) against ``expected``; ``raw``: the crawl
         files by shard, from one listing; ``problems``: shards an operator must fix (two crawl
         files for one key), with why. ``read_budget`` and ``seconds``: the file reads it may
-        spend judging, and the seconds after which it starts judging no more shards (the rest
-        are deferred to the next evaluation). ``verify``: judge every shard again, checking each
+        spend judging, and the seconds of judging after which it starts no more batches (at
+        least one is judged); the shards beyond them are deferred to the next evaluation. ``verify``: judge every shard again, checking each
         file its sidecars list (a file changed behind its writer's back leaves its sidecar's
         version as it was, so only this finds it)."""
         started = time.perf_counter()
@@ -166,7 +166,7 @@ class Catalog:
         same = pl.lit(False) if verify else pl.col("key") == pl.col("old")
         keep = compared.filter(same)["shard"].to_list()
         judge = compared.filter(pl.col("old").is_null() | ~same)
-        budget = ReadBudget(read_budget, None if seconds is None else started + seconds)
+        budget = ReadBudget(read_budget)
         judged: list[tuple] = []
         deferred: list[str] = []
         reader = _Reader(self.store, budget, self.warn, check_files=verify)
@@ -184,7 +184,9 @@ class Catalog:
                 # shards whose sidecars fit what is left of the budget
                 nonlocal position
                 batch, reads = [], 0
-                if budget.deadline is not None and time.perf_counter() > budget.deadline:
+                if budget.deadline is None and seconds is not None:
+                    budget.deadline = time.perf_counter() + seconds  # from the first batch
+                elif budget.deadline is not None and time.perf_counter() > budget.deadline:
                     return batch
                 while position < len(pending) and len(batch) < BATCH_SHARDS and (
                         budget.limit is None or reads + budget.reserved < budget.limit):

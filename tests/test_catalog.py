@@ -28,12 +28,12 @@ def store(tmp_path, instance):
     return tmp_path
 
 
-def judge(instance, data, read_budget=None, **settings):
+def judge(instance, data, read_budget=None, seconds=None, **settings):
     expected = expected_of(settings.get("refiner", RefinerResource()),
                            settings.get("policy", ProgramPolicy()), TokenizerResource(),
                            settings.get("checks", CheckThresholds()))
     return evaluate(instance, ShardStorage(base=str(data)), RawSource(path=str(data / "raw")),
-                    expected, read_budget=read_budget)
+                    expected, read_budget=read_budget, seconds=seconds)
 
 
 def test_an_evaluation_costs_what_changed(store, instance):
@@ -118,6 +118,15 @@ def test_a_read_budget_defers_shards_to_the_next_evaluation(store, instance):
     assert first.rows["shard"].to_list() == SHARDS[:2]
     second, _ = judge(instance, store, read_budget=7)
     assert second.stats["reused"] == 2 and second.stats["judged"] == 1 and not second.deferred
+
+
+def test_a_time_budget_defers_shards_but_judges_a_batch_each_time(store, instance, monkeypatch):
+    monkeypatch.setattr("prox_dagster.catalog.BATCH_SHARDS", 1)
+    for reused in range(3):  # no time at all: one batch (one shard) an evaluation
+        evaluation, _ = judge(instance, store, seconds=0)
+        assert (evaluation.stats["reused"], evaluation.stats["judged"]) == (reused, 1)
+        assert evaluation.deferred == SHARDS[reused + 1:]
+    assert judge(instance, store, seconds=0)[0].stats["reused"] == 3
 
 
 def test_what_cannot_be_read_is_rebuilt_or_recomputed_with_a_warning(store, instance):

@@ -16,7 +16,6 @@ from prox_dagster.fingerprint import StageSettings
 from prox_dagster.leases import run_alive
 from prox_dagster.catalog import Catalog, Evaluation
 from prox_dagster.lineage import AUDIT_COLUMNS, REFINED, audit_csv, with_run
-from prox_dagster.shards import conflict_error
 from prox_dagster.store import ShardStore
 from resources import (CheckThresholds, ProgramPolicy, RawSource, RefinerResource, ShardStorage,
                        TokenizerResource)
@@ -75,9 +74,8 @@ def evaluate(instance: dg.DagsterInstance, storage: ShardStorage, raw_source: Ra
     the next evaluation; ``verify``: every shard judged again, every listed file checked), and
     the runs in flight by shard."""
     shards = instance.get_dynamic_partitions(shards_partitions_def.name)
-    listing, conflicts = raw_source.listing()
-    problems = {shard: str(conflict_error(shard, conflicts[shard], raw_source.path))
-                for shard in shards if shard in conflicts}
+    listing, refused = raw_source.listing()
+    problems = {shard: refused[shard] for shard in shards if shard in refused}
     evaluation = Catalog(storage.store, warn=log).evaluate(
         shards, expected, listing, problems, read_budget=read_budget, seconds=seconds,
         verify=verify)

@@ -91,12 +91,11 @@ def build_raw_shard_sensor(shards_per_run: int) -> dg.SensorDefinition:
         registered, seen = set(state["registered"]), state["seen"]
         order = context.instance.get_dynamic_partitions(shards_partitions_def.name)
         known = set(order)
-        files, conflicts = raw_source.listing()
-        if conflicts:
+        files, refused = raw_source.listing()
+        if refused:
             context.log.warning(
-                f"{len(conflicts)} shard keys have two or more raw files and are not registered "
-                "until one remains: " + "; ".join(f"{key}: {', '.join(names)}"
-                                                for key, names in sorted(conflicts.items())[:20]))
+                f"{len(refused)} shard keys are not registered or read until fixed: "
+                + "; ".join(reason for _, reason in sorted(refused.items())[:20]))
         new = [key for _, key in sorted((entry.modified, key) for key, entry in files.items())
                if key not in known and key not in registered]
         keys = new[:raw_source.max_shards_per_tick]

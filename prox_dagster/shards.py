@@ -22,6 +22,7 @@ per zstd step, whatever the compression ratio), so memory is bounded by the larg
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import gzip
 import hashlib
@@ -30,6 +31,7 @@ import os
 import re
 import secrets
 import socket
+import stat
 import time
 import zlib
 from collections import Counter
@@ -106,15 +108,46 @@ def stream_raw_shard(path: str | os.PathLike, documents, quarantine,
     counts (``lines``, ``documents``, ``quarantined``, ``quarantined:{reason}``, ...)."""
     path = Path(path)
     shard = shard or shard_key(path) or path.name
-    if not path.is_file():
-        raise ShardError(f"shard {shard!r}: raw file {str(path)!r} does not exist")
     if not path.name.endswith(".parquet") and shard_key(path) is None:
         raise ShardError(
             f"shard {shard!r}: {path.name!r} is not a raw shard (expected one of {RAW_SUFFIXES})"
         )
     builder = _Builder(shard, path.name, documents, quarantine)
-    (_read_parquet if path.name.endswith(".parquet") else _read_jsonl)(builder, path)
+    with open_regular(path, shard) as raw:
+        (_read_parquet if path.name.endswith(".parquet") else _read_jsonl)(builder, raw, path)
     return builder.finish()
+
+
+def open_regular(path: Path, shard: str):
+    """``path`` opened for reading if it is a regular file: a symbolic link (to a secret or out
+    of the raw folder), a FIFO or a device is refused without reading a byte of it. The check
+    and the open are one step (``O_NOFOLLOW``, then ``fstat`` of what was opened), so nothing
+    can swap the file between them."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise ShardError(f"shard {shard!r}: raw file {str(path)!r} does not exist") from None
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise not_regular(shard, str(path), stat.S_IFLNK) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise not_regular(shard, str(path), mode)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def not_regular(shard: str, location: str, mode: int) -> ShardError:
+    """The error for a raw shard's name that is not a regular file (its mode: ``st_mode``)."""
+    kind = ("a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode)
+            else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "not a regular file")
+    return ShardError(f"shard {shard!r}: {location!r} is {kind}: only regular files inside the "
+                      "raw folder are read (nothing of it was read); replace it with the file "
+                      "itself")
 
 
 def read_raw_shard(path: str | os.PathLike, shard: str | None = None) -> RawShard:
@@ -148,22 +181,21 @@ class _Damaged(Exception):
         self.stream_offset, self.partial = 0, b""
 
 
-def _chunks(path: Path) -> Iterator[bytes]:
-    """The file's (decompressed) bytes in bounded pieces; damage raises :class:`_Damaged`."""
-    name = path.name
-    with open(path, "rb") as raw:
-        if name.endswith(".jsonl.gz"):
-            try:
-                with gzip.GzipFile(fileobj=raw) as gz:
-                    while data := gz.read1(_READ_BYTES):  # read() would lose its last call
-                        yield data
-            except (OSError, EOFError, zlib.error) as exc:
-                raise _Damaged(f"gzip: {exc}", raw.tell()) from exc
-        elif name.endswith(".jsonl.zst"):
-            yield from _zstd_chunks(raw)
-        else:
-            while data := raw.read(_READ_BYTES):
-                yield data
+def _chunks(raw, name: str) -> Iterator[bytes]:
+    """The (decompressed) bytes of the open file ``raw`` named ``name``, in bounded pieces;
+    damage raises :class:`_Damaged`."""
+    if name.endswith(".jsonl.gz"):
+        try:
+            with gzip.GzipFile(fileobj=raw) as gz:
+                while data := gz.read1(_READ_BYTES):  # read() would lose its last call
+                    yield data
+        except (OSError, EOFError, zlib.error) as exc:
+            raise _Damaged(f"gzip: {exc}", raw.tell()) from exc
+    elif name.endswith(".jsonl.zst"):
+        yield from _zstd_chunks(raw)
+    else:
+        while data := raw.read(_READ_BYTES):
+            yield data
 
 
 def _zstd_chunks(raw) -> Iterator[bytes]:
@@ -319,10 +351,10 @@ def _without_surrogates(value: str | None) -> str | None:
     return None if value is None else _SURROGATE.sub("\ufffd", value)
 
 
-def _read_jsonl(builder: _Builder, path: Path) -> None:
+def _read_jsonl(builder: _Builder, raw, path: Path) -> None:
     line_no = 0
     try:
-        for line_no, (offset, line, length) in enumerate(_lines(_chunks(path))):
+        for line_no, (offset, line, length) in enumerate(_lines(_chunks(raw, path.name))):
             builder.stats["lines"] += 1
             if line_no == 0 and line.startswith(_BOM):
                 line = line[len(_BOM):]
@@ -361,14 +393,14 @@ def _read_jsonl(builder: _Builder, path: Path) -> None:
             exc.partial.decode("utf-8", errors="replace"), exc.stream_offset)
 
 
-def _read_parquet(builder: _Builder, path: Path) -> None:
+def _read_parquet(builder: _Builder, raw, path: Path) -> None:
     import pyarrow.parquet as pq
 
     from .parquet_batches import iter_batches
 
     shard = builder.shard
     try:
-        columns = pq.ParquetFile(path).schema_arrow.names
+        columns = pq.ParquetFile(raw).schema_arrow.names
     except Exception as exc:  # pyarrow raises several error types for corrupt files
         raise ShardError(f"shard {shard!r}: cannot read Parquet {str(path)!r}: {exc}") from exc
     if "text" not in columns:
@@ -376,7 +408,7 @@ def _read_parquet(builder: _Builder, path: Path) -> None:
                          f"(columns: {columns})")
     line_no = 0
     try:
-        for frame in iter_batches(path):
+        for frame in iter_batches(raw):
             for record in frame.iter_rows(named=True):
                 builder.stats["lines"] += 1
                 raw = json.dumps(record, ensure_ascii=False, default=str)
@@ -541,6 +573,6 @@ def find_raw_shards(folder: str | os.PathLike, patterns: Sequence[str] | None = 
     if not folder.is_dir():
         return {}, {}
     with os.scandir(folder) as listing:  # file types from the listing: no stat per entry
-        names = [entry.name for entry in listing if entry.is_file()]
+        names = [entry.name for entry in listing if entry.is_file(follow_symlinks=False)]
     files, conflicts = select_raw_shards(names, patterns)
     return {key: folder / name for key, name in files.items()}, conflicts

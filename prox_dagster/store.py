@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
+from stat import S_ISREG
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -24,7 +25,7 @@ import polars as pl
 
 from . import leases
 from .parquet_batches import BatchWriter, ParquetSource
-from .shards import (ShardError, conflict_error, is_raw_name, raw_names,
+from .shards import (ShardError, conflict_error, is_raw_name, not_regular, raw_names,
                      select_raw_shards, write_atomic, write_text_atomic)
 
 def is_remote(location: str | os.PathLike) -> bool:
@@ -128,26 +129,32 @@ class RawEntry(NamedTuple):
 
 
 def list_raw_shards(location: str, patterns: list[str] | None = None
-                    ) -> tuple[dict[str, RawEntry], dict[str, list[str]]]:
+                    ) -> tuple[dict[str, RawEntry], dict[str, str]]:
     """Raw shard files directly under ``location`` (folder or ``s3://`` prefix) by partition
-    key, from one listing; and the keys two files share, with their names (not in the first
-    dict)."""
+    key, from one listing; and the keys that are refused, with why (never registered or read):
+    two files for one key, or a name that is not a regular file (a link, a folder, a FIFO, a
+    device: nothing of it is read)."""
     if not is_remote(location):
         try:
             with os.scandir(location) as listing:  # types from the listing, a stat per shard
-                entries = {entry.name: entry for entry in listing if entry.is_file()}
+                entries = {entry.name: entry for entry in listing}
         except (FileNotFoundError, NotADirectoryError):
             return {}, {}
         files, conflicts = select_raw_shards(entries, patterns)
+        refused = {key: str(conflict_error(key, names, location))
+                   for key, names in conflicts.items()}
         found = {}
         for key, name in files.items():
             try:
-                stat = entries[name].stat()
+                stat = entries[name].stat(follow_symlinks=False)
             except FileNotFoundError:  # removed since the listing
+                continue
+            if not S_ISREG(stat.st_mode):
+                refused[key] = str(not_regular(key, join(location, name), stat.st_mode))
                 continue
             found[key] = RawEntry(join(location, name), f"{stat.st_size}:{stat.st_mtime_ns}",
                                   stat.st_mtime_ns)
-        return found, conflicts
+        return found, refused
     fs, root = filesystem(location)
     try:
         listing = fs.ls(root, detail=True, refresh=True)
@@ -160,15 +167,30 @@ def list_raw_shards(location: str, patterns: list[str] | None = None
         modified = entries[name].get("LastModified")
         found[key] = RawEntry(join(location, name), file_version("", entries[name]),
                               int(modified.timestamp() * 1e9) if modified is not None else 0)
-    return found, conflicts
+    return found, {key: str(conflict_error(key, names, location))
+                   for key, names in conflicts.items()}
 
 
 def locate_raw_shard(location: str, shard: str, patterns: list[str] | None = None) -> str:
     """The raw file of one shard under ``location``, found with one existence check per raw
     format (never a listing of the whole prefix: a backfill of N shards costs O(N) requests,
-    not O(N²)). No file, or two files for the key, is an error naming them."""
-    names = [name for name in raw_names(shard)
-             if is_raw_name(name, patterns) and exists(join(location, name))]
+    not O(N²)). No file, two files for the key, or a name that is not a regular file (a link
+    out of the folder, a FIFO) is an error naming them."""
+    if is_remote(location):
+        names = [name for name in raw_names(shard)
+                 if is_raw_name(name, patterns) and exists(join(location, name))]
+    else:
+        names = []
+        for name in raw_names(shard):
+            if not is_raw_name(name, patterns):
+                continue
+            try:
+                mode = os.lstat(join(location, name)).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if not S_ISREG(mode):
+                raise not_regular(shard, join(location, name), mode)
+            names.append(name)
     if len(names) > 1:
         raise conflict_error(shard, names, location)
     if not names:

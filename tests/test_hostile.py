@@ -314,12 +314,58 @@ def test_line_numbers_the_chunker_writes_are_ones_the_parser_accepts(tmp_path):
 def test_two_raw_files_with_one_key_are_reported_alone_and_other_shards_flow(tmp_path):
     for name in ("a.jsonl", "y.jsonl", "y.parquet", "z.jsonl.gz"):
         (tmp_path / name).write_bytes(b"")
-    files, conflicts = list_raw_shards(str(tmp_path))
-    assert sorted(files) == ["a", "z"] and conflicts == {"y": ["y.jsonl", "y.parquet"]}
+    files, refused = list_raw_shards(str(tmp_path))
+    assert sorted(files) == ["a", "z"] and list(refused) == ["y"]
+    assert "shard 'y' has 2 raw files" in refused["y"] and "y.jsonl, y.parquet" in refused["y"]
     assert locate_raw_shard(str(tmp_path), "a").endswith("a.jsonl")
     with pytest.raises(shards_module.ShardError,
                        match=r"shard 'y' has 2 raw files .*y\.jsonl, y\.parquet"):
         locate_raw_shard(str(tmp_path), "y")
+
+
+def test_links_fifos_and_folders_in_the_raw_folder_are_refused_unread(tmp_path, instance):
+    """A link to the worker's environment, a link to a JSONL file outside the raw folder, a FIFO
+    and a folder with a shard's name: the sensor registers none of them and says why; a
+    partition an operator registers by hand fails its step naming the file, and nothing of
+    what they point at reaches the store."""
+    from prox_dagster import definitions
+    from prox_dagster.sample import write_sample_crawl
+
+    write_sample_crawl(tmp_path, n_shards=1, docs_per_shard=4)
+    raw = tmp_path / "raw"
+    outside = tmp_path / "outside.jsonl"
+    outside.write_text(json.dumps({"text": "CANARY-7f3a a document from outside the folder"})
+                       + "\n")
+    (raw / "env.jsonl").symlink_to("/proc/self/environ")
+    (raw / "leak.jsonl").symlink_to(outside)
+    os.mkfifo(raw / "pipe.jsonl")
+    (raw / "folder.jsonl").mkdir()
+    files, refused = list_raw_shards(str(raw))
+    assert list(files) == ["sample-crawl.00000"]
+    assert sorted(refused) == ["env", "folder", "leak", "pipe"]
+    assert "is a symbolic link" in refused["env"] and "is a symbolic link" in refused["leak"]
+    assert "is a FIFO" in refused["pipe"] and "is a folder" in refused["folder"]
+
+    defs = definitions.build_definitions(data_dir=tmp_path)
+    assert definitions.register_new_shards(defs, instance) == ["sample-crawl.00000"]
+    instance.add_dynamic_partitions("shards", ["env", "leak", "pipe"])  # by hand
+    for key, kind in (("env", "a symbolic link"), ("leak", "a symbolic link"),
+                      ("pipe", "a FIFO")):
+        result = definitions.materialize_shard(defs, instance, key)
+        assert not result.success
+        error = next(e for e in result.all_events
+                     if e.event_type_value == "STEP_FAILURE").step_failure_data.error
+        assert f"'{raw / (key + '.jsonl')}' is {kind}" in error.to_string()
+    assert definitions.materialize_shard(defs, instance, "sample-crawl.00000").success
+    written = [path.relative_to(tmp_path).as_posix() for path in tmp_path.rglob("*.parquet")]
+    assert not [name for name in written if any(key in name for key in ("env", "leak", "pipe"))]
+    for path in tmp_path.rglob("*.parquet"):
+        frame = pl.read_parquet(path)
+        for column in [c for c, t in frame.schema.items() if t == pl.String]:
+            assert not frame[column].str.contains("CANARY-7f3a|PATH=").any(), (path, column)
+    # the reader refuses a link it is handed directly, too
+    with pytest.raises(shards_module.ShardError, match="is a symbolic link"):
+        read_raw_shard(raw / "leak.jsonl")
 
 
 def test_a_240_character_shard_name_writes_and_leases(tmp_path):

@@ -17,6 +17,7 @@ from prox_dagster.leases import run_alive
 from prox_dagster.catalog import Catalog, Evaluation
 from prox_dagster.lineage import AUDIT_COLUMNS, REFINED, audit_csv, with_run
 from prox_dagster.store import ShardStore
+from prox_dagster.untrusted import markdown_text
 from resources import (CheckThresholds, ProgramPolicy, RawSource, RefinerResource, ShardStorage,
                        TokenizerResource)
 from resources.settings import settings_values
@@ -139,8 +140,8 @@ def rows_to_markdown(rows: list[dict], limit: int = 200) -> str:
     shown = ["shard", "status", "reason", "doc_refiner_version", "doc_refined_at",
              "checks_passed", "checks_failed", "failed_checks"]
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
-    lines += ["| " + " | ".join(str(row[c] if row[c] not in (None, "") else "-")
-                                .replace("|", "\\|") for c in shown) + " |"
+    lines += ["| " + " | ".join(markdown_text(str(row[c]), 200) if row[c] not in (None, "")
+                                else "-" for c in shown) + " |"
               for row in rows[:limit]]
     if len(rows) > limit:
         lines.append(f"\n({len(rows) - limit} more rows in the JSON and CSV files)")

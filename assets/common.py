@@ -29,6 +29,7 @@ from prox_dagster.outputs import RawFile, Staging
 from prox_dagster.quality import CheckOutcome, Thresholds, judge
 from prox_dagster.shards import ShardError
 from prox_dagster.store import is_remote
+from prox_dagster.untrusted import markdown_text
 from resources import ShardStorage
 
 from .partitions import shards_partitions_def
@@ -303,7 +304,8 @@ def _file_metadata(store, record: fp.Record) -> dict:
     if len(files) == 1:
         return {"path": location_value(outputs.file_location(store, record, files[0]["name"])),
                 "sha256": files[0]["sha256"]}
-    rows = "\n".join(f"| {f['name']} | {f['bytes']} | {f['sha256']} |" for f in files)
+    rows = "\n".join(f"| {markdown_text(f['name'], 300)} | {f['bytes']} | {f['sha256']} |"
+                     for f in files)
     return {"files": len(files),
             "file_table": dg.MetadataValue.md(
                 "| file | bytes | sha256 |\n|---|---|---|\n" + rows if rows else "(none)")}
@@ -365,7 +367,7 @@ def latest_materializations(instance: dg.DagsterInstance, asset_key: dg.AssetKey
 
 
 def counts_table(counts: Mapping[str, int], key: str = "value") -> dg.MetadataValue:
-    rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(counts.items()))
+    rows = "\n".join(f"| {markdown_text(k, 200)} | {v} |" for k, v in sorted(counts.items()))
     return dg.MetadataValue.md(f"| {key} | count |\n|---|---|\n{rows}" if rows else "(none)")
 
 

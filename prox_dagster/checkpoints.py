@@ -83,7 +83,7 @@ class BatchCheckpoints:
         key = batch_key(version, level, prompts)
         self.keys.add(key)
         self.store.write_text(json.dumps({"key": key, "version": version, "level": level,
-                                          "outputs": list(outputs)}, ensure_ascii=False),
+                                          "outputs": list(outputs)}),
                               ".checkpoints", self.asset, self.shard, self.fingerprint,
                               f"{key}.json")
         self.stats["batches_generated"] += 1

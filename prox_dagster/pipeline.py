@@ -25,6 +25,7 @@ from .chunking import DEFAULT_MAX_TOKENS, chunk_documents, strip_numbers
 from .execute import ExecutionPolicy, decide_document, execute_document
 from .parquet_batches import READ_BATCH_ROWS, FrameSink, FrameSource
 from .preview import PreviewCollector
+from .untrusted import program_text
 from .programs import parse_program
 from .prompts import chunk_prompt, doc_prompt
 from .quality import ProgramCoverage
@@ -65,6 +66,7 @@ def _generate(refiner: Refiner, prompts: Sequence[str], level: str, batch_size: 
             if len(result) != len(batch):
                 raise RuntimeError(f"refiner {refiner.version} returned {len(result)} programs "
                                    f"for {len(batch)} {level} prompts")
+            result = [program_text(output) for output in result]
             if checkpoints:
                 checkpoints.save(refiner.version, level, batch, result)
         outputs.extend(result)

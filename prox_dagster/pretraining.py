@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from .outputs import intact, read_record
 from .store import ShardStore, exists, filesystem, sha256, version
 from .token_files import HISTOGRAM_EDGES, histogram_table, pack_litgpt
+from .untrusted import markdown_text
 
 TOKENIZED = "tokenized_shard"
 
@@ -45,7 +46,7 @@ class Manifest:
                            "formats": self.formats}, indent=2)
 
     def shard_table(self) -> str:
-        rows = [f"| {s['shard']} | {s['status']} | {s['format']} | {s['dtype']} | "
+        rows = [f"| {markdown_text(s['shard'], 200)} | {s['status']} | {s['format']} | {s['dtype']} | "
                 f"{len(s['files'])} | {s['documents']} | {s['tokens']} | "
                 f"{', '.join(f['sha256'][:12] for f in s['files'][:2])}"
                 f"{' ...' if len(s['files']) > 2 else ''} | {', '.join(s['refiner_versions'])} |"
@@ -54,7 +55,8 @@ class Manifest:
                 "refiner |\n|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
 
     def excluded_table(self, limit: int = 50) -> str:
-        rows = [f"| {e['shard']} | {e['status']} | {e['reason'].replace('|', '/')} |"
+        rows = [f"| {markdown_text(e['shard'], 200)} | {e['status']} | "
+                f"{markdown_text(e['reason'], 300)} |"
                 for e in self.excluded[:limit]]
         more = (f"\n\n({len(self.excluded) - limit} more in the manifest)"
                 if len(self.excluded) > limit else "")

@@ -14,24 +14,17 @@ import polars as pl
 
 from .execute import kept_lines
 from .programs import format_call, line_range, parse_program
+from .untrusted import markdown_text
 
-MAX_CELL = 100
 _DROP_REASONS = {
     "dropped_chunk": "too little text left once the chunk programs ran (execution policy)",
 }
 
 
-def _cell(text: str, limit: int = MAX_CELL) -> str:
-    text = " ".join(text.split())
-    if len(text) > limit:
-        text = text[:limit - 1] + "…"
-    return text.replace("|", "\\|").replace("`", "'") or "(empty)"
-
-
 def _doc_reason(status: str, program: str) -> str:
     if status == "dropped_doc":
         comment = program.partition("#")[2].strip()
-        return f"`drop_doc()`: {comment}" if comment else "`drop_doc()`"
+        return f"`drop_doc()`: {markdown_text(comment)}" if comment else "`drop_doc()`"
     return _DROP_REASONS.get(status, status)
 
 
@@ -83,12 +76,12 @@ class PreviewCollector:
         dropped, removed = self.dropped, self.removed
         parts = [f"**Dropped documents** ({len(dropped)} shown)", "",
                  "| document | status | reason | text |", "|---|---|---|---|"]
-        parts += [f"| {_cell(d)} | {s} | {r} | {_cell(t)} |" for d, s, r, t in dropped] or \
-            ["| - | - | none dropped | - |"]
+        parts += [f"| {markdown_text(d)} | {s} | {r} | {markdown_text(t)} |"
+                  for d, s, r, t in dropped] or ["| - | - | none dropped | - |"]
         parts += ["", f"**Removed lines** ({len(removed)} shown)", "",
                   "| document | line | text | removed by |", "|---|---|---|---|"]
-        parts += [f"| {_cell(d)} | {i} | {_cell(t)} | `{c}` |" for d, i, t, c in removed] or \
-            ["| - | - | none removed | - |"]
+        parts += [f"| {markdown_text(d)} | {i} | {markdown_text(t)} | `{c}` |"
+                  for d, i, t, c in removed] or ["| - | - | none removed | - |"]
         return "\n".join(parts)
 
 

@@ -19,6 +19,7 @@ import functools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from ..untrusted import redact
 from .lm import LMRefiner, RefinerError
 
 
@@ -86,11 +87,13 @@ class OpenAIRefiner(LMRefiner):
             response = client.completions.create(model=model, prompt=prompt,
                                                  max_tokens=max_tokens, temperature=0.0)
         except openai.APIStatusError as exc:
+            # the body as the server sent it may echo the request's credentials
             raise RefinerError(f"{url} answered {exc.status_code} for model {model!r}: "
-                               f"{str(exc)[:300]}") from exc
+                               f"{redact(str(exc), (self.api_key,))[:300]}") from None
         except openai.APIConnectionError as exc:  # timeouts included
             raise RefinerError(f"{url} unreachable for model {model!r} after "
-                               f"{self.max_retries + 1} attempts: {exc}") from exc
+                               f"{self.max_retries + 1} attempts: "
+                               f"{redact(str(exc), (self.api_key,))[:300]}") from None
         try:
             return response.choices[0].text
         except (AttributeError, IndexError, TypeError) as exc:

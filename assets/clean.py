@@ -14,7 +14,8 @@ from .audit import expected_of
 from .common import ShardJob, ShardOutput, run_shards, shard_asset_settings, shard_checks, streamed
 
 CHECKS = {
-    "token_retention": "Tokens out / tokens in lies within [min, max]_token_retention (GX).",
+    "token_retention": "Tokens out / tokens in lies within [min, max]_token_retention (GX), "
+                       "each document weighing at most 32,768 tokens.",
     "kept_share": "At least min_kept_share of the documents are kept.",
     "programs_match_documents": "The chunk programs were written for the current doc decision "
                                 "by the same refiner, and every upstream stage is current.",
@@ -51,12 +52,15 @@ def build_clean_shard(expected: StageSettings, shards_per_run: int = 1) -> dg.As
             statuses = dict(summary.statuses)
             return streamed(written, rows_in=docs.rows, observations={
                 "tokens_in": tokens_in, "tokens_out": tokens_out, "statuses": statuses,
+                "weighted_tokens_in": summary.weighted_in,
+                "weighted_tokens_out": summary.weighted_out, "outliers": summary.outliers,
                 "programs_match_documents": asdict(summary.coverage.outcome(behind)),
             }, extra={
                 "docs_kept": statuses.get("kept", 0) + statuses.get("fallback_raw", 0),
                 "status_counts": statuses,
                 "tokens_in": tokens_in, "tokens_out": tokens_out,
-                "token_retention": round(tokens_out / tokens_in, 4) if tokens_in else 0.0,
+                "token_retention": round(summary.weighted_out / summary.weighted_in, 4)
+                if summary.weighted_in else 0.0,
                 "program_errors": summary.n_errors,
                 "program_ops": summary.n_ops,
                 # the refiners of its doc and of its chunk programs

@@ -25,6 +25,7 @@ from .chunking import DEFAULT_MAX_TOKENS, chunk_documents, strip_numbers
 from .execute import ExecutionPolicy, decide_document, execute_document
 from .parquet_batches import READ_BATCH_ROWS, FrameSink, FrameSource
 from .preview import PreviewCollector
+from .quality import RETENTION_DOCUMENT_CAP
 from .untrusted import program_text
 from .programs import parse_program
 from .prompts import chunk_prompt, doc_prompt
@@ -238,6 +239,10 @@ class ExecutionSummary:
     statuses: Counter = field(default_factory=Counter)
     tokens_in: int = 0
     tokens_out: int = 0
+    # each document weighing at most RETENTION_DOCUMENT_CAP tokens, and the documents over it
+    weighted_in: float = 0.0
+    weighted_out: float = 0.0
+    outliers: list[dict] = field(default_factory=list)
     n_ops: int = 0
     n_errors: int = 0
     coverage: ProgramCoverage = field(default_factory=ProgramCoverage)
@@ -331,6 +336,7 @@ def execute_stream(doc_source: Source, chunk_source: Source, sink: Sink, tokeniz
         summary.statuses.update(statuses)
         summary.tokens_in += int(clean["tokens_in"].sum() or 0)
         summary.tokens_out += int(clean["tokens_out"].sum() or 0)
+        _weigh(summary, clean.select("id", "tokens_in", "tokens_out", "status"))
         summary.n_ops += sum(n_ops)
         summary.n_errors += sum(n_errors)
         summary.preview.add(docs, applied, clean)
@@ -339,6 +345,24 @@ def execute_stream(doc_source: Source, chunk_source: Source, sink: Sink, tokeniz
         groups.advance()
     summary.coverage.versions.update(groups.versions)
     return summary
+
+
+MAX_OUTLIERS = 5  # the largest documents over the cap, named in the retention check
+
+
+def _weigh(summary: ExecutionSummary, counts: pl.DataFrame) -> None:
+    """Add a batch's documents to the shard's weighted token retention (see
+    ``quality.token_retention``)."""
+    weight = pl.min_horizontal(pl.col("tokens_in"), RETENTION_DOCUMENT_CAP).cast(pl.Float64)
+    sums = counts.filter(pl.col("tokens_in") > 0).select(
+        weight.sum().alias("in"),
+        (weight * pl.col("tokens_out") / pl.col("tokens_in")).sum().alias("out"))
+    summary.weighted_in += float(sums["in"][0] or 0.0)
+    summary.weighted_out += float(sums["out"][0] or 0.0)
+    over = counts.filter(pl.col("tokens_in") > RETENTION_DOCUMENT_CAP)
+    if over.height:
+        summary.outliers = sorted(summary.outliers + over.to_dicts(),
+                                  key=lambda d: -d["tokens_in"])[:MAX_OUTLIERS]
 
 
 def execute_shard(doc_refined: pl.DataFrame, chunk_refined: pl.DataFrame, tokenizer,

@@ -8,7 +8,9 @@ Dagster layer turns into an ``AssetCheckResult``.
 from __future__ import annotations
 
 import functools
+import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,17 +83,31 @@ def parse_rate(parsed: int, rows: int, minimum: float, column: str) -> CheckOutc
                         {"parse_rate": rate, "minimum": minimum, "rows": rows})
 
 
-def token_retention(tokens_in: int, tokens_out: int, low: float, high: float) -> CheckOutcome:
-    """Tokens out / tokens in over the shard lies in ``[low, high]``."""
-    if tokens_in == 0:
+# tokens one document weighs at most in a shard's token retention: a 50 MB junk line, rightly
+# dropped, weighs as much as a long article, not as the rest of the shard together
+RETENTION_DOCUMENT_CAP = 32_768
+
+
+def token_retention(seen: Mapping, low: float, high: float) -> CheckOutcome:
+    """The shard's token retention lies in ``[low, high]``: tokens out / tokens in, each
+    document weighing at most :data:`RETENTION_DOCUMENT_CAP` tokens (with its own ratio), so
+    that one outlier cannot decide the shard; the outliers are named in the metadata."""
+    tokens_in, tokens_out = seen["tokens_in"], seen["tokens_out"]
+    weighted_in, weighted_out = seen["weighted_tokens_in"], seen["weighted_tokens_out"]
+    if weighted_in == 0:
         return CheckOutcome(True, "shard has no input tokens", {"tokens_in": 0})
-    ratio = pl.DataFrame({"retention": [tokens_out / tokens_in]})
-    ok, _ = _validate(ratio, _expectations().ExpectColumnValuesToBeBetween(
-        column="retention", min_value=low, max_value=high))
-    value = tokens_out / tokens_in
-    return CheckOutcome(ok, f"token retention {value:.3f} (bounds [{low}, {high}])",
-                        {"retention": value, "tokens_in": tokens_in, "tokens_out": tokens_out,
-                         "min": low, "max": high})
+    value = weighted_out / weighted_in
+    ok, _ = _validate(pl.DataFrame({"retention": [value]}),
+                      _expectations().ExpectColumnValuesToBeBetween(
+                          column="retention", min_value=low, max_value=high))
+    outliers = seen["outliers"]
+    return CheckOutcome(ok, f"token retention {value:.3f} (bounds [{low}, {high}]; each "
+                        f"document weighs at most {RETENTION_DOCUMENT_CAP} tokens"
+                        + (f", {len(outliers)} outliers" if outliers else "") + ")",
+                        {"retention": value, "unweighted_retention": tokens_out / tokens_in,
+                         "tokens_in": tokens_in, "tokens_out": tokens_out,
+                         "document_cap": RETENTION_DOCUMENT_CAP,
+                         "outliers": json.dumps(outliers), "min": low, "max": high})
 
 
 def has_documents(documents: int, quarantined: int, source: str,
@@ -234,8 +250,7 @@ def _raw_checks(seen: dict, limits: Thresholds) -> dict[str, CheckOutcome]:
 
 
 def _clean_checks(seen: dict, limits: Thresholds) -> dict[str, CheckOutcome]:
-    return {"token_retention": token_retention(seen["tokens_in"], seen["tokens_out"],
-                                               limits.min_token_retention,
+    return {"token_retention": token_retention(seen, limits.min_token_retention,
                                                limits.max_token_retention),
             "kept_share": kept_share(seen["statuses"], limits.min_kept_share),
             "programs_match_documents": CheckOutcome(**seen["programs_match_documents"])}

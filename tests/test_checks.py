@@ -44,12 +44,54 @@ def test_the_raw_and_clean_checks_fail_at_their_thresholds():
     statuses = {"kept": 1, "dropped_doc": 1, "fallback_raw": 1, "dropped_chunk": 1}
     assert kept_share(statuses, 0.5).passed and not kept_share(statuses, 0.51).passed
     assert not kept_share({}, 0.0).passed
-    assert token_retention(100, 60, 0.5, 1.0).passed
-    assert not token_retention(100, 40, 0.5, 1.0).passed
-    assert not token_retention(100, 120, 0.5, 1.05).passed
+    assert token_retention(_seen(100, 60), 0.5, 1.0).passed
+    assert not token_retention(_seen(100, 40), 0.5, 1.0).passed
+    assert not token_retention(_seen(100, 120), 0.5, 1.05).passed
     assert parse_rate(2, 4, 0.5, "ok").passed and not parse_rate(2, 4, 0.75, "ok").passed
     assert "ok rate 0.500 (minimum 0.75)" == parse_rate(2, 4, 0.75, "ok").description
     assert parse_rate(0, 0, 0.9, "ok").passed  # no programs: nothing to judge
+
+
+def _seen(tokens_in, tokens_out):
+    return {"tokens_in": tokens_in, "tokens_out": tokens_out, "weighted_tokens_in": tokens_in,
+            "weighted_tokens_out": tokens_out, "outliers": []}
+
+
+def test_one_huge_dropped_document_does_not_decide_the_shards_retention(sample_tokenizer):
+    """40 pages kept almost whole and one 1.8-million-character junk line, rightly dropped:
+    unweighted, the shard would keep a few percent of its tokens and fail; each document
+    weighing at most the cap, it keeps most, passes, and names the outlier."""
+    from prox_dagster.parquet_batches import FrameSink, FrameSource
+    from prox_dagster.pipeline import execute_stream
+    from prox_dagster.quality import RETENTION_DOCUMENT_CAP, judge
+
+    pages = [" ".join(f"word{i}{j}" for j in range(300)) for i in range(40)]
+    junk = "zq " * 600_000
+    docs = pl.DataFrame({"id": [f"p{i}" for i in range(40)] + ["junk"],
+                         "text": pages + [junk],
+                         "doc_program": ["keep_doc()"] * 40 + ["drop_doc()"],
+                         "doc_keep": [True] * 40 + [False],
+                         "refiner_version": ["v"] * 41})
+    chunks = pl.DataFrame(schema={"doc_id": pl.String, "chunk_index": pl.Int32,
+                                  "line_start": pl.Int32, "line_end": pl.Int32,
+                                  "chunk_program": pl.String, "refiner_version": pl.String,
+                                  "program_dialect": pl.String})
+    summary = execute_stream(FrameSource(docs), FrameSource(chunks), FrameSink(),
+                             sample_tokenizer)
+    assert summary.tokens_out / summary.tokens_in < 0.05  # what the old check judged
+    seen = {"tokens_in": summary.tokens_in, "tokens_out": summary.tokens_out,
+            "weighted_tokens_in": summary.weighted_in,
+            "weighted_tokens_out": summary.weighted_out, "outliers": summary.outliers,
+            "statuses": dict(summary.statuses),
+            "programs_match_documents": {"passed": True, "description": "", "metadata": {}}}
+    outcome = judge("clean_shard", seen, Thresholds())["token_retention"]
+    assert outcome.passed and outcome.metadata["retention"] > 0.5
+    assert [o["id"] for o in summary.outliers] == ["junk"]
+    assert summary.outliers[0]["tokens_in"] > RETENTION_DOCUMENT_CAP
+    assert '"junk"' in outcome.metadata["outliers"] and "1 outliers" in outcome.description
+    # a shard whose pages lose most of their text still fails
+    lost = {**seen, "weighted_tokens_out": 0.02 * summary.weighted_in}
+    assert not judge("clean_shard", lost, Thresholds())["token_retention"].passed
 
 
 def test_thresholds_are_validated_once_in_the_engine():

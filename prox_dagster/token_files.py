@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .shards import temp_file, write_atomic
-from .tokenization import rust_tokenizer, tokenizer_name
+from .tokenization import BATCH_CHARS, rust_tokenizer, tokenizer_name
 
 FORMATS = ("parquet", "megatron", "litgpt")
 KEPT_STATUSES = ("kept", "fallback_raw")
@@ -273,14 +273,33 @@ def pack_litgpt(streams: Iterable[BinaryIO], out_dir: str | os.PathLike, dtype: 
     return result
 
 
-def iter_kept_texts(clean_path, batch_size: int) -> Iterator[tuple[list[str], list[str]]]:
-    """(ids, texts) of kept documents, a bounded batch at a time (``clean_path``: a path or an
-    open binary file)."""
+READ_ROWS = 64  # rows read from the clean shard at a time: 64 long pages, not 1,024
+
+
+def iter_kept_texts(clean_path, batch_size: int, max_chars: int = BATCH_CHARS
+                    ) -> Iterator[tuple[list[str], list[str]]]:
+    """(ids, texts) of kept documents (``clean_path``: a path or an open binary file), in
+    order, at most ``batch_size`` documents and ``max_chars`` characters at a time (a longer
+    document alone): four 4 MB pages are tokenized one by one, not together."""
     parquet = pq.ParquetFile(clean_path)
-    for batch in parquet.iter_batches(batch_size=batch_size, columns=["id", "text", "status"]):
+    ids: list[str] = []
+    texts: list[str] = []
+    chars = 0
+    for batch in parquet.iter_batches(batch_size=min(batch_size, READ_ROWS),
+                                      columns=["id", "text", "status"]):
         columns = batch.to_pydict()
-        keep = [i for i, status in enumerate(columns["status"]) if status in KEPT_STATUSES]
-        yield [columns["id"][i] for i in keep], [columns["text"][i] for i in keep]
+        for doc_id, text, status in zip(columns["id"], columns["text"], columns["status"]):
+            if status not in KEPT_STATUSES:
+                continue
+            text = text or ""
+            if texts and (chars + len(text) > max_chars or len(texts) >= batch_size):
+                yield ids, texts
+                ids, texts, chars = [], [], 0
+            ids.append(doc_id)
+            texts.append(text)
+            chars += len(text)
+    if texts:
+        yield ids, texts
 
 
 def _encoded_batches(clean_path, batch_size: int, encode) -> Iterator[tuple[list[str], list]]:

@@ -203,3 +203,23 @@ def test_shards_without_kept_documents(tmp_path, llama_tokenizer):
     assert [p.read_bytes() for p in lit.files] == [b""]
     with pytest.raises(TokenFileError, match="unknown token format 'bin'"):
         write_token_files(path, tmp_path / "x", "s", llama_tokenizer, "bin")
+
+
+def test_documents_are_tokenized_in_batches_bounded_by_characters(tmp_path):
+    """Four 1 MiB pages among short ones: no batch holds more than the character bound unless
+    one page alone does, every kept document comes out once and in order, and the row count
+    still bounds a batch of short pages."""
+    from prox_dagster.token_files import iter_kept_texts
+
+    texts = ["short page"] * 10 + ["w " * (1 << 19)] * 4 + ["another"] * 10
+    statuses = ["kept", "dropped_doc"] * 5 + ["kept"] * 4 + ["fallback_raw"] * 10
+    path = tmp_path / "clean.parquet"
+    pl.DataFrame({"id": [f"d{i}" for i in range(24)], "text": texts,
+                  "status": statuses}).write_parquet(path)
+    batches = list(iter_kept_texts(path, batch_size=8, max_chars=1 << 20))
+    ids = [doc_id for batch_ids, _ in batches for doc_id in batch_ids]
+    assert ids == [f"d{i}" for i in range(24) if statuses[i] != "dropped_doc"]
+    for batch_ids, batch_texts in batches:
+        assert len(batch_ids) <= 8
+        assert sum(map(len, batch_texts)) <= 1 << 20 or len(batch_texts) == 1
+    assert [len(b) for b, _ in batches] == [5, 1, 1, 1, 1, 8, 2]

@@ -94,7 +94,8 @@ def build_raw_shard_sensor(shards_per_run: int) -> dg.SensorDefinition:
         files, refused = raw_source.listing()
         if refused:
             context.log.warning(
-                f"{len(refused)} shard keys are not registered or read until fixed: "
+                f"{len(refused)} raw files or shard keys are not registered or read until "
+                "fixed: "
                 + "; ".join(reason for _, reason in sorted(refused.items())[:20]))
         new = [key for _, key in sorted((entry.modified, key) for key, entry in files.items())
                if key not in known and key not in registered]

@@ -44,6 +44,10 @@ import polars as pl
 from .programs import MAX_LINE_NUMBER
 
 RAW_SUFFIXES = (".jsonl.zst", ".jsonl.gz", ".jsonl", ".parquet")
+# names that look like crawl data but are not read: said, not passed over in silence
+NEAR_MISS_SUFFIXES = (".ndjson", ".ndjson.gz", ".ndjson.zst", ".json", ".json.gz", ".json.zst",
+                      ".jsonl.bz2", ".jsonl.xz", ".jsonl.lz4", ".jsonl.zstd", ".jsonl.gzip",
+                      ".pq", ".parq")
 CARRIED_FIELDS = ("id", "text", "url", "source")
 
 # Row contracts of each stage (ARCHITECTURE section 2): the columns a stage's Parquet must hold.
@@ -553,6 +557,23 @@ def _raw_key(name: str, patterns: Sequence[str] | None) -> str | None:
                                                      for p in patterns):
         return None
     return shard_key(name)
+
+
+def near_miss(name: str) -> str | None:
+    """Why a file that looks like crawl data is not read as a raw shard (a suffix in the wrong
+    case or format), or None."""
+    if name.startswith(".") or shard_key(name) is not None:
+        return None
+    lower = name.lower()
+    suffix = next((s for s in RAW_SUFFIXES if lower.endswith(s) and len(name) > len(s)), None)
+    if suffix is not None:
+        return (f"{name!r} is not read: raw shard suffixes are lower case; rename it to "
+                f"{name[:-len(suffix)] + suffix!r}")
+    suffix = next((s for s in NEAR_MISS_SUFFIXES if lower.endswith(s)), None)
+    if suffix is not None:
+        return (f"{name!r} is not read: {suffix} is not a raw shard format (read: "
+                f"{', '.join(RAW_SUFFIXES)})")
+    return None
 
 
 def raw_names(shard: str) -> list[str]:

@@ -25,8 +25,8 @@ import polars as pl
 
 from . import leases
 from .parquet_batches import BatchWriter, ParquetSource
-from .shards import (ShardError, conflict_error, is_raw_name, not_regular, raw_names,
-                     select_raw_shards, write_atomic, write_text_atomic)
+from .shards import (ShardError, conflict_error, is_raw_name, near_miss, not_regular,
+                     raw_names, select_raw_shards, write_atomic, write_text_atomic)
 
 def is_remote(location: str | os.PathLike) -> bool:
     return "://" in str(location) and not str(location).startswith("file://")
@@ -143,6 +143,7 @@ def list_raw_shards(location: str, patterns: list[str] | None = None
         files, conflicts = select_raw_shards(entries, patterns)
         refused = {key: str(conflict_error(key, names, location))
                    for key, names in conflicts.items()}
+        refused.update(_near_misses(entries))
         found = {}
         for key, name in files.items():
             try:
@@ -167,8 +168,13 @@ def list_raw_shards(location: str, patterns: list[str] | None = None
         modified = entries[name].get("LastModified")
         found[key] = RawEntry(join(location, name), file_version("", entries[name]),
                               int(modified.timestamp() * 1e9) if modified is not None else 0)
-    return found, {key: str(conflict_error(key, names, location))
-                   for key, names in conflicts.items()}
+    return found, {**_near_misses(entries), **{key: str(conflict_error(key, names, location))
+                                               for key, names in conflicts.items()}}
+
+
+def _near_misses(names) -> dict[str, str]:
+    """``{file name: why it is not read}`` for the names that look like crawl data."""
+    return {name: why for name in names if (why := near_miss(name)) is not None}
 
 
 def locate_raw_shard(location: str, shard: str, patterns: list[str] | None = None) -> str:

@@ -21,9 +21,10 @@ class RawSource(dg.ConfigurableResource):
     max_observations_per_tick: int = 5000
 
     def listing(self) -> tuple[dict[str, RawEntry], dict[str, str]]:
-        """``({key: RawEntry}, {key: why it is refused})`` from one listing: the second holds
-        the keys that two files share or whose file is not a regular file (a link, a FIFO),
-        reported and never registered or read."""
+        """``({key: RawEntry}, {key or file name: why it is refused})`` from one listing: the
+        second holds the keys that two files share or whose file is not a regular file (a
+        link, a FIFO), and the files that look like crawl data in another format or case
+        (``x.JSONL``, ``x.ndjson``): reported, never registered or read."""
         return list_raw_shards(normalize(self.path), self.patterns or None)
 
     def locate(self, shard: str) -> str:

@@ -323,6 +323,18 @@ def test_two_raw_files_with_one_key_are_reported_alone_and_other_shards_flow(tmp
         locate_raw_shard(str(tmp_path), "y")
 
 
+def test_files_with_a_near_miss_suffix_are_named_not_passed_over(tmp_path):
+    for name in ("a.JSONL", "b.ndjson", "c.jsonl.bz2", "d.Parquet", "e.jsonl", "notes.txt",
+                 ".hidden.json"):
+        (tmp_path / name).write_bytes(b"")
+    files, refused = list_raw_shards(str(tmp_path))
+    assert list(files) == ["e"]
+    assert sorted(refused) == ["a.JSONL", "b.ndjson", "c.jsonl.bz2", "d.Parquet"]
+    assert "rename it to 'a.jsonl'" in refused["a.JSONL"]
+    assert "rename it to 'd.parquet'" in refused["d.Parquet"]
+    assert ".jsonl.bz2 is not a raw shard format" in refused["c.jsonl.bz2"]
+
+
 def test_links_fifos_and_folders_in_the_raw_folder_are_refused_unread(tmp_path, instance):
     """A link to the worker's environment, a link to a JSONL file outside the raw folder, a FIFO
     and a folder with a shard's name: the sensor registers none of them and says why; a

@@ -45,7 +45,9 @@ def build_raw_shard(expected: StageSettings, shards_per_run: int) -> dg.AssetsDe
             with local_copy(source_file) as local, \
                     job.staging.writer(SCHEMAS["raw_shard"]) as written, \
                     store.writer(QUARANTINE, shard, SCHEMAS[QUARANTINE]) as rejected:
-                stats = stream_raw_shard(local, written, rejected, shard)
+                stats = stream_raw_shard(local, written, rejected, shard,
+                                         max_bytes=raw_source.max_shard_bytes,
+                                         max_lines=raw_source.max_shard_lines)
             quarantine_path = store.path(QUARANTINE, shard)
             reasons = {k.split(":", 1)[1]: v for k, v in stats.items()
                        if k.startswith("quarantined:")}

@@ -44,6 +44,8 @@ import polars as pl
 from .programs import MAX_LINE_NUMBER
 
 RAW_SUFFIXES = (".jsonl.zst", ".jsonl.gz", ".jsonl", ".parquet")
+MAX_SHARD_BYTES = 8 << 30  # decompressed bytes of one JSON lines file read at most
+MAX_SHARD_LINES = 10_000_000  # lines of one JSON lines file read at most
 # names that look like crawl data but are not read: said, not passed over in silence
 NEAR_MISS_SUFFIXES = (".ndjson", ".ndjson.gz", ".ndjson.zst", ".json", ".json.gz", ".json.zst",
                       ".jsonl.bz2", ".jsonl.xz", ".jsonl.lz4", ".jsonl.zstd", ".jsonl.gzip",
@@ -106,10 +108,13 @@ def shard_key(path: str | os.PathLike) -> str | None:
 
 
 def stream_raw_shard(path: str | os.PathLike, documents, quarantine,
-                     shard: str | None = None) -> Counter:
+                     shard: str | None = None, *, max_bytes: int = MAX_SHARD_BYTES,
+                     max_lines: int = MAX_SHARD_LINES) -> Counter:
     """Read a raw shard file into the ``raw_shard`` contract, written a batch at a time to the
     ``documents`` sink, and its quarantined records to the ``quarantine`` sink; returns the
-    counts (``lines``, ``documents``, ``quarantined``, ``quarantined:{reason}``, ...)."""
+    counts (``lines``, ``documents``, ``quarantined``, ``quarantined:{reason}``, ...). A JSON
+    lines file is read up to ``max_bytes`` decompressed bytes and ``max_lines`` lines: past
+    either, one quarantine row says where it stopped (a decompression bomb costs seconds)."""
     path = Path(path)
     shard = shard or shard_key(path) or path.name
     if not path.name.endswith(".parquet") and shard_key(path) is None:
@@ -118,7 +123,10 @@ def stream_raw_shard(path: str | os.PathLike, documents, quarantine,
         )
     builder = _Builder(shard, path.name, documents, quarantine)
     with open_regular(path, shard) as raw:
-        (_read_parquet if path.name.endswith(".parquet") else _read_jsonl)(builder, raw, path)
+        if path.name.endswith(".parquet"):
+            _read_parquet(builder, raw, path)
+        else:
+            _read_jsonl(builder, raw, path, max_bytes, max_lines)
     return builder.finish()
 
 
@@ -183,6 +191,22 @@ class _Damaged(Exception):
         super().__init__(reason)
         self.reason, self.offset = reason, offset
         self.stream_offset, self.partial = 0, b""
+
+
+class _OverCap(_Damaged):
+    """The file decompresses to more than the shard's cap of bytes."""
+
+
+def _capped(chunks: Iterator[bytes], max_bytes: int) -> Iterator[bytes]:
+    read = 0
+    for data in chunks:
+        if read + len(data) > max_bytes:
+            if max_bytes > read:
+                yield data[:max_bytes - read]
+            raise _OverCap(f"it decompresses to more than {max_bytes} bytes (the shard's cap)",
+                           -1)
+        read += len(data)
+        yield data
 
 
 def _chunks(raw, name: str) -> Iterator[bytes]:
@@ -355,10 +379,18 @@ def _without_surrogates(value: str | None) -> str | None:
     return None if value is None else _SURROGATE.sub("\ufffd", value)
 
 
-def _read_jsonl(builder: _Builder, raw, path: Path) -> None:
+def _read_jsonl(builder: _Builder, raw, path: Path, max_bytes: int, max_lines: int) -> None:
     line_no = 0
     try:
-        for line_no, (offset, line, length) in enumerate(_lines(_chunks(raw, path.name))):
+        for line_no, (offset, line, length) in enumerate(
+                _lines(_capped(_chunks(raw, path.name), max_bytes))):
+            if line_no >= max_lines:
+                builder.stats["lines"] += 1
+                builder.reject(line_no, f"over the shard's cap of {max_lines} lines: "
+                               f"{path.name} is not read past line {line_no} (decompressed "
+                               f"byte {offset}); the lines before it are kept",
+                               line[:QUARANTINED_HEAD].decode("utf-8", errors="replace"), offset)
+                return
             builder.stats["lines"] += 1
             if line_no == 0 and line.startswith(_BOM):
                 line = line[len(_BOM):]
@@ -386,6 +418,14 @@ def _read_jsonl(builder: _Builder, raw, path: Path) -> None:
                 continue
             builder.add(line_no, record, decoded, repaired, offset,
                         escapes=_SURROGATE_ESCAPE.search(decoded) is not None)
+    except _OverCap as exc:
+        builder.stats["lines"] += 1
+        builder.reject(
+            builder.stats["lines"] - 1,
+            f"over the shard's cap: {path.name} is not read past decompressed byte "
+            f"{exc.stream_offset + len(exc.partial)}: {exc.reason}; the "
+            f"{builder.stats['lines'] - 1} lines before it are kept",
+            exc.partial[:QUARANTINED_HEAD].decode("utf-8", errors="replace"), exc.stream_offset)
     except _Damaged as exc:
         # keep what was read and say where the file broke
         builder.stats["lines"] += 1

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from prox_dagster.shards import MAX_SHARD_BYTES, MAX_SHARD_LINES
 from prox_dagster.store import RawEntry, list_raw_shards, locate_raw_shard, normalize
 
 
@@ -12,13 +13,17 @@ class RawSource(dg.ConfigurableResource):
     ``patterns`` (globs on the file name) narrows what counts as a shard; the sensor registers
     at most ``max_shards_per_tick`` new shards and records at most
     ``max_observations_per_tick`` crawl-file observations (event-log rows) per evaluation, the
-    rest on the next ticks.
+    rest on the next ticks. A JSON lines file is read up to ``max_shard_bytes`` decompressed
+    bytes (8 GiB) and ``max_shard_lines`` lines (10 million): past either, one quarantine row
+    says where reading stopped, and the lines before it are kept.
     """
 
     path: str = "./.prox_data/raw"
     patterns: list[str] = []
     max_shards_per_tick: int = 200
     max_observations_per_tick: int = 5000
+    max_shard_bytes: int = MAX_SHARD_BYTES
+    max_shard_lines: int = MAX_SHARD_LINES
 
     def listing(self) -> tuple[dict[str, RawEntry], dict[str, str]]:
         """``({key: RawEntry}, {key or file name: why it is refused})`` from one listing: the

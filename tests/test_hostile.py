@@ -458,3 +458,39 @@ def _run_worker(what: str, timeout: int) -> list[dict]:
                           cwd=Path(__file__).parents[1])
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+def test_a_decompression_bomb_stops_at_the_shards_cap_keeping_what_came_before(tmp_path):
+    """Three records, then a gigabyte of zeros compressed to a few kilobytes: reading stops at
+    the cap with one quarantine row that says where, the three documents are kept."""
+    path = tmp_path / "bomb.jsonl.zst"
+    head = b"".join(json.dumps({"text": f"page {i}"}).encode() + b"\n" for i in range(3))
+    zeros = bytes(1 << 24)
+    with open(path, "wb") as out, zstandard.ZstdCompressor(level=3).stream_writer(out) as w:
+        w.write(head)
+        for _ in range(64):  # 1 GiB
+            w.write(zeros)
+    assert path.stat().st_size < 1 << 20
+    from prox_dagster.parquet_batches import FrameSink
+
+    documents, quarantine = FrameSink(), FrameSink()
+    stats = shards_module.stream_raw_shard(path, documents, quarantine, max_bytes=1 << 22)
+    assert documents.frame["text"].to_list() == ["page 0", "page 1", "page 2"]
+    (reason,) = quarantine.frame["reason"].to_list()
+    assert reason.startswith("over the shard's cap: bomb.jsonl.zst is not read past "
+                             f"decompressed byte {1 << 22}")
+    assert "the 3 lines before it are kept" in reason and stats["quarantined"] == 1
+    assert len(quarantine.frame["raw"][0]) <= 4096
+
+
+def test_a_file_of_more_lines_than_the_cap_stops_there_with_one_row(tmp_path):
+    path = tmp_path / "many.jsonl"
+    path.write_text("".join(json.dumps({"text": f"page {i}"}) + "\n" for i in range(100)))
+    from prox_dagster.parquet_batches import FrameSink
+
+    documents, quarantine = FrameSink(), FrameSink()
+    shards_module.stream_raw_shard(path, documents, quarantine, max_lines=10)
+    assert documents.frame.height == 10
+    (reason,) = quarantine.frame["reason"].to_list()
+    assert reason.startswith("over the shard's cap of 10 lines: many.jsonl is not read past "
+                             "line 10")

@@ -455,8 +455,13 @@ def _read_parquet(builder: _Builder, raw, path: Path) -> None:
         for frame in iter_batches(raw):
             for record in frame.iter_rows(named=True):
                 builder.stats["lines"] += 1
-                raw = json.dumps(record, ensure_ascii=False, default=str)
-                builder.add(line_no, record, raw)
+                text = json.dumps(record, ensure_ascii=False, default=str)
+                if len(text) > MAX_RECORD_BYTES:  # characters: at least as many bytes
+                    builder.reject(line_no, f"record too long: {len(text)} characters (limit "
+                                   f"{MAX_RECORD_BYTES} bytes); raw holds its first "
+                                   f"{QUARANTINED_HEAD}", text[:QUARANTINED_HEAD])
+                else:
+                    builder.add(line_no, record, text)
                 line_no += 1
     except ShardError:
         raise

@@ -494,3 +494,15 @@ def test_a_file_of_more_lines_than_the_cap_stops_there_with_one_row(tmp_path):
     (reason,) = quarantine.frame["reason"].to_list()
     assert reason.startswith("over the shard's cap of 10 lines: many.jsonl is not read past "
                              "line 10")
+
+
+def test_an_oversized_parquet_record_is_quarantined_by_its_head(tmp_path, monkeypatch):
+    monkeypatch.setattr(shards_module, "MAX_RECORD_BYTES", 1 << 20)
+    path = tmp_path / "big.parquet"
+    pl.DataFrame({"id": ["r0", "big", "r2"],
+                  "text": ["a page", "x" * (3 << 20), "another page"]}).write_parquet(path)
+    shard = read_raw_shard(path)
+    assert shard.documents["id"].to_list() == ["r0", "r2"]
+    [row] = shard.quarantine.iter_rows(named=True)
+    assert row["reason"].startswith("record too long: ") and row["line_no"] == 1
+    assert len(row["raw"]) == 4096

@@ -43,3 +43,21 @@ def test_the_scale_numbers_in_the_docs_are_the_benchmark_results():
     results = ENGINE.parent / "benchmarks" / "results" / "scale.json"
     shown = DOCS.read_text().split(MARKER)[1].strip()
     assert shown == render(json.loads(results.read_text()))
+
+
+def test_the_caps_the_docs_state_are_the_caps_in_the_code():
+    from prox_dagster import shards
+    from prox_dagster.quality import RETENTION_DOCUMENT_CAP
+    from prox_dagster.tokenization import BATCH_CHARS
+    from resources import RawSource
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    stated = {"64 MiB, quarantined by its first 4 KiB":
+              shards.MAX_RECORD_BYTES == 64 << 20 and shards.QUARANTINED_HEAD == 4096,
+              "| 8 GiB, then": RawSource().max_shard_bytes == 8 << 30,
+              "| 10 million, likewise": RawSource().max_shard_lines == 10_000_000,
+              "| 1,000,001 (": shards.MAX_DOCUMENT_LINES == 1_000_001,
+              "2 MiB of characters": BATCH_CHARS == 2 << 20,
+              "| 32,768 tokens": RETENTION_DOCUMENT_CAP == 32_768}
+    for text, true in stated.items():
+        assert text in docs and true, text

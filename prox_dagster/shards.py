@@ -44,6 +44,9 @@ import polars as pl
 from .programs import MAX_LINE_NUMBER
 
 RAW_SUFFIXES = (".jsonl.zst", ".jsonl.gz", ".jsonl", ".parquet")
+# a shard's longest file name is its key and ".provenance.json": 255 bytes on every common
+# file system
+MAX_KEY_BYTES = 255 - len(".provenance.json")
 MAX_SHARD_BYTES = 8 << 30  # decompressed bytes of one JSON lines file read at most
 MAX_SHARD_LINES = 10_000_000  # lines of one JSON lines file read at most
 # names that look like crawl data but are not read: said, not passed over in silence
@@ -619,6 +622,16 @@ def near_miss(name: str) -> str | None:
         return (f"{name!r} is not read: {suffix} is not a raw shard format (read: "
                 f"{', '.join(RAW_SUFFIXES)})")
     return None
+
+
+def key_too_long(shard: str) -> str | None:
+    """Why ``shard`` cannot be a partition key (its files' names would not fit), or None."""
+    size = len(shard.encode("utf-8", "surrogatepass"))
+    if size <= MAX_KEY_BYTES:
+        return None
+    return (f"shard key {shard[:40]!r}... is {size} bytes: its files' names "
+            f"({{key}}.provenance.json) would not fit a file name of 255 bytes; rename its raw "
+            f"file to a key of at most {MAX_KEY_BYTES} bytes")
 
 
 def raw_names(shard: str) -> list[str]:

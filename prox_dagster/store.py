@@ -25,8 +25,8 @@ import polars as pl
 
 from . import leases
 from .parquet_batches import BatchWriter, ParquetSource
-from .shards import (ShardError, conflict_error, is_raw_name, near_miss, not_regular,
-                     raw_names, select_raw_shards, write_atomic, write_text_atomic)
+from .shards import (ShardError, conflict_error, is_raw_name, key_too_long, near_miss,
+                     not_regular, raw_names, select_raw_shards, write_atomic, write_text_atomic)
 
 def is_remote(location: str | os.PathLike) -> bool:
     return "://" in str(location) and not str(location).startswith("file://")
@@ -146,6 +146,9 @@ def list_raw_shards(location: str, patterns: list[str] | None = None
         refused.update(_near_misses(entries))
         found = {}
         for key, name in files.items():
+            if (too_long := key_too_long(key)) is not None:
+                refused[key] = too_long
+                continue
             try:
                 stat = entries[name].stat(follow_symlinks=False)
             except FileNotFoundError:  # removed since the listing
@@ -162,14 +165,18 @@ def list_raw_shards(location: str, patterns: list[str] | None = None
     except FileNotFoundError:
         return {}, {}
     entries = {e["name"].rsplit("/", 1)[-1]: e for e in listing if e.get("type") == "file"}
-    found = {}
+    found, refused = {}, {}
     files, conflicts = select_raw_shards(entries, patterns)
     for key, name in files.items():
+        if (too_long := key_too_long(key)) is not None:
+            refused[key] = too_long
+            continue
         modified = entries[name].get("LastModified")
         found[key] = RawEntry(join(location, name), file_version("", entries[name]),
                               int(modified.timestamp() * 1e9) if modified is not None else 0)
-    return found, {**_near_misses(entries), **{key: str(conflict_error(key, names, location))
-                                               for key, names in conflicts.items()}}
+    return found, {**_near_misses(entries), **refused,
+                   **{key: str(conflict_error(key, names, location))
+                      for key, names in conflicts.items()}}
 
 
 def _near_misses(names) -> dict[str, str]:
@@ -180,8 +187,10 @@ def _near_misses(names) -> dict[str, str]:
 def locate_raw_shard(location: str, shard: str, patterns: list[str] | None = None) -> str:
     """The raw file of one shard under ``location``, found with one existence check per raw
     format (never a listing of the whole prefix: a backfill of N shards costs O(N) requests,
-    not O(N²)). No file, two files for the key, or a name that is not a regular file (a link
-    out of the folder, a FIFO) is an error naming them."""
+    not O(N²)). No file, two files for the key, a name that is not a regular file (a link out
+    of the folder, a FIFO), or a key too long for its files' names is an error naming them."""
+    if (too_long := key_too_long(shard)) is not None:
+        raise ShardError(too_long)
     if is_remote(location):
         names = [name for name in raw_names(shard)
                  if is_raw_name(name, patterns) and exists(join(location, name))]

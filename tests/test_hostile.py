@@ -506,3 +506,27 @@ def test_an_oversized_parquet_record_is_quarantined_by_its_head(tmp_path, monkey
     [row] = shard.quarantine.iter_rows(named=True)
     assert row["reason"].startswith("record too long: ") and row["line_no"] == 1
     assert len(row["raw"]) == 4096
+
+
+def test_a_shard_key_too_long_for_its_files_is_refused_and_the_longest_runs_end_to_end(
+        tmp_path, instance):
+    """The sensor registers a key only if every file the stages derive from it fits a file
+    name: the longest such key runs every stage; one byte more is refused, with why."""
+    from prox_dagster import definitions
+    from prox_dagster.sample import write_sample_crawl
+
+    write_sample_crawl(tmp_path, n_shards=1, docs_per_shard=4)
+    raw = tmp_path / "raw"
+    source = next(raw.iterdir())
+    longest = "k" * shards_module.MAX_KEY_BYTES
+    source.rename(raw / f"{longest}.jsonl.gz")
+    (raw / ("x" * (shards_module.MAX_KEY_BYTES + 1) + ".jsonl")).write_text(
+        json.dumps({"text": "a page"}) + "\n")
+    files, refused = list_raw_shards(str(raw))
+    assert list(files) == [longest]
+    (reason,) = refused.values()
+    assert f"is {shards_module.MAX_KEY_BYTES + 1} bytes" in reason and "rename" in reason
+    defs = definitions.build_definitions(data_dir=tmp_path)
+    assert definitions.register_new_shards(defs, instance) == [longest]
+    assert definitions.materialize_shard(defs, instance, longest).success
+    assert (tmp_path / "tokenized_shard" / f"{longest}.provenance.json").is_file()

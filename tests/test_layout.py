@@ -58,6 +58,7 @@ def test_the_caps_the_docs_state_are_the_caps_in_the_code():
               "| 10 million, likewise": RawSource().max_shard_lines == 10_000_000,
               "| 1,000,001 (": shards.MAX_DOCUMENT_LINES == 1_000_001,
               "2 MiB of characters": BATCH_CHARS == 2 << 20,
-              "| 32,768 tokens": RETENTION_DOCUMENT_CAP == 32_768}
+              "| 32,768 tokens": RETENTION_DOCUMENT_CAP == 32_768,
+              "| 239 bytes: its longest": shards.MAX_KEY_BYTES == 239}
     for text, true in stated.items():
         assert text in docs and true, text

@@ -115,9 +115,10 @@ def stream_raw_shard(path: str | os.PathLike, documents, quarantine,
                      max_lines: int = MAX_SHARD_LINES) -> Counter:
     """Read a raw shard file into the ``raw_shard`` contract, written a batch at a time to the
     ``documents`` sink, and its quarantined records to the ``quarantine`` sink; returns the
-    counts (``lines``, ``documents``, ``quarantined``, ``quarantined:{reason}``, ...). A JSON
-    lines file is read up to ``max_bytes`` decompressed bytes and ``max_lines`` lines: past
-    either, one quarantine row says where it stopped (a decompression bomb costs seconds)."""
+    counts (``lines``, ``documents``, ``quarantined``, ``quarantined:{reason}``, ...). A file is
+    read up to ``max_lines`` lines (rows), a JSON lines file up to ``max_bytes`` decompressed
+    bytes: past either, one quarantine row says where it stopped (a decompression bomb costs
+    seconds)."""
     path = Path(path)
     shard = shard or shard_key(path) or path.name
     if not path.name.endswith(".parquet") and shard_key(path) is None:
@@ -127,7 +128,7 @@ def stream_raw_shard(path: str | os.PathLike, documents, quarantine,
     builder = _Builder(shard, path.name, documents, quarantine)
     with open_regular(path, shard) as raw:
         if path.name.endswith(".parquet"):
-            _read_parquet(builder, raw, path)
+            _read_parquet(builder, raw, path, max_lines)
         else:
             _read_jsonl(builder, raw, path, max_bytes, max_lines)
     return builder.finish()
@@ -440,23 +441,39 @@ def _read_jsonl(builder: _Builder, raw, path: Path, max_bytes: int, max_lines: i
             exc.partial.decode("utf-8", errors="replace"), exc.stream_offset)
 
 
-def _read_parquet(builder: _Builder, raw, path: Path) -> None:
+def _read_parquet(builder: _Builder, raw, path: Path, max_lines: int) -> None:
+    """A Parquet file's rows, a row group at a time: a damaged row group costs its rows (one
+    quarantine row names their range), the others are read."""
     import pyarrow.parquet as pq
-
-    from .parquet_batches import iter_batches
 
     shard = builder.shard
     try:
-        columns = pq.ParquetFile(raw).schema_arrow.names
+        parquet = pq.ParquetFile(raw)
+        columns = parquet.schema_arrow.names
     except Exception as exc:  # pyarrow raises several error types for corrupt files
         raise ShardError(f"shard {shard!r}: cannot read Parquet {str(path)!r}: {exc}") from exc
     if "text" not in columns:
         raise ShardError(f"shard {shard!r}: Parquet {str(path)!r} has no 'text' column "
                          f"(columns: {columns})")
     line_no = 0
-    try:
-        for frame in iter_batches(raw):
-            for record in frame.iter_rows(named=True):
+    for group in range(parquet.num_row_groups):
+        rows = parquet.metadata.row_group(group).num_rows
+        if line_no + rows > max_lines:
+            builder.stats["lines"] += 1
+            builder.reject(line_no, f"over the shard's cap of {max_lines} lines: {path.name} "
+                           f"is not read past row {line_no}; the rows before it are kept", "")
+            return
+        try:
+            table = parquet.read_row_group(group)
+        except Exception as exc:  # a damaged page or column chunk: pyarrow raises several
+            builder.stats["lines"] += 1
+            builder.reject(line_no, f"damaged Parquet row group {group}: rows {line_no} to "
+                           f"{line_no + rows - 1} cannot be read ({type(exc).__name__}: "
+                           f"{str(exc)[:160]}); the other row groups are kept", "")
+            line_no += rows
+            continue
+        for batch in table.to_batches(max_chunksize=BATCH_ROWS):
+            for record in pl.from_arrow(batch).iter_rows(named=True):
                 builder.stats["lines"] += 1
                 text = json.dumps(record, ensure_ascii=False, default=str)
                 if len(text) > MAX_RECORD_BYTES:  # characters: at least as many bytes
@@ -466,11 +483,7 @@ def _read_parquet(builder: _Builder, raw, path: Path) -> None:
                 else:
                     builder.add(line_no, record, text)
                 line_no += 1
-    except ShardError:
-        raise
-    except Exception as exc:
-        raise ShardError(f"shard {shard!r}: cannot read Parquet {str(path)!r} past row "
-                         f"{line_no}: {exc}") from exc
+        del table
 
 
 STALE_TEMP_SECONDS = 600  # a temp file untouched this long has no live writer

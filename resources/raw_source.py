@@ -13,9 +13,9 @@ class RawSource(dg.ConfigurableResource):
     ``patterns`` (globs on the file name) narrows what counts as a shard; the sensor registers
     at most ``max_shards_per_tick`` new shards and records at most
     ``max_observations_per_tick`` crawl-file observations (event-log rows) per evaluation, the
-    rest on the next ticks. A JSON lines file is read up to ``max_shard_bytes`` decompressed
-    bytes (8 GiB) and ``max_shard_lines`` lines (10 million): past either, one quarantine row
-    says where reading stopped, and the lines before it are kept.
+    rest on the next ticks. A raw file is read up to ``max_shard_lines`` lines or rows (10
+    million), a JSON lines file up to ``max_shard_bytes`` decompressed bytes (8 GiB): past
+    either, one quarantine row says where reading stopped, and the lines before it are kept.
     """
 
     path: str = "./.prox_data/raw"

@@ -530,3 +530,21 @@ def test_a_shard_key_too_long_for_its_files_is_refused_and_the_longest_runs_end_
     assert definitions.register_new_shards(defs, instance) == [longest]
     assert definitions.materialize_shard(defs, instance, longest).success
     assert (tmp_path / "tokenized_shard" / f"{longest}.provenance.json").is_file()
+
+
+def test_a_damaged_parquet_row_group_costs_its_rows_and_the_others_are_read(tmp_path):
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "damaged.parquet"
+    pl.DataFrame({"id": [f"r{i}" for i in range(30)],
+                  "text": [f"page {i} " + "words " * 50 for i in range(30)]}).write_parquet(
+        path, row_group_size=10, compression="zstd")
+    chunk = pq.ParquetFile(path).metadata.row_group(1).column(1)  # the middle group's text
+    data = bytearray(path.read_bytes())
+    start = chunk.data_page_offset + 16
+    data[start:start + 64] = bytes(range(64))
+    path.write_bytes(bytes(data))
+    shard = read_raw_shard(path)
+    assert shard.documents["id"].to_list() == [f"r{i}" for i in (*range(10), *range(20, 30))]
+    [row] = shard.quarantine.iter_rows(named=True)
+    assert row["reason"].startswith("damaged Parquet row group 1: rows 10 to 19 cannot be read")

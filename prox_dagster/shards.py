@@ -413,7 +413,7 @@ def _read_jsonl(builder: _Builder, raw, path: Path, max_bytes: int, max_lines: i
             decoded = decoded.rstrip("\r\n")
             try:
                 record = json.loads(decoded)
-            except (json.JSONDecodeError, RecursionError) as exc:
+            except (ValueError, RecursionError) as exc:  # ValueError: a 5,000-digit number
                 builder.reject(line_no, f"invalid JSON: {str(exc)[:120]}", decoded, offset)
                 continue
             if not isinstance(record, dict):

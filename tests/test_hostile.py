@@ -548,3 +548,16 @@ def test_a_damaged_parquet_row_group_costs_its_rows_and_the_others_are_read(tmp_
     assert shard.documents["id"].to_list() == [f"r{i}" for i in (*range(10), *range(20, 30))]
     [row] = shard.quarantine.iter_rows(named=True)
     assert row["reason"].startswith("damaged Parquet row group 1: rows 10 to 19 cannot be read")
+
+
+def test_a_huge_number_or_a_deep_nesting_costs_its_record(tmp_path):
+    path = tmp_path / "numbers.jsonl"
+    path.write_text('{"text": "first page"}\n'
+                    '{"text": "big", "n": ' + "9" * 5000 + "}\n"
+                    '{"text": "deep", "d": ' + "[" * 100_000 + "]" * 100_000 + "}\n"
+                    '{"text": "last page"}\n')
+    shard = read_raw_shard(path)
+    assert shard.documents["text"].to_list() == ["first page", "last page"]
+    reasons = shard.quarantine["reason"].to_list()
+    assert len(reasons) == 2 and all(r.startswith("invalid JSON: ") for r in reasons)
+    assert "4300 digits" in reasons[0]

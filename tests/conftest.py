@@ -1,4 +1,5 @@
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -190,3 +191,30 @@ def s3(monkeypatch):
         process.terminate()
         process.wait(timeout=10)
         s3fs.S3FileSystem.clear_instance_cache()
+
+
+HEADROOM = 6 << 30  # bytes of address space a hostile-input module may map beyond its start
+
+
+def _mapped_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmSize in /proc/self/status")
+
+
+@pytest.fixture(scope="module")
+def memory_limit():
+    """An address-space limit (HEADROOM beyond what the process maps when the module starts)
+    for the module: a regression to unbounded memory fails with a MemoryError instead of
+    taking the machine down."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = _mapped_bytes() + HEADROOM
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))

@@ -21,6 +21,7 @@ import polars as pl
 import pytest
 import zstandard
 
+from conftest import HEADROOM
 from prox_dagster import shards as shards_module
 from prox_dagster.chunking import chunk_documents, number_line, split_numbered
 from prox_dagster.execute import execute_document, growth_allowance
@@ -28,28 +29,7 @@ from prox_dagster.programs import MAX_LINE_NUMBER, ParsedProgram, _parse_into, p
 from prox_dagster.shards import MAX_DOCUMENT_LINES, read_raw_shard, write_atomic
 from prox_dagster.store import ShardStore, list_raw_shards, locate_raw_shard
 
-HEADROOM = 6 << 30  # bytes of address space the module may map beyond what it maps at start
-
-
-def _mapped_bytes() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmSize in /proc/self/status")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def memory_limit():
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    limit = _mapped_bytes() + HEADROOM
-    if hard != resource.RLIM_INFINITY:
-        limit = min(limit, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-    try:
-        yield limit
-    finally:
-        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+pytestmark = pytest.mark.usefixtures("memory_limit")  # conftest: an address-space limit
 
 
 # --- programs ---------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """A hostile or broken refiner server: what it answers costs one document, never a shard, and
 what it echoes never reaches a log or the UI. The server is a real HTTP server on 127.0.0.1
-that answers what each test chose (the one fake here, standing at the network edge)."""
+that answers what each test chose (the one fake here, standing at the network edge). The
+module runs under an address-space limit, each request under a 10 s timeout."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from prox_dagster.store import ShardStore
 from prox_dagster.untrusted import markdown_text, program_text, redact
 
 API_KEY = "sk-live-4f9c2e7a1b3d5f7h9j"
+pytestmark = pytest.mark.usefixtures("memory_limit")  # conftest: an address-space limit
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -68,7 +70,8 @@ def _completion(text_json: str) -> bytes:
 
 def _refiner(base_url: str):
     return build_refiner("openai", doc_model="m", base_url=base_url, api_key=API_KEY,
-                         tokenizer=str(shared_path("tokenizers", "llama2")), max_retries=0)
+                         tokenizer=str(shared_path("tokenizers", "llama2")), max_retries=0,
+                         request_timeout_s=10)
 
 
 def test_a_lone_surrogate_in_an_answer_costs_that_document_alone(server, tmp_path):

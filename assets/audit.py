@@ -116,8 +116,8 @@ def report_current(instance: dg.DagsterInstance, storage: ShardStorage, evaluati
         if run_ids else {}
     told, reported = [], 0
     for shard, stage, state, reason in pending:
-        if seconds is not None and time.perf_counter() - started > seconds:
-            break
+        if seconds is not None and told and time.perf_counter() - started > seconds:
+            break  # (at least one a tick, so that what is pending always moves)
         target = targets[stage].get(shard)
         if target is not None and target.run_id in jobs:
             instance.report_dagster_event(DagsterEvent(

@@ -102,6 +102,21 @@ def test_a_setting_change_is_told_to_the_current_checks_naming_the_values(store,
                 materialization.records[0].storage_id
 
 
+def test_a_tick_tells_at_least_one_current_check_and_leaves_the_rest(store, instance):
+    from assets.audit import report_current
+
+    judge(instance, store)
+    policy = ProgramPolicy(min_words=30)
+    changed, _ = judge(instance, store, policy=policy)
+    assert len(changed.transitions) == 3
+    storage = ShardStorage(base=str(store))
+    assert report_current(instance, storage, changed, seconds=0) == 1  # no time: one
+    rest, _ = judge(instance, store, policy=policy)
+    assert [t[0] for t in rest.transitions] == SHARDS[1:]
+    assert report_current(instance, storage, rest) == 2
+    assert judge(instance, store, policy=policy)[0].transitions == []
+
+
 def _latest_current(instance, shard):
     """The `current` evaluation of ``clean_shard``'s partition ``shard`` that the UI shows."""
     for record in instance.event_log_storage.get_asset_check_execution_history(

@@ -61,10 +61,10 @@ class ReadBudget:
     """File reads (and hashes) an evaluation may spend judging shards, and the time by which it
     starts no more of them (``time.perf_counter``); None: no bound."""
 
-    def __init__(self, limit: int | None, deadline: float | None = None):
+    def __init__(self, limit: int | None):
         self.limit, self.spent = limit, 0
         self.reserved = 0  # reads of the batches started
-        self.deadline = deadline
+        self.deadline: float | None = None
 
     def spend(self, n: int = 1) -> None:
         self.spent += n
@@ -184,10 +184,9 @@ class Catalog:
                 # shards whose sidecars fit what is left of the budget
                 nonlocal position
                 batch, reads = [], 0
-                if budget.deadline is None and seconds is not None:
-                    budget.deadline = time.perf_counter() + seconds  # from the first batch
-                elif budget.deadline is not None and time.perf_counter() > budget.deadline:
-                    return batch
+                if position and budget.deadline is not None and \
+                        time.perf_counter() > budget.deadline:
+                    return batch  # (the first batch is always judged)
                 while position < len(pending) and len(batch) < BATCH_SHARDS and (
                         budget.limit is None or reads + budget.reserved < budget.limit):
                     shard = pending[position][0]
@@ -202,6 +201,8 @@ class Catalog:
                 budget.reserved += reads
                 return batch
 
+            if seconds is not None:
+                budget.deadline = time.perf_counter() + seconds  # seconds of judging
             readers = REMOTE_READERS if self.store.remote else LOCAL_READERS
             with ThreadPoolExecutor(readers) as pool:
                 # a read waits on the disk or the network far longer than it computes: the

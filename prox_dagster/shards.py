@@ -189,16 +189,29 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class _Damaged(Exception):
-    """The file stops decompressing: ``reason`` at compressed byte ``offset``."""
+    """The file stops decompressing: ``reason`` at compressed byte ``offset``; ``partial``:
+    the line cut short (``raw_kept`` of its bytes go to the quarantine row)."""
+
+    raw_kept: int | None = None
 
     def __init__(self, reason: str, offset: int):
         super().__init__(reason)
         self.reason, self.offset = reason, offset
         self.stream_offset, self.partial = 0, b""
 
+    def where(self, name: str) -> str:
+        return (f"damaged file: {name} cannot be read past compressed byte {self.offset} "
+                f"(decompressed byte {self.stream_offset + len(self.partial)})")
+
 
 class _OverCap(_Damaged):
     """The file decompresses to more than the shard's cap of bytes."""
+
+    raw_kept = QUARANTINED_HEAD
+
+    def where(self, name: str) -> str:
+        return (f"over the shard's cap: {name} is not read past decompressed byte "
+                f"{self.stream_offset + len(self.partial)}")
 
 
 def _capped(chunks: Iterator[bytes], max_bytes: int) -> Iterator[bytes]:
@@ -422,23 +435,13 @@ def _read_jsonl(builder: _Builder, raw, path: Path, max_bytes: int, max_lines: i
                 continue
             builder.add(line_no, record, decoded, repaired, offset,
                         escapes=_SURROGATE_ESCAPE.search(decoded) is not None)
-    except _OverCap as exc:
-        builder.stats["lines"] += 1
-        builder.reject(
-            builder.stats["lines"] - 1,
-            f"over the shard's cap: {path.name} is not read past decompressed byte "
-            f"{exc.stream_offset + len(exc.partial)}: {exc.reason}; the "
-            f"{builder.stats['lines'] - 1} lines before it are kept",
-            exc.partial[:QUARANTINED_HEAD].decode("utf-8", errors="replace"), exc.stream_offset)
     except _Damaged as exc:
-        # keep what was read and say where the file broke
+        # keep what was read and say where the file stopped
+        kept = builder.stats["lines"]
         builder.stats["lines"] += 1
-        builder.reject(
-            builder.stats["lines"] - 1,
-            f"damaged file: {path.name} cannot be read past compressed byte {exc.offset} "
-            f"(decompressed byte {exc.stream_offset + len(exc.partial)}): {exc.reason}; the "
-            f"{builder.stats['lines'] - 1} lines before it are kept",
-            exc.partial.decode("utf-8", errors="replace"), exc.stream_offset)
+        builder.reject(kept, f"{exc.where(path.name)}: {exc.reason}; the {kept} lines before it "
+                       "are kept", exc.partial[:exc.raw_kept].decode("utf-8", errors="replace"),
+                       exc.stream_offset)
 
 
 def _read_parquet(builder: _Builder, raw, path: Path, max_lines: int) -> None:

@@ -51,9 +51,10 @@ ROW_SCHEMA = {"shard": pl.String, **SCHEMA}  # a catalog row's columns, in order
 
 
 # sidecars read at once: on S3 each read waits on the network; on a local disk more threads
-# fight over the GIL more than they overlap reads (a cold audit of 10k shards, page cache
-# dropped: 1 thread 10.0 s, 4 threads 7.0 s, 16 threads 11.0 s)
-LOCAL_READERS, REMOTE_READERS = 4, 16
+# fight over the GIL more than they overlap reads (the first audit of 100k shards on 2 cores,
+# page cache warm: 1 thread 24.6 s, 2 threads 24.3 s, 4 threads 29 s; page cache dropped: 1
+# thread 75 s, 2 and 4 threads 58 s, 8 threads 66 s)
+LOCAL_READERS, REMOTE_READERS = 2, 16
 BATCH_SHARDS = 512  # shards whose sidecars are read together
 
 
@@ -159,6 +160,7 @@ class Catalog:
         sidecars = {(stage, kind): list_files(folder(self.store, stage, kind), SIDECAR_SUFFIX)
                     for stage in STAGES for kind in (PUBLISHED, FAILED)}
         listed_s = time.perf_counter() - started
+        present = _present(sidecars)
         keys = _keys(shards, expected, sidecars, raw, problems)
         cached = self.load()
         compared = keys.join(cached.select("shard", pl.col("key").alias("old")), on="shard",
@@ -169,7 +171,8 @@ class Catalog:
         budget = ReadBudget(read_budget)
         judged: list[tuple] = []
         deferred: list[str] = []
-        reader = _Reader(self.store, budget, self.warn, check_files=verify)
+        reader = _Reader(self.store, budget, self.warn, check_files=verify,
+                         places={place: folder(self.store, *place) for place in sidecars})
         previous = {row["shard"]: row for row in cached.join(
             judge.select("shard"), on="shard").iter_rows(named=True)}
         # the rows judged here are all kept to the end: the cyclic collector, run again and
@@ -189,9 +192,7 @@ class Catalog:
                     return batch  # (the first batch is always judged)
                 while position < len(pending) and len(batch) < BATCH_SHARDS and (
                         budget.limit is None or reads + budget.reserved < budget.limit):
-                    shard = pending[position][0]
-                    need = sum(f"{shard}{SIDECAR_SUFFIX}" in listing
-                               for listing in sidecars.values())
+                    need = len(present.get(pending[position][0], ()))
                     if batch and budget.limit is not None and \
                             reads + need + budget.reserved > budget.limit:
                         break
@@ -208,14 +209,14 @@ class Catalog:
                 # a read waits on the disk or the network far longer than it computes: the
                 # next batch's sidecars are read while this batch is judged
                 batch = next_batch()
-                reading = reader.prefetch(pool, batch, sidecars)
+                reading = reader.prefetch(pool, batch, present)
                 while batch:
                     fetched = reading()
                     following = next_batch()
-                    reading = reader.prefetch(pool, following, sidecars)
+                    reading = reader.prefetch(pool, following, present)
                     reader.fetched = fetched
                     for shard, key in batch:
-                        judged.append(_judged_row(shard, key, sidecars, expected,
+                        judged.append(_judged_row(shard, key, present, expected,
                                                   raw.get(shard), problems.get(shard),
                                                   previous.get(shard), reader))
                     batch = following
@@ -241,13 +242,20 @@ class Catalog:
             "seconds": round(time.perf_counter() - started, 3)})
 
 
-def _judged_row(shard: str, key: str, sidecars: dict, expected: Mapping[str, StageSettings],
+def _present(sidecars: dict[tuple[str, str], dict]) -> dict[str, tuple[tuple[str, str], ...]]:
+    """Each shard's listed sidecars, as ``(stage, kind)`` places."""
+    found: dict[str, list] = {}
+    for place, listing in sidecars.items():
+        for name in listing:
+            found.setdefault(name[:-len(SIDECAR_SUFFIX)], []).append(place)
+    return {shard: tuple(places) for shard, places in found.items()}
+
+
+def _judged_row(shard: str, key: str, present: dict, expected: Mapping[str, StageSettings],
                 raw: RawEntry | None, problem: str | None, old: dict | None,
                 reader: "_Reader") -> tuple:
     """One shard judged from its sidecars: its catalog row, in ``COLUMNS`` order."""
-    name = f"{shard}{SIDECAR_SUFFIX}"
-    present = {place for place, listing in sidecars.items() if name in listing}
-    stages = reader.shard(shard, expected, raw, present)
+    stages = reader.shard(shard, expected, raw, set(present.get(shard, ())))
     row = audit_row(shard, stages, problem)
     row["key"] = key
     for position, (stage, freshness) in enumerate(stages.items()):
@@ -317,18 +325,18 @@ class _Reader:
     """Judges one shard at a time from its sidecars, spending the budget on every read."""
 
     def __init__(self, store: ShardStore, budget: ReadBudget, warn: Callable[[str], None],
-                 check_files: bool):
+                 check_files: bool, places: dict[tuple[str, str], str]):
         self.store, self.budget, self.warn = store, budget, warn
         self.check_files = check_files
+        self.places = places  # each (stage, kind)'s folder
         self.fetched: dict[str, bytes | None] = {}
 
     def prefetch(self, pool: ThreadPoolExecutor, batch: list[tuple[str, str]],
-                 sidecars: dict) -> Callable[[], dict[str, bytes | None]]:
+                 present: dict) -> Callable[[], dict[str, bytes | None]]:
         """Start reading the sidecars of ``batch``'s shards in parallel (a task per shard);
         returns what waits for them, for :meth:`record`."""
-        shards = [[f"{folder(self.store, stage, kind)}/{shard}{SIDECAR_SUFFIX}"
-                   for (stage, kind), listing in sidecars.items()
-                   if f"{shard}{SIDECAR_SUFFIX}" in listing] for shard, _ in batch]
+        shards = [[f"{self.places[place]}/{shard}{SIDECAR_SUFFIX}"
+                   for place in present.get(shard, ())] for shard, _ in batch]
         futures = [pool.submit(lambda group: [self._read(loc) for loc in group], group)
                    for group in shards]
         return lambda: {location: data for locations, future in zip(shards, futures)
@@ -344,7 +352,7 @@ class _Reader:
         if (stage, kind) not in present:
             return None
         self.budget.spend()
-        location = f"{folder(self.store, stage, kind)}/{shard}{SIDECAR_SUFFIX}"
+        location = f"{self.places[stage, kind]}/{shard}{SIDECAR_SUFFIX}"
         data = self.fetched.pop(location) if location in self.fetched else \
             self._read(location)
         if data is None:

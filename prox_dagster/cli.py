@@ -19,6 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import orjson
 from rich import box
 from rich.console import Console
 from rich.progress import Progress
@@ -115,7 +116,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
                                       refiner_version=args.refiner_version, model=args.model,
                                       status=args.status, verify=args.verify)
     if args.format == "json":
-        print(json.dumps(rows, indent=1))
+        # 10⁵ rows: orjson writes them in a fraction of json's time
+        sys.stdout.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
     elif args.format == "csv":
         sys.stdout.write(audit_csv(rows))
     else:

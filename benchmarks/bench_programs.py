@@ -1,15 +1,24 @@
 """Parse + execute: our parser and executor against the reference string-split executor.
 
-The same 50,000 (document, chunk program) pairs go through both, in one process: programs the
-rules refiner writes for real documents, the shapes LM refiners also emit (positional arguments,
-single quotes, strings holding commas, quotes or parentheses, several calls per line, code
-fences) and garbled ones (mutated, truncated). Ours runs in reference mode, so any disagreement
-comes from how the program is read, and each is classified by what the baseline misread.
+Two workloads of 50,000 (text, chunk program) pairs each go through both, in one process:
+
+- ``chunks``: what the pipeline executes, a program per chunk of at most 1,500 tokens, written
+  by the rules refiner on that chunk;
+- ``documents``: a program per whole page (the reference's own view).
+
+Each mixes the programs as written (60%), the shapes LM refiners also emit (25%: positional
+arguments, single quotes, strings holding commas, quotes or parentheses, several calls per
+line, code fences) and garbled ones (15%: mutated, truncated). Ours runs in reference mode, so
+any disagreement comes from how the program is read, and each is classified by what the
+baseline misread. Ours is also timed as its two halves, parsing alone and executing programs
+already parsed, each with a profile of where its time goes.
 """
 
 from __future__ import annotations
 
+import cProfile
 import json
+import pstats
 import random
 import time
 from collections import Counter
@@ -17,7 +26,7 @@ from pathlib import Path
 
 from baselines import reference_execute
 
-from prox_dagster.chunking import chunk_lines
+from prox_dagster.chunking import chunk_lines, number_line
 from prox_dagster.execute import ExecutionPolicy, execute_document
 from prox_dagster.programs import parse_program
 from prox_dagster.refiners import build_refiner
@@ -78,17 +87,28 @@ def _garble(rng: random.Random, program: str) -> tuple[str, str]:
         chars.insert(rng.randrange(len(chars) + 1), rng.choice("(),='\"x1 \n"))
     return "".join(chars), kind
 
+LM_KINDS = ("positional", "single_quotes", "comma_string", "quote_string", "paren_string",
+            "one_line", "fence")
 
-def _workload(rng: random.Random):
-    texts, source = _documents()
+
+def _pairs(texts: list[str], unit: str) -> list[tuple[str, str]]:
+    """(text, program) per page (``documents``) or per chunk of at most 1,500 tokens
+    (``chunks``), the program written by the rules refiner on that text's numbered lines."""
     tokenizer = load_tokenizer("sample")
     refiner = build_refiner("rules")
     pairs = []
     for text in texts:
-        # one chunk program per document, covering the document (the reference's view)
-        chunks = chunk_lines(text, tokenizer, max_tokens=10**9)
-        program = refiner.generate([f"[doc]\n{chunks[0].text}\n[/doc]"], level="chunk")[0]
-        pairs.append((text, program))
+        lines = text.split("\n")
+        budget = 10**9 if unit == "documents" else 1500
+        for chunk in chunk_lines(text, tokenizer, max_tokens=budget):
+            part = "\n".join(lines[chunk.line_start:chunk.line_end + 1])
+            numbered = "\n".join(number_line(i, line) for i, line in enumerate(part.split("\n")))
+            program = refiner.generate([f"[doc]\n{numbered}\n[/doc]"], level="chunk")[0]
+            pairs.append((part, program))
+    return pairs
+
+
+def _workload(rng: random.Random, pairs: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
     workload = []
     while len(workload) < N_PROGRAMS:
         text, program = pairs[len(workload) % len(pairs)]
@@ -99,49 +119,122 @@ def _workload(rng: random.Random):
             workload.append((text, *_lm_variant(rng, text, program)))
         else:
             workload.append((text, *_garble(rng, program)))
-    return workload, source
+    return workload
 
 
-def run(repeats: int = 3) -> dict:
-    rng = random.Random(7)
-    workload, source = _workload(rng)
+def _profile(fn, top: int = 6) -> list[dict]:
+    """Where ``fn``'s time goes: the functions with the most time of their own, and their
+    share of the whole."""
+    profiler = cProfile.Profile()
+    profiler.runcall(fn)
+    stats = pstats.Stats(profiler).stats
+    total = sum(entry[2] for entry in stats.values()) or 1.0
+    ranked = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:top]
+    return [{"function": f"{Path(file).name}:{line}({name})" if file != "~" else name,
+             "calls": entry[1], "share": round(entry[2] / total, 3)}
+            for (file, line, name), entry in ranked]
+
+
+def measure(workload: list[tuple[str, str, str]], repeats: int) -> dict:
     policy = ExecutionPolicy.reference()
+    spans = [(0, text.count("\n"), program) for text, program, _ in workload]
 
-    def ours_one(text: str, program: str) -> str:
-        n = text.count("\n") + 1
-        return execute_document(text, "keep_doc()", [(0, n - 1, program)], policy).text
+    def ours_one(text: str, span: tuple[int, int, str]) -> str:
+        return execute_document(text, "keep_doc()", [span], policy).text
 
-    def timed(fn):
+    def timed(fn, args) -> tuple[float, list]:
         best, out = float("inf"), None
         for _ in range(repeats):
             start = time.perf_counter()
-            out = [fn(text, program) for text, program, _ in workload]
+            out = [fn(*a) for a in args]
             best = min(best, time.perf_counter() - start)
         return best, out
 
-    base_s, base = timed(reference_execute)
-    ours_s, ours = timed(ours_one)
-    agree = Counter()
-    differ = Counter()
-    for (text, program, kind), b, o in zip(workload, base, ours):
+    base_s, base = timed(reference_execute, [(text, program) for text, program, _ in workload])
+    ours_s, ours = timed(ours_one, [(text, span) for (text, _, _), span in zip(workload, spans)])
+    parse_s, parsed = timed(parse_program, [(program, "chunk") for _, program, _ in workload])
+    ready = [(text, (start, end, tree)) for (text, _, _), (start, end, _), tree
+             in zip(workload, spans, parsed)]
+    execute_s, executed = timed(ours_one, ready)
+    assert executed == ours  # parsing first changes nothing
+    agree, differ = Counter(), Counter()
+    for (_, _, kind), b, o in zip(workload, base, ours):
         (agree if b == o else differ)[kind] += 1
-    # canonical programs are where the reference is well defined: there we must agree exactly
-    canonical_ok = differ["canonical"] == 0
-    # where they differ on the LM shapes, the baseline misread the program; ours parses it
-    lm_kinds = {"positional", "single_quotes", "comma_string", "quote_string", "paren_string",
-                "one_line", "fence"}
-    ours_parsed = sum(parse_program(p, "chunk").ok for _, p, k in workload if k in lm_kinds)
+    by_kind = {}
+    for kind in sorted({k for _, _, k in workload}):
+        chosen = [i for i, (_, _, k) in enumerate(workload) if k == kind]
+        b_s, _ = timed(reference_execute, [workload[i][:2] for i in chosen])
+        o_s, _ = timed(ours_one, [(workload[i][0], spans[i]) for i in chosen])
+        by_kind[kind] = round(b_s / o_s, 2)
+    n = len(workload)
     return {
-        "benchmark": "parse_execute", "inputs": source, "programs": len(workload),
+        "programs": n, "mean_lines": round(sum(t.count("\n") + 1 for t, _, _ in workload) / n, 1),
         "mix": dict(Counter(k for _, _, k in workload)),
-        "baseline_programs_per_s": round(len(workload) / base_s),
-        "ours_programs_per_s": round(len(workload) / ours_s),
+        "baseline_programs_per_s": round(n / base_s),
+        "ours_programs_per_s": round(n / ours_s),
         "speedup": round(base_s / ours_s, 2),
+        "speedup_by_kind": by_kind,
+        # ours in two halves: parsing alone, and executing the programs already parsed
+        "parse_us_per_program": round(parse_s / n * 1e6, 1),
+        "execute_us_per_program": round(execute_s / n * 1e6, 1),
+        "profile_parse": _profile(lambda: [parse_program(p, "chunk") for _, p, _ in workload]),
+        "profile_execute": _profile(lambda: [ours_one(*a) for a in ready]),
         "agree_by_kind": dict(agree), "differ_by_kind": dict(differ),
-        "canonical_identical": canonical_ok,
-        "lm_shapes_parsed_by_ours": ours_parsed,
-        "lm_shapes_total": sum(1 for _, _, k in workload if k in lm_kinds),
+        # canonical programs are where the reference is well defined: there we must agree
+        "canonical_identical": differ["canonical"] == 0,
+        # where they differ on the LM shapes, the baseline misread the program; ours parses it
+        "lm_shapes_parsed_by_ours": sum(tree.ok for tree, (_, _, k) in zip(parsed, workload)
+                                        if k in LM_KINDS),
+        "lm_shapes_total": sum(1 for _, _, k in workload if k in LM_KINDS),
     }
+
+
+def run(repeats: int = 3) -> dict:
+    texts, source = _documents()
+    workloads = {unit: measure(_workload(random.Random(7), _pairs(texts, unit)), repeats)
+                 for unit in ("chunks", "documents")}
+    result = {"benchmark": "parse_execute", "inputs": source, "workloads": workloads,
+              "speedup": min(w["speedup"] for w in workloads.values()),
+              "canonical_identical": all(w["canonical_identical"] for w in workloads.values())}
+    write_docs(result)
+    return result
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "programs.md"
+MARKER = "<!-- generated by benchmarks/bench_programs.py from results/parse_execute.json -->"
+
+
+def render(result: dict) -> str:
+    rows = ["| workload | programs (mean lines) | reference executor | ours | ratio | ours: parse / "
+            "execute per program |", "|---|---|---|---|---|---|"]
+    for unit, w in result["workloads"].items():
+        rows.append(f"| {unit} | {w['programs']:,} ({w['mean_lines']}) | "
+                    f"{w['baseline_programs_per_s'] / 1000:.1f}k/s | "
+                    f"{w['ours_programs_per_s'] / 1000:.1f}k/s | **{w['speedup']:.2f}×** | "
+                    f"{w['parse_us_per_program']} µs / {w['execute_us_per_program']} µs |")
+    chunks = result["workloads"]["chunks"]
+    kinds = ", ".join(f"{kind} {ratio:.2f}×" for kind, ratio in chunks["speedup_by_kind"].items())
+    top = lambda name: ", ".join(f"`{p['function']}` {p['share']:.0%}"  # noqa: E731
+                                 for p in chunks[name][:3])
+    return "\n".join([
+        *rows, "",
+        f"By kind, on chunks: {kinds}.",
+        f"Where parsing's time goes (chunks): {top('profile_parse')}. "
+        f"Executing's: {top('profile_execute')}.",
+        f"Canonical programs give identical text in both workloads: "
+        f"{'yes' if result['canonical_identical'] else 'NO'}; ours parses "
+        f"{chunks['lm_shapes_parsed_by_ours']:,} of the {chunks['lm_shapes_total']:,} LM shapes "
+        "(chunks)."])
+
+
+def write_docs(result: dict) -> None:
+    """Put :func:`render`'s text between the markers of ``docs/programs.md``."""
+    from prox_dagster.shards import write_text_atomic
+
+    text = DOCS.read_text()
+    head, _, rest = text.partition(MARKER)
+    _, _, tail = rest.partition(MARKER)
+    write_text_atomic(f"{head}{MARKER}\n{render(result)}\n{MARKER}{tail}", DOCS)
 
 
 if __name__ == "__main__":

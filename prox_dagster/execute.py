@@ -234,7 +234,7 @@ def execute_document(text: str, doc_program: str | None,
     # words never span a line break, so the kept words are the original's minus the removed
     # lines' words whenever no line was edited
     words_in = word_count(text, policy.word_unit)
-    words_out = (words_in - sum(word_count(line, policy.word_unit) for line in removed)
+    words_out = (words_in - word_count("\n".join(removed), policy.word_unit)
                  if not edited else word_count(processed, policy.word_unit))
     ratio = words_out / words_in if words_in else 0.0
     total_errors = errors + doc_errors

@@ -56,6 +56,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     console = Console(width=None if sys.stdout.isatty() else 132)
     data = Path(args.data_dir).resolve()
+    if data.exists() and not data.is_dir():
+        console.print(f"[red]--data-dir {str(data)!r} is not a folder")
+        return 2
     raw = data / "raw"
     if not find_raw_shards(raw)[0]:
         paths = write_sample_crawl(data, n_shards=args.shards, docs_per_shard=args.docs,

@@ -37,6 +37,7 @@ from pathlib import Path
 import polars as pl
 
 from .execute import ExecutionPolicy, kept_lines
+from .local_files import NotRegularFile, open_regular
 from .pipeline import chunk_shard, execute_shard, refine_chunks, refine_documents
 from .refiners.base import Refiner
 from .words import sentence_like, word_count
@@ -86,14 +87,19 @@ def load_labelled_set(path: str | Path, name: str | None = None) -> LabelledSet:
     """Read a labelled set; an unreadable file or one without any label is an error naming it."""
     path = Path(path)
     file = path / "docs.jsonl" if path.is_dir() else path
-    if not file.is_file():
+    try:  # a file the folder holds may be a link only within the folder; none may be a FIFO
+        binary = open_regular(file, "labelled set", follow_links=True,
+                              inside=path if path.is_dir() else None)
+    except FileNotFoundError:
         raise EvaluationError(f"labelled set {str(path)!r}: no such file (expected a JSONL file "
-                              "or a folder holding docs.jsonl)")
+                              "or a folder holding docs.jsonl)") from None
+    except NotRegularFile as exc:
+        raise EvaluationError(str(exc)) from None
     name = name or (path.name if path.is_dir() else file.name.removesuffix(".jsonl"))
     documents: list[LabelledDocument] = []
     skipped: list[dict] = []
     seen: set[str] = set()
-    with file.open(encoding="utf-8", errors="replace") as handle:
+    with io.TextIOWrapper(binary, encoding="utf-8", errors="replace") as handle:
         for line_no, raw in enumerate(handle, 1):
             if not raw.strip():
                 continue

@@ -22,7 +22,6 @@ per zstd step, whatever the compression ratio), so memory is bounded by the larg
 
 from __future__ import annotations
 
-import errno
 import fnmatch
 import gzip
 import hashlib
@@ -31,7 +30,6 @@ import os
 import re
 import secrets
 import socket
-import stat
 import time
 import zlib
 from collections import Counter
@@ -41,6 +39,7 @@ from pathlib import Path
 
 import polars as pl
 
+from . import local_files
 from .programs import MAX_LINE_NUMBER
 
 RAW_SUFFIXES = (".jsonl.zst", ".jsonl.gz", ".jsonl", ".parquet")
@@ -135,35 +134,23 @@ def stream_raw_shard(path: str | os.PathLike, documents, quarantine,
 
 
 def open_regular(path: Path, shard: str):
-    """``path`` opened for reading if it is a regular file: a symbolic link (to a secret or out
-    of the raw folder), a FIFO or a device is refused without reading a byte of it. The check
-    and the open are one step (``O_NOFOLLOW``, then ``fstat`` of what was opened), so nothing
-    can swap the file between them."""
+    """``path`` opened for reading if it is a regular file (see
+    :func:`prox_dagster.local_files.open_regular`): a symbolic link (to a secret or out of the
+    raw folder), a FIFO or a device is refused without reading a byte of it."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        return local_files.open_regular(path, "raw file")
     except FileNotFoundError:
         raise ShardError(f"shard {shard!r}: raw file {str(path)!r} does not exist") from None
-    except OSError as exc:
-        if exc.errno != errno.ELOOP:
-            raise
-        raise not_regular(shard, str(path), stat.S_IFLNK) from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise not_regular(shard, str(path), mode)
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
+    except local_files.NotRegularFile as exc:
+        raise ShardError(f"shard {shard!r}: {exc}; only regular files inside the raw folder "
+                         "are read: replace it with the file itself") from None
 
 
 def not_regular(shard: str, location: str, mode: int) -> ShardError:
     """The error for a raw shard's name that is not a regular file (its mode: ``st_mode``)."""
-    kind = ("a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode)
-            else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
-            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-            else "not a regular file")
-    return ShardError(f"shard {shard!r}: {location!r} is {kind}: only regular files inside the "
-                      "raw folder are read (nothing of it was read); replace it with the file "
-                      "itself")
+    return ShardError(f"shard {shard!r}: {location!r} is {local_files.kind(mode)}: only regular "
+                      "files inside the raw folder are read (nothing of it was read); replace "
+                      "it with the file itself")
 
 
 def read_raw_shard(path: str | os.PathLike, shard: str | None = None) -> RawShard:

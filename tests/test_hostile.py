@@ -541,3 +541,38 @@ def test_a_huge_number_or_a_deep_nesting_costs_its_record(tmp_path):
     reasons = shard.quarantine["reason"].to_list()
     assert len(reasons) == 2 and all(r.startswith("invalid JSON: ") for r in reasons)
     assert "4300 digits" in reasons[0]
+
+
+def test_labelled_sets_and_model_files_are_read_only_when_regular(tmp_path):
+    """The paths a user or a folder names are held to the raw folder's rule: a FIFO (which
+    would stall the step) or a device is refused by name, and a set folder's file may link only
+    within the folder."""
+    from prox_dagster import cli
+    from prox_dagster.evaluation import EvaluationError, load_labelled_set
+    from prox_dagster.refiners.classifier import ClassifierModel, ClassifierModelError
+
+    secret = tmp_path / "secret.jsonl"
+    secret.write_text(json.dumps({"text": "CANARY-91c2", "line_labels": "K"}) + "\n")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "docs.jsonl").symlink_to(secret)
+    with pytest.raises(EvaluationError, match="outside .*nothing of it was read"):
+        load_labelled_set(linked)
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    (inner / "real.jsonl").write_text(secret.read_text())
+    (inner / "docs.jsonl").symlink_to(inner / "real.jsonl")  # a link within the folder
+    assert load_labelled_set(inner).documents[0].text == "CANARY-91c2"
+    os.mkfifo(tmp_path / "pipe.jsonl")
+    started = time.perf_counter()
+    with pytest.raises(EvaluationError, match="is a FIFO"):
+        load_labelled_set(tmp_path / "pipe.jsonl")
+    with pytest.raises(ClassifierModelError, match="is a FIFO"):
+        ClassifierModel(tmp_path / "pipe.jsonl")
+    with pytest.raises(ClassifierModelError, match="is a device"):
+        ClassifierModel("/dev/zero")
+    assert time.perf_counter() - started < 5  # refused, not read nor waited on
+    not_a_folder = tmp_path / "data"
+    not_a_folder.write_text("")
+    assert cli.main(["demo", "--data-dir", str(not_a_folder),
+                     "--dagster-home", str(tmp_path / "home")]) == 2

@@ -41,6 +41,7 @@ import numpy as np
 
 from ..chunking import split_numbered
 from ..lineage import refiner_fingerprint
+from ..local_files import NotRegularFile, read_regular
 from ..programs import format_call
 from ..prompts import PROMPT_FORMAT_VERSION, document_of
 from .line_features import (DOC_FEATURES, FEATURE_NAMES, FEATURES_VERSION, ShardLineCounts,
@@ -58,6 +59,7 @@ DEFAULT_MODEL = "classifier-web-v6.json"
 # how the programs follow from the model's probabilities: part of the refiner version, so a
 # change to it marks the shards refined before it stale even with the same model file
 PROGRAMS_VERSION = 3
+MAX_MODEL_BYTES = 256 << 20  # the shipped model is 1.4 MB; a bigger file is not one of ours
 
 
 class ClassifierModelError(ValueError):
@@ -77,7 +79,10 @@ class ClassifierModel:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         try:
-            data = self.path.read_bytes()
+            data = read_regular(self.path, "classifier model", MAX_MODEL_BYTES,
+                                follow_links=True)
+        except NotRegularFile as exc:
+            raise ClassifierModelError(str(exc)) from None
         except OSError as exc:
             raise ClassifierModelError(f"classifier model {str(self.path)!r} cannot be read: "
                                        f"{exc.strerror or exc}") from None

@@ -576,3 +576,40 @@ def test_labelled_sets_and_model_files_are_read_only_when_regular(tmp_path):
     not_a_folder.write_text("")
     assert cli.main(["demo", "--data-dir", str(not_a_folder),
                      "--dagster-home", str(tmp_path / "home")]) == 2
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 256 KiB tmpfs: the data folder of a store that runs out of space."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {made.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_stage_that_runs_out_of_space_fails_by_name_and_leaves_no_temporaries(
+        tmp_path, full_disk, instance):
+    from prox_dagster import definitions
+    from prox_dagster.sample import write_sample_crawl
+
+    write_sample_crawl(tmp_path / "crawl", n_shards=1, docs_per_shard=400)
+    defs = definitions.build_definitions(data_dir=full_disk, raw_dir=tmp_path / "crawl" / "raw")
+    (shard,) = definitions.register_new_shards(defs, instance)
+    result = definitions.materialize_shard(defs, instance, shard)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "No space left on device" in failure.step_failure_data.error.to_string()
+    left = [p.relative_to(full_disk).as_posix() for p in full_disk.rglob("*")
+            if p.is_file() and (p.name.endswith(".tmp") or ".staging" in p.parts)]
+    assert left == [], left
+    # what was published before the disk filled is whole: every sidecar's files are there
+    for sidecar in full_disk.rglob("*.provenance.json"):
+        record = json.loads(sidecar.read_text())
+        for entry in record["files"]:
+            assert (sidecar.parent / entry["name"]).stat().st_size == entry["bytes"]

@@ -6,8 +6,8 @@ import time
 
 import dagster as dg
 
-from prox_dagster.pretraining import (LAST_GOOD, build_manifest, check_uniform, pack_set,
-                                      remove_stale_packs)
+from prox_dagster.pretraining import (LAST_GOOD, build_manifest, check_uniform,
+                                      mark_duplicates, pack_set, remove_stale_packs)
 from prox_dagster.store import exists, version
 from resources import (CheckThresholds, ProgramPolicy, RawSource, RefinerResource, ShardStorage,
                        TokenizerResource)
@@ -20,9 +20,12 @@ from .partitions import shards_partitions_def
 class PretrainingSetConfig(dg.Config):
     """``keep_last_good``: a shard whose chain is not current or failed a check is served from
     its last published token files, marked ``last_good`` in the manifest with the reason,
-    instead of being left out."""
+    instead of being left out. ``drop_duplicates``: a document that is a copy of an earlier one
+    (same id or same text; earlier in shard order) is left out of the set (its shard is served
+    from a filtered copy of its token files); either way the copies are counted."""
 
     keep_last_good: bool = False
+    drop_duplicates: bool = False
 
 
 @dg.asset(
@@ -41,8 +44,10 @@ def pretraining_set(context: dg.AssetExecutionContext, config: PretrainingSetCon
     why: the check that failed at which stage, the setting that made it stale, or missing.
     Run config `keep_last_good` serves such a shard from its last published files instead,
     marked `last_good`. Hashes come from the shards' writers while a file's size and version
-    are unchanged. Shards tokenized with different tokenizers, formats or dtypes are refused,
-    by name. For litgpt, the shards' token streams are packed, in shard order, into `LITPKDS`
+    are unchanged. Documents that are copies of an earlier one (same id or text, earlier in
+    shard order) are counted (`duplicates`); run config `drop_duplicates` leaves them out,
+    listing filtered copies of their shards' token files. Shards tokenized with different
+    tokenizers, formats or dtypes are refused, by name. For litgpt, the shards' token streams are packed, in shard order, into `LITPKDS`
     chunks that run on across shards (only the last is padded; `packed` in the manifest),
     reused while no shard's stream and no chunk setting changed."""
     started = time.perf_counter()
@@ -57,6 +62,16 @@ def pretraining_set(context: dg.AssetExecutionContext, config: PretrainingSetCon
                                      keep_last_good=config.keep_last_good,
                                      warn=context.log.warning)
     check_uniform(manifest)  # before the manifest is written: a training job reads only sets
+    mark_duplicates(store, manifest, manifest_path, drop=config.drop_duplicates,
+                    progress=lambda shard: context.log.debug(f"{shard}: copies left out"))
+    duplicates = manifest.duplicates or {}
+    if duplicates.get("later_copies"):
+        context.log.warning(
+            f"{duplicates['later_copies']} documents are copies of an earlier one "
+            f"({duplicates['same_text']} by text, {duplicates['same_id_only']} by id alone) in "
+            f"{duplicates['shards_with_copies']} shards: "
+            + ("left out of the set" if config.drop_duplicates else
+               "kept (run config drop_duplicates: true leaves them out)"))
     packed_now = False
     if manifest.formats == ["litgpt"]:
         packed_now = pack_set(store, manifest, manifest_path, **tokenizer.pack_settings(),
@@ -84,6 +99,9 @@ def pretraining_set(context: dg.AssetExecutionContext, config: PretrainingSetCon
         "total_tokens": manifest.total_tokens,
         "total_documents": manifest.total_documents,
         "formats": ", ".join(manifest.formats) or "none",
+        "duplicate_documents": duplicates.get("later_copies", 0),
+        "duplicates_dropped": bool(duplicates.get("dropped") and duplicates.get("later_copies")),
+        "shards_not_checked_for_duplicates": duplicates.get("shards_not_checked", 0),
         **({"litgpt_chunks": manifest.packed["chunks"],
             "padding_tokens": manifest.packed["padding_tokens"],
             "packed_now": packed_now} if manifest.packed else {}),

@@ -132,7 +132,7 @@ def execute_document(text: str, doc_program: str | None,
     """
     policy = policy or ExecutionPolicy()
     keep, doc_parsed = decide_document(doc_program, policy)
-    doc_errors = sum(1 for e in doc_parsed.errors if e.code != "empty")
+    doc_errors = _counted_errors(doc_parsed.errors) if doc_parsed.errors else 0
     if not keep:
         return DocumentResult("", "dropped_doc", 1, doc_errors)
 
@@ -145,7 +145,8 @@ def execute_document(text: str, doc_program: str | None,
     for line_start, line_end, program in chunk_programs:
         parsed = (program if isinstance(program, ParsedProgram)
                   else parse_program(program, "chunk", dialect))
-        errors += _counted_errors(parsed.errors)
+        if parsed.errors:
+            errors += _counted_errors(parsed.errors)
         for call in parsed.calls:
             if call.name == "normalize":
                 normalizations.append((line_start, line_end, call.args["source_str"],

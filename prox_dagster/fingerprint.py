@@ -35,7 +35,7 @@ RAW_INPUT = "raw"  # the crawl file a raw shard is read from
 
 # Bump a stage's revision when its code writes different rows for the same inputs and settings.
 STAGE_REVISIONS = {"raw_shard": "4", "doc_refined_shard": "3", "chunked_shard": "4",
-                   "chunk_refined_shard": "3", "clean_shard": "6", "tokenized_shard": "3"}
+                   "chunk_refined_shard": "3", "clean_shard": "6", "tokenized_shard": "4"}
 
 STAGE_INPUTS = {"raw_shard": (RAW_INPUT,), "doc_refined_shard": ("raw_shard",),
                 "chunked_shard": ("doc_refined_shard",),

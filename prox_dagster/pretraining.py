@@ -1,17 +1,25 @@
 """The pre-training set's manifest: the token files of every shard whose whole chain is current
-and passed its checks, hashed incrementally, and every shard left out with the reason; for
-litgpt, the chunks packed across shards (``packed``), which are what a training job reads."""
+and passed its checks, hashed incrementally, and every shard left out with the reason; the
+documents that are copies of an earlier one (``duplicates``), and optionally copies of the token
+files without them; for litgpt, the chunks packed across shards (``packed``), which are what a
+training job reads."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+import polars as pl
+
 from .outputs import intact, read_record
 from .store import ShardStore, exists, filesystem, sha256, version
-from .token_files import HISTOGRAM_EDGES, histogram_table, pack_litgpt
+from .token_files import (DOCUMENTS_SUFFIX, HISTOGRAM_EDGES, filter_token_files,
+                          histogram_table, pack_litgpt)
 from .untrusted import markdown_text
 
 TOKENIZED = "tokenized_shard"
@@ -27,6 +35,7 @@ class Manifest:
     histogram_edges: list[int] = field(default_factory=lambda: list(HISTOGRAM_EDGES))
     histogram: list[int] = field(default_factory=lambda: [0] * len(HISTOGRAM_EDGES))
     packed: dict | None = None
+    duplicates: dict | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -48,11 +57,13 @@ class Manifest:
     def shard_table(self) -> str:
         rows = [f"| {markdown_text(s['shard'], 200)} | {s['status']} | {s['format']} | {s['dtype']} | "
                 f"{len(s['files'])} | {s['documents']} | {s['tokens']} | "
+                f"{s.get('duplicates', 'n/a')}{' dropped' if s.get('duplicates_dropped') else ''} | "
                 f"{', '.join(f['sha256'][:12] for f in s['files'][:2])}"
                 f"{' ...' if len(s['files']) > 2 else ''} | {', '.join(s['refiner_versions'])} |"
                 for s in self.shards]
-        return ("| shard | status | format | dtype | files | documents | tokens | sha256 | "
-                "refiner |\n|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+        return ("| shard | status | format | dtype | files | documents | tokens | later copies | "
+                "sha256 | refiner |\n|---|---|---|---|---|---|---|---|---|---|\n"
+                + "\n".join(rows))
 
     def excluded_table(self, limit: int = 50) -> str:
         rows = [f"| {markdown_text(e['shard'], 200)} | {e['status']} | "
@@ -158,13 +169,15 @@ def pack_set(store: ShardStore, manifest: Manifest, manifest_location: str, *,
 
 
 def remove_stale_packs(store: ShardStore, manifest: Manifest) -> list[str]:
-    """Packed folders the manifest no longer names (call after writing it)."""
+    """Packed and deduplicated folders the manifest no longer names (call after writing
+    it)."""
     fs, root = filesystem(store.location("pretraining_set"))
     keep = (manifest.packed or {}).get("key")
     removed = []
+    kept = {f"{PACKED_PREFIX}{keep}", f"{DEDUPLICATED_PREFIX}{(manifest.duplicates or {}).get('key')}"}
     for path in fs.ls(root, detail=False) if fs.exists(root) else []:
         name = path.rstrip("/").rsplit("/", 1)[-1]
-        if name.startswith(PACKED_PREFIX) and name != f"{PACKED_PREFIX}{keep}":
+        if name.startswith((PACKED_PREFIX, DEDUPLICATED_PREFIX)) and name not in kept:
             fs.rm(path, recursive=True)
             removed.append(name)
     return removed
@@ -196,9 +209,12 @@ def build_manifest(store: ShardStore, shards: list[str], statuses: dict[str, tup
                                     "reason": "its token files are gone or changed"})
             continue
         extra = record.extra
-        files = []
+        files, documents_file = [], None
         for entry in record.files:
             location = store.location(TOKENIZED, entry["name"])
+            if entry["name"].endswith(DOCUMENTS_SUFFIX):
+                documents_file = {"file": location, "sha256": entry["sha256"]}
+                continue  # not a token file: what duplicates are found by
             current = {"file": location, **version(location)}
             old = known.get(location)
             if old and (old["bytes"], old["version"]) == (current["bytes"], current["version"]):
@@ -220,7 +236,112 @@ def build_manifest(store: ShardStore, shards: list[str], statuses: dict[str, tup
             "tokenizer": extra["tokenizer"], "tokenizer_hash": extra["tokenizer_hash"],
             "refiner_versions": sorted(v.strip() for v in extra["refiner_version"].split(",")),
             "files": files,
+            "documents_file": documents_file,
+            "length_histogram": extra["length_histogram"],
         })
         for i, count in enumerate(extra["length_histogram"]):
             result.histogram[i] += count
     return result, stats
+
+
+DEDUPLICATED_PREFIX = "deduplicated-"
+DEDUP_BUCKET_ROWS = 10_000_000  # documents' keys held at once (about 0.5 GB) when finding copies
+
+
+def mark_duplicates(store: ShardStore, manifest: Manifest, manifest_location: str, *,
+                    drop: bool, progress=None) -> bool:
+    """Count, in every listed shard, the documents that are copies of an earlier one: the same
+    id or the same text (64-bit hashes), earlier in shard order, then in the shard's own order.
+    With ``drop``, a shard holding copies is listed with copies of its token files without
+    them (``pretraining_set/deduplicated-{key}/``; reused while its inputs are the same).
+    A shard tokenized before documents files were written is listed as not checked. Returns
+    whether filtered files were written now."""
+    checked = [e for e in manifest.shards if e.get("documents_file")]
+    key = hashlib.sha256(json.dumps(
+        [[e["shard"], e["documents_file"]["sha256"], [f["sha256"] for f in e["files"]]]
+         for e in checked] + [drop]).encode()).hexdigest()[:16]
+    later, same_text, same_id = _later_copies(store, checked)
+    for index, entry in enumerate(checked):
+        entry["duplicates"] = int(len(later.get(index, ())))
+    manifest.duplicates = {
+        "key": key, "later_copies": int(sum(len(p) for p in later.values())),
+        "same_text": same_text, "same_id_only": same_id,
+        "shards_with_copies": len(later), "shards_not_checked": len(manifest.shards) - len(checked),
+        "dropped": drop}
+    if not drop or not later:
+        return False
+    previous = {e["shard"]: e for e in (_previous(store, manifest_location).get("shards") or [])
+                if isinstance(e, dict) and e.get("duplicates_key") == key}
+    folder = f"pretraining_set/{DEDUPLICATED_PREFIX}{key}"
+    wrote = False
+    with store.staging_dir(folder) as local:
+        for index, positions in sorted(later.items()):
+            entry = checked[index]
+            reused = previous.get(entry["shard"])
+            if reused and all(exists(f["file"]) for f in reused["files"]):
+                entry.update({k: reused[k] for k in ("files", "documents", "tokens",
+                                                     "length_histogram", "duplicates_dropped",
+                                                     "duplicates_key")})
+                continue
+            by_name = {f["file"].rsplit("/", 1)[-1]: f["file"]
+                       for f in [*entry["files"], entry["documents_file"]]}
+            marks = np.zeros(entry["documents"], dtype=bool)
+            marks[positions] = True
+            written = filter_token_files(lambda name: store.open(by_name[name]), entry["shard"],
+                                         entry["format"], entry["dtype"], marks, local)
+            published = store.publish(folder, written.files)
+            entry.update({
+                "files": [{"file": store.location(folder, f["name"]),
+                           **version(store.location(folder, f["name"])), "sha256": f["sha256"]}
+                          for f in published if not f["name"].endswith(DOCUMENTS_SUFFIX)],
+                "documents": written.documents, "tokens": written.tokens,
+                "length_histogram": written.histogram,
+                "duplicates_dropped": int(len(positions)), "duplicates_key": key})
+            wrote = True
+            if progress:
+                progress(entry["shard"])
+    manifest.histogram = [sum(e["length_histogram"][i] for e in manifest.shards)
+                          for i in range(len(manifest.histogram))]
+    return wrote
+
+
+def _later_copies(store: ShardStore, entries: list[dict]
+                  ) -> tuple[dict[int, np.ndarray], int, int]:
+    """Positions of the later copies in each entry (by its index), and how many are copies by
+    text and by id alone. The documents' keys are read in buckets of their hashes, each
+    holding at most about :data:`DEDUP_BUCKET_ROWS` of them, so memory does not grow with the
+    corpus (each further bucket reads the documents files again)."""
+    buckets = max(1, math.ceil(sum(e["documents"] for e in entries) / DEDUP_BUCKET_ROWS))
+    found = []
+    for bucket in range(buckets):
+        frames = []
+        for index, entry in enumerate(entries):
+            with store.open(entry["documents_file"]["file"]) as f:
+                listed = pl.read_parquet(io.BytesIO(f.read()), columns=["id", "text_hash"])
+            keys = listed.select(
+                pl.col("text_hash"), pl.col("id").hash(seed=7).alias("id_hash"),
+                pl.int_range(pl.len(), dtype=pl.UInt32).alias("position"),
+                pl.lit(index, dtype=pl.UInt32).alias("entry"))
+            if buckets > 1:
+                keys = keys.filter((pl.col("text_hash") % buckets == bucket)
+                                   | (pl.col("id_hash") % buckets == bucket))
+            frames.append(keys)
+        if not frames:
+            break
+        # in (entry, position) order: the first of equal keys is the earliest copy
+        frame = pl.concat(frames)
+        mine = (lambda column: pl.col(column) % buckets == bucket) if buckets > 1 else \
+            (lambda column: pl.lit(True))
+        found.append(frame.select(
+            "entry", "position",
+            (mine("text_hash") & ~pl.col("text_hash").is_first_distinct()).alias("by_text"),
+            (mine("id_hash") & ~pl.col("id_hash").is_first_distinct()).alias("by_id"),
+        ).filter(pl.col("by_text") | pl.col("by_id")))
+    if not found:
+        return {}, 0, 0
+    copies = pl.concat(found).group_by("entry", "position").agg(
+        pl.col("by_text").any(), pl.col("by_id").any())
+    later = {int(entry): np.sort(group["position"].to_numpy())
+             for (entry,), group in copies.group_by("entry")}
+    by_text = int(copies["by_text"].sum())
+    return later, by_text, int(copies.height - by_text)

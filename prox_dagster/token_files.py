@@ -20,6 +20,12 @@ Three formats, one per run (``FORMATS``):
     only the set's last chunk is padded, with ``sep_token`` (ProX uses BOS), and kept (ProX's
     script drops it; dropping data is not ours to decide).
 
+Beside the token files of every format, ``{shard}.documents.pq`` (Parquet) lists the documents
+they hold, in order: ``id``, ``text_hash`` (64 bits of blake2b over the text) and ``n_tokens``
+(EOS included): what duplicates across shards are found by, and the lengths by which a set
+without them is cut (:func:`filter_token_files`). Its suffix is none a token file ends with,
+so no shard key can make one shard's file name another's.
+
 Conventions of ProX's pre-training data preparation: no leading BOS, EOS appended to every
 document, the smallest unsigned dtype that holds the vocabulary. Memory is bounded by a batch of
 documents, not by the shard; every file is written under a temporary name and renamed into place
@@ -28,6 +34,7 @@ once all of the shard's files are done.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 from collections.abc import Callable, Iterable, Iterator
@@ -55,6 +62,16 @@ MEGATRON_MAGIC = b"MMIDIDX\x00\x00"
 LITGPT_MAGIC = b"LITPKDS"
 PROX_CHUNK_SIZE = 2049 * 1024  # tokens per litgpt chunk in ProX's preparation script
 HISTOGRAM_EDGES = [2 ** k for k in range(0, 21)]  # document lengths: 1, 2, 4, ... 1M tokens
+DOCUMENTS_SUFFIX = ".documents.pq"
+DOCUMENTS_SCHEMA = pa.schema([("id", pa.string()), ("text_hash", pa.uint64()),
+                              ("n_tokens", pa.int64())])
+FILTER_DOCUMENTS = 1024  # documents a filtered copy reads and writes at a time
+
+
+def text_hash(text: str) -> int:
+    """A document's text as 64 bits: what makes two documents copies of each other."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"),
+                                          digest_size=8).digest(), "little")
 
 
 def histogram_table(counts: list[int], edges: list[int] = HISTOGRAM_EDGES) -> str:
@@ -193,6 +210,21 @@ class _MegatronWriter:
             f.write(doc_idx.tobytes(order="C"))
 
 
+class _DocumentsWriter:
+    def __init__(self, files: _StagedFiles, shard: str):
+        self.writer = pq.ParquetWriter(files.path(f"{shard}{DOCUMENTS_SUFFIX}"),
+                                       DOCUMENTS_SCHEMA, compression="zstd")
+
+    def add(self, ids: list[str], hashes: Iterable[int], lengths: np.ndarray) -> None:
+        self.writer.write_table(pa.table([pa.array(ids, pa.string()),
+                                          pa.array(hashes, pa.uint64()),
+                                          pa.array(lengths, pa.int64())],
+                                         schema=DOCUMENTS_SCHEMA))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 class _StreamWriter:
     def __init__(self, files: _StagedFiles, shard: str):
         self.out = files.open(f"{shard}.tokens")
@@ -302,15 +334,18 @@ def iter_kept_texts(clean_path, batch_size: int, max_chars: int = BATCH_CHARS
         yield ids, texts
 
 
-def _encoded_batches(clean_path, batch_size: int, encode) -> Iterator[tuple[list[str], list]]:
-    """(ids, encodings) per batch; the next batch is read and tokenized in a thread (the Rust
-    tokenizer releases the GIL) while the caller converts and writes this one."""
+def _encoded_batches(clean_path, batch_size: int, encode
+                     ) -> Iterator[tuple[list[str], list[int], list]]:
+    """(ids, text hashes, encodings) per batch; the next batch is read, hashed and tokenized in
+    a thread (the Rust tokenizer and hashlib release the GIL) while the caller converts and
+    writes this one."""
     batches = iter_kept_texts(clean_path, batch_size)
 
     def next_encoded():
         for ids, texts in batches:
             if texts:
-                return ids, encode(texts, add_special_tokens=False)
+                return ids, [text_hash(t) for t in texts], encode(texts,
+                                                                  add_special_tokens=False)
         return None
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize") as pool:
@@ -336,37 +371,105 @@ def write_token_files(clean_path, out_dir: str | os.PathLike, shard: str,
     np_dtype = token_dtype(len(tokenizer), dtype)
     stats = TokenizedShard(files=[], dtype=np_dtype.name)
     files = _StagedFiles(Path(out_dir))
-    if fmt == "litgpt":
-        writer = _StreamWriter(files, shard)
-    elif fmt == "megatron":
-        writer = _MegatronWriter(files, shard, np_dtype)
-    else:
-        writer = _ParquetWriter(files, shard, np_dtype)
+    writer, documents = _writer(files, shard, fmt, np_dtype), _DocumentsWriter(files, shard)
     backend = rust_tokenizer(tokenizer)
     encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
     eos_list = [eos]
     try:
-        for ids, encodings in _encoded_batches(clean_path, batch_size, encode):
-            kept = [(doc_id, enc) for doc_id, enc in zip(ids, encodings) if len(enc)]
+        for ids, hashes, encodings in _encoded_batches(clean_path, batch_size, encode):
+            kept = [(doc_id, h, enc) for doc_id, h, enc in zip(ids, hashes, encodings)
+                    if len(enc)]
             stats.skipped_empty += len(ids) - len(kept)
             if not kept:
                 continue
-            lengths = np.fromiter((len(enc) + 1 for _, enc in kept), dtype=np.int64,
+            lengths = np.fromiter((len(enc) + 1 for _, _, enc in kept), dtype=np.int64,
                                   count=len(kept))
             try:
                 # one pass from the tokenizer's lists into the final dtype, EOS after each
                 flat = np.fromiter(chain.from_iterable(
-                    part for _, enc in kept for part in (enc.ids, eos_list)),
+                    part for _, _, enc in kept for part in (enc.ids, eos_list)),
                     dtype=np_dtype, count=int(lengths.sum()))
             except OverflowError as exc:
                 raise TokenFileError(
                     f"shard {shard!r}: a token id does not fit {np_dtype.name}; the "
                     f"tokenizer's ids exceed its vocabulary of {len(tokenizer)}") from exc
-            writer.add([doc_id for doc_id, _ in kept], flat, lengths)
+            kept_ids = [doc_id for doc_id, _, _ in kept]
+            writer.add(kept_ids, flat, lengths)
+            documents.add(kept_ids, [h for _, h, _ in kept], lengths)
             stats.count(lengths)
             if progress:
                 progress(stats.documents)
         writer.close()
+        documents.close()
+        stats.files = files.commit()
+    except BaseException:
+        files.abort()
+        raise
+    return stats
+
+
+def _writer(files: _StagedFiles, shard: str, fmt: str, dtype: np.dtype):
+    if fmt == "litgpt":
+        return _StreamWriter(files, shard)
+    if fmt == "megatron":
+        return _MegatronWriter(files, shard, dtype)
+    return _ParquetWriter(files, shard, dtype)
+
+
+TOKEN_SUFFIXES = {"parquet": ".parquet", "megatron": ".bin", "litgpt": ".tokens"}
+
+
+def filter_token_files(open_file: Callable[[str], BinaryIO], shard: str, fmt: str, dtype: str,
+                       drop: np.ndarray, out_dir: str | os.PathLike) -> TokenizedShard:
+    """A copy of one shard's token files (``open_file(name)`` opens each of them and its
+    documents file) without the documents whose positions ``drop`` marks (a boolean per
+    document, in order), written to ``out_dir`` as the tokenizer stage writes them, a batch of
+    documents at a time."""
+    np_dtype = np.dtype(dtype)
+    with open_file(f"{shard}{DOCUMENTS_SUFFIX}") as f:
+        listed = pq.read_table(f)
+    ids = listed["id"].to_pylist()
+    hashes = listed["text_hash"].to_numpy()
+    lengths = listed["n_tokens"].to_numpy()
+    if len(drop) != len(ids):
+        raise TokenFileError(f"shard {shard!r}: {len(drop)} documents to filter, but its "
+                             f"documents file lists {len(ids)}")
+    keep = ~drop
+    stats = TokenizedShard(files=[], dtype=np_dtype.name)
+    files = _StagedFiles(Path(out_dir))
+    writer, documents = _writer(files, shard, fmt, np_dtype), _DocumentsWriter(files, shard)
+
+    def emit(start: int, flat: np.ndarray, sizes: np.ndarray) -> None:
+        chosen = keep[start:start + len(sizes)]
+        if not chosen.any():
+            return
+        kept_ids = [doc_id for doc_id, k in zip(ids[start:start + len(sizes)], chosen) if k]
+        writer.add(kept_ids, flat[np.repeat(chosen, sizes)], sizes[chosen])
+        documents.add(kept_ids, hashes[start:start + len(sizes)][chosen].tolist(),
+                      sizes[chosen])
+        stats.count(sizes[chosen])
+
+    try:
+        with open_file(f"{shard}{TOKEN_SUFFIXES[fmt]}") as source:
+            if fmt == "parquet":
+                start = 0
+                for batch in pq.ParquetFile(source).iter_batches(
+                        batch_size=FILTER_DOCUMENTS, columns=["input_ids"]):
+                    column = batch.column(0)
+                    sizes = column.value_lengths().to_numpy().astype(np.int64)
+                    emit(start, column.flatten().to_numpy(zero_copy_only=False), sizes)
+                    start += len(sizes)
+            else:  # megatron's .bin and litgpt's stream: the documents back to back
+                for start in range(0, len(lengths), FILTER_DOCUMENTS):
+                    sizes = lengths[start:start + FILTER_DOCUMENTS]
+                    need = int(sizes.sum()) * np_dtype.itemsize
+                    data = source.read(need)
+                    if len(data) != need:
+                        raise TokenFileError(f"shard {shard!r}: its token file ends before "
+                                             "the documents its documents file lists")
+                    emit(start, np.frombuffer(data, dtype=np_dtype), sizes)
+        writer.close()
+        documents.close()
         stats.files = files.commit()
     except BaseException:
         files.abort()

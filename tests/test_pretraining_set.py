@@ -32,9 +32,9 @@ def test_the_format_is_chosen_per_run_and_replaces_the_previous_files(crawl, ins
     defs = definitions.build_definitions(data_dir=crawl)
     definitions.register_new_shards(defs, instance)
     shard = SHARDS[0]
-    expected = {"parquet": [f"{shard}.parquet"],
-                "megatron": [f"{shard}.bin", f"{shard}.idx"],
-                "litgpt": [f"{shard}.tokens"]}
+    expected = {"parquet": [f"{shard}.documents.pq", f"{shard}.parquet"],
+                "megatron": [f"{shard}.bin", f"{shard}.documents.pq", f"{shard}.idx"],
+                "litgpt": [f"{shard}.documents.pq", f"{shard}.tokens"]}
     for fmt, files in expected.items():
         settings = {"output_format": fmt, "litgpt_chunk_size": 2048}
         result = definitions.materialize_shard(defs, instance, shard, token_files=settings)
@@ -226,3 +226,97 @@ def test_litgpt_chunks_are_packed_across_the_set_and_repacked_only_when_it_chang
     assert after["chunk_size"] == 4096 and after["key"] != packed["key"]
     folders = [p.name for p in (crawl / "pretraining_set").iterdir() if p.is_dir()]
     assert folders == [f"litgpt-{after['key']}"]
+
+
+def _reference_copies(crawl, shards):
+    """Later copies by an independent reading of the clean shards: a kept document whose id or
+    text came before, in shard order; (shard, id) pairs, and the documents left per shard."""
+    import polars as pl
+
+    seen_ids, seen_texts, copies, left = set(), set(), [], {}
+    for shard in shards:
+        frame = pl.read_parquet(crawl / "clean_shard" / f"{shard}.parquet").filter(
+            pl.col("status").is_in(["kept", "fallback_raw"]) & (pl.col("text") != ""))
+        left[shard] = []
+        for doc_id, text in frame.select("id", "text").iter_rows():
+            if doc_id in seen_ids or text in seen_texts:
+                copies.append((shard, doc_id))
+            else:
+                left[shard].append(doc_id)
+            seen_ids.add(doc_id)
+            seen_texts.add(text)
+    return copies, left
+
+
+def test_copies_across_shards_are_counted_and_left_out_on_request(tmp_path, instance):
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    from prox_dagster.shards import read_raw_shard
+    from test_token_files import read_megatron  # a reader written from the format's spec
+
+    crawl = tmp_path / "data"
+    write_sample_crawl(crawl, n_shards=2, docs_per_shard=8)
+    raw = crawl / "raw"
+    first, second = (read_raw_shard(next(raw.glob(f"sample-crawl.0000{i}.*"))).documents
+                     for i in range(2))
+    # a third shard: the first's pages as they are, the second's under new ids
+    copies = pl.concat([first, second.with_columns(("copy-" + pl.col("id")).alias("id"))])
+    (raw / "sample-crawl.00002.jsonl").write_text("".join(
+        json.dumps({"id": doc_id, "text": text}) + "\n"
+        for doc_id, text in copies.select("id", "text").iter_rows()))
+    defs = definitions.build_definitions(data_dir=crawl)
+    definitions.register_new_shards(defs, instance)
+    parquet = {"output_format": "parquet"}
+    assert definitions.materialize_shards(defs, instance, SHARDS[0], SHARDS[2],
+                                          token_files=parquet).success
+    expected, left = _reference_copies(crawl, SHARDS)
+    assert len(expected) >= 4 and all(shard == SHARDS[2] for shard, _ in expected)
+
+    assert definitions.materialize_pretraining_set(defs, instance, token_files=parquet).success
+    manifest = json.loads((crawl / "pretraining_set" / "manifest.json").read_text())
+    assert manifest["duplicates"]["later_copies"] == len(expected)
+    assert manifest["duplicates"]["dropped"] is False
+    assert [s["duplicates"] for s in manifest["shards"]] == [0, 0, len(expected)]
+    assert definitions.latest_metadata(instance, "pretraining_set")["duplicate_documents"] == \
+        len(expected)
+    kept_before = manifest["shards"][2]
+
+    for fmt in ("parquet", "megatron", "litgpt"):
+        settings = {"output_format": fmt, "litgpt_chunk_size": 2048}
+        assert definitions.materialize_shards(defs, instance, SHARDS[0], SHARDS[2],
+                                              token_files=settings).success
+        result = definitions.materialize_pretraining_set(defs, instance, token_files=settings,
+                                                         drop_duplicates=True)
+        assert result.success, fmt
+        assert all(c.passed for c in result.get_asset_check_evaluations())
+        manifest = json.loads((crawl / "pretraining_set" / "manifest.json").read_text())
+        entry = manifest["shards"][2]
+        assert entry["duplicates_dropped"] == len(expected), fmt
+        assert entry["documents"] == len(left[SHARDS[2]])
+        assert all("/deduplicated-" in f["file"] for f in entry["files"])
+        assert manifest["total_documents"] == sum(len(ids) for ids in left.values())
+        assert sum(manifest["histogram"]) == manifest["total_documents"]
+        for f in entry["files"]:
+            assert f["sha256"] == sha256(f["file"])
+        if fmt == "parquet":
+            table = pq.read_table(entry["files"][0]["file"])
+            assert table["id"].to_pylist() == left[SHARDS[2]]
+            original = pq.read_table(crawl / "tokenized_shard" / f"{SHARDS[2]}.parquet")
+            by_id = dict(zip(original["id"].to_pylist(), original["input_ids"].to_pylist()))
+            assert table["input_ids"].to_pylist() == [by_id[i] for i in left[SHARDS[2]]]
+            assert entry["tokens"] < kept_before["tokens"]
+        elif fmt == "megatron":
+            index = next(f["file"] for f in entry["files"] if f["file"].endswith(".idx"))
+            _, docs = read_megatron(index.removesuffix(".idx"))
+            _, original = read_megatron(crawl / "tokenized_shard" / SHARDS[2])
+            ids = pq.read_table(crawl / "tokenized_shard" / f"{SHARDS[2]}.documents.pq")["id"]
+            assert docs == [doc for doc, doc_id in zip(original, ids.to_pylist())
+                            if doc_id in set(left[SHARDS[2]])]
+            assert sum(map(len, docs)) == entry["tokens"]
+        else:
+            assert manifest["packed"]["tokens"] == manifest["total_tokens"]
+    # the filtered copies of the formats no longer listed are removed
+    folders = [p.name for p in (crawl / "pretraining_set").iterdir() if p.is_dir()
+               and p.name.startswith("deduplicated-")]
+    assert len(folders) == 1

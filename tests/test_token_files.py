@@ -1,6 +1,7 @@
 """Token files read back by readers written here from the formats' specifications (not with the
 writers' code), on real web documents with the Llama-2 tokenizer."""
 
+import hashlib
 import json
 import struct
 
@@ -99,10 +100,19 @@ def test_megatron_files_hold_every_document_exactly(tmp_path, clean_shard, web_d
                                                      llama_tokenizer):
     stats = write_token_files(clean_shard, tmp_path / "out", "web.00000", llama_tokenizer,
                               "megatron", batch_size=64)
-    assert sorted(p.name for p in stats.files) == ["web.00000.bin", "web.00000.idx"]
+    assert sorted(p.name for p in stats.files) == ["web.00000.bin", "web.00000.documents.pq",
+                                                   "web.00000.idx"]
     dtype, docs = read_megatron(tmp_path / "out" / "web.00000")
     assert dtype == np.uint16  # Llama-2's 32,000 ids
     assert docs == expected_ids(llama_tokenizer, [t for _, t in web_docs])
+    # the documents file lists them in the same order: id, text hash, tokens with EOS
+    listed = pl.read_parquet(tmp_path / "out" / "web.00000.documents.pq")
+    assert listed["id"].to_list() == [d for d, _ in web_docs]
+    assert listed["n_tokens"].to_list() == [len(doc) for doc in docs]
+    assert listed["text_hash"].to_list() == [  # 64 bits of blake2b, little-endian
+        int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little")
+        for _, t in web_docs]
+    assert listed["text_hash"].n_unique() == len({t for _, t in web_docs})
     assert stats.documents == len(web_docs) and stats.skipped_empty == 1
     assert stats.tokens == sum(map(len, docs)) and sum(stats.histogram) == len(docs)
 
@@ -119,7 +129,7 @@ def test_litgpt_chunks_are_packed_across_shards_and_only_the_last_is_padded(
                       "status": ["kept"] * len(docs)}).write_parquet(path)
         stats = write_token_files(path, tmp_path / "shards", name, llama_tokenizer, "litgpt",
                                   batch_size=64)
-        assert [p.name for p in stats.files] == [f"{name}.tokens"]
+        assert [p.name for p in stats.files] == [f"{name}.tokens", f"{name}.documents.pq"]
         streams.append(stats.files[0])
     stream = np.concatenate([np.fromfile(p, np.uint16) for p in streams]).tolist()
     assert stream == sum(expected, [])  # the ids back to back, EOS after each document
@@ -200,7 +210,8 @@ def test_shards_without_kept_documents(tmp_path, llama_tokenizer):
     assert mega.documents == 0 and mega.skipped_empty == 1
     assert read_megatron(tmp_path / "m" / "s") == (np.dtype(np.uint16), [])
     lit = write_token_files(path, tmp_path / "l", "s", llama_tokenizer, "litgpt")
-    assert [p.read_bytes() for p in lit.files] == [b""]
+    assert lit.files[0].read_bytes() == b""
+    assert pl.read_parquet(lit.files[1]).height == 0
     with pytest.raises(TokenFileError, match="unknown token format 'bin'"):
         write_token_files(path, tmp_path / "x", "s", llama_tokenizer, "bin")
 

@@ -320,3 +320,39 @@ def test_copies_across_shards_are_counted_and_left_out_on_request(tmp_path, inst
     folders = [p.name for p in (crawl / "pretraining_set").iterdir() if p.is_dir()
                and p.name.startswith("deduplicated-")]
     assert len(folders) == 1
+
+
+def test_copies_found_in_hash_buckets_are_the_copies_found_at_once(tmp_path, monkeypatch):
+    """Bounded memory changes nothing: with buckets of 3 documents, the same copies."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from prox_dagster import pretraining
+    from prox_dagster.store import ShardStore
+    from prox_dagster.token_files import DOCUMENTS_SCHEMA
+
+    rng = np.random.default_rng(5)
+    entries = []
+    for shard in range(6):
+        ids = [f"d{int(i)}" for i in rng.integers(0, 40, 12)]
+        hashes = [int(h) for h in rng.integers(0, 30, 12)]
+        path = tmp_path / f"s{shard}.documents.pq"
+        pq.write_table(pa.table([ids, pa.array(hashes, pa.uint64()), [1] * 12],
+                                schema=DOCUMENTS_SCHEMA), path)
+        entries.append({"documents": 12, "documents_file": {"file": str(path)}, "ids": ids,
+                        "hashes": hashes})
+    seen_ids, seen_hashes, expected = set(), set(), {}
+    for index, entry in enumerate(entries):
+        for position, (doc_id, h) in enumerate(zip(entry["ids"], entry["hashes"])):
+            if doc_id in seen_ids or h in seen_hashes:
+                expected.setdefault(index, []).append(position)
+            seen_ids.add(doc_id)
+            seen_hashes.add(h)
+    store = ShardStore(tmp_path)
+    at_once = pretraining._later_copies(store, entries)
+    monkeypatch.setattr(pretraining, "DEDUP_BUCKET_ROWS", 3)
+    bucketed = pretraining._later_copies(store, entries)
+    for later, by_text, by_id in (at_once, bucketed):
+        assert {i: p.tolist() for i, p in later.items()} == expected
+        assert by_text + by_id == sum(map(len, expected.values()))
+    assert at_once[1:] == bucketed[1:]

@@ -49,7 +49,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .shards import temp_file, write_atomic
-from .tokenization import BATCH_CHARS, rust_tokenizer, tokenizer_name
+from .tokenization import BATCH_CHARS, pieces, rust_tokenizer, tokenizer_name
 
 FORMATS = ("parquet", "megatron", "litgpt")
 KEPT_STATUSES = ("kept", "fallback_raw")
@@ -344,8 +344,10 @@ def _encoded_batches(clean_path, batch_size: int, encode
     def next_encoded():
         for ids, texts in batches:
             if texts:
-                return ids, [text_hash(t) for t in texts], encode(texts,
-                                                                  add_special_tokens=False)
+                hashes = [text_hash(t) for t in texts]
+                if len(texts) == 1 and len(texts[0]) > BATCH_CHARS:
+                    return ids, hashes, [_long_ids(texts[0], encode)]
+                return ids, hashes, [e.ids for e in encode(texts, add_special_tokens=False)]
         return None
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize") as pool:
@@ -353,6 +355,39 @@ def _encoded_batches(clean_path, batch_size: int, encode
         while (batch := pending.result()) is not None:
             pending = pool.submit(next_encoded)
             yield batch
+
+
+def _long_ids(text: str, encode) -> np.ndarray:
+    """The ids of a text over :data:`BATCH_CHARS` (a page of 50 MB), tokenized in 64 KiB
+    pieces cut where the tokenizer would not join them, a batch of pieces at a time: the
+    encodings of a whole 51 MB line took 6 GB; its ids take 4 bytes a token."""
+    parts, batch, chars = [], [], 0
+    for piece in pieces(text, lone_space=True):
+        batch.append(piece)
+        chars += len(piece)
+        if chars >= BATCH_CHARS:
+            parts.extend(np.array(e.ids, np.uint32) for e in encode(batch,
+                                                                   add_special_tokens=False))
+            batch, chars = [], 0
+    if batch:
+        parts.extend(np.array(e.ids, np.uint32) for e in encode(batch, add_special_tokens=False))
+    return np.concatenate(parts) if parts else np.zeros(0, np.uint32)
+
+
+def _flat(kept: list, lengths: np.ndarray, eos: int, dtype: np.dtype) -> np.ndarray:
+    """The documents' ids back to back in ``dtype``, EOS after each; OverflowError when an id
+    does not fit it."""
+    if any(isinstance(ids, np.ndarray) for _, _, ids in kept):  # a long page's, alone
+        joined = np.concatenate([part for _, _, ids in kept
+                                 for part in (np.asarray(ids, np.uint32), [eos])])
+        if joined.size and int(joined.max()) > np.iinfo(dtype).max:
+            raise OverflowError(f"id {int(joined.max())} does not fit {dtype.name}")
+        return joined.astype(dtype)
+    # one pass from the tokenizer's lists into the final dtype
+    eos_list = [eos]
+    return np.fromiter(chain.from_iterable(part for _, _, ids in kept
+                                           for part in (ids, eos_list)),
+                       dtype=dtype, count=int(lengths.sum()))
 
 
 def write_token_files(clean_path, out_dir: str | os.PathLike, shard: str,
@@ -374,7 +409,6 @@ def write_token_files(clean_path, out_dir: str | os.PathLike, shard: str,
     writer, documents = _writer(files, shard, fmt, np_dtype), _DocumentsWriter(files, shard)
     backend = rust_tokenizer(tokenizer)
     encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
-    eos_list = [eos]
     try:
         for ids, hashes, encodings in _encoded_batches(clean_path, batch_size, encode):
             kept = [(doc_id, h, enc) for doc_id, h, enc in zip(ids, hashes, encodings)
@@ -385,10 +419,7 @@ def write_token_files(clean_path, out_dir: str | os.PathLike, shard: str,
             lengths = np.fromiter((len(enc) + 1 for _, _, enc in kept), dtype=np.int64,
                                   count=len(kept))
             try:
-                # one pass from the tokenizer's lists into the final dtype, EOS after each
-                flat = np.fromiter(chain.from_iterable(
-                    part for _, _, enc in kept for part in (enc.ids, eos_list)),
-                    dtype=np_dtype, count=int(lengths.sum()))
+                flat = _flat(kept, lengths, eos, np_dtype)
             except OverflowError as exc:
                 raise TokenFileError(
                     f"shard {shard!r}: a token id does not fit {np_dtype.name}; the "

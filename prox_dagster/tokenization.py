@@ -83,12 +83,19 @@ PIECE_CHARS = 1 << 16
 BATCH_CHARS = 1 << 21
 
 
-def pieces(text: str, size: int = PIECE_CHARS) -> Iterator[str]:
+def pieces(text: str, size: int = PIECE_CHARS, *, lone_space: bool = False) -> Iterator[str]:
     """``text`` in consecutive slices of at most ``size`` characters, each cut just before a
-    space when its second half has one (so no word, and no byte-level BPE pre-token, is cut)."""
+    space when its second half has one (so no word, and no byte-level BPE pre-token, is cut).
+    ``lone_space``: only before a space between two other characters, where Llama-2's, Mistral's
+    and byte-level BPE tokenizers give the pieces the ids they give the whole text (a cut in a
+    run of spaces changes a few); token counts keep the first rule, on which the chunk
+    boundaries of stored shards rest."""
     start, n = 0, len(text)
     while n - start > size:
-        cut = text.rfind(" ", start + size // 2, start + size)
+        low, cut = start + size // 2, text.rfind(" ", start + size // 2, start + size)
+        while lone_space and cut >= low and (text[cut - 1].isspace() or cut + 1 >= n
+                                             or text[cut + 1].isspace()):
+            cut = text.rfind(" ", low, cut)
         cut = cut if cut > start else start + size
         yield text[start:cut]
         start = cut

@@ -2,7 +2,8 @@
 wall-clock cap. Prints one JSON object per result line (flushed, so a hang shows where).
 
     python tests/hostile_rules.py rules   every refiner rule on 1 MB adversarial lines
-    python tests/hostile_rules.py huge    a 16 MB single-line document through every stage
+    python tests/hostile_rules.py huge    a 16 MB single-line document through every stage,
+                                          token files included
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 import sys
+import tempfile
 import time
 
 MB = 1_000_000
@@ -81,6 +83,7 @@ def huge() -> None:
     from prox_dagster.pipeline import chunk_shard, execute_shard, refine_chunks, \
         refine_documents
     from prox_dagster.refiners import build_refiner
+    from prox_dagster.token_files import write_token_files
     from prox_dagster.tokenization import load_tokenizer
 
     tokenizer, refiner = load_tokenizer(), build_refiner("rules")
@@ -102,9 +105,15 @@ def huge() -> None:
         pl.lit(True).alias("doc_keep"), pl.lit("keep_doc()").alias("doc_program"))
     chunked = chunk_shard(doc_refined, tokenizer)
     clean = execute_shard(doc_refined, refine_chunks(chunked, refiner), tokenizer)
+    with tempfile.TemporaryDirectory() as folder:
+        clean.write_parquet(f"{folder}/clean.parquet")
+        del doc_refined, chunked
+        written = write_token_files(f"{folder}/clean.parquet", folder, "huge", tokenizer,
+                                    "parquet")
     print(json.dumps({"statuses": clean["status"].to_list(),
                       "tokens_in": int(clean["tokens_in"][0]),
                       "tokens_out": int(clean["tokens_out"][0]),
+                      "tokens_written": written.tokens,
                       "peak_rise_bytes": _status("VmHWM") - before}), flush=True)
 
 

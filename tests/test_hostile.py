@@ -426,6 +426,7 @@ def test_a_16_mb_single_line_document_runs_every_stage_in_bounded_memory():
     [result] = _run_worker("huge", timeout=600)
     assert result["statuses"] == ["kept"]
     assert result["tokens_in"] > 3_000_000 and result["tokens_out"] == result["tokens_in"]
+    assert result["tokens_written"] == result["tokens_out"] + 1  # and its EOS
     assert result["peak_rise_bytes"] < 1_500 << 20, result
 
 

@@ -234,3 +234,20 @@ def test_documents_are_tokenized_in_batches_bounded_by_characters(tmp_path):
         assert len(batch_ids) <= 8
         assert sum(map(len, batch_texts)) <= 1 << 20 or len(batch_texts) == 1
     assert [len(b) for b, _ in batches] == [5, 1, 1, 1, 1, 8, 2]
+
+
+@pytest.mark.parametrize("name", ["sample_tokenizer", "llama_tokenizer"])
+def test_a_page_longer_than_a_batch_gets_the_ids_of_the_whole_text(tmp_path, request, name):
+    """Over 2 MiB a page is tokenized in pieces (its encodings at once would take gigabytes);
+    the pieces are cut where the tokenizer cuts, so the ids are those of the whole text, runs
+    of spaces and all."""
+    tokenizer = request.getfixturevalue(name)
+    rng = np.random.default_rng(3)
+    words = ["the", "river", "  spaced", "\n", "run  of   spaces", "Straße", "日本語", "x" * 40]
+    text = " ".join(words[i] for i in rng.integers(0, len(words), 450_000))
+    assert len(text) > 2 * (1 << 20)
+    path = tmp_path / "clean.parquet"
+    pl.DataFrame({"id": ["long"], "text": [text], "status": ["kept"]}).write_parquet(path)
+    stats = write_token_files(path, tmp_path / "out", "s", tokenizer, "parquet")
+    written = pl.read_parquet(stats.files[0])["input_ids"][0].to_list()
+    assert written == expected_ids(tokenizer, [text])[0]

@@ -103,14 +103,14 @@ class Call:
     offset: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProgramError:
     code: str
     message: str
     offset: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class ParsedProgram:
     level: str
     dialect: str = "prox"

@@ -133,7 +133,8 @@ def list_raw_shards(location: str, patterns: list[str] | None = None
     """Raw shard files directly under ``location`` (folder or ``s3://`` prefix) by partition
     key, from one listing; and the keys that are refused, with why (never registered or read):
     two files for one key, or a name that is not a regular file (a link, a folder, a FIFO, a
-    device: nothing of it is read)."""
+    device: nothing of it is read); and, under ``"/" + file name``, the files that look like
+    crawl data in another case or format."""
     if not is_remote(location):
         try:
             with os.scandir(location) as listing:  # types from the listing, a stat per shard
@@ -179,9 +180,13 @@ def list_raw_shards(location: str, patterns: list[str] | None = None
                       for key, names in conflicts.items()}}
 
 
+NEAR_MISS = "/"  # leads a near miss's file name among refused keys: no shard key holds a "/"
+
+
 def _near_misses(names) -> dict[str, str]:
-    """``{file name: why it is not read}`` for the names that look like crawl data."""
-    return {name: why for name in names if (why := near_miss(name)) is not None}
+    """``{"/" + file name: why it is not read}`` for the names that look like crawl data (the
+    "/" keeps ``x.JSONL`` apart from the shard of ``x.JSONL.jsonl``)."""
+    return {f"{NEAR_MISS}{name}": why for name in names if (why := near_miss(name)) is not None}
 
 
 def locate_raw_shard(location: str, shard: str, patterns: list[str] | None = None) -> str:

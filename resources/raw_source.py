@@ -26,7 +26,7 @@ class RawSource(dg.ConfigurableResource):
     max_shard_lines: int = MAX_SHARD_LINES
 
     def listing(self) -> tuple[dict[str, RawEntry], dict[str, str]]:
-        """``({key: RawEntry}, {key or file name: why it is refused})`` from one listing: the
+        """``({key: RawEntry}, {key or "/" + file name: why it is refused})`` from one listing: the
         second holds the keys that two files share or whose file is not a regular file (a
         link, a FIFO), and the files that look like crawl data in another format or case
         (``x.JSONL``, ``x.ndjson``): reported, never registered or read."""

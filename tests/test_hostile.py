@@ -307,12 +307,13 @@ def test_files_with_a_near_miss_suffix_are_named_not_passed_over(tmp_path):
     for name in ("a.JSONL", "b.ndjson", "c.jsonl.bz2", "d.Parquet", "e.jsonl", "notes.txt",
                  ".hidden.json"):
         (tmp_path / name).write_bytes(b"")
+    (tmp_path / "a.JSONL.jsonl").write_bytes(b"")  # a shard whose key is the near miss's name
     files, refused = list_raw_shards(str(tmp_path))
-    assert list(files) == ["e"]
-    assert sorted(refused) == ["a.JSONL", "b.ndjson", "c.jsonl.bz2", "d.Parquet"]
-    assert "rename it to 'a.jsonl'" in refused["a.JSONL"]
-    assert "rename it to 'd.parquet'" in refused["d.Parquet"]
-    assert ".jsonl.bz2 is not a raw shard format" in refused["c.jsonl.bz2"]
+    assert sorted(files) == ["a.JSONL", "e"]
+    assert sorted(refused) == ["/a.JSONL", "/b.ndjson", "/c.jsonl.bz2", "/d.Parquet"]
+    assert "rename it to 'a.jsonl'" in refused["/a.JSONL"]
+    assert "rename it to 'd.parquet'" in refused["/d.Parquet"]
+    assert ".jsonl.bz2 is not a raw shard format" in refused["/c.jsonl.bz2"]
 
 
 def test_links_fifos_and_folders_in_the_raw_folder_are_refused_unread(tmp_path, instance):

@@ -102,7 +102,7 @@ def growth_allowance(length: int) -> int:
     return max(64, length // 10)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one per document executed
 class DocumentResult:
     text: str
     status: str
@@ -136,7 +136,6 @@ def execute_document(text: str, doc_program: str | None,
     if not keep:
         return DocumentResult("", "dropped_doc", 1, doc_errors)
 
-    n_lines = text.count("\n") + 1
     errors = 0
     n_ops = 0
     normalizations: list[tuple[int, int, str, str]] = []
@@ -156,11 +155,13 @@ def execute_document(text: str, doc_program: str | None,
             elif call.name == "remove_lines":
                 if call.args.get("all"):
                     if policy.remove_all_scope == "document":
-                        removals.append((0, n_lines - 1))
+                        removals.append((0, text.count("\n")))
                     else:
                         removals.append((line_start, line_end))
                 else:
-                    removals.append(line_range(call.args))
+                    args = call.args
+                    removals.append((args["line_start"], args["line_end"])
+                                    if "line_start" in args else line_range(args))
                 n_ops += 1
 
     edited = False  # whether any line's text changed (else words are counted by subtraction)
@@ -232,11 +233,18 @@ def execute_document(text: str, doc_program: str | None,
     kept.extend(lines[position:])
     processed = "\n".join(kept)
 
-    # words never span a line break, so the kept words are the original's minus the removed
-    # lines' words whenever no line was edited
-    words_in = word_count(text, policy.word_unit)
-    words_out = (words_in - word_count("\n".join(removed), policy.word_unit)
-                 if not edited else word_count(processed, policy.word_unit))
+    unit = policy.word_unit
+    if edited:
+        words_in, words_out = word_count(text, unit), word_count(processed, unit)
+    elif removed:  # words never span a line break: the words in are those kept plus removed
+        words_out = word_count(processed, unit)
+        words_in = words_out + word_count("\n".join(removed), unit)
+    else:
+        # nothing removed or rewritten: the words out are the words in, and all that matters
+        # is whether they are more than min_words (a split that stops there tells)
+        words_in = words_out = len(text.split(None, policy.min_words))
+        if words_out <= policy.min_words:
+            words_in = words_out = word_count(text, unit)
     ratio = words_out / words_in if words_in else 0.0
     total_errors = errors + doc_errors
     if ratio <= policy.drop_word_ratio and errors < policy.max_errors:

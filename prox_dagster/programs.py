@@ -94,7 +94,7 @@ def _unescape(literal: str) -> str:
 _FENCE = re.compile(r"^\s*```[A-Za-z0-9_+-]*\s*$", re.MULTILINE)
 
 
-@dataclass(frozen=True, slots=True)  # slots: a program's calls are built by the thousand
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs twice as much
 class Call:
     """One validated call. ``name`` is canonical (aliases resolved); ``args`` are all named."""
 

@@ -163,3 +163,19 @@ def test_normalize_cannot_blow_a_chunk_up():
     document = execute_document(text, "keep_doc()", [(0, 34, looping)],
                                 ExecutionPolicy(normalize_scope="document"))
     assert document.n_errors == 100 and len(document.text) == len(text)
+
+
+@pytest.mark.parametrize("unit", ["split", "cjk"])
+def test_a_chunk_kept_whole_is_judged_by_its_words_around_min_words(unit):
+    """Nothing removed or rewritten: the count that stops past min_words decides as the full
+    count would, for ten words, eleven, and a page of CJK with no space."""
+    policy = ExecutionPolicy(word_unit=unit, min_words=10)
+
+    def status(text: str) -> str:
+        return execute_document(text, "keep_doc()", [(0, text.count("\n"), "keep_chunk()")],
+                                policy).status
+
+    assert status(" ".join(["word"] * 10)) == "dropped_chunk"
+    assert status("\n".join(["word"] * 11)) == "kept"
+    assert status("") == "dropped_chunk"
+    assert status("日本語の文章です。" * 3) == ("kept" if unit == "cjk" else "dropped_chunk")

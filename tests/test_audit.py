@@ -124,3 +124,40 @@ def test_the_audit_asset_writes_the_report_for_the_ui(audited):
     assert SHARDS[1] in meta["report"] and f"refiner {other_version}" in meta["report"]
     saved = json.loads(open(meta["json"]).read())
     assert [row["shard"] for row in saved] == [*SHARDS, EMPTY]
+
+
+@pytest.mark.parametrize("backend", ["rules", "classifier"])
+def test_the_cli_answers_in_every_format_with_every_resource_set_by_environment(
+        audited, capsys, monkeypatch, backend):
+    """Every variable the resources read set at once (each field then an `EnvVar`, which the
+    CLI must resolve before reading it): every format answers, the table names the refiner."""
+    from resources.refiner import HFSettings, OpenAISettings, VLLMSettings
+
+    from prox_dagster.refiners.classifier import default_model_path
+
+    _, _, home, _, _ = audited
+    values = {"backend": backend, "doc_model": "", "chunk_model": "", "revision": "",
+              "tokenizer": "", "model": str(default_model_path()),
+              "base_url": "http://127.0.0.1:9", "api_key": "sk-test-not-a-key",
+              "max_prompt_tokens": "2048"}
+    for settings in (RefinerResource, ClassifierSettings, HFSettings, VLLMSettings,
+                     OpenAISettings):
+        for field, variable in settings.ENV.items():
+            default = settings.model_fields[field].default
+            value = values.get(field, default)
+            if value in ("", None):
+                continue  # unset: the default, as an operator leaves it
+            monkeypatch.setenv(variable, str(value))
+    for variable, value in {"PROX_TOKEN_FORMAT": "megatron", "PROX_SHARDS_PER_RUN": "8",
+                            "PROX_REFINE_CRON": "*/5 * * * *", "PROX_EXECUTOR": "in_process",
+                            "PROX_TOKENIZER": "sample"}.items():
+        monkeypatch.setenv(variable, value)
+    for fmt in ("table", "json", "csv"):
+        assert cli.main(["audit", "--dagster-home", str(home), "--format", fmt]) == 0, fmt
+        out = capsys.readouterr().out
+        if fmt == "table":
+            assert f"current refiner {backend}:" in " ".join(out.split())
+        elif fmt == "json":
+            assert len(json.loads(out)) == len(SHARDS) + 1
+        else:
+            assert len(list(csv.DictReader(io.StringIO(out)))) == len(SHARDS) + 1

@@ -34,6 +34,7 @@ once all of the shard's files are done.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import struct
@@ -409,7 +410,7 @@ def write_token_files(clean_path, out_dir: str | os.PathLike, shard: str,
     writer, documents = _writer(files, shard, fmt, np_dtype), _DocumentsWriter(files, shard)
     backend = rust_tokenizer(tokenizer)
     encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
-    try:
+    with _committed(files, stats, writer, documents):
         for ids, hashes, encodings in _encoded_batches(clean_path, batch_size, encode):
             kept = [(doc_id, h, enc) for doc_id, h, enc in zip(ids, hashes, encodings)
                     if len(enc)]
@@ -430,13 +431,21 @@ def write_token_files(clean_path, out_dir: str | os.PathLike, shard: str,
             stats.count(lengths)
             if progress:
                 progress(stats.documents)
-        writer.close()
-        documents.close()
+    return stats
+
+
+@contextlib.contextmanager
+def _committed(files: _StagedFiles, stats: TokenizedShard, *writers) -> Iterator[None]:
+    """Around a shard's writing: the writers closed and every file renamed into place (listed
+    in ``stats.files``) when it ends; on any error, none of them."""
+    try:
+        yield
+        for writer in writers:
+            writer.close()
         stats.files = files.commit()
     except BaseException:
         files.abort()
         raise
-    return stats
 
 
 def _writer(files: _StagedFiles, shard: str, fmt: str, dtype: np.dtype):
@@ -480,7 +489,7 @@ def filter_token_files(open_file: Callable[[str], BinaryIO], shard: str, fmt: st
                       sizes[chosen])
         stats.count(sizes[chosen])
 
-    try:
+    with _committed(files, stats, writer, documents):
         with open_file(f"{shard}{TOKEN_SUFFIXES[fmt]}") as source:
             if fmt == "parquet":
                 start = 0
@@ -499,10 +508,4 @@ def filter_token_files(open_file: Callable[[str], BinaryIO], shard: str, fmt: st
                         raise TokenFileError(f"shard {shard!r}: its token file ends before "
                                              "the documents its documents file lists")
                     emit(start, np.frombuffer(data, dtype=np_dtype), sizes)
-        writer.close()
-        documents.close()
-        stats.files = files.commit()
-    except BaseException:
-        files.abort()
-        raise
     return stats

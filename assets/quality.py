@@ -80,36 +80,33 @@ _DEFAULTS = TrainingSettings()
 
 
 class ClassifierTrainingConfig(dg.Config):
-    """How the thresholds trade content kept for noise removed, each measured out of fold on
-    the training sets. `min_keep_recall`: every line-labelled set keeps at least this share of
-    its content lines (0: no floor), before `min_gain_over_naive`: the chunk threshold is the
-    lowest at which every set gains this much keep-F1 over the naive line filter.
-    `min_good_kept`: the document threshold keeps at least this share of the good documents."""
+    """How the chunk thresholds trade content kept for noise removed, measured out of fold on
+    the training sets: `preset` is the operating point the model file defaults to (`precision`,
+    `balanced` or `recall`; the file holds all three). `min_good_kept`: the document threshold
+    keeps at least this share of the good documents."""
 
-    min_keep_recall: float = _DEFAULTS.min_keep_recall
-    min_gain_over_naive: float = _DEFAULTS.min_gain_over_naive
+    preset: str = _DEFAULTS.preset
     min_good_kept: float = _DEFAULTS.min_good_kept
 
 
-def tradeoff_markdown(tradeoff: dict | None, chosen: float) -> str:
-    """Each training set's out-of-fold keep-recall and gain over the naive filter at the chosen
-    chunk threshold and at a few others, so an operator sees what the threshold traded."""
-    if tradeoff is None:
-        return "One training set: no set was held out, so nothing was measured out of fold."
-    thresholds = tradeoff["thresholds"]
-    # the model file keeps the threshold rounded: its column is the nearest candidate
-    at = min(range(len(thresholds)), key=lambda i: abs(thresholds[i] - chosen))
-    columns = sorted({at, *(i for i, t in enumerate(thresholds)
-                            if round(t, 2) in (0.06, 0.1, 0.2, 0.3, 0.5))})
-    header = (f"**{thresholds[i]:.2f} (chosen)**" if i == at else f"{thresholds[i]:.2f}"
-              for i in columns)
-    rows = ["| set: keep-recall / gain over naive at threshold | " + " | ".join(header) + " |",
-            "|---|" + "---|" * len(columns)]
-    for name, scores in tradeoff["sets"].items():
-        rows.append(f"| {name} | " + " | ".join(
-            f"{scores['keep_recall'][i]:.3f} / {scores['gain_over_naive'][i]:+.3f}"
-            for i in columns) + " |")
-    return "\n".join(rows)
+def operating_points_markdown(spec: dict) -> str:
+    """Each preset's thresholds, and what they do to each training set measured without it
+    (sentence recall / keep-F1 gain over the naive filter), the model's default marked."""
+    points = spec["operating_points"]
+    measured = spec["training"].get("operating_points") or {}
+    sets = list(next(iter(measured.values()), None) or {})
+    header = ["preset", "sentences from", "short lines from", *sets]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for preset, point in points.items():
+        name = f"**{preset} (default)**" if preset == spec["preset"] else preset
+        rows.append(f"| {name} | {point['sentence_threshold']:.2f} | "
+                    f"{point['short_threshold']:.2f} | " + " | ".join(
+                        f"{measured[preset][s]['sentence_recall']:.3f} / "
+                        f"{measured[preset][s]['gain_over_naive']:+.3f}" for s in sets) + " |")
+    note = ("Per set: sentence recall / keep-F1 gain over the naive filter, out of fold."
+            if sets else "One training set: no set was held out, so nothing was measured out "
+            "of fold.")
+    return "\n".join(rows) + "\n\n" + note
 
 
 @dg.asset(group_name="quality", kinds={"lightgbm", "json"})
@@ -123,9 +120,7 @@ def classifier_model(context: dg.AssetExecutionContext, config: ClassifierTraini
     show as stale."""
     started = time.perf_counter()
     # a share out of range fails here, before the sets are read
-    settings = TrainingSettings(max_tokens=refiner.max_chunk_tokens,
-                                min_keep_recall=config.min_keep_recall,
-                                min_gain_over_naive=config.min_gain_over_naive,
+    settings = TrainingSettings(max_tokens=refiner.max_chunk_tokens, preset=config.preset,
                                 min_good_kept=config.min_good_kept)
     sets = labelled_sets.load("training")
     # chunked as the classifier refiner will see its pages: with the refiner's tokenizer
@@ -144,12 +139,10 @@ def classifier_model(context: dg.AssetExecutionContext, config: ClassifierTraini
         "line_rows": spec["training"]["line_rows"],
         "doc_rows": spec["training"]["doc_rows"],
         "line_threshold": spec["line_threshold"],
-        "content_threshold": spec["content_threshold"],
-        "min_keep_recall": settings.min_keep_recall,
-        "min_gain_over_naive": settings.min_gain_over_naive,
-        # what the chunk threshold traded on each training set, measured without the set
-        "threshold_tradeoff": dg.MetadataValue.md(tradeoff_markdown(
-            spec["training"]["threshold_tradeoff"], spec["content_threshold"])),
+        "preset": spec["preset"],
+        "kinds": ", ".join(spec["kinds"]),
+        # what each preset's thresholds trade on each training set, measured without the set
+        "operating_points": dg.MetadataValue.md(operating_points_markdown(spec)),
         "typical_prior": spec["typical_prior"],
         # how far to trust the chunk threshold: each set's share of content lines as the share
         # model estimates it without having seen the set, beside its labels' share

@@ -30,10 +30,11 @@ def build_chunk_refined_shard(expected: StageSettings, op_tags: dict | None = No
         def work(job: ShardJob) -> ShardOutput:
             chunks = storage.store.source("chunked_shard", job.shard)
             checkpoints = refiner_checkpoints(context, storage, job)
+            removed: dict[str, int] = {}
             with job.staging.writer() as written:
                 parsed = refine_chunks_stream(
                     chunks, written, engine, batch_size=refiner.batch_size,
-                    checkpoints=checkpoints,
+                    checkpoints=checkpoints, removed_by_kind=removed,
                     progress=progress_logger(context, f"{job.shard} chunk programs"))
             rate = float(parsed.mean() or 0.0) if parsed.len() else 1.0
             return streamed(
@@ -41,7 +42,11 @@ def build_chunk_refined_shard(expected: StageSettings, op_tags: dict | None = No
                 observations={"rows": parsed.len(), "parsed": int(parsed.sum() or 0)},
                 extra={"parse_rate": rate, **checkpoints.stats,
                        **refiner_metadata(engine, expected.code_version, context),
-                       **getattr(engine, "shard_metadata", dict)()},
+                       **getattr(engine, "shard_metadata", dict)(),
+                       # what the programs removed, by the line kind they name (the classifier
+                       # names one per removal; LM programs name none)
+                       **({"removed_lines_by_kind": dict(sorted(removed.items()))}
+                          if removed else {})},
                 written=checkpoints.finish)
 
         yield from run_shards(context, storage, work=work, limits=checks.settings(),

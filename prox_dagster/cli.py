@@ -150,6 +150,8 @@ def _load_sets(paths: list[str], console: Console):
             return None
         for skipped in sets[-1].skipped:
             console.print(f"[yellow]{sets[-1].name}: {skipped['id']}: {skipped['reason']}")
+        for note in sets[-1].notes:
+            console.print(f"[yellow]{sets[-1].name}: {note}")
     return sets
 
 
@@ -217,9 +219,7 @@ def cmd_train_refiner(args: argparse.Namespace) -> int:
 
     console = Console(width=None if sys.stdout.isatty() else 200)
     try:
-        settings = TrainingSettings(max_tokens=args.max_tokens,
-                                    min_keep_recall=args.min_keep_recall,
-                                    min_gain_over_naive=args.min_gain_over_naive,
+        settings = TrainingSettings(max_tokens=args.max_tokens, preset=args.preset,
                                     min_good_kept=args.min_good_kept)
     except ValueError as exc:
         console.print(f"[red]{exc}[/red]")
@@ -237,9 +237,11 @@ def cmd_train_refiner(args: argparse.Namespace) -> int:
         return 2
     digest = write_model(spec, args.out)
     model = ClassifierModel(args.out)  # what the refiner will load, read back once
-    console.print(f"wrote {args.out} (sha256 {digest[:12]}, model {model.name}, content "
-                  f"threshold {model.content_threshold:.2f}, line threshold "
-                  f"{model.line_threshold:.2f}, doc threshold {model.doc_threshold:.3f})")
+    sentence, short = model.operating_points[model.preset]
+    console.print(f"wrote {args.out} (sha256 {digest[:12]}, model {model.name}, preset "
+                  f"{model.preset}: sentences from {sentence:.2f}, short lines from "
+                  f"{short:.2f}; line threshold {model.line_threshold:.2f}, doc threshold "
+                  f"{model.doc_threshold:.3f}; kinds {', '.join(model.kinds)})")
     console.print(f"use it: PROX_REFINER_BACKEND=classifier PROX_CLASSIFIER_MODEL={args.out}")
     return 0
 
@@ -332,14 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--max-tokens", type=int,
                        default=int(os.environ.get("PROX_MAX_CHUNK_TOKENS", "1500")))
     defaults = TrainingSettings()
-    train.add_argument("--min-keep-recall", type=float, default=defaults.min_keep_recall,
-                       help="keep at least this share of every set's content lines (measured "
-                            "out of fold), before any gain over the naive filter "
-                            "(default %(default)s)")
-    train.add_argument("--min-gain-over-naive", type=float,
-                       default=defaults.min_gain_over_naive,
-                       help="the chunk threshold is the lowest at which every set gains this "
-                            "much keep-F1 over the naive line filter (default %(default)s)")
+    train.add_argument("--preset", default=defaults.preset,
+                       help="the operating point the model file defaults to: precision, "
+                            "balanced or recall (all three are in the file; the resource's "
+                            "preset picks another) (default %(default)s)")
     train.add_argument("--min-good-kept", type=float, default=defaults.min_good_kept,
                        help="the document threshold keeps at least this share of the good "
                             "documents, out of fold (default %(default)s)")

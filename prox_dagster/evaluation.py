@@ -40,6 +40,8 @@ from .execute import ExecutionPolicy, kept_lines
 from .local_files import NotRegularFile, open_regular
 from .pipeline import chunk_shard, execute_shard, refine_chunks, refine_documents
 from .refiners.base import Refiner
+from .refiners.kinds import KNOWN_LETTERS, LETTER_KINDS, MARKUP, NOISE, content_kind
+from .refiners.markup import is_markup
 from .words import sentence_like, word_count
 
 CONTENT_LABELS = frozenset("M1")
@@ -69,6 +71,7 @@ class LabelledSet:
     path: str
     documents: list[LabelledDocument]
     skipped: list[dict] = field(default_factory=list)  # {"id", "reason"}: reported, not scored
+    notes: list[str] = field(default_factory=list)     # what is scored other than it says
 
     @property
     def has_line_labels(self) -> bool:
@@ -129,7 +132,13 @@ def load_labelled_set(path: str | Path, name: str | None = None) -> LabelledSet:
             documents.append(LabelledDocument(doc_id, text, record.get("url"), labels, label,
                                               _optional_str(record.get("page_type")),
                                               _optional_str(record.get("lang"))))
-    result = LabelledSet(name, str(file), documents, skipped)
+    letters = set().union(*(d.line_labels for d in documents if d.line_labels is not None))
+    unknown = sorted(letters - KNOWN_LETTERS)
+    notes = [] if not unknown else [
+        f"line labels use {', '.join(map(repr, unknown))}, which name no line kind (known: "
+        f"{''.join(sorted(KNOWN_LETTERS))}): scored as binary, M and 1 content and every other "
+        f"letter noise, and those lines are counted as kind 'noise'"]
+    result = LabelledSet(name, str(file), documents, skipped, notes)
     if not result.has_line_labels and not result.has_doc_labels:
         raise EvaluationError(
             f"labelled set {str(file)!r} ({name}): no document has line labels (line_labels / "
@@ -160,10 +169,19 @@ class Counts:
     tokens_in: int = 0
     tokens_out: int = 0
     seconds: float = 0.0
+    # per kind of labelled line (its letter's kind, main / list by shape, markup by the
+    # detector): [lines kept, lines]
+    kinds: dict = field(default_factory=dict)
 
     def add(self, other: "Counts") -> None:
         for name, value in asdict(other).items():
-            setattr(self, name, getattr(self, name) + value)
+            if name == "kinds":
+                for kind, (kept, lines) in value.items():
+                    mine = self.kinds.setdefault(kind, [0, 0])
+                    mine[0] += kept
+                    mine[1] += lines
+            else:
+                setattr(self, name, getattr(self, name) + value)
 
     def metrics(self) -> dict:
         def ratio(a: float, b: float) -> float | None:
@@ -199,6 +217,11 @@ class Counts:
                                                                                good),
             "token_retention": ratio(self.tokens_out, self.tokens_in),
             "docs_per_s": round(self.docs / self.seconds, 1) if self.seconds else None,
+            # the share of each kind's lines kept: recall for main content and lists, what
+            # leaks through for the others
+            "kept_by_kind": {kind: ratio(*self.kinds[kind]) for kind in sorted(self.kinds)},
+            "markup_share_of_kept": ratio(self.kinds.get(MARKUP, [0, 0])[0],
+                                          self.content_kept + self.noise_kept),
         }
 
 
@@ -216,6 +239,11 @@ def score_document(doc: LabelledDocument, kept: Sequence[bool], dropped: bool,
                 continue
             content = label in CONTENT_LABELS
             keep = keep and not dropped
+            kind = MARKUP if is_markup(line) else content_kind(line) if content \
+                else LETTER_KINDS.get(label, NOISE)
+            tally = counts.kinds.setdefault(kind, [0, 0])
+            tally[0] += keep
+            tally[1] += 1
             if content and dropped:
                 counts.content_in_dropped_docs += 1
             if content:
@@ -333,10 +361,40 @@ def evaluate(sets: Sequence[LabelledSet], refiner: Refiner, tokenizer, *,
             totals[system].add(counts)
         entries.append({"set": labelled.name, "path": labelled.path,
                         "docs": len(labelled.documents), "skipped": labelled.skipped,
-                        **{system: counts.metrics() for system, counts in systems.items()}})
+                        "notes": labelled.notes,
+                        **{system: counts.metrics() for system, counts in systems.items()},
+                        "by_page_type": {
+                            kind: {"docs": len(entry.pop("documents")), **entry}
+                            for kind, entry in breakdown(labelled, clean, lambda d: d.page_type,
+                                                         policy).items()}})
     return Evaluation(refiner.version, refiner.backend, entries,
                       {system: counts.metrics() for system, counts in totals.items()},
                       round(time.perf_counter() - started, 3))
+
+
+def breakdown(labelled: LabelledSet, clean: pl.DataFrame,
+              kind_of: Callable[[LabelledDocument], str | None],
+              policy: ExecutionPolicy | None = None, min_kinds: int = 2) -> dict:
+    """The refiner's and the naive filter's scores on each kind of page of a set (``kind_of``
+    a document; ``None``: not counted), from the same run: every page was refined with the
+    whole set as its shard. Empty when fewer than ``min_kinds`` kinds occur."""
+    groups: dict[str, list[LabelledDocument]] = {}
+    for doc in labelled.documents:
+        kind = kind_of(doc)
+        if kind is not None:
+            groups.setdefault(kind, []).append(doc)
+    if len(groups) < min_kinds:
+        return {}
+    out = {}
+    for kind in sorted(groups):
+        subset = LabelledSet(f"{labelled.name}[{kind}]", labelled.path, groups[kind])
+        ids = pl.Series([d.id for d in subset.documents], dtype=pl.String)
+        out[kind] = {
+            "documents": subset.documents,
+            "refiner": refiner_counts(subset, clean.filter(pl.col("id").is_in(ids)),
+                                      0.0).metrics(),
+            NAIVE: naive_counts(subset, policy).metrics()}
+    return out
 
 
 def evaluation_csv(evaluation: Evaluation) -> str:

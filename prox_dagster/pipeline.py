@@ -27,7 +27,7 @@ from .parquet_batches import READ_BATCH_ROWS, FrameSink, FrameSource
 from .preview import PreviewCollector
 from .quality import RETENTION_DOCUMENT_CAP
 from .untrusted import program_text
-from .programs import parse_program
+from .programs import parse_program, removed_lines_by_kind
 from .prompts import chunk_prompt, doc_prompt
 from .quality import ProgramCoverage
 from .refiners.base import Refiner
@@ -200,9 +200,11 @@ def _chunk_documents(source: Source) -> Iterator[str]:
 
 def refine_chunks_stream(source: Source, sink: Sink, refiner: Refiner, *,
                          batch_size: int = DEFAULT_BATCH, progress: Progress | None = None,
-                         checkpoints: BatchCheckpoints | None = None) -> pl.Series:
+                         checkpoints: BatchCheckpoints | None = None,
+                         removed_by_kind: dict[str, int] | None = None) -> pl.Series:
     """``chunked_shard`` -> ``chunk_refined_shard``: a chunk-level program per chunk (batches
-    checkpointed as in :func:`refine_documents_stream`). Returns ``chunk_parse_ok``."""
+    checkpointed as in :func:`refine_documents_stream`). Returns ``chunk_parse_ok``; adds the
+    lines the programs remove, per line kind they name, to ``removed_by_kind``."""
     observe_shard(refiner, _chunk_documents(source))
     counted = _Counted(progress, source.rows)
     parsed_ok = []
@@ -219,6 +221,9 @@ def refine_chunks_stream(source: Source, sink: Sink, refiner: Refiner, *,
         )
         sink.write(refined)
         parsed_ok.append(refined["chunk_parse_ok"])
+        if removed_by_kind is not None:
+            for program in programs:
+                removed_lines_by_kind(program, removed_by_kind)
     return pl.concat(parsed_ok)
 
 

@@ -511,6 +511,20 @@ def line_range(args: dict[str, Any]) -> tuple[int, int]:
     return args["start_line"], args["end_line"]
 
 
+# a removal as the classifier refiner writes it, the line kind in its trailing comment
+_KIND_REMOVAL = re.compile(
+    r"^remove_lines\(line_start=(\d{1,9}), line_end=(\d{1,9})\)  # ([a-z]{1,20})$",
+    re.MULTILINE)
+
+
+def removed_lines_by_kind(program: str, counts: dict[str, int]) -> None:
+    """Add to ``counts`` the lines each kind-named removal of ``program`` covers (a run's
+    blank lines included); calls without a kind, as LM refiners write them, count nothing."""
+    for start, end, kind in _KIND_REMOVAL.findall(program):
+        if int(end) >= int(start):
+            counts[kind] = counts.get(kind, 0) + int(end) - int(start) + 1
+
+
 def format_call(name: str, **args: Any) -> str:
     """Render a call as ProX refiners are trained to write it: keywords, double quotes."""
     inner = ", ".join(f"{k}={_literal_text(v)}" for k, v in args.items())

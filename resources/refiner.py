@@ -42,15 +42,23 @@ def _key_values(text: str, variable: str) -> dict[str, str]:
 
 class ClassifierSettings(dg.Config):
     """`classifier`: the learned CPU refiner. `model`: a model file written by
-    `train-refiner` (empty: the one shipped with the package); `options`: its rule
-    options (see `RulesConfig`)."""
+    `train-refiner` (empty: the one shipped with the package); `keep_kinds`: the line kinds
+    that survive, comma-separated (empty: `main,list`; add `comment` for dialogue); `preset`:
+    `precision`, `balanced` or `recall` (empty: the model's own); `options`: its rule options
+    (see `RulesConfig`)."""
 
-    ENV: ClassVar[dict[str, str]] = {"model": "PROX_CLASSIFIER_MODEL"}
+    ENV: ClassVar[dict[str, str]] = {"model": "PROX_CLASSIFIER_MODEL",
+                                     "keep_kinds": "PROX_KEEP_KINDS",
+                                     "preset": "PROX_CLASSIFIER_PRESET"}
     model: str = ""
+    keep_kinds: str = ""
+    preset: str = ""
     options: dict[str, float] = {}
 
     def refiner_options(self) -> dict:
-        return {"model": self.model or None, **self.options}
+        chosen = {"keep_kinds": self.keep_kinds, "preset": self.preset}
+        return {"model": self.model or None, **{k: v for k, v in chosen.items() if v},
+                **self.options}
 
 
 class RulesSettings(dg.Config):

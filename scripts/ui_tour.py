@@ -336,7 +336,7 @@ def tour(out: Path, shards: int, shards_per_run: int, screenshots: bool = True) 
         evaluation = materialize_from_ui(url, location["name"], "refiner_evaluation")
         # the classifier trained from the UI with its trade-off set in the launchpad's config
         training = materialize_from_ui(url, location["name"], "classifier_model", {
-            "ops": {"classifier_model": {"config": {"min_gain_over_naive": 0.1}}}})
+            "ops": {"classifier_model": {"config": {"preset": "precision"}}}})
         check_partitions = check_statuses(url)
         shots = {}
         check_text = ""

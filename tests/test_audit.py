@@ -48,7 +48,7 @@ def test_report_says_what_is_current_stale_failed_or_missing_and_why(audited):
     assert rows[SHARDS[0]]["status"] == "current" and rows[SHARDS[0]]["reason"] == ""
     assert rows[SHARDS[0]]["doc_refiner_version"] == version
     assert rows[SHARDS[0]]["chunk_refiner_version"] == version
-    assert rows[SHARDS[0]]["doc_model"] == rows[SHARDS[0]]["chunk_model"] == "classifier-web-v6"
+    assert rows[SHARDS[0]]["doc_model"] == rows[SHARDS[0]]["chunk_model"] == "classifier-web-v7"
     assert rows[SHARDS[0]]["checks_passed"] == 8 and rows[SHARDS[0]]["checks_failed"] == 0
     assert rows[SHARDS[0]]["doc_refined_at"].endswith("+00:00")
     assert rows[SHARDS[1]]["status"] == "stale"

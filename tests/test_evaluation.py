@@ -234,28 +234,58 @@ def test_cli_eval_scores_the_loaded_refiner(tmp_path, sample_crawl):
     assert "Traceback" not in proc.stderr
 
 
-def test_the_benchmark_scores_each_kind_of_page_of_a_set(tmp_path, sample_tokenizer):
-    from bench_quality import by_kind_of_page
-
+def test_the_evaluation_scores_each_page_type_and_each_kind_of_line(tmp_path,
+                                                                    sample_tokenizer):
     listing = ("Shop\n  • Fresh apples and pears from the valley\n  • Plums picked this week\n"
-               "  • Cherries, sweet and dark\nCart")
+               "  • Cherries, sweet and dark\n<table border=\"0\" cellpadding=\"2\">\nCart")
     path = _write(tmp_path / "set.jsonl", [
-        {"id": "a", "text": "\n".join(LINES), "line_labels": LABELS, "page_type": "article",
-         "lang": "en"},
-        {"id": "b", "text": listing, "line_labels": "BMMMB", "page_type": "listing",
-         "lang": "de"},
-        {"id": "c", "text": "\n".join(LINES), "line_labels": LABELS, "page_type": "article",
-         "lang": "en"}])
-    kinds = by_kind_of_page(load_labelled_set(path), KeepAll(), sample_tokenizer)
-    article, shop = kinds["page_type"]["article"], kinds["page_type"]["listing"]
+        {"id": "a", "text": "\n".join(LINES), "line_labels": LABELS, "page_type": "article"},
+        {"id": "b", "text": listing, "line_labels": "BMMMBB", "page_type": "listing"},
+        {"id": "c", "text": "\n".join(LINES + ["Great read, thanks!"]),
+         "line_labels": LABELS + "C", "page_type": "article"}])
+    labelled = load_labelled_set(path)
+    assert labelled.notes == []
+    entry = evaluate([labelled], KeepAll(), sample_tokenizer).sets[0]
+    pages = entry["by_page_type"]
+    article, shop = pages["article"], pages["listing"]
     assert (article["docs"], shop["docs"]) == (2, 1)
-    assert (article["share_of_content_lines"], shop["share_of_content_lines"]) == (0.5714, 0.4286)
     # the naive filter keeps the articles' sentences and none of the list items
-    assert (article["naive_keep_recall"], shop["naive_keep_recall"]) == (1.0, 0.0)
-    assert article["keep_recall"] == shop["keep_recall"] == 1.0
-    assert shop["keep_f1"] == 0.75  # 3 of the 5 lines kept are content
-    assert set(kinds["lang"]) == {"en", "other"} and kinds["lang"]["other"]["docs"] == 1
-    # a field with one kind only is no breakdown
-    one_kind = _write(tmp_path / "one.jsonl", [
-        {"id": "a", "text": "\n".join(LINES), "line_labels": LABELS, "lang": "en"}])
-    assert by_kind_of_page(load_labelled_set(one_kind), KeepAll(), sample_tokenizer) == {}
+    assert (article["naive_filter"]["keep_recall"], shop["naive_filter"]["keep_recall"]) == \
+        (1.0, 0.0)
+    assert article["refiner"]["keep_recall"] == shop["refiner"]["keep_recall"] == 1.0
+    assert shop["refiner"]["keep_f1"] == 0.6667  # 3 of the 6 lines kept are content
+    # per kind of line: content by shape, noise by its letter, markup by the detector
+    kinds = entry["refiner"]["kept_by_kind"]
+    assert set(kinds) == {"main", "list", "boilerplate", "comment", "markup"}
+    assert all(share == 1.0 for share in kinds.values())  # everything was kept
+    assert entry["refiner"]["markup_share_of_kept"] == round(1 / 17, 4)
+    assert entry["naive_filter"]["kept_by_kind"]["list"] == 0.0
+    assert entry["naive_filter"]["markup_share_of_kept"] == 0.0
+    # a set with no page types, or one, has no breakdown
+    one = _write(tmp_path / "one.jsonl", [{"id": "a", "text": "\n".join(LINES),
+                                           "line_labels": LABELS, "page_type": "article"}])
+    assert evaluate([load_labelled_set(one)], KeepAll(), sample_tokenizer
+                    ).sets[0]["by_page_type"] == {}
+
+
+def test_labels_in_letters_that_name_no_kind_are_scored_as_binary_and_said_so(
+        tmp_path, sample_tokenizer):
+    odd = _write(tmp_path / "odd.jsonl", [
+        {"id": "a", "text": "\n".join(LINES), "line_labels": "X_MMQB"}])
+    labelled = load_labelled_set(odd)
+    [note] = labelled.notes
+    assert "'Q', 'X'" in note and "scored as binary" in note
+    plain = _write(tmp_path / "plain.jsonl", [
+        {"id": "a", "text": "\n".join(LINES), "line_labels": "B_MMBB"}])
+    odd_entry, plain_entry = evaluate([labelled, load_labelled_set(plain)], KeepAll(),
+                                      sample_tokenizer).sets
+    assert odd_entry["notes"] == [note]
+    # the same scores as the same lines labelled content / noise; the odd ones counted as noise
+    for key in ("keep_precision", "keep_recall", "keep_f1"):
+        assert odd_entry["refiner"][key] == plain_entry["refiner"][key]
+    assert odd_entry["refiner"]["kept_by_kind"] == {"boilerplate": 1.0, "main": 1.0,
+                                                    "noise": 1.0}
+    env = {**os.environ, "PROX_REFINER_BACKEND": "rules"}
+    proc = subprocess.run([sys.executable, "-m", "prox_dagster.cli", "eval", str(odd)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0 and "scored as binary" in " ".join(proc.stdout.split())

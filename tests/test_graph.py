@@ -1,6 +1,7 @@
 """The Dagster graph end to end in a temporary instance: real assets, Parquet, checks, sensor."""
 
 import json
+import re
 
 import dagster as dg
 import polars as pl
@@ -70,7 +71,23 @@ def test_two_partitions_through_the_whole_graph(crawl, instance):
         refine_chunks(pl.read_parquet(crawl / "chunked_shard" / f"{shard}.parquet"), refiner)
         assert 0 < chunk_meta["estimated_content_share"] < 1
         assert chunk_meta["estimated_content_share"] == round(refiner.prior, 4)
-        assert chunk_meta["chunk_line_threshold"] == round(refiner.chunk_threshold, 4)
+        sentence, short = refiner.chunk_thresholds
+        assert chunk_meta["chunk_sentence_threshold"] == round(sentence, 4)
+        assert chunk_meta["chunk_short_line_threshold"] == round(short, 4)
+        assert chunk_meta["preset"] == "balanced" and chunk_meta["keep_kinds"] == "main, list"
+        # the lines the shard's programs removed, by the kind each removal names
+        programs = pl.read_parquet(crawl / "chunk_refined_shard" / f"{shard}.parquet")
+        named = {}
+        for program in programs["chunk_program"]:
+            for start, end, kind in re.findall(
+                    r"remove_lines\(line_start=(\d+), line_end=(\d+)\)  # (\w+)", program):
+                named[kind] = named.get(kind, 0) + int(end) - int(start) + 1
+        # shown in the UI as a table of kind and count
+        table = chunk_meta["removed_lines_by_kind"].splitlines()
+        assert table[0] == "| removed_lines_by_kind | count |"
+        assert named and dict((kind, int(count)) for kind, count in (
+            row.strip("| ").split(" | ") for row in table[2:])) == named
+        assert set(named) <= set(refiner.model.kinds) - {"main", "list"}
 
     raw_meta = definitions.latest_metadata(instance, "raw_shard", SHARDS[0])
     assert raw_meta["quarantined"] == 2

@@ -73,7 +73,8 @@ def test_evaluation_then_training_then_a_new_refiner_version(crawl, instance):
     assert 0 < estimated < 1
     assert "One training set: its estimate comes from the model trained on it" in \
         trained["content_shares"]
-    assert "One training set: no set was held out" in trained["threshold_tradeoff"]
+    assert "One training set: no set was held out" in trained["operating_points"]
+    assert trained["preset"] == "balanced"
 
     retrained = definitions.build_definitions(
         data_dir=crawl,
@@ -91,7 +92,6 @@ def test_evaluation_then_training_then_a_new_refiner_version(crawl, instance):
 
 def test_classifier_model_takes_its_trade_off_as_run_config_and_shows_it(crawl, instance,
                                                                          tmp_path):
-    from prox_dagster.refiners.classifier_training import content_threshold
     from resources import LabelledSets
 
     write_sample_crawl(tmp_path / "other", n_shards=2, docs_per_shard=20, seed=7)
@@ -106,37 +106,35 @@ def test_classifier_model_takes_its_trade_off_as_run_config_and_shows_it(crawl, 
         return job.execute_in_process(instance=instance, raise_on_error=False, run_config={
             **definitions.run_config(), "ops": {"classifier_model": {"config": config}}})
 
-    assert train(min_keep_recall=0.99, min_gain_over_naive=0.1, min_good_kept=0.8).success
+    assert train(preset="recall", min_good_kept=0.8).success
     meta = definitions.latest_metadata(instance, "classifier_model")
-    assert meta["min_keep_recall"] == 0.99 and meta["min_gain_over_naive"] == 0.1
+    assert meta["preset"] == "recall"
     spec = json.loads(open(meta["path"]).read())
     settings = spec["training"]["settings"]
-    assert (settings["min_keep_recall"], settings["min_gain_over_naive"],
-            settings["min_good_kept"]) == (0.99, 0.1, 0.8)
-    tradeoff = spec["training"]["threshold_tradeoff"]
-    assert meta["content_threshold"] == pytest.approx(content_threshold(tradeoff, 0.1, 0.99),
-                                                      abs=1e-4)
-    # the table: one row per training set, the chosen threshold's column with the numbers the
-    # model file records for it
-    table = meta["threshold_tradeoff"].splitlines()
+    assert (settings["preset"], settings["min_good_kept"]) == ("recall", 0.8)
+    assert ClassifierModel(meta["path"]).preset == "recall"
+    # the table: one row per preset, the default marked, each with its thresholds and what it
+    # does to each training set out of fold, as the model file records them
+    table = meta["operating_points"].splitlines()
     header = [cell.strip() for cell in table[0].strip("|").split("|")]
-    [chosen] = [k for k, cell in enumerate(header) if "(chosen)" in cell]
-    assert header[chosen] == f"**{meta['content_threshold']:.2f} (chosen)**"
-    at = min(range(len(tradeoff["thresholds"])),
-             key=lambda i: abs(tradeoff["thresholds"][i] - meta["content_threshold"]))
-    for name in ("sample-crawl.labelled", "second-crawl"):
-        [row] = [line for line in table if line.startswith(f"| {name} |")]
-        cell = row.strip("|").split("|")[chosen].strip()
-        scores = tradeoff["sets"][name]
-        assert cell == (f"{scores['keep_recall'][at]:.3f} / "
-                        f"{scores['gain_over_naive'][at]:+.3f}")
-        assert scores["keep_recall"][at] >= 0.99
+    assert header == ["preset", "sentences from", "short lines from", "sample-crawl.labelled",
+                      "second-crawl"]
+    for preset, point in spec["operating_points"].items():
+        [row] = [line for line in table if line.startswith(f"| {preset} |")
+                 or line.startswith(f"| **{preset} (default)** |")]
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert cells[0].startswith("**") == (preset == "recall")
+        assert cells[1:3] == [f"{point['sentence_threshold']:.2f}",
+                              f"{point['short_threshold']:.2f}"]
+        measured = spec["training"]["operating_points"][preset]["second-crawl"]
+        assert cells[4] == (f"{measured['sentence_recall']:.3f} / "
+                            f"{measured['gain_over_naive']:+.3f}")
 
-    # a share out of range fails before any set is read, naming the setting
-    failed = train(min_keep_recall=1.5)
+    # a setting out of range fails before any set is read, naming the setting
+    failed = train(preset="bold")
     assert not failed.success
     error = failed.get_step_failure_events()[0].event_specific_data.error
-    assert "min_keep_recall must be a share between 0 and 1, not 1.5" in \
+    assert "preset must be one of precision, balanced, recall, not 'bold'" in \
         (error.cause or error).message
 
 

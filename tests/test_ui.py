@@ -30,7 +30,7 @@ def test_a_backfill_from_the_ui_runs_in_batches_and_shows_its_partitions(tmp_pat
     evaluation = summary["evaluation"]
     assert evaluation["status"] == "SUCCESS"
     shown = evaluation["metadata"]
-    assert shown["refiner_version"].startswith("classifier:classifier-web-v6@")
+    assert shown["refiner_version"].startswith("classifier:classifier-web-v7@")
     assert "| set | system |" in shown["report"] and "keep-F1 per set" in shown["report"]
     assert 0 < shown["overall_keep_f1"] <= 1
     assert "sentence recall" in shown["report"] and 0 < shown["overall_sentence_recall"] <= 1
@@ -39,9 +39,8 @@ def test_a_backfill_from_the_ui_runs_in_batches_and_shows_its_partitions(tmp_pat
     training = summary["training"]
     assert training["status"] == "SUCCESS"
     shown = training["metadata"]
-    assert shown["min_gain_over_naive"] == 0.1 and shown["min_keep_recall"] == 0.0
-    assert shown["sha256"][:12] in shown["path"]
-    assert "One training set: no set was held out" in shown["threshold_tradeoff"]
+    assert shown["preset"] == "precision" and shown["sha256"][:12] in shown["path"]
+    assert "One training set: no set was held out" in shown["operating_points"]
     # every shard check's Partitions tab: each shard Passed, none Missing (asked of the UI's API)
     assert len(summary["check_partitions"]) == 14  # 6 stages' `current` among them
     for check, shown in summary["check_partitions"].items():

@@ -32,10 +32,12 @@ def _openai(**options: Any) -> Refiner:
     return OpenAIRefiner(**options)
 
 
-def _classifier(model: str | None = None, **thresholds: Any) -> Refiner:
+def _classifier(model: str | None = None, keep_kinds: str | None = None,
+                preset: str | None = None, **thresholds: Any) -> Refiner:
     from .classifier import ClassifierRefiner
 
-    return ClassifierRefiner(model or None, RulesConfig(**thresholds))
+    return ClassifierRefiner(model or None, RulesConfig(**thresholds),
+                             keep_kinds=keep_kinds or None, preset=preset or None)
 
 
 # backend name -> factory taking the backend's options (LM backends import torch/vLLM lazily)

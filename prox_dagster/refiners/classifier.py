@@ -1,8 +1,8 @@
 """The ``classifier`` refiner: learned line, document and share models on the CPU, writing ProX
 programs.
 
-Two LightGBM models (see ``docs/classifier.md`` for why LightGBM) judge every document, a third
-the shard (below):
+LightGBM models (see ``docs/classifier.md`` for why LightGBM) judge every document and line, one
+more the shard (below):
 
 - the *line model* gives each non-blank line a probability of being main content, from the line,
   its neighbours and how many other documents of the shard hold it
@@ -13,11 +13,15 @@ the shard (below):
 Doc level: ``drop_doc()  # classifier p_good=0.12`` when the document model's probability is under
 its threshold, or ``drop_doc()  # classifier repeated passages 0.62`` when the lines the chunk
 programs would keep repeat themselves word for word (Gopher's duplicated 5-grams), else
-``keep_doc()``. Chunk level: one ``remove_lines`` per run of lines under the
-line threshold (blank lines bridge a run), one ``normalize`` per mojibake sequence, or
-``keep_chunk()``. So parsing, execution, checks and lineage are those of every other backend.
+``keep_doc()``. Chunk level: each line gets a kind (:mod:`~prox_dagster.refiners.kinds`):
+``markup`` when the detector names it, ``main`` or ``list`` when its probability clears the
+threshold for its shape (sentence or short line), else the noise kind a fourth model, the *kind
+model*, names. Lines of the kinds not in ``keep_kinds`` go in one ``remove_lines`` per run of
+one kind, the kind in a trailing comment (``remove_lines(line_start=3, line_end=7)  #
+boilerplate``); mojibake gets ``normalize`` calls; otherwise ``keep_chunk()``. So parsing,
+execution, checks and lineage are those of every other backend.
 
-The chunk-level threshold applies to the line posteriors at the shard's own share of content
+The chunk-level thresholds apply to the line posteriors at the shard's own share of content
 lines, which a third model, the *share model*, estimates from the line probabilities of a fixed
 sample of the shard's documents (:mod:`~prox_dagster.refiners.prior_shift`) when the pipeline
 shows the refiner the shard.
@@ -44,22 +48,26 @@ from ..lineage import refiner_fingerprint
 from ..local_files import NotRegularFile, read_regular
 from ..programs import format_call
 from ..prompts import PROMPT_FORMAT_VERSION, document_of
+from ..words import sentence_like
 from .line_features import (DOC_FEATURES, FEATURE_NAMES, FEATURES_VERSION, ShardLineCounts,
                             chunk_features, document_features, repeated_share)
 from .prior_shift import (SHARE_FEATURES, Reservoir, raw_threshold, shard_share,
                           share_features)
-from .signals import RulesConfig, boilerplate_ranges, mojibake_fixes
+from .kinds import MARKUP, content_kind, parse_keep_kinds
+from .signals import RulesConfig, mojibake_fixes
 
 MODEL_FORMAT = "prox-dagster/line-classifier"
-MODEL_FORMAT_VERSION = 3
+MODEL_FORMAT_VERSION = 4
 PRIOR_SAMPLE_DOCS = 256        # documents whose lines estimate a shard's content share
 PRIOR_SAMPLE_CHARS = 65536     # of each sampled document's text: the sample's memory is bounded
 MIN_PRIOR_LINES = 200          # fewer sampled lines: the training sets' typical share is used
-DEFAULT_MODEL = "classifier-web-v6.json"
+DEFAULT_MODEL = "classifier-web-v7.json"
+DEFAULT_PRESET = "balanced"
 # how the programs follow from the model's probabilities: part of the refiner version, so a
 # change to it marks the shards refined before it stale even with the same model file
-PROGRAMS_VERSION = 3
-MAX_MODEL_BYTES = 256 << 20  # the shipped model is 1.4 MB; a bigger file is not one of ours
+PROGRAMS_VERSION = 4
+MAX_MODEL_BYTES = 256 << 20
+_MARKUP_COLUMN = FEATURE_NAMES.index("markup")  # the shipped model is 1.4 MB; a bigger file is not one of ours
 
 
 class ClassifierModelError(ValueError):
@@ -110,11 +118,22 @@ class ClassifierModel:
         try:
             self._boosters = {name: str(spec[f"{name}_model"])
                               for name in ("line", "doc", "share")}
+            if spec["kind_model"] is not None:
+                self._boosters["kind"] = str(spec["kind_model"])
             self.line_threshold = float(spec["line_threshold"])
-            self.content_threshold = float(spec["content_threshold"])
+            self.operating_points = {
+                str(preset): (float(point["sentence_threshold"]), float(point["short_threshold"]))
+                for preset, point in spec["operating_points"].items()}
+            self.preset = str(spec["preset"])
+            self.kinds = tuple(str(kind) for kind in spec["kinds"])
+            self.noise_kinds = tuple(str(kind) for kind in spec["noise_kinds"])
             self.typical_prior = float(spec["typical_prior"])
             self.doc_threshold = float(spec["doc_threshold"])
-        except (KeyError, TypeError, ValueError) as exc:
+            if self.preset not in self.operating_points or \
+                    not set(self.noise_kinds) <= set(self.kinds) or \
+                    (len(self.noise_kinds) > 1) != ("kind" in self._boosters):
+                raise ValueError("its preset, kinds and kind model do not agree")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ClassifierModelError(f"classifier model {str(self.path)!r} is incomplete or "
                                        f"corrupt: {type(exc).__name__}: {exc}") from None
         self.name = str(spec.get("name") or self.path.stem)
@@ -142,6 +161,14 @@ class ClassifierModel:
     def share_booster(self):
         return self._parsed["share"]
 
+    def noise_kinds_of(self, matrix: np.ndarray) -> list[str]:
+        """The kind of noise each row's line most likely is (the model's only noise kind when
+        it was trained on one)."""
+        if len(self.noise_kinds) == 1 or not len(matrix):
+            return [self.noise_kinds[0]] * len(matrix)
+        best = self._parsed["kind"].predict(matrix, num_threads=1).argmax(axis=1)
+        return [self.noise_kinds[i] for i in best]
+
     def line_probabilities(self, matrix: np.ndarray) -> np.ndarray:
         if not len(matrix):
             return np.zeros(0)
@@ -165,15 +192,34 @@ class ClassifierRefiner:
     tokenizer = None
     max_doc_prompt_tokens = None
 
-    def __init__(self, model: str | Path | None = None, config: RulesConfig | None = None):
+    def __init__(self, model: str | Path | None = None, config: RulesConfig | None = None, *,
+                 keep_kinds: str | Sequence[str] | None = None, preset: str | None = None):
         self.model = ClassifierModel(model or default_model_path())
         self.config = config or RulesConfig()
         self.model_id = self.model.name
+        try:
+            self.keep_kinds = parse_keep_kinds(keep_kinds)
+        except ValueError as exc:
+            raise ClassifierModelError(str(exc)) from None
+        missing = [kind for kind in self.keep_kinds if kind not in self.model.kinds]
+        if missing:
+            raise ClassifierModelError(
+                f"keep_kinds names {', '.join(missing)}, which classifier model "
+                f"{str(self.model.path)!r} was not trained to tell apart (its kinds: "
+                f"{', '.join(self.model.kinds)}): retrain it on sets that label them, or "
+                f"keep only its kinds")
+        self.preset = preset or self.model.preset
+        if self.preset not in self.model.operating_points:
+            raise ClassifierModelError(
+                f"preset {self.preset!r} is not one of classifier model "
+                f"{str(self.model.path)!r}'s: {', '.join(self.model.operating_points)}")
+        self.thresholds = self.model.operating_points[self.preset]
         self.version = refiner_fingerprint(
             self.backend, self.model_id,
             {"sha256": self.model.sha256, "features": FEATURES_VERSION,
              "programs": PROGRAMS_VERSION, "prompt": PROMPT_FORMAT_VERSION,
-             "dialect": self.dialect, "rules": dataclasses.asdict(self.config)})
+             "dialect": self.dialect, "rules": dataclasses.asdict(self.config),
+             "preset": self.preset, "keep_kinds": list(self.keep_kinds)})
         self._shard: ShardLineCounts | None = None
         self._sample: list[str] = []
         self._prior: float | None = None
@@ -204,24 +250,31 @@ class ClassifierRefiner:
 
     @property
     def repetition_threshold(self) -> float:
-        """The line probability from which the doc-level repetition guard counts a line: both
-        likely content for the document model and kept by the chunk programs of a shard with the
-        training sets' typical share of content (so a page that carries its article again in
-        metadata lines the chunk programs remove is not repetitive; the doc stage does not wait
-        for the shard's own estimate)."""
+        """The line probability from which the doc-level repetition guard counts a line: likely
+        content for the document model, and kept by the chunk programs of a shard with the
+        training sets' typical share of content whatever its shape (the higher of the sentence
+        and short-line thresholds). So a page that carries its article again in metadata lines
+        the chunk programs remove is not repetitive, and the doc stage does not wait for the
+        shard's own estimate. Counting from the sentence threshold, lower, dropped 6% of
+        scrapinghub-aeb's content lines with their pages, held out; from the higher one, 1%."""
         return max(self.model.line_threshold,
-                   raw_threshold(self.model.content_threshold, self.model.typical_prior))
+                   raw_threshold(max(self.thresholds), self.model.typical_prior))
 
     @property
-    def chunk_threshold(self) -> float:
-        """The line probability under which a chunk's line is removed, for the observed shard."""
-        return raw_threshold(self.model.content_threshold, self.prior)
+    def chunk_thresholds(self) -> tuple[float, float]:
+        """The line probabilities under which a chunk's sentence and short line are removed,
+        for the observed shard."""
+        return (raw_threshold(self.thresholds[0], self.prior),
+                raw_threshold(self.thresholds[1], self.prior))
 
     def shard_metadata(self) -> dict:
-        """The observed shard's estimated share of content lines and the line probability under
-        which its chunks' lines are removed."""
+        """The observed shard's estimated share of content lines, the line probabilities under
+        which its chunks' sentences and short lines are removed, and what is kept."""
+        sentence, short = self.chunk_thresholds
         return {"estimated_content_share": round(self.prior, 4),
-                "chunk_line_threshold": round(self.chunk_threshold, 4)}
+                "chunk_sentence_threshold": round(sentence, 4),
+                "chunk_short_line_threshold": round(short, 4),
+                "preset": self.preset, "keep_kinds": ", ".join(self.keep_kinds)}
 
     def generate(self, prompts: Sequence[str], *, level: str) -> list[str]:
         if level == "doc":
@@ -266,7 +319,6 @@ class ClassifierRefiner:
         parsed = [(split[1], split[0]) if (split := split_numbered(chunk)) else None
                   for chunk in chunks]
         judged = self._line_probabilities([p[0] for p in parsed if p is not None])
-        threshold = self.chunk_threshold
         programs = []
         it = iter(judged)
         for item in parsed:
@@ -274,21 +326,57 @@ class ClassifierRefiner:
                 programs.append("keep_chunk()")
                 continue
             lines, numbers = item
-            _, indices, probs = next(it)
-            programs.append(self._chunk_program(lines, numbers, indices, probs, threshold))
+            programs.append(self._chunk_program(lines, numbers, *next(it)))
         return programs
 
-    def _chunk_program(self, lines: list[str], numbers: list[int], indices: list[int],
-                       probs: np.ndarray, threshold: float) -> str:
-        noise: list[str | None] = [None] * len(lines)
-        for i, p in zip(indices, probs):
-            if p < threshold:
-                noise[i] = "noise"
-        blank = [not line.strip() for line in lines]
+    def line_kinds(self, lines: Sequence[str], matrix: np.ndarray, indices: Sequence[int],
+                   probs: np.ndarray) -> list[str | None]:
+        """What each line of a chunk is (``None`` for a blank line): markup when the detector
+        says so; content (``main`` for a sentence, ``list`` for a short line) at or above the
+        shard's threshold for its shape; else the kind of noise the kind model names."""
+        sentence_from, short_from = self.chunk_thresholds
+        kinds: list[str | None] = [None] * len(lines)
+        markup = matrix[:, _MARKUP_COLUMN] > 0 if len(matrix) else np.zeros(0, dtype=bool)
+        noise_rows = [row for row, i in enumerate(indices) if not markup[row] and probs[row] < (
+            sentence_from if sentence_like(lines[i], "cjk") else short_from)]
+        noise_kinds = dict(zip(noise_rows, self.model.noise_kinds_of(matrix[noise_rows])))
+        for row, i in enumerate(indices):
+            if markup[row]:
+                kinds[i] = MARKUP
+            else:
+                kinds[i] = noise_kinds.get(row) or content_kind(lines[i])
+        return kinds
+
+    def _chunk_program(self, lines: list[str], numbers: list[int], matrix: np.ndarray,
+                       indices: list[int], probs: np.ndarray) -> str:
+        kinds = self.line_kinds(lines, matrix, indices, probs)
+        removed = [None if kind is None or kind in self.keep_kinds else kind for kind in kinds]
         calls = [format_call("normalize", source_str=bad, target_str=good)
                  for bad, good in mojibake_fixes("\n".join(
-                     line for line, r in zip(lines, noise) if r is None)).items()]
-        for start, end in boilerplate_ranges(noise, blank=blank):
+                     line for line, r in zip(lines, removed) if r is None)).items()]
+        for start, end, kind in kind_runs(removed, [not line.strip() for line in lines]):
             calls.append(format_call("remove_lines", line_start=numbers[start],
-                                     line_end=numbers[end]))
+                                     line_end=numbers[end]) + f"  # {kind}")
         return "\n".join(calls) if calls else "keep_chunk()"
+
+
+def kind_runs(removed: Sequence[str | None],
+              blank: Sequence[bool]) -> list[tuple[int, int, str]]:
+    """Inclusive runs of lines of one removed kind (``None``: kept, or blank); blank lines
+    between two lines of the same kind belong to their run."""
+    runs: list[tuple[int, int, str]] = []
+    current: list | None = None
+    for i, kind in enumerate(removed):
+        if kind is None:
+            if not blank[i] and current is not None:
+                runs.append((current[0], current[1], current[2]))
+                current = None
+        elif current is not None and current[2] == kind:
+            current[1] = i
+        else:
+            if current is not None:
+                runs.append((current[0], current[1], current[2]))
+            current = [i, i, kind]
+    if current is not None:
+        runs.append((current[0], current[1], current[2]))
+    return runs

@@ -6,22 +6,24 @@ chunk is featurized on its own, and each set plays the role of one shard for the
 features. Every set weighs the same in training, whatever its size, so that one large set does
 not teach the model one site's layout.
 
-The line thresholds are chosen on out-of-fold probabilities (each training set predicted by a
-model trained without it). ``line_threshold``, on the probabilities themselves, decides what the
+The thresholds are chosen on out-of-fold probabilities (each training set predicted by a model
+trained without it). ``line_threshold``, on the probabilities themselves, decides what the
 document model counts as likely content: the best keep-F1 averaged over the sets among
-thresholds whose keep-recall, averaged over the sets, stays at least ``min_line_recall``.
-``content_threshold``, on the posteriors at each set's estimated share of content lines
-(:mod:`~prox_dagster.refiners.prior_shift`), decides the lines of every chunk: the lowest
-threshold at which every set still gains ``min_gain_over_naive`` keep-F1 over the naive line
-filter (content lost is worse than noise kept). Labelled sets disagree on what content is (one
-set's human labels count forum signatures and lists as clean text, another keeps only article
-paragraphs), so the threshold must not fail any of them. With ``min_keep_recall``, a deployment
-that cannot afford to lose content puts a floor under every set's keep-recall first: only
-thresholds keeping that share of every set's content lines are considered, whatever the gain.
+thresholds whose keep-recall, averaged over the sets, stays at least ``min_line_recall``. The
+chunk thresholds, one for sentences and one for short lines, on the posteriors at each set's
+estimated share of content lines (:mod:`~prox_dagster.refiners.prior_shift`), are chosen per
+preset (:data:`PRESETS`, :func:`operating_point`): every set keeps the preset's share of its
+content sentences and gains its minimum over the naive line filter, and among those pairs the
+mean gain is maximised. Labelled sets disagree on what content is (one set's human labels count
+forum signatures and lists as clean text, another keeps only article paragraphs), so no set's
+floor may fail and no one set picks the point.
+
+The kind model learns which kind of noise a line is from the sets whose labels name it
+(:func:`train_kind_model`).
 
 The share model learns each document's share of content lines from the out-of-fold line
 probabilities, the way it will see a new shard's; each set's share, for choosing
-``content_threshold``, comes from a share model trained without that set. ``typical_prior`` (the
+the operating points, comes from a share model trained without that set. ``typical_prior`` (the
 median set's estimated share) stands in for a shard too small to estimate its own.
 
 The document model learns from sets with a document ``label`` and from line-labelled pages
@@ -45,7 +47,8 @@ from ..chunking import chunk_documents
 from ..evaluation import CONTENT_LABELS, IGNORED_LABELS, LabelledSet, naive_keep
 from ..shards import write_text_atomic
 from ..words import sentence_like, word_count
-from .classifier import MODEL_FORMAT, MODEL_FORMAT_VERSION
+from .classifier import DEFAULT_PRESET, MODEL_FORMAT, MODEL_FORMAT_VERSION
+from .kinds import LETTER_KINDS, LIST, MAIN, MARKUP, NOISE
 from .line_features import (DOC_FEATURES, FEATURE_NAMES, FEATURES_VERSION, ShardLineCounts,
                             chunk_features, document_features)
 from .prior_shift import SHARE_FEATURES, adjusted, shard_share, share_features
@@ -60,11 +63,11 @@ class TrainingSettings:
     doc_rounds: int = 150
     doc_leaves: int = 7
     share_rounds: int = 200
+    kind_rounds: int = 150
     share_leaves: int = 7
     learning_rate: float = 0.05
     min_line_recall: float = 0.75
-    min_gain_over_naive: float = 0.05
-    min_keep_recall: float = 0.0
+    preset: str = DEFAULT_PRESET
     min_good_kept: float = 0.90
     min_content_units: int = 40
     doc_folds: int = 5
@@ -72,10 +75,12 @@ class TrainingSettings:
     max_tokens: int = 1500
 
     def __post_init__(self):
-        for name in ("min_line_recall", "min_keep_recall", "min_good_kept"):
+        for name in ("min_line_recall", "min_good_kept"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a share between 0 and 1, not "
                                  f"{getattr(self, name)}")
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, not {self.preset!r}")
 
 
 @dataclass
@@ -87,6 +92,7 @@ class LineData:
     docs: np.ndarray            # index of the row's document in its set
     naive: np.ndarray           # whether the naive line filter keeps the row's line
     sentence: np.ndarray        # whether the row's line is a sentence (the evaluation's split)
+    kinds: np.ndarray           # the row's label character (``M``, ``C``, ``B``, ``1``, ...)
     set_names: list[str] = field(default_factory=list)
 
 
@@ -95,7 +101,7 @@ def set_line_data(labelled: LabelledSet, tokenizer, max_tokens: int = 1500) -> L
     shard = ShardLineCounts(d.text.split("\n") for d in labelled.documents)
     docs = [d for d in labelled.documents if d.line_labels is not None]
     chunked = chunk_documents([d.text for d in docs], tokenizer, max_tokens)
-    blocks, labels, doc_index, naive, sentence = [], [], [], [], []
+    blocks, labels, doc_index, naive, sentence, kinds = [], [], [], [], [], []
     for d, (doc, chunks) in enumerate(zip(docs, chunked)):
         lines = doc.text.split("\n")
         for chunk in chunks:
@@ -110,12 +116,13 @@ def set_line_data(labelled: LabelledSet, tokenizer, max_tokens: int = 1500) -> L
                 naive.extend(naive_keep(span[indices[k]]) for k in keep)
                 sentence.extend(sentence_like(span[indices[k]], "cjk") for k in keep)
                 doc_index.extend([d] * len(keep))
+                kinds.extend(doc.line_labels[chunk.line_start + indices[k]] for k in keep)
     matrix = np.vstack(blocks) if blocks else np.zeros((0, len(FEATURE_NAMES)), np.float32)
     n = len(labels)
     return LineData(matrix, np.asarray(labels, dtype=np.float64), np.ones(n),
                     np.zeros(n, dtype=int), np.asarray(doc_index, dtype=int),
                     np.asarray(naive, dtype=bool), np.asarray(sentence, dtype=bool),
-                    [labelled.name])
+                    np.asarray(kinds, dtype="<U1"), [labelled.name])
 
 
 def line_dataset(sets: Sequence[LabelledSet], tokenizer, max_tokens: int = 1500,
@@ -148,6 +155,7 @@ def line_dataset(sets: Sequence[LabelledSet], tokenizer, max_tokens: int = 1500,
                     np.concatenate([p.docs for p in parts]),
                     np.concatenate([p.naive for p in parts]),
                     np.concatenate([p.sentence for p in parts]),
+                    np.concatenate([p.kinds for p in parts]),
                     [p.set_names[0] for p in parts])
 
 
@@ -194,56 +202,135 @@ def _best_threshold(probs: np.ndarray, labels: np.ndarray, groups: np.ndarray,
     return best
 
 
-def threshold_tradeoff(probs: np.ndarray, labels: np.ndarray, naive: np.ndarray,
-                       groups: np.ndarray, set_names: Sequence[str]) -> dict:
-    """What each candidate chunk threshold would do to every set: its keep-recall and its
-    keep-F1 gain over the naive line filter, from ``probs`` (out of fold, at each set's
-    estimated share of content lines). Kept in the model file's training record, so the choice
-    (:func:`content_threshold`) can be read and redone from it."""
-    sets = [groups == g for g in range(len(set_names))]
-    baseline, _ = set_scores(naive.astype(np.float64), labels, sets, 0.5)
-    scores = [set_scores(probs, labels, sets, t) for t in THRESHOLDS]
-    return {"thresholds": [float(t) for t in THRESHOLDS],
-            "sets": {name: {"keep_recall": [float(recalls[i]) for _, recalls in scores],
-                            "gain_over_naive": [float(f1s[i] - baseline[i])
-                                                for f1s, _ in scores]}
-                     for i, name in enumerate(set_names)}}
+@dataclass(frozen=True)
+class Preset:
+    """How the chunk thresholds trade content kept for noise removed, out of fold: every set
+    keeps at least ``min_sentence_recall`` of its content sentences and gains at least
+    ``min_gain`` keep-F1 over the naive line filter; among those pairs of thresholds, the one
+    with the best keep-F(``beta``) gain over the naive filter, averaged over the sets."""
+
+    min_sentence_recall: float
+    min_gain: float
+    beta: float
 
 
-def content_threshold(tradeoff: dict, min_gain: float, min_recall: float = 0.0) -> float:
-    """The chunk threshold: among those at which every set keeps at least ``min_recall`` of its
-    content lines (the lowest threshold when none does), the lowest at which every set gains at
-    least ``min_gain`` keep-F1 over the naive line filter (content lost is worse than noise
-    kept); where none does, the one whose worst set gains the most (the sets disagree on what
-    content is: the threshold must not fail any of them)."""
-    thresholds = np.asarray(tradeoff["thresholds"])
-    per_set = tradeoff["sets"].values()
-    worst_gain = np.min([s["gain_over_naive"] for s in per_set], axis=0)
-    worst_recall = np.min([s["keep_recall"] for s in per_set], axis=0)
-    allowed = worst_recall >= min_recall
-    allowed[0] = allowed[0] or not allowed.any()
-    enough = np.flatnonzero(allowed & (worst_gain >= min_gain))
-    if len(enough):
-        return float(thresholds[enough[0]])
-    candidates = np.flatnonzero(allowed)
-    return float(thresholds[candidates[int(np.argmax(worst_gain[candidates]))]])
+PRESETS = {
+    "precision": Preset(min_sentence_recall=0.85, min_gain=0.05, beta=0.5),
+    "balanced": Preset(min_sentence_recall=0.90, min_gain=0.05, beta=1.0),
+    "recall": Preset(min_sentence_recall=0.95, min_gain=0.0, beta=2.0),
+}
 
 
-def rethreshold(spec: dict, min_gain_over_naive: float, min_keep_recall: float) -> dict:
-    """The model file ``spec`` with its chunk threshold chosen by these rules, as training with
-    them writes it, without retraining: the three models and the other thresholds do not depend
-    on them. Needs the out-of-fold trade-off of two or more line-labelled sets."""
-    training = spec["training"]
-    if not training.get("threshold_tradeoff"):
-        raise ValueError(f"model {spec.get('name')!r} records no out-of-fold trade-off (trained "
-                         f"on one line-labelled set, or before it was recorded): retrain it")
-    settings = TrainingSettings(**{**training["settings"],
-                                   "min_gain_over_naive": min_gain_over_naive,
-                                   "min_keep_recall": min_keep_recall})
-    threshold = content_threshold(training["threshold_tradeoff"], min_gain_over_naive,
-                                  min_keep_recall)
-    return {**spec, "content_threshold": round(threshold, 4),
-            "training": {**training, "settings": settings.__dict__}}
+def threshold_tradeoff(posteriors: np.ndarray, data: LineData) -> dict:
+    """What each candidate threshold does to every set, for its sentences and its short lines
+    apart: lines kept and content lines kept, from ``posteriors`` (out of fold, at each set's
+    estimated share of content lines; markup rows are removed whatever their posterior), with
+    the naive filter's counts. Kept in the model file's training record, so every preset's
+    choice (:func:`operating_point`) can be read and redone from it."""
+    markup = data.matrix[:, FEATURE_NAMES.index("markup")] > 0
+    scored = np.where(markup, -1.0, posteriors)
+    content = data.labels > 0
+    sets = {}
+    for g, name in enumerate(data.set_names):
+        mine = data.groups == g
+        entry = {"content": int(content[mine].sum()),
+                 "naive_kept": int(data.naive[mine].sum()),
+                 "naive_content_kept": int((data.naive & content)[mine].sum())}
+        for part, rows in (("sentence", mine & data.sentence), ("short", mine & ~data.sentence)):
+            p, c = scored[rows], content[rows]
+            entry[part] = {"content": int(c.sum()),
+                           "kept": [int((p >= t).sum()) for t in THRESHOLDS],
+                           "content_kept": [int((c & (p >= t)).sum()) for t in THRESHOLDS]}
+        sets[name] = entry
+    return {"thresholds": [round(float(t), 4) for t in THRESHOLDS], "sets": sets}
+
+
+def _f_beta(content_kept, kept, content, beta: float):
+    b2 = beta * beta
+    return (1 + b2) * content_kept / np.maximum(kept + b2 * content, 1)
+
+
+def pair_scores(tradeoff: dict, beta: float = 1.0) -> dict:
+    """Per set, over every (sentence threshold, short-line threshold) pair (axis 0, axis 1):
+    keep-recall, sentence recall, keep-F1 gain over the naive filter and keep-F(``beta``) gain."""
+    out = {}
+    for name, entry in tradeoff["sets"].items():
+        sentence, short = entry["sentence"], entry["short"]
+        kept = np.add.outer(np.asarray(sentence["kept"]), np.asarray(short["kept"]))
+        content_kept = np.add.outer(np.asarray(sentence["content_kept"]),
+                                    np.asarray(short["content_kept"]))
+        content = entry["content"]
+        naive = (entry["naive_content_kept"], entry["naive_kept"], content)
+        out[name] = {
+            "keep_recall": content_kept / max(content, 1),
+            "sentence_recall": np.repeat(
+                (np.asarray(sentence["content_kept"]) / max(sentence["content"], 1))[:, None],
+                len(short["kept"]), axis=1),
+            "gain": _f_beta(content_kept, kept, content, 1.0) - _f_beta(*naive, 1.0),
+            "gain_beta": _f_beta(content_kept, kept, content, beta) - _f_beta(*naive, beta),
+        }
+    return out
+
+
+def operating_point(tradeoff: dict, preset: str) -> dict:
+    """The (sentence, short-line) thresholds ``preset`` chooses (:data:`PRESETS`): among the
+    pairs at which every set keeps the preset's share of its content sentences (only the lowest
+    sentence threshold when none does) and gains its minimum over the naive filter, the best
+    mean keep-F(beta) gain; where no pair gains enough on every set, the one whose worst set
+    gains most. No one set decides: each must clear the floors, and the mean is what is
+    maximised. With what each set gets there, out of fold."""
+    rule = PRESETS[preset]
+    scores = pair_scores(tradeoff, rule.beta)
+    thresholds = tradeoff["thresholds"]
+    worst_sentence = np.min([s["sentence_recall"] for s in scores.values()], axis=0)
+    worst_gain = np.min([s["gain"] for s in scores.values()], axis=0)
+    mean_beta = np.mean([s["gain_beta"] for s in scores.values()], axis=0)
+    allowed = worst_sentence >= rule.min_sentence_recall - 1e-9
+    if not allowed.any():
+        allowed = np.zeros_like(allowed)
+        allowed[0, :] = True
+    enough = allowed & (worst_gain >= rule.min_gain - 1e-9)
+    if enough.any():
+        at = np.unravel_index(np.argmax(np.where(enough, mean_beta, -np.inf)), enough.shape)
+    else:
+        at = np.unravel_index(np.argmax(np.where(allowed, worst_gain, -np.inf)), allowed.shape)
+    i, j = (int(k) for k in at)
+    return {"sentence_threshold": thresholds[i], "short_threshold": thresholds[j],
+            "out_of_fold": {name: {"keep_recall": round(float(s["keep_recall"][i, j]), 4),
+                                   "sentence_recall": round(float(s["sentence_recall"][i, j]), 4),
+                                   "gain_over_naive": round(float(s["gain"][i, j]), 4)}
+                            for name, s in scores.items()}}
+
+
+MIN_KIND_ROWS = 50  # a noise kind with fewer labelled lines is not learned
+
+
+def train_kind_model(data: LineData, settings: TrainingSettings):
+    """The kind model: which kind of noise a line is (:data:`~.kinds.LETTER_KINDS`), learned
+    from the noise lines whose set names their kind (markup aside: its detector names it), every
+    set weighing the same. With the kinds it names; none (and the one kind, or ``noise``) when
+    fewer than two kinds have ``MIN_KIND_ROWS`` lines."""
+    import lightgbm as lgb
+
+    markup = data.matrix[:, FEATURE_NAMES.index("markup")] > 0
+    usable = (data.labels == 0) & ~markup
+    present = [kind for letter, kind in LETTER_KINDS.items()
+               if ((data.kinds == letter) & usable).sum() >= MIN_KIND_ROWS]
+    if len(present) < 2:
+        return None, present or [NOISE]
+    letters = [letter for letter, kind in LETTER_KINDS.items() if kind in present]
+    rows = np.flatnonzero(usable & np.isin(data.kinds, letters))
+    target = np.asarray([letters.index(letter) for letter in data.kinds[rows]])
+    per_set = np.bincount(data.groups[rows], minlength=len(data.set_names)).astype(np.float64)
+    weights = 1.0 / per_set[data.groups[rows]]
+    params = {"objective": "multiclass", "num_class": len(present),
+              "learning_rate": settings.learning_rate, "num_leaves": settings.line_leaves,
+              "min_data_in_leaf": 30, "feature_fraction": 0.8, "bagging_fraction": 0.8,
+              "bagging_freq": 1, "lambda_l2": 1.0, "seed": settings.seed,
+              "deterministic": True, "num_threads": 2, "verbose": -1}
+    train = lgb.Dataset(data.matrix[rows], target, weight=weights * len(rows) / weights.sum(),
+                        feature_name=FEATURE_NAMES, categorical_feature=["rule_reason"])
+    return lgb.train(params, train, num_boost_round=settings.kind_rounds), present
 
 
 def _doc_threshold(probs: np.ndarray, labels: np.ndarray, min_good_kept: float) -> float:
@@ -327,11 +414,6 @@ def train_classifier(sets: Sequence[LabelledSet], tokenizer,
                              f"({paths[labelled.name]} and {labelled.path}): rename one")
         paths[labelled.name] = labelled.path
     data = line_dataset(sets, tokenizer, settings.max_tokens, cache)
-    if settings.min_keep_recall > 0 and len(data.set_names) < 2:
-        raise ValueError(
-            f"min_keep_recall {settings.min_keep_recall} is measured on each line-labelled set "
-            f"by a model trained without it, which needs at least two such sets; got "
-            f"{', '.join(data.set_names)}")
     log(f"line data: {len(data.labels)} lines from {len(data.set_names)} sets "
         f"({int(data.labels.sum())} content)")
     n_groups = len(data.set_names)
@@ -356,14 +438,13 @@ def train_classifier(sets: Sequence[LabelledSet], tokenizer,
         shifted = np.zeros_like(oof)
         for group, prior in enumerate(priors):
             shifted[data.groups == group] = adjusted(oof[data.groups == group], prior)
-        tradeoff = threshold_tradeoff(shifted, data.labels, data.naive, data.groups,
-                                      data.set_names)
-        chunk_threshold = content_threshold(tradeoff, settings.min_gain_over_naive,
-                                            settings.min_keep_recall)
-        at = tradeoff["thresholds"].index(chunk_threshold)
-        log("  at the content threshold, out of fold: " + ", ".join(
-            f"{set_name} recall {v['keep_recall'][at]:.3f} gain {v['gain_over_naive'][at]:+.3f}"
-            for set_name, v in tradeoff["sets"].items()))
+        tradeoff = threshold_tradeoff(shifted, data)
+        points = {preset: operating_point(tradeoff, preset) for preset in PRESETS}
+        chosen = points[settings.preset]
+        log(f"  {settings.preset}: sentences from {chosen['sentence_threshold']:.2f}, short "
+            f"lines from {chosen['short_threshold']:.2f}; out of fold: " + ", ".join(
+                f"{set_name} sentence recall {v['sentence_recall']:.3f} gain "
+                f"{v['gain_over_naive']:+.3f}" for set_name, v in chosen["out_of_fold"].items()))
         typical_prior = float(np.median(priors))
     line_model = train_line_model(data, np.arange(len(data.labels)), settings)
     if n_groups == 1:
@@ -373,7 +454,9 @@ def train_classifier(sets: Sequence[LabelledSet], tokenizer,
     share_model = _train_share(shares, np.ones(len(shares[1]), dtype=bool), settings)
     if n_groups == 1:
         typical_prior = shard_share(share_model.predict(shares[0]), shares[2])
-        chunk_threshold = float(adjusted(np.array([threshold]), typical_prior)[0])
+        at_half = round(float(adjusted(np.array([threshold]), typical_prior)[0]), 4)
+        points = {preset: {"sentence_threshold": at_half, "short_threshold": at_half,
+                           "out_of_fold": None} for preset in PRESETS}
         priors = [typical_prior]
     content_shares = [
         {"set": set_name, "estimated": round(prior, 4),
@@ -381,9 +464,11 @@ def train_classifier(sets: Sequence[LabelledSet], tokenizer,
         for g, (set_name, prior) in enumerate(zip(data.set_names, priors))]
     log("  content shares, estimated (labelled): " + ", ".join(
         f"{c['set']} {c['estimated']:.3f} ({c['labelled']:.3f})" for c in content_shares))
-    log(f"line model: {line_model.num_trees()} trees, threshold {threshold:.2f}, content "
-        f"threshold {chunk_threshold:.2f} at the shard's content share (typical "
-        f"{typical_prior:.3f})")
+    log(f"line model: {line_model.num_trees()} trees, threshold {threshold:.2f} (typical "
+        f"content share {typical_prior:.3f})")
+    kind_model, noise_kinds = train_kind_model(data, settings)
+    log(f"kind model: {', '.join(noise_kinds)}" + ("" if kind_model is None else
+                                                   f" ({kind_model.num_trees()} trees)"))
 
     def predict_line(model, matrix):
         return model.predict(matrix) if len(matrix) else np.zeros(0)
@@ -446,7 +531,11 @@ def train_classifier(sets: Sequence[LabelledSet], tokenizer,
         "features_version": FEATURES_VERSION, "line_features": FEATURE_NAMES,
         "doc_features": DOC_FEATURES,
         "line_threshold": round(threshold, 4), "doc_threshold": round(doc_threshold, 6),
-        "content_threshold": round(chunk_threshold, 4),
+        "operating_points": {preset: {k: point[k] for k in ("sentence_threshold",
+                                                            "short_threshold")}
+                             for preset, point in points.items()},
+        "preset": settings.preset,
+        "kinds": [MAIN, LIST, *noise_kinds, MARKUP], "noise_kinds": noise_kinds,
         "typical_prior": round(typical_prior, 6),
         "training": {
             "sets": [{"name": s.name, "path": s.path, "documents": len(s.documents)}
@@ -456,9 +545,12 @@ def train_classifier(sets: Sequence[LabelledSet], tokenizer,
             # each set's share as estimated by a share model that did not see it (with one
             # set: the model that did)
             "content_shares": content_shares,
-            # each set's out-of-fold keep-recall and gain over the naive filter at every
-            # candidate chunk threshold (none with one set)
+            # per set, lines and content lines kept at every candidate threshold, sentences
+            # and short lines apart, out of fold (none with one set); and what each preset's
+            # thresholds do there
             "threshold_tradeoff": tradeoff,
+            "operating_points": {preset: point["out_of_fold"]
+                                 for preset, point in points.items()},
             # the tokenizer's name, not where this machine keeps it
             "settings": settings.__dict__,
             "tokenizer": Path(str(getattr(tokenizer, "name_or_path", ""))).name,
@@ -467,6 +559,7 @@ def train_classifier(sets: Sequence[LabelledSet], tokenizer,
         "line_model": line_model.model_to_string(),
         "doc_model": doc_model.model_to_string(),
         "share_model": share_model.model_to_string(),
+        "kind_model": None if kind_model is None else kind_model.model_to_string(),
     }
 
 

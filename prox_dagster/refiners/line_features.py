@@ -38,10 +38,11 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from ..words import CJK
+from .markup import is_markup
 from .signals import (NAV_WORDS, RulesConfig, line_reasons, repeated_ngram_share,
                       strip_bullet, top_ngram_share)
 
-FEATURES_VERSION = "line-features-v3+doc-v3"
+FEATURES_VERSION = "line-features-v4+doc-v4"
 
 # rule reasons as category codes (0: no rule fires)
 REASONS = ("url", "navigation", "cookie", "copyright", "legal", "share", "comment_widget",
@@ -64,7 +65,7 @@ LINE_FEATURES = [
     "log_words", "log_chars", "ends_punct", "ends_colon", "alpha_share", "digit_share",
     "upper_share", "capitalized_words", "symbol_share", "bullet", "separators", "urlish",
     "dateish", "cjk_share", "stop_share", "mean_word_len", "nav_word", "rule_reason",
-    "long_sentence", "shard_doc_share", "log_shard_docs", "doc_repeats",
+    "long_sentence", "shard_doc_share", "log_shard_docs", "doc_repeats", "markup",
 ]
 CONTEXT_FEATURES = [
     "prev1_log_words", "prev1_ends_punct", "prev2_log_words", "next1_log_words",
@@ -169,6 +170,7 @@ def _line_row(line: str, key: str, reason: str | None, others: int, n_docs: int,
         others / max(n_docs - 1, 1),
         math.log1p(others),
         float(doc_counts[key] - 1),
+        float(is_markup(line)),
     ]
 
 
@@ -287,7 +289,7 @@ DOC_FEATURES = [
     "content_alpha_share", "content_punct_words", "content_dup_lines", "content_top2gram",
     "content_dup5gram", "content_symbols", "content_bullet_words", "content_ellipsis_words",
     "content_short_words", "raw_short_words", "raw_punct_words", "type_token_ratio",
-    "digit_share", "cjk_share", "shard_repeat_words", "long_words",
+    "digit_share", "cjk_share", "shard_repeat_words", "long_words", "log_prose_words",
 ]
 
 
@@ -344,6 +346,9 @@ def document_features(lines: Sequence[str], indices: Sequence[int], probabilitie
         len(set(all_words)) / max(len(all_words), 1),
         share(matrix[:, col["digit_share"]]), share(matrix[:, col["cjk_share"]]),
         share(matrix[:, col["shard_doc_share"]] > 0), share(matrix[:, col["long_sentence"]]),
+        # a short page (a few dozen words of prose) is judged as a page first: its lines alone
+        # say little, and most of a page that short is its chrome
+        math.log1p(float((words * matrix[:, col["long_sentence"]]).sum())),
     ]
 
 

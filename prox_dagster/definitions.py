@@ -2,31 +2,33 @@
 
 Configuration comes from the environment, so local and production runs differ by settings only:
 
-=========================  ==========================================  ======================
-variable                   meaning                                     default
-=========================  ==========================================  ======================
-``PROX_DATA_DIR``          every asset's files: folder or s3:// URL     ``./.prox_data``
-``PROX_RAW_DIR``           raw shards the sensor watches (or s3://)     ``$PROX_DATA_DIR/raw``
-``PROX_TOKENIZER``         pretraining tokenizer: HF folder or hub id   ``sample`` (offline)
-``PROX_REFINER_TOKENIZER`` the refiner's tokenizer (chunk budgets)      the model's; ``sample``
-``PROX_MAX_CHUNK_TOKENS``  chunk budget in refiner tokens               ``1500``
-``PROX_REFINER_BACKEND``   refiner backend: classifier, rules, hf,      ``classifier``
-                           vllm, openai
-``PROX_CLASSIFIER_MODEL``  classifier model file (JSON)                 the shipped model
-``PROX_EVAL_SETS``         labelled sets to evaluate on (``:``-separated) the sample crawl's
-``PROX_TRAIN_SETS``        labelled sets to train the classifier on      the sample crawl's
-``PROX_MODEL_DIR``         where ``classifier_model`` writes models     ``$PROX_DATA_DIR/models``
-``PROX_DOC_MODEL``         doc refiner model (hub id or folder)         (none)
-``PROX_CHUNK_MODEL``       chunk refiner model                          the doc model
-``PROX_MODEL_REVISION``    hub revision of the models                   ``main``
-``PROX_REFINER_BASE_URL``  OpenAI-compatible server (openai backend)    (none)
-``PROX_REFINER_TIMEOUT_S`` seconds one request to that server may take ``120``
-``PROX_REFINER_BATCH``     prompts per refiner call                     ``256``
-``PROX_SHARDS_PER_RUN``    shards per run in backfills (model loads)    ``16``
-``PROX_TOKEN_FORMAT``      token files: parquet, megatron, litgpt       ``parquet``
-``PROX_REFINE_CRON``       when the schedule refines new/stale shards   ``0 * * * *``
-``PROX_EXECUTOR``          steps run: in_process, multiprocess, k8s     ``in_process``
-=========================  ==========================================  ======================
+==========================  ==========================================  ======================
+variable                    meaning                                     default
+==========================  ==========================================  ======================
+``PROX_DATA_DIR``           every asset's files: folder or s3:// URL     ``./.prox_data``
+``PROX_RAW_DIR``            raw shards the sensor watches (or s3://)     ``$PROX_DATA_DIR/raw``
+``PROX_TOKENIZER``          pretraining tokenizer: HF folder or hub id   ``sample`` (offline)
+``PROX_REFINER_TOKENIZER``  the refiner's tokenizer (chunk budgets)      the model's; ``sample``
+``PROX_MAX_CHUNK_TOKENS``   chunk budget in refiner tokens               ``1500``
+``PROX_REFINER_BACKEND``    refiner backend: classifier, rules, hf,      ``classifier``
+                            vllm, openai
+``PROX_CLASSIFIER_MODEL``   classifier model file (JSON)                 the shipped model
+``PROX_KEEP_KINDS``         line kinds the classifier keeps              ``main,list``
+``PROX_CLASSIFIER_PRESET``  precision, balanced or recall                the model's (balanced)
+``PROX_EVAL_SETS``          labelled sets to evaluate on (``:``-separated) the sample crawl's
+``PROX_TRAIN_SETS``         labelled sets to train the classifier on      the sample crawl's
+``PROX_MODEL_DIR``          where ``classifier_model`` writes models     ``$PROX_DATA_DIR/models``
+``PROX_DOC_MODEL``          doc refiner model (hub id or folder)         (none)
+``PROX_CHUNK_MODEL``        chunk refiner model                          the doc model
+``PROX_MODEL_REVISION``     hub revision of the models                   ``main``
+``PROX_REFINER_BASE_URL``   OpenAI-compatible server (openai backend)    (none)
+``PROX_REFINER_TIMEOUT_S``  seconds one request to that server may take ``120``
+``PROX_REFINER_BATCH``      prompts per refiner call                     ``256``
+``PROX_SHARDS_PER_RUN``     shards per run in backfills (model loads)    ``16``
+``PROX_TOKEN_FORMAT``       token files: parquet, megatron, litgpt       ``parquet``
+``PROX_REFINE_CRON``        when the schedule refines new/stale shards   ``0 * * * *``
+``PROX_EXECUTOR``           steps run: in_process, multiprocess, k8s     ``in_process``
+==========================  ==========================================  ======================
 
 (``resources/refiner.py`` lists the rest: dtype, device, vLLM memory and tensor parallelism,
 server concurrency, timeouts and retries, GPUs per step.)

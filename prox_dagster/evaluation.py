@@ -40,7 +40,7 @@ from .execute import ExecutionPolicy, kept_lines
 from .local_files import NotRegularFile, open_regular
 from .pipeline import chunk_shard, execute_shard, refine_chunks, refine_documents
 from .refiners.base import Refiner
-from .refiners.kinds import KNOWN_LETTERS, LETTER_KINDS, MARKUP, NOISE, content_kind
+from .refiners.kinds import KINDS, KNOWN_LETTERS, LETTER_KINDS, MARKUP, NOISE, content_kind
 from .refiners.markup import is_markup
 from .words import sentence_like, word_count
 
@@ -330,8 +330,11 @@ class Evaluation:
         rows = []
         for entry in [*self.sets, {"set": "overall", **self.overall}]:
             for system in ("refiner", NAIVE):
+                metrics = entry[system]
                 rows.append({"set": entry["set"], "system": system if system == NAIVE
-                             else self.refiner_backend, **entry[system]})
+                             else self.refiner_backend, **metrics,
+                             **{f"kept_{kind}": share for kind, share
+                                in metrics.get("kept_by_kind", {}).items()}})
         return rows
 
 
@@ -339,7 +342,8 @@ METRIC_COLUMNS = ["docs", "lines", "keep_precision", "keep_recall", "keep_f1", "
                   "short_line_recall", "noise_f1",
                   "content_lost_to_doc_drops", "labelled_docs", "doc_keep_precision",
                   "doc_keep_recall", "doc_keep_f1", "bad_dropped", "good_dropped",
-                  "token_retention", "docs_per_s"]
+                  "token_retention", "docs_per_s", "markup_share_of_kept",
+                  *(f"kept_{kind}" for kind in (*KINDS, NOISE))]
 CSV_COLUMNS = ["set", "system", *METRIC_COLUMNS]
 
 
@@ -451,7 +455,11 @@ def evaluation_tables(evaluation: Evaluation) -> list[tuple[str, str, list[str],
     """The ``TABLES`` that have rows, each as (title, what its rows score, headers, rows of
     text): what the CLI and the asset's Markdown show."""
     shown = []
-    for title, what, columns in TABLES:
+    kinds = ("kinds", "share of each kind of labelled line kept: main content and lists by "
+             "shape, markup by the detector, noise by its label's letter",
+             [(f"kept_{kind}", kind) for kind in (*KINDS, NOISE)
+              if any(f"kept_{kind}" in row for row in evaluation.rows())])
+    for title, what, columns in [*TABLES, *([kinds] if kinds[2] else [])]:
         rows = table_rows(evaluation, columns)
         if rows:
             shown.append((title, what, ["set", "system", *(header for _, header in columns)],

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from prox_dagster.evaluation import (EvaluationError, evaluate, evaluation_csv,
-                                     evaluation_markdown, load_labelled_set, naive_keep)
+                                     evaluation_markdown, evaluation_tables, load_labelled_set,
+                                     naive_keep)
 from prox_dagster.execute import kept_lines
 from prox_dagster.programs import format_call
 from prox_dagster.refiners.rules import RulesRefiner
@@ -177,10 +178,10 @@ def test_the_tables_fit_a_narrow_terminal_without_cutting_a_number(tmp_path,
         assert ("sentence recall" in shown) == (width == 200)
     # and at 200 columns a long set name is whole in every table
     assert len(re.findall(r"a-line-labelled-set-with-a-long-name +(rules|naive_filter) ",
-                          shown)) == 4  # lines and cost tables, two systems each
+                          shown)) == 6  # lines, cost and kinds tables, two systems each
     markdown = evaluation_markdown(result)
     assert [line.split(":")[0] for line in markdown.splitlines() if line.startswith("**")] == \
-        ["**lines**", "**documents**", "**cost**"]
+        ["**lines**", "**documents**", "**cost**", "**kinds**"]
 
 
 def test_a_set_without_labels_is_an_error_naming_the_file(tmp_path):
@@ -261,6 +262,14 @@ def test_the_evaluation_scores_each_page_type_and_each_kind_of_line(tmp_path,
     assert entry["refiner"]["markup_share_of_kept"] == round(1 / 17, 4)
     assert entry["naive_filter"]["kept_by_kind"]["list"] == 0.0
     assert entry["naive_filter"]["markup_share_of_kept"] == 0.0
+    # in the tables the CLI and the asset show, and in the CSV
+    evaluation = evaluate([labelled], KeepAll(), sample_tokenizer)
+    kinds_table = [t for t in evaluation_tables(evaluation) if t[0] == "kinds"]
+    [(_, _, headers, rows)] = kinds_table
+    assert headers == ["set", "system", "main", "list", "comment", "boilerplate", "markup"]
+    assert rows[1][:2] == ["set", "naive_filter"] and rows[1][3] == "0.000"  # no list kept
+    header = evaluation_csv(evaluation).splitlines()[0].split(",")
+    assert {"kept_main", "kept_markup", "markup_share_of_kept"} <= set(header)
     # a set with no page types, or one, has no breakdown
     one = _write(tmp_path / "one.jsonl", [{"id": "a", "text": "\n".join(LINES),
                                            "line_labels": LABELS, "page_type": "article"}])

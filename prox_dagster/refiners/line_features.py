@@ -42,7 +42,7 @@ from .markup import is_markup
 from .signals import (NAV_WORDS, RulesConfig, line_reasons, repeated_ngram_share,
                       strip_bullet, top_ngram_share)
 
-FEATURES_VERSION = "line-features-v4+doc-v4"
+FEATURES_VERSION = "line-features-v4+doc-v3"
 
 # rule reasons as category codes (0: no rule fires)
 REASONS = ("url", "navigation", "cookie", "copyright", "legal", "share", "comment_widget",
@@ -289,7 +289,7 @@ DOC_FEATURES = [
     "content_alpha_share", "content_punct_words", "content_dup_lines", "content_top2gram",
     "content_dup5gram", "content_symbols", "content_bullet_words", "content_ellipsis_words",
     "content_short_words", "raw_short_words", "raw_punct_words", "type_token_ratio",
-    "digit_share", "cjk_share", "shard_repeat_words", "long_words", "log_prose_words",
+    "digit_share", "cjk_share", "shard_repeat_words", "long_words",
 ]
 
 
@@ -346,9 +346,6 @@ def document_features(lines: Sequence[str], indices: Sequence[int], probabilitie
         len(set(all_words)) / max(len(all_words), 1),
         share(matrix[:, col["digit_share"]]), share(matrix[:, col["cjk_share"]]),
         share(matrix[:, col["shard_doc_share"]] > 0), share(matrix[:, col["long_sentence"]]),
-        # a short page (a few dozen words of prose) is judged as a page first: its lines alone
-        # say little, and most of a page that short is its chrome
-        math.log1p(float((words * matrix[:, col["long_sentence"]]).sum())),
     ]
 
 

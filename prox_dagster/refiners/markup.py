@@ -61,6 +61,7 @@ _JSON = re.compile(r'^\{\s*"[\w$]{1,60}"\s*:\s*["\[{\d]')
 _TEX = re.compile(r"\\[a-zA-Z]{2,}|\$[^$\s\d][^$]{0,400}\$|\\[(\[]")
 _BULLET = re.compile(r"^[\s•·*\-–—>|]*")
 _CODE_PUNCTUATION = frozenset("{}();=<>[]")
+_SUSPECT = re.compile(r"[<{;=]")
 # an indented block is preformatted text (``<pre>``, kept by the extractor): a code example the
 # page shows, not its own source leaking
 _PREFORMATTED = ("    ", "\t")
@@ -70,7 +71,12 @@ def is_markup(line: str) -> bool:
     """Whether the line is markup or web-page code rather than text (see the module)."""
     if line.startswith(_PREFORMATTED):
         return False
-    text = _BULLET.sub("", line[:MAX_SCANNED_CHARS]).rstrip()
+    text = line[:MAX_SCANNED_CHARS]
+    # tags, CSS, JSON and templates need one of these characters, and script without any of
+    # them (`jQuery("#x").hide()`) is let go: most lines of text have none, and are done here
+    if _SUSPECT.search(text) is None:
+        return False
+    text = _BULLET.sub("", text).rstrip()
     if len(text) < 3 or _TEX.search(text):
         return False
     if _JSON.match(text) or _CSS_RULE.match(text) or _CSS_DECLARATION.match(text):

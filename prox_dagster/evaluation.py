@@ -40,7 +40,7 @@ from .execute import ExecutionPolicy, kept_lines
 from .local_files import NotRegularFile, open_regular
 from .pipeline import chunk_shard, execute_shard, refine_chunks, refine_documents
 from .refiners.base import Refiner
-from .refiners.kinds import KINDS, KNOWN_LETTERS, LETTER_KINDS, MARKUP, NOISE, content_kind
+from .refiners.kinds import KINDS, KNOWN_LETTERS, LETTER_KINDS, LIST, MAIN, MARKUP, NOISE
 from .refiners.markup import is_markup
 from .words import sentence_like, word_count
 
@@ -239,7 +239,8 @@ def score_document(doc: LabelledDocument, kept: Sequence[bool], dropped: bool,
                 continue
             content = label in CONTENT_LABELS
             keep = keep and not dropped
-            kind = MARKUP if is_markup(line) else content_kind(line) if content \
+            sentence = content and sentence_like(line, "cjk")
+            kind = MARKUP if is_markup(line) else (MAIN if sentence else LIST) if content \
                 else LETTER_KINDS.get(label, NOISE)
             tally = counts.kinds.setdefault(kind, [0, 0])
             tally[0] += keep
@@ -247,7 +248,6 @@ def score_document(doc: LabelledDocument, kept: Sequence[bool], dropped: bool,
             if content and dropped:
                 counts.content_in_dropped_docs += 1
             if content:
-                sentence = sentence_like(line, "cjk")
                 if keep:
                     counts.content_kept += 1
                     counts.sentences_kept += sentence

@@ -53,7 +53,7 @@ from .line_features import (DOC_FEATURES, FEATURE_NAMES, FEATURES_VERSION, Shard
                             chunk_features, document_features, repeated_share)
 from .prior_shift import (SHARE_FEATURES, Reservoir, raw_threshold, shard_share,
                           share_features)
-from .kinds import MARKUP, content_kind, parse_keep_kinds
+from .kinds import LIST, MAIN, MARKUP, parse_keep_kinds
 from .signals import RulesConfig, mojibake_fixes
 
 MODEL_FORMAT = "prox-dagster/line-classifier"
@@ -318,38 +318,44 @@ class ClassifierRefiner:
         # a chunk without our numbering is left alone
         parsed = [(split[1], split[0]) if (split := split_numbered(chunk)) else None
                   for chunk in chunks]
-        judged = self._line_probabilities([p[0] for p in parsed if p is not None])
-        programs = []
-        it = iter(judged)
-        for item in parsed:
-            if item is None:
-                programs.append("keep_chunk()")
-                continue
-            lines, numbers = item
-            programs.append(self._chunk_program(lines, numbers, *next(it)))
-        return programs
+        numbered = [p for p in parsed if p is not None]
+        kinds = iter(self._kinds([lines for lines, _ in numbered], self._line_probabilities(
+            [lines for lines, _ in numbered])))
+        return [self._chunk_program(item[0], item[1], next(kinds)) if item is not None
+                else "keep_chunk()" for item in parsed]
 
     def line_kinds(self, lines: Sequence[str], matrix: np.ndarray, indices: Sequence[int],
                    probs: np.ndarray) -> list[str | None]:
         """What each line of a chunk is (``None`` for a blank line): markup when the detector
         says so; content (``main`` for a sentence, ``list`` for a short line) at or above the
         shard's threshold for its shape; else the kind of noise the kind model names."""
-        sentence_from, short_from = self.chunk_thresholds
-        kinds: list[str | None] = [None] * len(lines)
-        markup = matrix[:, _MARKUP_COLUMN] > 0 if len(matrix) else np.zeros(0, dtype=bool)
-        noise_rows = [row for row, i in enumerate(indices) if not markup[row] and probs[row] < (
-            sentence_from if sentence_like(lines[i], "cjk") else short_from)]
-        noise_kinds = dict(zip(noise_rows, self.model.noise_kinds_of(matrix[noise_rows])))
-        for row, i in enumerate(indices):
-            if markup[row]:
-                kinds[i] = MARKUP
-            else:
-                kinds[i] = noise_kinds.get(row) or content_kind(lines[i])
-        return kinds
+        return self._kinds([lines], [(matrix, indices, probs)])[0]
 
-    def _chunk_program(self, lines: list[str], numbers: list[int], matrix: np.ndarray,
-                       indices: list[int], probs: np.ndarray) -> str:
-        kinds = self.line_kinds(lines, matrix, indices, probs)
+    def _kinds(self, chunks: Sequence[Sequence[str]], judged) -> list[list[str | None]]:
+        """:meth:`line_kinds` of every chunk, the kind model asked once for all of them."""
+        sentence_from, short_from = self.chunk_thresholds
+        out, noise, noise_rows = [], [], []
+        for lines, (matrix, indices, probs) in zip(chunks, judged):
+            kinds: list[str | None] = [None] * len(lines)
+            for row, i in enumerate(indices):
+                if matrix[row, _MARKUP_COLUMN] > 0:
+                    kinds[i] = MARKUP
+                    continue
+                sentence = sentence_like(lines[i], "cjk")
+                if probs[row] >= (sentence_from if sentence else short_from):
+                    kinds[i] = MAIN if sentence else LIST
+                else:
+                    noise.append((kinds, i))
+                    noise_rows.append(matrix[row])
+            out.append(kinds)
+        named = self.model.noise_kinds_of(np.vstack(noise_rows) if noise_rows
+                                          else np.zeros((0, len(FEATURE_NAMES))))
+        for (kinds, i), kind in zip(noise, named):
+            kinds[i] = kind
+        return out
+
+    def _chunk_program(self, lines: list[str], numbers: list[int],
+                       kinds: list[str | None]) -> str:
         removed = [None if kind is None or kind in self.keep_kinds else kind for kind in kinds]
         calls = [format_call("normalize", source_str=bad, target_str=good)
                  for bad, good in mojibake_fixes("\n".join(

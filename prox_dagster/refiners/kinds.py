@@ -4,8 +4,8 @@ labelled sets use for them.
 A labelled set's ``line_labels_derived`` says what each line is (``M`` main content, ``C``
 comment, ``B`` boilerplate, ``R`` related links, ``S`` caption or supplement, ``_`` not scored);
 human binary labels say only content (``1``) or noise (``0``). Main content splits by the line's
-shape into sentences (``main``) and the short lines of the main region (``list``: list and table
-items, headings), and :func:`~prox_dagster.refiners.markup.is_markup` names the markup and code
+shape (:func:`~prox_dagster.words.sentence_like`, a CJK character a word) into sentences
+(``main``) and the short lines of the main region (``list``: list and table items, headings), and :func:`~prox_dagster.refiners.markup.is_markup` names the markup and code
 that leaked into the text, whatever its letter.
 
 What survives refining is the user's choice (``keep_kinds``): main content and its lists by
@@ -13,8 +13,6 @@ default; ``comment`` added for a corpus that wants dialogue.
 """
 
 from __future__ import annotations
-
-from ..words import sentence_like
 
 MAIN, LIST, MARKUP = "main", "list", "markup"
 NOISE = "noise"  # noise of no known kind: a model trained on binary labels only names no other
@@ -25,11 +23,6 @@ KINDS = (MAIN, LIST, *NOISE_KINDS, MARKUP)
 DEFAULT_KEEP_KINDS = (MAIN, LIST)
 # every letter a labelled set may use: content, binary noise, not scored, and the kinds
 KNOWN_LETTERS = frozenset("M10_") | frozenset(LETTER_KINDS)
-
-
-def content_kind(line: str) -> str:
-    """``main`` for a sentence (the evaluation's rule), ``list`` for a short line."""
-    return MAIN if sentence_like(line, "cjk") else LIST
 
 
 def parse_keep_kinds(value: str | tuple[str, ...] | list[str] | None) -> tuple[str, ...]:

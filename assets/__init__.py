@@ -4,10 +4,11 @@ import dagster as dg
 
 from prox_dagster.fingerprint import StageSettings
 
+from .ablation import ablation
 from .audit import build_lineage_audit
 from .chunk import build_chunked_shard
 from .clean import build_clean_shard
-from .jobs import (classifier_model_job, lineage_audit_job, pretraining_set_job,
+from .jobs import (ablation_job, classifier_model_job, lineage_audit_job, pretraining_set_job,
                    refiner_evaluation_job, refine_shard_job)
 from .partitions import shards_partitions_def
 from .pretraining import included_shards_current, pretraining_set
@@ -24,7 +25,8 @@ def build_assets(expected: dict[str, StageSettings], token_format: str,
                  gpu: bool = False, evaluation_version: str = "") -> list[dg.AssetsDefinition]:
     """The six shard stages (``expected``: each stage's settings, from
     ``prox_dagster.fingerprint``), the pre-training set, the lineage audit, the refiner
-    evaluation (code version ``evaluation_version``) and the classifier model. The refiner
+    evaluation (code version ``evaluation_version``), the classifier model and the training
+    ablation. The refiner
     stages carry the refiner's per-step resource requests as op tags and, for a refiner on the
     GPU (``gpu``), the ``gpu`` pool. Backfills run ``shards_per_run`` shards per run, so the
     refiner model loads once per that many."""
@@ -41,6 +43,7 @@ def build_assets(expected: dict[str, StageSettings], token_format: str,
         build_lineage_audit(),
         build_refiner_evaluation(evaluation_version),
         classifier_model,
+        ablation,
     ]
 
 
@@ -53,6 +56,6 @@ def build_automation(shards_per_run: int = 16) -> dict:
 ASSET_CHECKS = [included_shards_current]
 
 JOBS = [refine_shard_job, pretraining_set_job, lineage_audit_job, refiner_evaluation_job,
-        classifier_model_job]
+        classifier_model_job, ablation_job]
 
 __all__ = ["ASSET_CHECKS", "JOBS", "build_assets", "build_automation", "shards_partitions_def"]

@@ -26,3 +26,8 @@ refiner_evaluation_job = dg.define_asset_job(
 classifier_model_job = dg.define_asset_job(
     "classifier_model_job", selection=dg.AssetSelection.assets("classifier_model"),
     description="Train the classifier refiner on the labelled training sets.")
+
+ablation_job = dg.define_asset_job(
+    "ablation_job", selection=dg.AssetSelection.assets("ablation"),
+    description="Train the same small LM on the raw, naive and refined text of the set's shards "
+                "and compare their loss on held-out clean text.")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_ablation  # noqa: E402
 import bench_cached_run  # noqa: E402
 import bench_memory  # noqa: E402
 import bench_chunking  # noqa: E402
@@ -29,11 +30,13 @@ def main() -> int:
                "processor": platform.processor() or "unknown"}
     ok = True
     names = sys.argv[1:] or ["chunking", "parse_execute", "refiners_cpu", "tokenize",
-                             "orchestration", "cached_run", "quality", "memory", "scale"]
+                             "orchestration", "cached_run", "quality", "memory", "scale",
+                             "ablation"]
     benches = {"chunking": bench_chunking, "parse_execute": bench_programs,
                "refiners_cpu": bench_refiners, "tokenize": bench_tokenize,
                "orchestration": bench_orchestration, "cached_run": bench_cached_run,
-               "quality": bench_quality, "memory": bench_memory, "scale": bench_scale}
+               "quality": bench_quality, "memory": bench_memory, "scale": bench_scale,
+               "ablation": bench_ablation}
     for name in names:
         result = {**benches[name].run(), "machine": machine}
         print(json.dumps(result, indent=2))
@@ -44,6 +47,11 @@ def main() -> int:
             ok &= bool(result.get("skipped")) or result["targets"]["1000_docs_under_60s"]
             if not result.get("skipped"):
                 bench_quality.write_docs(result)  # the docs' numbers come from this file only
+        elif name == "ablation":
+            # whether refining helps is reported as measured (docs/ablation.md); time gates
+            ok &= bool(result.get("skipped")) or result["targets"]["under_15_minutes"]
+            if not result.get("skipped"):
+                bench_ablation.write_docs(result)
         elif name == "refiners_cpu":
             ok &= result["cases"]["tiny"]["vllm_over_hf"] >= 2.0  # 0.35B: reported, see README
         elif name == "memory":

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import orjson
@@ -246,6 +247,58 @@ def cmd_train_refiner(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from .ablation import AblationError, gold_texts, load_config, run_ablation
+    from .ablation_pages import page_arms, read_pages, split_pages
+    from .ablation_report import ablation_markdown, ablation_table
+    from .refiners.classifier import ClassifierModelError
+    from .tokenization import load_tokenizer
+
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    try:
+        seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
+        config = load_config(args.config, seeds=seeds)
+        pages = [page for path in args.sets for page in read_pages(path)]
+        if args.validation:
+            train = pages
+            validation = [text for path in args.validation for text in gold_texts(path)]
+        else:
+            train, validation = split_pages(pages, args.holdout)
+        from . import definitions
+
+        resources = definitions.build_definitions().resources
+    except (AblationError, ClassifierModelError, ValueError) as exc:
+        console.print(f"[red]{exc}")
+        return 2
+    refiner = resources["refiner"].resolved()
+    tokenizer = load_tokenizer(args.tokenizer)
+    out = Path(args.out)
+    with tempfile.TemporaryDirectory(prefix="prox-ablation-") as work:
+        try:
+            with console.status("building the arms") as status:
+                arms = page_arms(train, work, tokenizer, refiner.get(), refiner.chunk_tokenizer(),
+                                 max_tokens=refiner.max_chunk_tokens,
+                                 policy=resources["policy"].settings(), fmt=args.format,
+                                 log=lambda m: status.update(m))
+            with console.status("training") as status:
+                result = run_ablation(arms, validation, tokenizer, config,
+                                      log=lambda m: status.update(m))
+        except AblationError as exc:
+            console.print(f"[red]{exc}")
+            return 2
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(json.dumps(result.to_json(), indent=1), out / "ablation.json")
+    write_text_atomic(ablation_markdown(result.to_json()), out / "ablation.md")
+    title, headers, rows = ablation_table(result.to_json())
+    console.print(_fitted_table(title, headers, rows, left=2, room=console.width))
+    for verdict in result.to_json()["verdicts"]:
+        if verdict["beats"]:
+            console.print(f"{verdict['a']} beats {verdict['b']} (loss lower by "
+                          f"{verdict['gap']:.4f} > 2 × pooled std {verdict['pooled_std']:.4f})")
+    console.print(f"wrote {out / 'ablation.json'} and {out / 'ablation.md'}")
+    return 0
+
+
 def _summary_row(instance, definitions, shard: str, passed: int, total: int) -> list[str]:
     raw = definitions.latest_metadata(instance, "raw_shard", shard)
     docs = definitions.latest_metadata(instance, "doc_refined_shard", shard)
@@ -341,13 +394,31 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--min-good-kept", type=float, default=defaults.min_good_kept,
                        help="the document threshold keeps at least this share of the good "
                             "documents, out of fold (default %(default)s)")
+    ablate = sub.add_parser("ablate", help="train the same small LM on the raw, naive and "
+                                           "refined text of the same pages; compare held-out loss")
+    ablate.add_argument("sets", nargs="+", help="JSONL files or folders with docs.jsonl: the "
+                                                "pages every arm is built from")
+    ablate.add_argument("--validation", nargs="*", help="JSONL of held-out clean texts "
+                        "(clean_text, labelled content lines, or text); default: the gold text "
+                        "of the pages held out by --holdout")
+    ablate.add_argument("--holdout", type=float, default=0.2,
+                        help="share of the pages with gold text held out (default %(default)s)")
+    ablate.add_argument("--config", default="cpu", help="tiny, cpu, gpu, or a JSON file of "
+                        "TrainConfig fields (default %(default)s)")
+    ablate.add_argument("--seeds", help="comma-separated seeds, at least 3 (default: the config's)")
+    ablate.add_argument("--tokenizer", default=os.environ.get("PROX_TOKENIZER", "sample"),
+                        help="the pre-training tokenizer (PROX_TOKENIZER)")
+    ablate.add_argument("--format", choices=["megatron", "litgpt"], default="megatron",
+                        help="the arms' token files, read by megatron-core or by litdata "
+                             "(litgpt) (default %(default)s)")
+    ablate.add_argument("--out", default="ablation", help="folder for ablation.json and .md")
     for p in (demo, sample):
         p.add_argument("--shards", type=int, default=4)
         p.add_argument("--docs", type=int, default=30, help="documents per shard")
         p.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     return {"demo": cmd_demo, "sample": cmd_sample, "audit": cmd_audit, "eval": cmd_eval,
-            "train-refiner": cmd_train_refiner}[args.command](args)
+            "train-refiner": cmd_train_refiner, "ablate": cmd_ablate}[args.command](args)
 
 
 if __name__ == "__main__":

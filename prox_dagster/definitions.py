@@ -18,6 +18,7 @@ variable                    meaning                                     default
 ``PROX_EVAL_SETS``          labelled sets to evaluate on (``:``-separated) the sample crawl's
 ``PROX_TRAIN_SETS``         labelled sets to train the classifier on      the sample crawl's
 ``PROX_MODEL_DIR``          where ``classifier_model`` writes models     ``$PROX_DATA_DIR/models``
+``PROX_ABLATION_SETS``      held-out clean text the ablation scores on   the sample's held-out prose
 ``PROX_DOC_MODEL``          doc refiner model (hub id or folder)         (none)
 ``PROX_CHUNK_MODEL``        chunk refiner model                          the doc model
 ``PROX_MODEL_REVISION``     hub revision of the models                   ``main``
@@ -52,7 +53,7 @@ from assets import ASSET_CHECKS, JOBS, build_assets, build_automation
 from prox_dagster import fingerprint
 from prox_dagster.lineage import filter_audit_rows
 from prox_dagster.store import file_version, is_remote, join, normalize
-from prox_dagster.sample import LABELLED_SET
+from prox_dagster.sample import HELDOUT_SET, LABELLED_SET
 from prox_dagster.tokenization import cache_dir
 from resources import (CheckThresholds, LabelledSets, ProgramPolicy, RawSource, RefinerResource,
                        ShardStorage, TokenizerResource)
@@ -83,7 +84,8 @@ def build_definitions(*, data_dir: str | os.PathLike | None = None,
         "checks": checks or CheckThresholds(),
         "labelled_sets": labelled_sets or LabelledSets.from_env(
             [join(data, "labels", LABELLED_SET)] if not is_remote(data) else [],
-            str(cache_dir() / "models") if is_remote(data) else join(data, "models")),
+            str(cache_dir() / "models") if is_remote(data) else join(data, "models"),
+            [join(data, "labels", HELDOUT_SET)] if not is_remote(data) else []),
     }
     per_run = shards_per_run or int(env.get("PROX_SHARDS_PER_RUN", "16"))
     live = refiner.resolved()  # its EnvVar values read, as a run will see them

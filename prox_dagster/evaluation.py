@@ -289,15 +289,29 @@ def refine_set(labelled: LabelledSet, refiner: Refiner, tokenizer, *, max_tokens
     return clean, time.perf_counter() - started
 
 
+def naive_filter(text: str, policy: ExecutionPolicy) -> tuple[list[bool], bool]:
+    """The naive filter on one document: which lines it keeps, and whether it drops the
+    document (no more than ``policy.min_words`` words kept)."""
+    lines = text.split("\n")
+    kept = [naive_keep(line) for line in lines]
+    words = sum(word_count(line, policy.word_unit) for line, k in zip(lines, kept) if k)
+    return kept, words <= policy.min_words
+
+
+def naive_text(text: str, policy: ExecutionPolicy) -> str | None:
+    """What the naive filter leaves of a document, or None when it drops it."""
+    kept, dropped = naive_filter(text, policy)
+    return None if dropped else "\n".join(
+        line for line, k in zip(text.split("\n"), kept) if k)
+
+
 def naive_counts(labelled: LabelledSet, policy: ExecutionPolicy | None = None) -> Counts:
     policy = policy or ExecutionPolicy()
     counts = Counts(docs=len(labelled.documents))
     started = time.perf_counter()
     for doc in labelled.documents:
-        lines = doc.text.split("\n")
-        kept = [naive_keep(line) for line in lines]
-        words = sum(word_count(line, policy.word_unit) for line, k in zip(lines, kept) if k)
-        score_document(doc, kept, words <= policy.min_words, counts)
+        kept, dropped = naive_filter(doc.text, policy)
+        score_document(doc, kept, dropped, counts)
     counts.seconds = time.perf_counter() - started
     return counts
 

@@ -18,8 +18,8 @@ import polars as pl
 
 from .outputs import intact, read_record
 from .store import ShardStore, exists, filesystem, sha256, version
-from .token_files import (DOCUMENTS_SUFFIX, HISTOGRAM_EDGES, filter_token_files,
-                          histogram_table, pack_litgpt)
+from .token_files import (DOCUMENTS_SUFFIX, HISTOGRAM_EDGES, LITDATA_INDEX,
+                          filter_token_files, histogram_table, pack_litgpt)
 from .untrusted import markdown_text
 
 TOKENIZED = "tokenized_shard"
@@ -127,17 +127,19 @@ PACKED_PREFIX = "litgpt-"
 
 
 def pack_set(store: ShardStore, manifest: Manifest, manifest_location: str, *,
-             chunk_size: int, sep_token: int, progress=None) -> bool:
+             chunk_size: int, sep_token: int, litdata: bool = True, progress=None) -> bool:
     """Pack the litgpt shards' token streams, in shard order, into
-    ``pretraining_set/litgpt-{key}/train_{i:010d}.bin`` and record them as
-    ``manifest.packed``; returns False when the previous manifest's chunks (same streams, same
-    settings: same key) were reused. Nothing to do for other formats."""
+    ``pretraining_set/litgpt-{key}/train_{i:010d}.bin`` (and, with ``litdata``, the same
+    chunks as a litdata set in that folder: ``chunk-0-{i}.bin`` and ``index.json``) and record
+    them as ``manifest.packed``; returns False when the previous manifest's chunks (same
+    streams, same settings: same key) were reused. Nothing to do for other formats."""
     if not manifest.shards or manifest.formats != ["litgpt"]:
         return False
     dtype = manifest.shards[0]["dtype"]
     key = hashlib.sha256(json.dumps(
         [[s["shard"], [f["sha256"] for f in s["files"]]] for s in manifest.shards]
-        + [dtype, chunk_size, sep_token]).encode()).hexdigest()[:16]
+        + [dtype, chunk_size, sep_token] + (["litdata"] if litdata else [])
+    ).encode()).hexdigest()[:16]
     previous = _previous(store, manifest_location).get("packed") or {}
     if previous.get("key") == key and all(exists(f["file"]) for f in previous["files"]):
         manifest.packed = previous
@@ -156,15 +158,19 @@ def pack_set(store: ShardStore, manifest: Manifest, manifest_location: str, *,
     with store.staging_dir(folder) as local:
         # each chunk is published (uploaded, when remote) as soon as it is full
         packed = pack_litgpt(streams(), local, dtype, chunk_size=chunk_size,
-                             sep_token=sep_token,
+                             sep_token=sep_token, litdata=litdata,
                              on_chunk=lambda path: files.extend(store.publish(folder, [path])))
+    records = {f["name"]: {"file": store.location(folder, f["name"]), "bytes": f["bytes"],
+                           "sha256": f["sha256"]} for f in files}
     manifest.packed = {
         "format": "litgpt", "key": key, "folder": store.location(folder),
         "chunk_size": chunk_size, "sep_token": sep_token, "dtype": dtype,
         "chunks": packed.chunks, "tokens": packed.tokens,
         "padding_tokens": packed.padding_tokens,
-        "files": [{"file": store.location(folder, f["name"]), "bytes": f["bytes"],
-                   "sha256": f["sha256"]} for f in files]}
+        "files": [records[p.name] for p in packed.files],
+        "litdata": {"index": store.location(folder, LITDATA_INDEX),
+                    "files": [records[p.name] for p in packed.litdata_files]}
+        if litdata else None}
     return True
 
 

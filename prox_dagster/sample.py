@@ -35,6 +35,7 @@ SHARD_PREFIX = "sample-crawl"
 FORMATS = (".jsonl.gz", ".jsonl.zst", ".parquet", ".jsonl")
 JUNK_SHARE = 0.22
 LABELLED_SET = f"{SHARD_PREFIX}.labelled.jsonl"
+HELDOUT_SET = f"{SHARD_PREFIX}.heldout.jsonl"  # clean prose no crawl document holds
 
 _THEMES = [
     {
@@ -237,9 +238,11 @@ def write_sample_crawl(out_dir: str | Path, n_shards: int = 4, docs_per_shard: i
     out = Path(out_dir)
     paths = []
     labelled: list[str] = []
+    crawl_lines: set[str] = set()
     for s in range(n_shards):
         key = f"{SHARD_PREFIX}.{s:05d}"
         docs = sample_documents(docs_per_shard, seed=seed * 1000 + s, shard=key)
+        crawl_lines.update(line for d in docs for line in d.text.split("\n"))
         records = [{"id": d.id, "text": d.text, "url": d.url,
                     "crawl_date": f"2026-10-{(s % 28) + 1:02d}"} for d in docs]
         suffix = FORMATS[s % len(FORMATS)]
@@ -260,7 +263,20 @@ def write_sample_crawl(out_dir: str | Path, n_shards: int = 4, docs_per_shard: i
                                    ensure_ascii=False) + "\n" for d in docs)
         paths.append(path)
     write_text_atomic("".join(labelled), out / "labels" / LABELLED_SET)
+    write_text_atomic(heldout_jsonl(crawl_lines), out / "labels" / HELDOUT_SET)
     return paths
+
+
+def heldout_jsonl(crawl_lines: set[str]) -> str:
+    """The sample prose no crawl document holds, as clean texts (one per topic, in the pool's
+    order): what the training ablation scores its arms on by default."""
+    by_topic: dict[str, list[str]] = {}
+    for topic, paragraph in _paragraphs():
+        if paragraph not in crawl_lines:
+            by_topic.setdefault(topic, []).append(paragraph)
+    return "".join(json.dumps({"id": f"heldout-{i:04d}", "clean_text": "\n".join(texts)},
+                              ensure_ascii=False) + "\n"
+                   for i, texts in enumerate(by_topic.values()))
 
 
 def _write_raw(path: Path, suffix: str, records: list[dict], lines: list[str]) -> None:

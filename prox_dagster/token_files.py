@@ -18,7 +18,12 @@ Three formats, one per run (``FORMATS``):
     ``LITPKDS``, version ``<Q`` 1, dtype code ``<B``, chunk size ``<Q``, then exactly
     ``chunk_size`` tokens. As in TinyLlama's builder, a document runs on into the next chunk;
     only the set's last chunk is padded, with ``sep_token`` (ProX uses BOS), and kept (ProX's
-    script drops it; dropping data is not ours to decide).
+    script drops it; dropping data is not ours to decide). No package on PyPI ships
+    ``PackedDataset`` (litgpt ≥ 0.2 pretrains from litdata), so beside these chunks the same
+    stream is written as a **litdata** set (``litdata=True``): ``chunk-0-{i}.bin`` (``<I``
+    item count 1, ``<I`` begin and end byte offsets, then the chunk's tokens, the last one
+    unpadded) and ``index.json`` (``TokensLoader``, ``no_header_tensor`` of the token dtype),
+    which ``litdata.StreamingDataset`` and ``litgpt pretrain --data LitData`` read.
 
 Beside the token files of every format, ``{shard}.documents.pq`` (Parquet) lists the documents
 they hold, in order: ``id``, ``text_hash`` (64 bits of blake2b over the text) and ``n_tokens``
@@ -36,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import struct
 from collections.abc import Callable, Iterable, Iterator
@@ -61,6 +67,10 @@ DTYPE_CODES = {np.dtype(np.uint8): 1, np.dtype(np.int8): 2, np.dtype(np.int16): 
                np.dtype(np.float32): 7, np.dtype(np.uint16): 8}
 MEGATRON_MAGIC = b"MMIDIDX\x00\x00"
 LITGPT_MAGIC = b"LITPKDS"
+# litdata's torch dtype codes (litdata.constants._TORCH_DTYPES_MAPPING)
+LITDATA_DTYPES = {np.dtype(np.uint8): 11, np.dtype(np.int8): 12, np.dtype(np.int16): 13,
+                  np.dtype(np.int32): 15, np.dtype(np.int64): 17, np.dtype(np.uint16): 20}
+LITDATA_INDEX = "index.json"
 PROX_CHUNK_SIZE = 2049 * 1024  # tokens per litgpt chunk in ProX's preparation script
 HISTOGRAM_EDGES = [2 ** k for k in range(0, 21)]  # document lengths: 1, 2, 4, ... 1M tokens
 DOCUMENTS_SUFFIX = ".documents.pq"
@@ -239,20 +249,32 @@ class _StreamWriter:
 
 @dataclass
 class PackedSet:
-    """What :func:`pack_litgpt` wrote."""
+    """What :func:`pack_litgpt` wrote: the ``LITPKDS`` chunks (``files``) and, when asked, the
+    litdata chunks and their ``index.json`` (``litdata_files``, the index last)."""
 
     files: list[Path]
     chunks: int = 0
     tokens: int = 0
     padding_tokens: int = 0
+    litdata_files: list[Path] = field(default_factory=list)
+
+
+def litdata_index(chunks: list[dict], dtype: np.dtype) -> dict:
+    """litdata's ``index.json`` for chunks of tokens read with ``TokensLoader``."""
+    return {"chunks": chunks, "config": {
+        "chunk_bytes": None, "chunk_size": None, "compression": None,
+        "data_format": [f"no_header_tensor:{LITDATA_DTYPES[np.dtype(dtype)]}"],
+        "data_spec": json.dumps([1, {"type": None, "context": None, "children_spec": []}]),
+        "encryption": None, "item_loader": "TokensLoader"}, "updated_at": "0"}
 
 
 def pack_litgpt(streams: Iterable[BinaryIO], out_dir: str | os.PathLike, dtype: np.dtype, *,
                 chunk_size: int = PROX_CHUNK_SIZE, sep_token: int, prefix: str = "train",
-                block_tokens: int = 1 << 22,
+                block_tokens: int = 1 << 22, litdata: bool = False,
                 on_chunk: Callable[[Path], None] | None = None) -> PackedSet:
     """Cut the token ``streams`` (open binary files of ``dtype`` ids, read in order, a block
-    at a time) into litgpt chunk files in ``out_dir``; only the last chunk is padded.
+    at a time) into litgpt chunk files in ``out_dir``; only the last chunk is padded. With
+    ``litdata``, each chunk is also written as a litdata chunk, and ``index.json`` last.
 
     Each chunk is written atomically under its final name as soon as it is full, then handed
     to ``on_chunk``, which may move it elsewhere (an upload): a set for remote storage is never
@@ -272,11 +294,25 @@ def pack_litgpt(streams: Iterable[BinaryIO], out_dir: str | os.PathLike, dtype: 
                     + struct.pack("<Q", chunk_size))
             f.write(chunk.tobytes(order="C"))
 
-    def flush() -> None:
+    index: list[dict] = []
+
+    def write_litdata(tmp: Path, tokens: int) -> None:
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<III", 1, 12, 12 + tokens * dtype.itemsize))
+            f.write(chunk[:tokens].tobytes(order="C"))
+
+    def flush(tokens: int) -> None:
         path = write_atomic(out_dir / f"{prefix}_{result.chunks:010d}.bin", write)
         result.files.append(path)
+        done = [path]
+        if litdata:
+            name = f"chunk-0-{result.chunks}.bin"
+            done.append(write_atomic(out_dir / name, lambda tmp: write_litdata(tmp, tokens)))
+            result.litdata_files.append(done[-1])
+            index.append({"chunk_bytes": 12 + tokens * dtype.itemsize, "chunk_size": 1,
+                          "dim": tokens, "filename": name})
         result.chunks += 1
-        if on_chunk is not None:
+        for path in done if on_chunk is not None else ():
             on_chunk(path)
 
     try:
@@ -293,14 +329,20 @@ def pack_litgpt(streams: Iterable[BinaryIO], out_dir: str | os.PathLike, dtype: 
                     used += take
                     block = block[take:]
                     if used == chunk_size:
-                        flush()
+                        flush(used)
                         used = 0
         if used:
             chunk[used:] = sep_token
             result.padding_tokens = chunk_size - used
-            flush()
+            flush(used)
+        if litdata:  # last: a reader never finds an index naming a chunk not yet there
+            text = json.dumps(litdata_index(index, dtype))
+            result.litdata_files.append(write_atomic(out_dir / LITDATA_INDEX,
+                                                     lambda tmp: tmp.write_text(text)))
+            if on_chunk is not None:
+                on_chunk(result.litdata_files[-1])
     except BaseException:
-        for path in result.files:
+        for path in result.files + result.litdata_files:
             path.unlink(missing_ok=True)
         raise
     return result

@@ -13,20 +13,25 @@ def _paths(value: str) -> list[str]:
 
 class LabelledSets(dg.ConfigurableResource):
     """``evaluation`` / ``training``: labelled sets (JSONL files, or folders holding
-    ``docs.jsonl``) in the format of ``prox_dagster.evaluation``; ``model_dir``: the local folder
-    trained classifier models are written to."""
+    ``docs.jsonl``) in the format of ``prox_dagster.evaluation``; ``ablation``: held-out clean
+    texts the training ablation scores its arms on (``clean_text``, labelled content lines or
+    ``text``); ``model_dir``: the local folder trained classifier models are written to."""
 
     evaluation: list[str] = []
     training: list[str] = []
+    ablation: list[str] = []
     model_dir: str = ""
 
     @classmethod
-    def from_env(cls, default_sets: list[str], model_dir: str) -> "LabelledSets":
-        """``PROX_EVAL_SETS`` / ``PROX_TRAIN_SETS`` (paths separated by ``:`` or ``,``), else
-        ``default_sets``; ``PROX_MODEL_DIR``, else ``model_dir``."""
+    def from_env(cls, default_sets: list[str], model_dir: str,
+                 default_heldout: list[str] | None = None) -> "LabelledSets":
+        """``PROX_EVAL_SETS`` / ``PROX_TRAIN_SETS`` / ``PROX_ABLATION_SETS`` (paths separated
+        by ``:`` or ``,``), else ``default_sets`` (``default_heldout`` for the ablation);
+        ``PROX_MODEL_DIR``, else ``model_dir``."""
         env = os.environ
         return cls(evaluation=_paths(env.get("PROX_EVAL_SETS", "")) or default_sets,
                    training=_paths(env.get("PROX_TRAIN_SETS", "")) or default_sets,
+                   ablation=_paths(env.get("PROX_ABLATION_SETS", "")) or default_heldout or [],
                    model_dir=env.get("PROX_MODEL_DIR", model_dir))
 
     def load(self, which: str) -> list[LabelledSet]:

@@ -17,7 +17,9 @@ class TokenizerResource(dg.ConfigurableResource):
     else ``parquet``): ``parquet``, ``megatron`` (``.bin``/``.idx``) or ``litgpt`` (a token
     stream per shard, which ``pretraining_set`` packs across shards into ``LITPKDS`` chunks of
     ``litgpt_chunk_size`` tokens; the set's last chunk is padded with ``sep_token``, BOS when
-    negative). ``token_dtype`` ``auto`` takes the smallest that holds the vocabulary.
+    negative; with ``litdata``, the same chunks also as a litdata set, which ``litgpt pretrain
+    --data LitData`` reads). ``token_dtype`` ``auto`` takes the smallest that holds the
+    vocabulary.
     """
 
     name_or_path: str = SAMPLE_TOKENIZER
@@ -25,6 +27,7 @@ class TokenizerResource(dg.ConfigurableResource):
     token_dtype: str = "auto"
     litgpt_chunk_size: int = PROX_CHUNK_SIZE
     sep_token: int = -1
+    litdata: bool = True
     batch_size: int = 1024
 
     _identity: dict = PrivateAttr(default_factory=dict)
@@ -64,4 +67,5 @@ class TokenizerResource(dg.ConfigurableResource):
         if self.litgpt_chunk_size < 1:
             raise TokenFileError(f"litgpt_chunk_size must be positive, not "
                                  f"{self.litgpt_chunk_size}")
-        return {"chunk_size": self.litgpt_chunk_size, "sep_token": sep}
+        return {"chunk_size": self.litgpt_chunk_size, "sep_token": sep,
+                "litdata": self.litdata}

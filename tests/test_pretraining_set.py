@@ -212,6 +212,18 @@ def test_litgpt_chunks_are_packed_across_the_set_and_repacked_only_when_it_chang
     assert (data[:total] == np.concatenate(streams)).all()
     assert (data[total:] == load_tokenizer("sample").bos_token_id).all()
     assert all(f["sha256"] == sha256(f["file"]) for f in packed["files"])
+    # the same chunks as a litdata set, which litgpt pretrains from: litdata reads the stream
+    litdata = packed["litdata"]
+    assert [f["file"].rsplit("/", 1)[-1] for f in litdata["files"]] == \
+        [f"chunk-0-{i}.bin" for i in range(packed["chunks"])] + ["index.json"]
+    assert all(f["sha256"] == sha256(f["file"]) for f in litdata["files"])
+    from litdata import StreamingDataset, TokensLoader
+
+    read = StreamingDataset(packed["folder"], item_loader=TokensLoader(block_size=2048),
+                            shuffle=False)
+    assert len(read) == total // 2048  # whole blocks of every full chunk and the last one
+    assert np.concatenate([np.asarray(read[i]) for i in range(len(read))]).tolist() == \
+        np.concatenate(streams)[:len(read) * 2048].tolist()
     meta = definitions.latest_metadata(instance, "pretraining_set")
     assert meta["litgpt_chunks"] == packed["chunks"] and meta["packed_now"] is True
     assert meta["padding_tokens"] == packed["padding_tokens"]

@@ -10,7 +10,7 @@ import dagster as dg
 
 from prox_dagster.ablation import (AblationError, Arm, gold_texts, load_config, run_ablation,
                                    text_arm)
-from prox_dagster.ablation_report import ablation_markdown, svg_plot
+from prox_dagster.ablation_report import ablation_markdown, svg_data_uri, svg_plot
 from prox_dagster.evaluation import naive_text
 from prox_dagster.store import exists, filesystem, is_remote
 from prox_dagster.token_files import iter_kept_texts
@@ -133,7 +133,8 @@ def ablation(context: dg.AssetExecutionContext, config: AblationConfig,
             context.log.info(f"arms, read as {fmt} files: " + "; ".join(
                 f"{a.name}: {a.documents} documents, {a.tokens} tokens ({a.source})"
                 for a in arms))
-            result = run_ablation(arms, validation, loaded, train_config, log=context.log.info)
+            result = run_ablation(arms, validation, loaded, train_config,
+                                  tokenizer_label=tokenizer.name_or_path, log=context.log.info)
     except AblationError as exc:
         raise dg.Failure(str(exc)) from exc
     report = result.to_json()
@@ -152,7 +153,7 @@ def ablation(context: dg.AssetExecutionContext, config: AblationConfig,
         **{f"bits_per_byte/{a['name']}": a["bits_per_byte_mean"] for a in report["arms"]},
         **{f"tokens/{a['name']}": a["tokens"] for a in report["arms"]},
         "verdict": "; ".join(beats) or "no arm beats another by more than 2× the pooled std",
-        "report": dg.MetadataValue.md(ablation_markdown(report)),
+        "report": dg.MetadataValue.md(ablation_markdown(report, svg_data_uri(report))),
         "json": location_value(json_path),
         "plot": location_value(svg_path),
         "duration_s": round(result.seconds, 1),

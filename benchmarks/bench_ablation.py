@@ -13,10 +13,11 @@ from pathlib import Path
 
 from prox_dagster.ablation import load_config, run_ablation
 from prox_dagster.ablation_pages import page_arms, read_pages, split_pages
-from prox_dagster.ablation_report import ablation_markdown
+from prox_dagster.ablation_report import ablation_markdown, svg_plot
 
 WEB = Path(__file__).resolve().parents[2] / "shared" / "data" / "web"
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "ablation.md"
+PLOT = DOCS.with_name("ablation_loss.svg")
 MARKER = "<!-- generated from benchmarks/results/ablation.json by bench_ablation.write_docs -->"
 HOLDOUT = 0.2
 TOKENIZER = "sample"  # the code location's default pretraining tokenizer
@@ -40,7 +41,8 @@ def run(config: str = "cpu", fmt: str = "megatron") -> dict:
                          refiner.chunk_tokenizer(), max_tokens=refiner.max_chunk_tokens,
                          policy=resources["policy"].settings(), fmt=fmt, log=print)
         arms_seconds = time.perf_counter() - started
-        result = run_ablation(arms, validation, tokenizer, load_config(config), log=print)
+        result = run_ablation(arms, validation, tokenizer, load_config(config),
+                              tokenizer_label=TOKENIZER, log=print)
     report = result.to_json()
     seconds = time.perf_counter() - started
     by_pair = {(v["a"], v["b"]): v for v in report["verdicts"]}
@@ -72,7 +74,7 @@ def render(result: dict) -> str:
         f"per arm as a share of raw: {shares}. The whole run took "
         f"{result['total_seconds'] / 60:.1f} minutes ({result['arms_seconds']:.0f} s to build "
         f"the arms) on {result['device']}.", "",
-        ablation_markdown(result),
+        ablation_markdown(result, PLOT.name),
         f"Targets: refined beats raw: **{targets['refined_beats_raw']}**; naive beats raw: "
         f"{targets['naive_beats_raw']}; refined beats naive: {targets['refined_beats_naive']}; "
         f"naive beats refined: {targets['naive_beats_refined']}; under 15 minutes: "
@@ -81,10 +83,12 @@ def render(result: dict) -> str:
 
 
 def write_docs(result: dict) -> None:
-    """Put :func:`render`'s text between the markers of ``docs/ablation.md``."""
+    """Put :func:`render`'s text between the markers of ``docs/ablation.md``, and the plot in
+    ``docs/ablation_loss.svg``."""
     from prox_dagster.shards import write_text_atomic
 
     text = DOCS.read_text()
     head, _, rest = text.partition(MARKER)
     _, _, tail = rest.partition(MARKER)
+    write_text_atomic(svg_plot(result), PLOT)
     write_text_atomic(f"{head}{MARKER}\n{render(result)}\n{MARKER}{tail}", DOCS)

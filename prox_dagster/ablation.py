@@ -593,12 +593,14 @@ def train_run(blocks, val_blocks: np.ndarray, bytes_per_token: float,
 def validation_blocks(texts: Sequence[str], tokenizer, config: TrainConfig
                       ) -> tuple[np.ndarray, float, int]:
     """Validation texts as blocks of ``seq_len + 1`` tokens (EOS after each text, at most
-    ``max_val_tokens``), the UTF-8 bytes per predicted token, and the tokens."""
+    ``max_val_tokens``, from the texts in a fixed shuffled order, so a cut keeps texts of every
+    source rather than the first ones), the UTF-8 bytes per token, and the tokens scored."""
     backend = rust_tokenizer(tokenizer)
     eos = tokenizer.eos_token_id
     stream: list[int] = []
     nbytes = 0
-    for text in texts:
+    for position in np.random.default_rng(0).permutation(len(texts)):
+        text = texts[int(position)]
         ids = backend.encode(text, add_special_tokens=False).ids + [eos]
         stream.extend(ids)
         nbytes += len(text.encode("utf-8", "replace")) + 1
@@ -638,7 +640,8 @@ class AblationResult:
 
 
 def run_ablation(arms: Sequence[Arm], validation: Sequence[str], tokenizer,
-                 config: TrainConfig, *, log: Log = lambda _: None) -> AblationResult:
+                 config: TrainConfig, *, tokenizer_label: str | None = None,
+                 log: Log = lambda _: None) -> AblationResult:
     """Train every arm with every seed of ``config`` and score each on the validation texts,
     once they are deduplicated against every arm's training text. Every arm and the validation
     are checked before any training starts."""
@@ -683,7 +686,7 @@ def run_ablation(arms: Sequence[Arm], validation: Sequence[str], tokenizer,
                                  epochs, runs, arm.fmt))
     name = str(torch.cuda.get_device_name(device)) if device.type == "cuda" else \
         f"cpu ({torch.get_num_threads()} threads)"
-    return AblationResult(config, tokenizer_name(tokenizer), name, {
+    return AblationResult(config, tokenizer_label or tokenizer_name(tokenizer), name, {
         "documents": checked.documents, "texts_kept": len(checked.texts),
         "lines": checked.lines, "words": checked.words,
         "removed_exact": checked.removed_exact, "removed_near": checked.removed_near,

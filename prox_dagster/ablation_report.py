@@ -1,13 +1,14 @@
-"""An ablation's result (``AblationResult.to_json()``) as a table, a Markdown report with the
-validation-loss curves drawn in text (what the Dagster UI shows), and an SVG plot."""
+"""An ablation's result (``AblationResult.to_json()``) as a table, a Markdown report (what the
+Dagster UI shows, the plot inlined as a data URI) and an SVG plot of the validation-loss
+curves."""
 
 from __future__ import annotations
 
+import base64
 from html import escape
 
 from .untrusted import markdown_text
 
-MARKS = "ox+*#@%&"
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
 
 
@@ -21,7 +22,7 @@ def ablation_table(result: dict) -> tuple[str, list[str], list[list[str]]]:
                      arm["source"]])
     config = result["config"]
     title = (f"validation loss, {len(config['seeds'])} seeds per arm, "
-             f"{config['train_tokens']:,} training tokens each ({config['name']} on "
+             f"{config['train_tokens']:,} training tokens each (config {config['name']}, "
              f"{result['device']})")
     return title, ["arm", "loss (nats/token)", "bits per byte", "arm tokens", "documents",
                    "epochs", "source"], rows
@@ -35,29 +36,6 @@ def _mean_curves(result: dict) -> dict[str, list[tuple[int, float]]]:
         curves[arm["name"]] = [(step, sum(r["curve"][i][1] for r in runs) / len(runs))
                                for i, step in enumerate(steps)]
     return curves
-
-
-def text_plot(result: dict, width: int = 60, height: int = 14) -> str:
-    """The mean validation-loss curve of every arm on one character grid, one mark per arm."""
-    curves = _mean_curves(result)
-    values = [v for curve in curves.values() for _, v in curve]
-    last = max(step for curve in curves.values() for step, _ in curve)
-    low, high = min(values), max(values)
-    span = (high - low) or 1.0
-    grid = [[" "] * width for _ in range(height)]
-    for mark, curve in zip(MARKS, curves.values()):
-        for step, value in curve:
-            x = min(width - 1, round((step / last) * (width - 1)))
-            y = min(height - 1, round((high - value) / span * (height - 1)))
-            grid[y][x] = mark if grid[y][x] in (" ", mark) else "="
-    lines = []
-    for y, row in enumerate(grid):
-        label = high - span * y / (height - 1)
-        lines.append(f"{label:7.3f} |{''.join(row)}")
-    lines.append(" " * 8 + "+" + "-" * width)
-    lines.append(" " * 9 + f"step 0{' ' * (width - 12 - len(str(last)))}step {last}")
-    legend = ", ".join(f"{mark} {name}" for mark, name in zip(MARKS, curves))
-    return "\n".join(lines + [" " * 9 + legend + " (= where marks meet)"])
 
 
 def svg_plot(result: dict, width: int = 640, height: int = 360) -> str:
@@ -103,7 +81,8 @@ def verdict_lines(result: dict) -> list[str]:
     return lines
 
 
-def ablation_markdown(result: dict) -> str:
+def ablation_markdown(result: dict, image: str | None = None) -> str:
+    """The report; ``image``: where the SVG plot is (a path, or :func:`svg_data_uri`)."""
     title, headers, rows = ablation_table(result)
     validation = result["validation"]
     table = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
@@ -119,5 +98,9 @@ def ablation_markdown(result: dict) -> str:
         f"lines; {validation['removed_exact']:,} removed as in an arm's training text and "
         f"{validation['removed_near']:,} nearly ({validation['removed_share']:.1%} of the "
         f"words); {validation['tokens']:,} tokens scored.", "",
-        "Mean validation loss per arm over training:", "", "```", text_plot(result), "```",
+        *([f"![mean validation loss per arm over training]({image})"] if image else []),
     ]) + "\n"
+
+
+def svg_data_uri(result: dict) -> str:
+    return "data:image/svg+xml;base64," + base64.b64encode(svg_plot(result).encode()).decode()

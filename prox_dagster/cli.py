@@ -250,7 +250,7 @@ def cmd_train_refiner(args: argparse.Namespace) -> int:
 def cmd_ablate(args: argparse.Namespace) -> int:
     from .ablation import AblationError, gold_texts, load_config, run_ablation
     from .ablation_pages import page_arms, read_pages, split_pages
-    from .ablation_report import ablation_markdown, ablation_table
+    from .ablation_report import ablation_markdown, ablation_table, svg_plot
     from .refiners.classifier import ClassifierModelError
     from .tokenization import load_tokenizer
 
@@ -282,20 +282,22 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                                  log=lambda m: status.update(m))
             with console.status("training") as status:
                 result = run_ablation(arms, validation, tokenizer, config,
+                                      tokenizer_label=args.tokenizer,
                                       log=lambda m: status.update(m))
         except AblationError as exc:
             console.print(f"[red]{exc}")
             return 2
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(json.dumps(result.to_json(), indent=1), out / "ablation.json")
-    write_text_atomic(ablation_markdown(result.to_json()), out / "ablation.md")
+    write_text_atomic(svg_plot(result.to_json()), out / "ablation.svg")
+    write_text_atomic(ablation_markdown(result.to_json(), "ablation.svg"), out / "ablation.md")
     title, headers, rows = ablation_table(result.to_json())
     console.print(_fitted_table(title, headers, rows, left=2, room=console.width))
     for verdict in result.to_json()["verdicts"]:
         if verdict["beats"]:
             console.print(f"{verdict['a']} beats {verdict['b']} (loss lower by "
                           f"{verdict['gap']:.4f} > 2 × pooled std {verdict['pooled_std']:.4f})")
-    console.print(f"wrote {out / 'ablation.json'} and {out / 'ablation.md'}")
+    console.print(f"wrote ablation.json, ablation.md and ablation.svg in {out}")
     return 0
 
 

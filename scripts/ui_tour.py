@@ -151,7 +151,7 @@ CLICK_AND_READ = """(async () => {
     const found = test(); if (found) return found; await new Promise(r => setTimeout(r, 200)); } };
   // the last tab with that label: a check's own tabs come after the asset's (none: read only)
   if (TAB !== null) {
-    const tab = await until(() => [...document.querySelectorAll('button, [role=tab], a')]
+    const tab = await until(() => [...document.querySelectorAll(SELECTOR)]
       .filter(e => e.textContent.trim() === TAB).slice(COUNT - 1)[0]);
     if (!tab) return 'no tab ' + TAB;
     tab.click();
@@ -165,9 +165,11 @@ CLICK_AND_READ = """(async () => {
 
 
 def click_and_read(url: str, tab: str | None, wait_for: str, shot: Path | None = None,
-                   height: int = 950, count: int = 1) -> str:
+                   height: int = 950, count: int = 1,
+                   selector: str = "button, [role=tab], a") -> str:
     """Open ``url`` in headless Chromium, click the ``count``-th tab labelled ``tab`` as a user
-    would (once that many show; None: click nothing), and return the page's text once
+    would (once that many show; 0: the last, the innermost of nested ones; None: click
+    nothing), among the elements ``selector`` matches, and return the page's text once
     ``wait_for`` shows (and a screenshot to ``shot``), driven over the DevTools protocol."""
     import base64
 
@@ -200,7 +202,8 @@ def click_and_read(url: str, tab: str | None, wait_for: str, shot: Path | None =
                             raise RuntimeError(f"{method}: {reply['error']}")
                         return reply["result"]
 
-            script = CLICK_AND_READ.replace("TAB", json.dumps(tab)).replace(
+            script = CLICK_AND_READ.replace("SELECTOR", json.dumps(selector)).replace(
+                "TAB", json.dumps(tab)).replace(
                 "WAIT_FOR", json.dumps(wait_for)).replace("COUNT", str(count))
             for attempt in range(10):  # the app may still be navigating (redirects) at first
                 try:
@@ -337,9 +340,15 @@ def tour(out: Path, shards: int, shards_per_run: int, screenshots: bool = True) 
         # the classifier trained from the UI with its trade-off set in the launchpad's config
         training = materialize_from_ui(url, location["name"], "classifier_model", {
             "ops": {"classifier_model": {"config": {"preset": "precision"}}}})
+        # does refining help? the pre-training set, then the training ablation on it (the
+        # test suite's tiny model), launched from the UI's API with its config
+        pretraining = materialize_from_ui(url, location["name"], "pretraining_set")
+        ablation = materialize_from_ui(url, location["name"], "ablation", {
+            "ops": {"ablation": {"config": {"config": "tiny"}}}})
         check_partitions = check_statuses(url)
         shots = {}
         check_text = ""
+        ablation_text = ablation_report = ""
         if screenshots:
             out.mkdir(parents=True, exist_ok=True)
             check_text = click_and_read(
@@ -358,6 +367,14 @@ def tour(out: Path, shards: int, shards_per_run: int, screenshots: bool = True) 
             shots = {name: str(screenshot(page, out / f"{name}.png"))
                      for name, page in pages.items()}
             shots["check_partitions"] = str(out / "check_partitions.png")
+            ablation_text = click_and_read(f"{url}/assets/ablation", None, "val_loss/refined",
+                                           out / "ablation.png", height=1300)
+            shots["ablation"] = str(out / "ablation.png")
+            # its report, opened as a user opens it: the table, the verdicts, the curves
+            ablation_report = click_and_read(f"{url}/assets/ablation", "[Show Markdown]",
+                                             "Verdicts", out / "ablation_report.png",
+                                             height=1300, count=0, selector="*")
+            shots["ablation_report"] = str(out / "ablation_report.png")
             # tall enough to reach the refinement preview below the shard's numbers
             shots["refinement_preview"] = str(screenshot(
                 pages["partition_metadata"], out / "refinement_preview.png", height=1300))
@@ -369,6 +386,9 @@ def tour(out: Path, shards: int, shards_per_run: int, screenshots: bool = True) 
                                  "dagster/asset_partition_range_end")]} for r in runs],
                    "materialized": materialized, "screenshots": shots,
                    "evaluation": evaluation, "training": training,
+                   "pretraining": pretraining, "ablation": ablation,
+                   "ablation_page_text": ablation_text,
+                   "ablation_report_text": ablation_report,
                    "check_partitions": check_partitions, "check_page_text": check_text,
                    "log": str(work / "dagster_dev.log")}
 

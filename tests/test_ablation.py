@@ -12,7 +12,7 @@ from prox_dagster import definitions
 from prox_dagster.ablation import (CONFIGS, AblationError, ArmResult, SeedRun, blocks_of,
                                    deduplicated_validation, gold_text, load_config, run_ablation,
                                    schedule, text_arm, verdicts)
-from prox_dagster.ablation_report import ablation_markdown, svg_plot, text_plot
+from prox_dagster.ablation_report import ablation_markdown, svg_plot
 from prox_dagster.sample import sample_documents, write_sample_crawl
 from prox_dagster.tokenization import rust_tokenizer
 
@@ -170,9 +170,11 @@ def test_tiny_ablation_trains_every_arm_and_seed_through_the_readers(tmp_path, s
     # the same seed, arm and data give the same loss again
     again = run_ablation([raw, clean], validation, sample_tokenizer, config)
     assert again.to_json()["arms"][0]["val_loss_mean"] == report["arms"][0]["val_loss_mean"]
-    markdown = ablation_markdown(report)
-    assert "| raw |" in markdown and "| clean |" in markdown and "o raw, x clean" in markdown
-    assert "<polyline" in svg_plot(report) and text_plot(report).count("\n") > 10
+    markdown = ablation_markdown(report, "plot.svg")
+    assert "| raw |" in markdown and "| clean |" in markdown and "](plot.svg)" in markdown
+    # one line per arm, through one point per evaluation
+    svg = svg_plot(report)
+    assert svg.count("<polyline") == 2 and svg.count(",", svg.index("points=")) >= config.evals
 
 
 @pytest.mark.lm
@@ -203,6 +205,7 @@ def test_the_ablation_asset_compares_the_sets_arms_in_the_ui_metadata(tmp_path, 
     assert [a["name"] for a in saved["arms"]] == ["raw", "refined", "naive"]
     assert saved["validation"]["documents"] > 0
     assert "| refined |" in meta["report"]
+    assert "data:image/svg+xml;base64," in meta["report"] and meta["plot"].endswith(".svg")
 
     # validation text that every arm trains on is refused, before any training
     raw_labels = str(data / "labels" / "sample-crawl.labelled.jsonl")

@@ -110,7 +110,7 @@ def test_assets_and_pools_as_operators_see_them(crawl):
     assert keys == {"raw_crawl_file", "raw_shard", "doc_refined_shard", "chunked_shard",
                     "chunk_refined_shard",
                     "clean_shard", "tokenized_shard", "pretraining_set", "lineage_audit",
-                    "refiner_evaluation", "classifier_model"}
+                    "refiner_evaluation", "classifier_model", "ablation"}
     version = RefinerResource().version
     for name in ("doc_refined_shard", "chunk_refined_shard"):
         node = graph.get(dg.AssetKey(name))

@@ -41,6 +41,22 @@ def test_a_backfill_from_the_ui_runs_in_batches_and_shows_its_partitions(tmp_pat
     shown = training["metadata"]
     assert shown["preset"] == "precision" and shown["sha256"][:12] in shown["path"]
     assert "One training set: no set was held out" in shown["operating_points"]
+    # the training ablation on the pre-training set, launched from the UI's API: its table,
+    # verdicts and curves as the browser renders them on the asset's page
+    assert summary["pretraining"]["status"] == "SUCCESS"
+    ablation = summary["ablation"]
+    assert ablation["status"] == "SUCCESS"
+    shown = ablation["metadata"]
+    assert shown["config"] == "tiny" and shown["read_as"] == "megatron"
+    assert shown["refiner_version"].startswith("classifier:classifier-web-v7@")
+    assert shown["tokens/raw"] > shown["tokens/refined"] > 0
+    page = summary["ablation_page_text"]
+    for arm in ("raw", "refined", "naive"):
+        assert f"val_loss/{arm}" in page, arm
+    # the report a user opens with [Show Markdown]: the table of arms and the verdicts
+    report = summary["ablation_report_text"]
+    assert "3 seeds per arm, 1,024 training tokens each (config tiny" in report
+    assert "Verdicts" in report and "\nrefined\t" in report and "\nnaive\t" in report
     # every shard check's Partitions tab: each shard Passed, none Missing (asked of the UI's API)
     assert len(summary["check_partitions"]) == 14  # 6 stages' `current` among them
     for check, shown in summary["check_partitions"].items():

@@ -10,6 +10,7 @@ import dagster as dg
 
 from prox_dagster.ablation import (AblationError, Arm, gold_texts, load_config, run_ablation,
                                    text_arm)
+from prox_dagster.ablation_pages import jsonl_arm, parse_arm
 from prox_dagster.ablation_report import ablation_markdown, svg_data_uri, svg_plot
 from prox_dagster.evaluation import naive_text
 from prox_dagster.store import exists, filesystem, is_remote
@@ -24,11 +25,13 @@ class AblationConfig(dg.Config):
     """``config``: ``tiny``, ``cpu`` (all arms in minutes on 2 cores), ``gpu``, or a JSON file
     of ``TrainConfig`` fields. ``seeds``: at least 3 (empty: the config's). ``validation``:
     JSONL files of held-out clean text (empty: the labelled_sets resource's ``ablation`` sets,
-    ``PROX_ABLATION_SETS``)."""
+    ``PROX_ABLATION_SETS``). ``arms``: further arms, ``NAME=PATH`` of a JSONL file of documents
+    with ``text`` in the raw shards' order (another refiner's output, an older set's text)."""
 
     config: str = "cpu"
     seeds: list[int] = []
     validation: list[str] = []
+    arms: list[str] = []
 
 
 def _local(location: str, work: Path) -> str:
@@ -95,7 +98,8 @@ def ablation(context: dg.AssetExecutionContext, config: AblationConfig,
              labelled_sets: LabelledSets) -> dg.MaterializeResult:
     """The same small Llama trained from scratch, with the same seeds and the same token
     budget, on three arms built from the pre-training set's shards: `raw` (their raw text),
-    `naive` (the naive line filter's output) and `refined` (the set itself). Each arm's token
+    `naive` (the naive line filter's output) and `refined` (the set itself), and any further
+    arms the run config names (`arms`: NAME=PATH of a JSONL of documents). Each arm's token
     files are read for training by the trainers' own libraries: megatron-core's
     `IndexedDataset` (a Megatron set, or a parquet set tokenized again), litdata's
     `StreamingDataset` (a litgpt set's litdata chunks). Reported: validation
@@ -130,6 +134,8 @@ def ablation(context: dg.AssetExecutionContext, config: AblationConfig,
                     _refined_arm(store, manifest, loaded, Path(work), fmt, context.log.info),
                     text_arm("naive", naive, work, loaded, "naive line filter", fmt=fmt,
                              **chunk)]
+            arms += [jsonl_arm(*parse_arm(spec), work, loaded, fmt=fmt, **chunk)
+                     for spec in config.arms]
             context.log.info(f"arms, read as {fmt} files: " + "; ".join(
                 f"{a.name}: {a.documents} documents, {a.tokens} tokens ({a.source})"
                 for a in arms))

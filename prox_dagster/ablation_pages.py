@@ -19,6 +19,9 @@ from .execute import ExecutionPolicy
 from .local_files import NotRegularFile, open_regular
 
 
+BUILT_IN = ("raw", "refined", "naive")
+
+
 @dataclass
 class Page:
     id: str
@@ -93,3 +96,25 @@ def page_arms(pages: Sequence[Page], out_dir: str | os.PathLike, tokenizer, refi
     refined = text_arm("refined", zip(kept["id"], kept["text"]), out_dir, tokenizer,
                        refiner.version, fmt=fmt)
     return [raw, refined, naive]
+
+
+def jsonl_arm(name: str, path: str | os.PathLike, out_dir: str | os.PathLike, tokenizer, *,
+              fmt: str = "megatron", **chunk) -> Arm:
+    """A further arm from a JSONL file (or a folder's ``docs.jsonl``) of documents with
+    ``text``, in their order: another refiner's output, another tool's, an older set's text.
+    Its name may not be one of the built-in arms'."""
+    if name in BUILT_IN or not name.replace("_", "").replace("-", "").isalnum():
+        raise AblationError(f"arm name {name!r}: letters, digits, - and _, and none of "
+                            f"{BUILT_IN}")
+    pages = read_pages(path)
+    return text_arm(name, ((p.id, p.text) for p in pages), out_dir, tokenizer, str(path),
+                    fmt=fmt, **chunk)
+
+
+def parse_arm(spec: str) -> tuple[str, str]:
+    """``NAME=PATH``, as ``--arm`` and the asset's ``arms`` config name a further arm."""
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise AblationError(f"arm {spec!r}: expected NAME=PATH (a JSONL file of documents "
+                            "with 'text')")
+    return name, path

@@ -249,7 +249,7 @@ def cmd_train_refiner(args: argparse.Namespace) -> int:
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     from .ablation import AblationError, gold_texts, load_config, run_ablation
-    from .ablation_pages import page_arms, read_pages, split_pages
+    from .ablation_pages import jsonl_arm, page_arms, parse_arm, read_pages, split_pages
     from .ablation_report import ablation_markdown, ablation_table, svg_plot
     from .refiners.classifier import ClassifierModelError
     from .tokenization import load_tokenizer
@@ -264,6 +264,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
             validation = [text for path in args.validation for text in gold_texts(path)]
         else:
             train, validation = split_pages(pages, args.holdout)
+        extra = [parse_arm(spec) for spec in args.arm or []]
         from . import definitions
 
         resources = definitions.build_definitions().resources
@@ -280,6 +281,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                                  max_tokens=refiner.max_chunk_tokens,
                                  policy=resources["policy"].settings(), fmt=args.format,
                                  log=lambda m: status.update(m))
+                arms += [jsonl_arm(name, path, work, tokenizer, fmt=args.format)
+                         for name, path in extra]
             with console.status("training") as status:
                 result = run_ablation(arms, validation, tokenizer, config,
                                       tokenizer_label=args.tokenizer,
@@ -410,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
     ablate.add_argument("--seeds", help="comma-separated seeds, at least 3 (default: the config's)")
     ablate.add_argument("--tokenizer", default=os.environ.get("PROX_TOKENIZER", "sample"),
                         help="the pre-training tokenizer (PROX_TOKENIZER)")
+    ablate.add_argument("--arm", action="append", metavar="NAME=JSONL",
+                        help="a further arm: a JSONL of documents with 'text', in the pages' "
+                             "order (another refiner's output); repeatable")
     ablate.add_argument("--format", choices=["megatron", "litgpt"], default="megatron",
                         help="the arms' token files, read by megatron-core or by litdata "
                              "(litgpt) (default %(default)s)")

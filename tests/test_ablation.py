@@ -12,6 +12,7 @@ from prox_dagster import definitions
 from prox_dagster.ablation import (CONFIGS, AblationError, ArmResult, SeedRun, blocks_of,
                                    deduplicated_validation, gold_text, load_config, run_ablation,
                                    schedule, text_arm, verdicts)
+from prox_dagster.ablation_pages import jsonl_arm, parse_arm
 from prox_dagster.ablation_report import ablation_markdown, svg_plot
 from prox_dagster.sample import sample_documents, write_sample_crawl
 from prox_dagster.tokenization import rust_tokenizer
@@ -124,6 +125,18 @@ def test_an_arm_beats_another_only_beyond_twice_the_pooled_std():
     assert not by_pair["raw", "refined"]["beats"]
 
 
+def test_a_further_arm_is_named_and_read_from_jsonl(tmp_path, sample_tokenizer):
+    path = tmp_path / "other.jsonl"
+    path.write_text("".join(json.dumps({"id": str(i), "text": t}) + "\n"
+                            for i, t in enumerate(TEXTS)))
+    arm = jsonl_arm(*parse_arm(f"other-refiner={path}"), tmp_path, sample_tokenizer)
+    assert (arm.name, arm.documents, arm.source) == ("other-refiner", len(TEXTS), str(path))
+    with pytest.raises(AblationError, match="expected NAME=PATH"):
+        parse_arm("other.jsonl")
+    with pytest.raises(AblationError, match="none of"):
+        jsonl_arm("raw", path, tmp_path, sample_tokenizer)
+
+
 def test_configs_need_three_seeds_and_sane_sizes(tmp_path):
     with pytest.raises(AblationError, match="at least 3 distinct seeds"):
         load_config("tiny", seeds=(0, 1))
@@ -140,6 +153,7 @@ def test_configs_need_three_seeds_and_sane_sizes(tmp_path):
 
 
 @pytest.mark.lm
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["megatron", "litgpt"])
 def test_tiny_ablation_trains_every_arm_and_seed_through_the_readers(tmp_path, sample_tokenizer,
                                                                      fmt):
@@ -178,6 +192,7 @@ def test_tiny_ablation_trains_every_arm_and_seed_through_the_readers(tmp_path, s
 
 
 @pytest.mark.lm
+@pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.parametrize("fmt", ["megatron", "litgpt"])
 def test_the_ablation_asset_compares_the_sets_arms_in_the_ui_metadata(tmp_path, instance, fmt):
@@ -189,10 +204,16 @@ def test_the_ablation_asset_compares_the_sets_arms_in_the_ui_metadata(tmp_path, 
     assert definitions.materialize_shards(defs, instance, "sample-crawl.00000",
                                           "sample-crawl.00001", token_files=megatron).success
     assert definitions.materialize_pretraining_set(defs, instance, token_files=megatron).success
+    # a further arm: the crawl's labelled main content, as another refiner might have left it
+    gold = tmp_path / "gold.jsonl"
+    records = [json.loads(line) for line in
+               (data / "labels" / "sample-crawl.labelled.jsonl").read_text().splitlines()]
+    gold.write_text("".join(json.dumps({"id": r["id"], "text": gold_text(r) or ""}) + "\n"
+                            for r in records))
     job = defs.resolve_job_def("ablation_job")
     result = job.execute_in_process(instance=instance, raise_on_error=False, run_config={
         **definitions.run_config(True, megatron),
-        "ops": {"ablation": {"config": {"config": "tiny"}}}})
+        "ops": {"ablation": {"config": {"config": "tiny", "arms": [f"gold={gold}"]}}}})
     assert result.success
     meta = definitions.latest_metadata(instance, "ablation")
     manifest = json.loads((data / "pretraining_set" / "manifest.json").read_text())
@@ -202,7 +223,8 @@ def test_the_ablation_asset_compares_the_sets_arms_in_the_ui_metadata(tmp_path, 
     assert {"val_loss/raw", "val_loss/refined", "val_loss/naive"} <= set(meta)
     assert meta["refiner_version"] == manifest["shards"][0]["refiner_versions"][0]
     saved = json.loads(open(meta["json"]).read())
-    assert [a["name"] for a in saved["arms"]] == ["raw", "refined", "naive"]
+    assert [a["name"] for a in saved["arms"]] == ["raw", "refined", "naive", "gold"]
+    assert 0 < meta["tokens/gold"] < meta["tokens/raw"]
     assert saved["validation"]["documents"] > 0
     assert "| refined |" in meta["report"]
     assert "data:image/svg+xml;base64," in meta["report"] and meta["plot"].endswith(".svg")

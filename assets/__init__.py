@@ -4,7 +4,7 @@ import dagster as dg
 
 from prox_dagster.fingerprint import StageSettings
 
-from .ablation import ablation
+from .ablation import build_ablation
 from .audit import build_lineage_audit
 from .chunk import build_chunked_shard
 from .clean import build_clean_shard
@@ -43,7 +43,7 @@ def build_assets(expected: dict[str, StageSettings], token_format: str,
         build_lineage_audit(),
         build_refiner_evaluation(evaluation_version),
         classifier_model,
-        ablation,
+        build_ablation(expected),
     ]
 
 

@@ -2,6 +2,7 @@
 refined text of the pre-training set's shards, scored on held-out clean text
 (``prox_dagster.ablation``)."""
 
+import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -92,7 +93,21 @@ def _refined_arm(store, manifest: dict, tokenizer, work: Path, fmt: str, log) ->
     return arm
 
 
-@dg.asset(deps=["pretraining_set"], group_name="quality", kinds={"pytorch", "json"})
+def ablation_version(expected: dict) -> str:
+    """The refiner version, then a digest of every shard stage's code version: what makes the
+    arms (the refiner, the policy, the chunk and token settings). A code location loading
+    another refiner shows the ablation stale, and each version gets its own materialization."""
+    stages = sorted(expected)
+    digest = hashlib.sha256("|".join(expected[s].code_version for s in stages).encode())
+    refiner = expected["doc_refined_shard"].code_version.split("|", 1)[0]
+    return f"{refiner}|ablation@{digest.hexdigest()[:12]}"
+
+
+def build_ablation(expected: dict) -> dg.AssetsDefinition:
+    return dg.asset(deps=["pretraining_set"], group_name="quality", kinds={"pytorch", "json"},
+                    code_version=ablation_version(expected))(ablation)
+
+
 def ablation(context: dg.AssetExecutionContext, config: AblationConfig,
              storage: ShardStorage, tokenizer: TokenizerResource, policy: ProgramPolicy,
              labelled_sets: LabelledSets) -> dg.MaterializeResult:

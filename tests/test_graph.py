@@ -116,6 +116,8 @@ def test_assets_and_pools_as_operators_see_them(crawl):
         node = graph.get(dg.AssetKey(name))
         assert node.code_version.startswith(f"{version}|{name}.")
         assert node.assets_def.op.pool is None  # a CPU refiner claims no GPU
+    # the training ablation is the refiner's result: another refiner shows it stale
+    assert graph.get(dg.AssetKey("ablation")).code_version.startswith(f"{version}|ablation@")
     # a GPU refiner's steps share the `gpu` pool; its hub model is not asked for a commit
     # while the code location loads (HF_HUB_OFFLINE, nothing cached: unresolved until a step)
     gpu = definitions.build_definitions(data_dir=crawl, refiner=RefinerResource(

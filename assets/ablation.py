@@ -9,9 +9,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from prox_dagster.ablation import (AblationError, Arm, gold_texts, load_config, run_ablation,
-                                   text_arm)
-from prox_dagster.ablation_pages import jsonl_arm, parse_arm
+from prox_dagster.ablation import AblationError, Arm, load_config, run_ablation, text_arm
+from prox_dagster.ablation_pages import gold_texts, jsonl_arm, parse_arm
 from prox_dagster.ablation_report import ablation_markdown, svg_data_uri, svg_plot
 from prox_dagster.evaluation import naive_text
 from prox_dagster.store import exists, filesystem, is_remote
@@ -137,12 +136,12 @@ def ablation(context: dg.AssetExecutionContext, config: AblationConfig,
                                 "files with clean_text, labelled lines or text")
         loaded = tokenizer.get()
         with tempfile.TemporaryDirectory(prefix="prox-ablation-") as work:
-            raw, naive = [], []
+            raw, naive, settings = [], [], policy.settings()
             for entry in manifest["shards"]:
                 frame = store.read("raw_shard", entry["shard"], ["id", "text"])
                 for doc_id, text in zip(frame["id"], frame["text"]):
                     raw.append((doc_id, text))
-                    naive.append((doc_id, naive_text(text or "", policy.settings())))
+                    naive.append((doc_id, naive_text(text or "", settings)))
             fmt = _reader_format(manifest)
             chunk = {"chunk_size": manifest["packed"]["chunk_size"]} if fmt == "litgpt" else {}
             arms = [text_arm("raw", raw, work, loaded, "raw text", fmt=fmt, **chunk),

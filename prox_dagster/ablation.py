@@ -397,33 +397,10 @@ def deduplicated_validation(texts: Sequence[str], training: Iterable[str],
     return result
 
 
-def gold_texts(path: str | os.PathLike, *, limit: int | None = None) -> list[str]:
-    """Clean text from a JSONL file (or a folder's ``docs.jsonl``): a record's ``clean_text``;
-    else its content lines by ``line_labels`` / ``line_labels_derived`` (``M`` or ``1``); else,
-    for a record with no label at all, its ``text``. Others (a document label only) give none."""
-    file = Path(path) / "docs.jsonl" if Path(path).is_dir() else Path(path)
-    texts = []
-    try:
-        handle = open(file, encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise AblationError(f"validation set {str(path)!r}: {exc.strerror or exc}") from None
-    with handle:
-        for raw in handle:
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError:
-                continue
-            if not isinstance(record, dict):
-                continue
-            text = gold_text(record)
-            if text:
-                texts.append(text)
-                if limit and len(texts) >= limit:
-                    break
-    return texts
-
-
 def gold_text(record: dict) -> str | None:
+    """A record's clean text: ``clean_text``; else its content lines by ``line_labels`` /
+    ``line_labels_derived`` (``M`` or ``1``); else, for a record with no label at all, its
+    ``text``. Others (a document label only) give none."""
     clean = record.get("clean_text")
     if isinstance(clean, str) and clean.strip():
         return clean

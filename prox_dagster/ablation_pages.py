@@ -29,30 +29,43 @@ class Page:
     gold: str | None   # gold main-content text, when the record carries one
 
 
-def read_pages(path: str | os.PathLike) -> list[Page]:
-    """Every record with a string ``text`` of a JSONL file (or a folder's ``docs.jsonl``), in
-    order; ids made unique with the set's name."""
+def _records(path: str | os.PathLike, what: str):
+    """(line number, record) of every JSON object of a JSONL file (or a folder's
+    ``docs.jsonl``, which may link only within the folder); unreadable lines are skipped."""
     path = Path(path)
     file = path / "docs.jsonl" if path.is_dir() else path
-    name = path.name if path.is_dir() else file.stem
     try:
-        binary = open_regular(file, "pages", follow_links=True,
+        binary = open_regular(file, what, follow_links=True,
                               inside=path if path.is_dir() else None)
     except (FileNotFoundError, NotRegularFile) as exc:
-        raise AblationError(f"pages {str(path)!r}: {exc}") from None
-    pages = []
+        raise AblationError(f"{what} {str(path)!r}: {exc}") from None
     with binary:
         for number, raw in enumerate(binary, 1):
             try:
                 record = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError):
                 continue
-            if isinstance(record, dict) and isinstance(record.get("text"), str):
-                pages.append(Page(f"{name}/{record.get('id') or number}", record["text"],
-                                  gold_text(record) if _has_gold(record) else None))
+            if isinstance(record, dict):
+                yield number, record
+
+
+def read_pages(path: str | os.PathLike) -> list[Page]:
+    """Every record with a string ``text`` of a JSONL file (or a folder's ``docs.jsonl``), in
+    order; ids made unique with the set's name."""
+    name = Path(path).name if Path(path).is_dir() else Path(path).stem
+    pages = [Page(f"{name}/{record.get('id') or number}", record["text"],
+                  gold_text(record) if _has_gold(record) else None)
+             for number, record in _records(path, "pages")
+             if isinstance(record.get("text"), str)]
     if not pages:
         raise AblationError(f"pages {str(path)!r}: no record with a string 'text'")
     return pages
+
+
+def gold_texts(path: str | os.PathLike) -> list[str]:
+    """The clean text of every record of a JSONL file (:func:`gold_text`)."""
+    return [text for _, record in _records(path, "validation set")
+            if (text := gold_text(record))]
 
 
 def _has_gold(record: dict) -> bool:

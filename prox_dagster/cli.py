@@ -248,8 +248,9 @@ def cmd_train_refiner(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from .ablation import AblationError, gold_texts, load_config, run_ablation
-    from .ablation_pages import jsonl_arm, page_arms, parse_arm, read_pages, split_pages
+    from .ablation import AblationError, load_config, run_ablation
+    from .ablation_pages import (gold_texts, jsonl_arm, page_arms, parse_arm, read_pages,
+                                 split_pages)
     from .ablation_report import ablation_markdown, ablation_table, svg_plot
     from .refiners.classifier import ClassifierModelError
     from .tokenization import load_tokenizer

@@ -53,7 +53,7 @@ test-fast: install  ## without the slow, language-model and UI tests
 # location module in a flat layout, configured by workspace.yaml), so the one notice that says
 # `dg dev` supersedes it is filtered, by its message, for this command only
 dev: install  ## the demo's instance and data in the Dagster UI (http://127.0.0.1:3000)
-	mkdir -p $(DAGSTER_HOME) && cp -n deploy/local/dagster.yaml $(DAGSTER_HOME)/ || true
+	mkdir -p $(DAGSTER_HOME) && ln -sf $(CURDIR)/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -W 'ignore:Function `dev_command` is superseded:FutureWarning' \
 		-m dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 

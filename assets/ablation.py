@@ -15,7 +15,7 @@ from prox_dagster.ablation_report import ablation_markdown, svg_data_uri, svg_pl
 from prox_dagster.evaluation import naive_text
 from prox_dagster.store import exists, filesystem, is_remote
 from prox_dagster.token_files import iter_kept_texts
-from resources import LabelledSets, ProgramPolicy, ShardStorage, TokenizerResource
+from prox_dagster.resources import LabelledSets, ProgramPolicy, ShardStorage, TokenizerResource
 
 from .common import location_value
 from .quality import version_slug

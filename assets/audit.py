@@ -15,12 +15,13 @@ from prox_dagster import fingerprint
 from prox_dagster.fingerprint import StageSettings
 from prox_dagster.leases import run_alive
 from prox_dagster.catalog import Catalog, Evaluation
-from prox_dagster.lineage import AUDIT_COLUMNS, REFINED, audit_csv, with_run
+from prox_dagster.lineage import AUDIT_COLUMNS, audit_csv, with_run
+from prox_dagster.stages import REFINERS
 from prox_dagster.store import ShardStore
 from prox_dagster.untrusted import markdown_text
-from resources import (CheckThresholds, ProgramPolicy, RawSource, RefinerResource, ShardStorage,
-                       TokenizerResource)
-from resources.settings import settings_values
+from prox_dagster.resources import (CheckThresholds, ProgramPolicy, RawSource, RefinerResource,
+                                    ShardStorage, TokenizerResource)
+from prox_dagster.resources.settings import settings_values
 
 from .common import (CURRENT_CHECK, IN_FLIGHT, OWNERS, latest_materializations,
                      location_value)
@@ -154,7 +155,7 @@ STATUSES = ("current", "stale", "missing", "failed", "running")
 def build_lineage_audit() -> dg.AssetsDefinition:
     @dg.asset(
         deps=[dg.AssetDep(asset, partition_mapping=dg.AllPartitionMapping())
-              for asset in (*REFINED.values(), "tokenized_shard")],
+              for asset in (*REFINERS.values(), "tokenized_shard")],
         group_name="audit", kinds={"json", "csv"}, owners=OWNERS,
     )
     def lineage_audit(context: dg.AssetExecutionContext, storage: ShardStorage,
@@ -180,7 +181,7 @@ def build_lineage_audit() -> dg.AssetsDefinition:
         store.write_text(audit_csv(rows), "audit", "lineage.csv")
         counts = {status: sum(1 for row in rows if row["status"] == status)
                   for status in STATUSES}
-        seen = sorted({row[f"{level}_refiner_version"] for row in rows for level in REFINED}
+        seen = sorted({row[f"{level}_refiner_version"] for row in rows for level in REFINERS}
                       - {None})
         return dg.MaterializeResult(metadata={
             "shards": len(rows),

@@ -6,14 +6,15 @@ from prox_dagster.fingerprint import StageSettings
 from prox_dagster.pipeline import chunk_stream
 from prox_dagster.shards import SCHEMAS
 from prox_dagster.tokenization import tokenizer_name
-from resources import CheckThresholds, RefinerResource, ShardStorage
-from resources.settings import stage_settings_of
+from prox_dagster.stages import upstream
+from prox_dagster.resources import CheckThresholds, RefinerResource, ShardStorage
+from prox_dagster.resources.settings import stage_settings_of
 
 from .common import ShardJob, ShardOutput, run_shards, shard_asset_settings, shard_checks, streamed
 
 
 def build_chunked_shard(expected: StageSettings, shards_per_run: int) -> dg.AssetsDefinition:
-    @dg.asset(deps=["doc_refined_shard"],
+    @dg.asset(deps=upstream("chunked_shard"),
               **shard_asset_settings("chunked_shard", "refine", shards_per_run,
                                      expected.code_version),
               check_specs=shard_checks("chunked_shard", {}))

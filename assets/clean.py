@@ -7,8 +7,9 @@ import dagster as dg
 from prox_dagster.fingerprint import StageSettings
 from prox_dagster.outputs import stale_upstream
 from prox_dagster.pipeline import execute_stream
-from resources import (CheckThresholds, ProgramPolicy, RefinerResource, ShardStorage,
-                       TokenizerResource)
+from prox_dagster.stages import upstream
+from prox_dagster.resources import (CheckThresholds, ProgramPolicy, RefinerResource, ShardStorage,
+                                    TokenizerResource)
 
 from .audit import expected_of
 from .common import ShardJob, ShardOutput, run_shards, shard_asset_settings, shard_checks, streamed
@@ -24,7 +25,7 @@ CHECKS = {
 
 def build_clean_shard(expected: StageSettings, shards_per_run: int = 1) -> dg.AssetsDefinition:
     @dg.asset(
-        deps=["doc_refined_shard", "chunk_refined_shard"],
+        deps=upstream("clean_shard"),
         **shard_asset_settings("clean_shard", "refine", shards_per_run,
                                expected.code_version),
         check_specs=shard_checks("clean_shard", CHECKS),

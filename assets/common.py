@@ -22,6 +22,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData)
 
 from prox_dagster import fingerprint as fp
+from prox_dagster.stages import RAW_INPUT
 from prox_dagster import outputs
 from prox_dagster.checkpoints import BatchCheckpoints
 from prox_dagster.leases import run_heartbeat
@@ -29,8 +30,7 @@ from prox_dagster.outputs import RawFile, Staging
 from prox_dagster.quality import CheckOutcome, Thresholds, judge
 from prox_dagster.shards import ShardError
 from prox_dagster.store import is_remote
-from prox_dagster.untrusted import markdown_text
-from resources import ShardStorage
+from prox_dagster.resources import ShardStorage
 
 from .partitions import shards_partitions_def
 
@@ -235,7 +235,7 @@ def _leased_shard(context, store, asset, shard, expected, limits, work, raw, rec
                 "checks": checks, "extra": _json(output.extra)}
             if raw is not None:
                 data["raw_file"] = {"location": raw.location, "version": raw.version,
-                                    "content_id": status.inputs[fp.RAW_INPUT]}
+                                    "content_id": status.inputs[RAW_INPUT]}
             lease.check()
             record = staged.commit(data, passed)
         if output.written:
@@ -304,11 +304,9 @@ def _file_metadata(store, record: fp.Record) -> dict:
     if len(files) == 1:
         return {"path": location_value(outputs.file_location(store, record, files[0]["name"])),
                 "sha256": files[0]["sha256"]}
-    rows = "\n".join(f"| {markdown_text(f['name'], 300)} | {f['bytes']} | {f['sha256']} |"
-                     for f in files)
     return {"files": len(files),
-            "file_table": dg.MetadataValue.md(
-                "| file | bytes | sha256 |\n|---|---|---|\n" + rows if rows else "(none)")}
+            "file_table": table([{"file": f["name"], "bytes": f["bytes"], "sha256": f["sha256"]}
+                                 for f in files], {"file": str, "bytes": int, "sha256": str})}
 
 
 def _metadata_value(key: str, value: Any):
@@ -366,9 +364,21 @@ def latest_materializations(instance: dg.DagsterInstance, asset_key: dg.AssetKey
             for shard, record in latest.items() if run_id is None or record.run_id == run_id}
 
 
+_COLUMN_TYPES = {str: "string", int: "int", float: "float", bool: "bool"}
+
+
+def table(rows: list[dict], columns: Mapping[str, type]) -> dg.MetadataValue:
+    """Rows as a table the UI renders with typed columns (a cell is text, never Markdown, so
+    what a crawl or a model wrote cannot forge a row or a link)."""
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord({name: row.get(name) for name in columns}) for row in rows],
+        schema=dg.TableSchema(columns=[dg.TableColumn(name, _COLUMN_TYPES[kind])
+                                       for name, kind in columns.items()]))
+
+
 def counts_table(counts: Mapping[str, int], key: str = "value") -> dg.MetadataValue:
-    rows = "\n".join(f"| {markdown_text(k, 200)} | {v} |" for k, v in sorted(counts.items()))
-    return dg.MetadataValue.md(f"| {key} | count |\n|---|---|\n{rows}" if rows else "(none)")
+    return table([{key: str(k), "count": int(v)} for k, v in sorted(counts.items())],
+                 {key: str, "count": int})
 
 
 def progress_logger(context: dg.AssetExecutionContext, what: str):

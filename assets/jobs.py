@@ -2,13 +2,13 @@
 
 import dagster as dg
 
-SHARD_ASSETS = ["raw_shard", "doc_refined_shard", "chunked_shard", "chunk_refined_shard",
-                "clean_shard", "tokenized_shard"]
+from prox_dagster.stages import STAGES
+
 
 # The executor is the code location's (PROX_EXECUTOR, in-process by default: the refiner resource
 # and its model are built once and serve both the doc and the chunk step).
 refine_shard_job = dg.define_asset_job(
-    "refine_shard_job", selection=dg.AssetSelection.assets(*SHARD_ASSETS),
+    "refine_shard_job", selection=dg.AssetSelection.assets(*STAGES),
     description="Every partitioned stage of one shard, raw to tokenized.")
 
 pretraining_set_job = dg.define_asset_job(

@@ -9,12 +9,18 @@ import dagster as dg
 from prox_dagster.pretraining import (LAST_GOOD, build_manifest, check_uniform,
                                       mark_duplicates, pack_set, remove_stale_packs)
 from prox_dagster.store import exists, version
-from resources import (CheckThresholds, ProgramPolicy, RawSource, RefinerResource, ShardStorage,
-                       TokenizerResource)
+from prox_dagster.token_files import histogram_table
+from prox_dagster.resources import (CheckThresholds, ProgramPolicy, RawSource, RefinerResource,
+                                    ShardStorage, TokenizerResource)
 
 from .audit import audit_rows, expected_of
-from .common import location_value
+from .common import location_value, table
 from .partitions import shards_partitions_def
+
+SHARD_COLUMNS = {"shard": str, "status": str, "format": str, "dtype": str, "files": int,
+                 "documents": int, "tokens": int, "later_copies": int, "copies_dropped": bool,
+                 "sha256": str, "refiner": str}
+EXCLUDED_SHOWN = 50  # rows of the excluded table; the manifest names every excluded shard
 
 
 class PretrainingSetConfig(dg.Config):
@@ -106,9 +112,11 @@ def pretraining_set(context: dg.AssetExecutionContext, config: PretrainingSetCon
             "padding_tokens": manifest.packed["padding_tokens"],
             "packed_now": packed_now} if manifest.packed else {}),
         "manifest": location_value(manifest_path),
-        "shard_table": dg.MetadataValue.md(manifest.shard_table()),
-        "excluded_table": dg.MetadataValue.md(manifest.excluded_table()),
-        "document_lengths": dg.MetadataValue.md(manifest.histogram_table()),
+        "shard_table": table(manifest.shard_rows(), SHARD_COLUMNS),
+        "excluded_table": table(manifest.excluded_rows(EXCLUDED_SHOWN),
+                                {"shard": str, "status": str, "reason": str}),
+        "document_lengths": dg.MetadataValue.md(
+            histogram_table(manifest.histogram, manifest.histogram_edges)),
         "duration_s": round(time.perf_counter() - started, 3),
     })
 

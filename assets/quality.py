@@ -15,9 +15,9 @@ from pathlib import Path
 import dagster as dg
 
 from prox_dagster.evaluation import evaluate, evaluation_csv, evaluation_markdown
-from prox_dagster.refiners.classifier_training import TrainingSettings, train_classifier, \
+from prox_dagster.classifier_training import TrainingSettings, train_classifier, \
     write_model
-from resources import LabelledSets, ProgramPolicy, RefinerResource, ShardStorage
+from prox_dagster.resources import LabelledSets, ProgramPolicy, RefinerResource, ShardStorage
 
 from .common import location_value
 

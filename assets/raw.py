@@ -6,8 +6,8 @@ from prox_dagster.fingerprint import StageSettings
 from prox_dagster.outputs import RawFile
 from prox_dagster.shards import SCHEMAS, stream_raw_shard
 from prox_dagster.store import local_copy
-from resources import CheckThresholds, RawSource, ShardStorage
-from resources.settings import stage_settings_of
+from prox_dagster.resources import CheckThresholds, RawSource, ShardStorage
+from prox_dagster.resources.settings import stage_settings_of
 
 from .common import (OWNERS, ShardJob, ShardOutput, run_shards, shard_asset_settings,
                      shard_checks, streamed)

@@ -4,8 +4,9 @@ import dagster as dg
 
 from prox_dagster.fingerprint import StageSettings
 from prox_dagster.pipeline import refine_chunks_stream
-from resources import CheckThresholds, RefinerResource, ShardStorage
-from resources.settings import stage_settings_of
+from prox_dagster.stages import upstream
+from prox_dagster.resources import CheckThresholds, RefinerResource, ShardStorage
+from prox_dagster.resources.settings import stage_settings_of
 
 from .common import (ShardJob, ShardOutput, progress_logger, refiner_asset_settings,
                      refiner_checkpoints, refiner_metadata, run_shards, shard_checks, streamed)
@@ -17,7 +18,7 @@ CHECKS = {"chunk_parse_rate": "Share of chunk programs that parse is at least "
 def build_chunk_refined_shard(expected: StageSettings, op_tags: dict | None = None,
                               shards_per_run: int = 1, gpu: bool = False) -> dg.AssetsDefinition:
     @dg.asset(
-        deps=["chunked_shard"],
+        deps=upstream("chunk_refined_shard"),
         **refiner_asset_settings("chunk_refined_shard", expected.code_version, op_tags,
                                  shards_per_run, gpu),
         check_specs=shard_checks("chunk_refined_shard", CHECKS),

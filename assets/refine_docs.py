@@ -4,8 +4,9 @@ import dagster as dg
 
 from prox_dagster.fingerprint import StageSettings
 from prox_dagster.pipeline import refine_documents_stream
-from resources import CheckThresholds, RefinerResource, ShardStorage
-from resources.settings import stage_settings_of
+from prox_dagster.stages import upstream
+from prox_dagster.resources import CheckThresholds, RefinerResource, ShardStorage
+from prox_dagster.resources.settings import stage_settings_of
 
 from .common import (ShardJob, ShardOutput, progress_logger, refiner_asset_settings,
                      refiner_checkpoints, refiner_metadata, run_shards, shard_checks, streamed)
@@ -17,7 +18,7 @@ CHECKS = {"doc_parse_rate": "Share of doc programs that parse is at least "
 def build_doc_refined_shard(expected: StageSettings, op_tags: dict | None = None,
                             shards_per_run: int = 1, gpu: bool = False) -> dg.AssetsDefinition:
     @dg.asset(
-        deps=["raw_shard"],
+        deps=upstream("doc_refined_shard"),
         **refiner_asset_settings("doc_refined_shard", expected.code_version, op_tags,
                                  shards_per_run, gpu),
         check_specs=shard_checks("doc_refined_shard", CHECKS),

@@ -8,15 +8,15 @@ output failed a blocking check (that waits until its inputs or settings change).
 
 import base64
 import json
-import os
 import zlib
 
 import dagster as dg
 import polars as pl
 
+from prox_dagster import environment
 from prox_dagster.store import RawEntry
-from resources import (CheckThresholds, ProgramPolicy, RawSource, RefinerResource, ShardStorage,
-                       TokenizerResource)
+from prox_dagster.resources import (CheckThresholds, ProgramPolicy, RawSource, RefinerResource,
+                                    ShardStorage, TokenizerResource)
 
 from .audit import (MAX_TICK_CHECK_REPORTS, RANGE_END, RANGE_START, TICK_REPORT_SECONDS,
                     evaluate, expected_of, report_current)
@@ -25,10 +25,9 @@ from .partitions import shards_partitions_def
 from .raw import CRAWL_FILE
 
 REQUESTED = ("stale", "missing")  # audit statuses the schedule refines
-# sidecar reads one schedule tick may spend judging changed shards (on a local disk, about 5 s
-# on 2 cores), and the seconds of judging after which it starts no more (what bounds a tick on
-# a slow store, S3 or a network disk, under Dagster's 60 s tick timeout)
-TICK_READ_BUDGET = 30_000
+# the seconds of judging after which a tick starts no more (what bounds a tick on a slow store,
+# S3 or a network disk, under Dagster's 60 s tick timeout; its read budget is
+# PROX_TICK_READ_BUDGET)
 TICK_JUDGE_SECONDS = 20.0
 
 
@@ -124,7 +123,7 @@ def build_raw_shard_sensor(shards_per_run: int) -> dg.SensorDefinition:
 
 def build_refine_schedule(shards_per_run: int) -> dg.ScheduleDefinition:
     @dg.schedule(job=refine_shard_job,
-                 cron_schedule=os.environ.get("PROX_REFINE_CRON", "0 * * * *"),
+                 cron_schedule=environment.value("PROX_REFINE_CRON"),
                  default_status=dg.DefaultScheduleStatus.STOPPED,
                  description="Refines every shard that is stale or missing against the loaded "
                              "settings, in batched runs (cron: PROX_REFINE_CRON, hourly by "
@@ -139,7 +138,7 @@ def build_refine_schedule(shards_per_run: int) -> dg.ScheduleDefinition:
                         tokenizer: TokenizerResource, checks: CheckThresholds):
         evaluation, running = evaluate(
             context.instance, storage, raw_source, expected_of(refiner, policy, tokenizer, checks),
-            read_budget=int(os.environ.get("PROX_TICK_READ_BUDGET", TICK_READ_BUDGET)),
+            read_budget=environment.integer("PROX_TICK_READ_BUDGET"),
             seconds=TICK_JUDGE_SECONDS,
             log=context.log.warning)
         reported = report_current(context.instance, storage, evaluation,

@@ -5,8 +5,9 @@ import dagster as dg
 from prox_dagster.fingerprint import StageSettings
 from prox_dagster.outputs import read_sidecar
 from prox_dagster.token_files import histogram_table, write_token_files
-from resources import CheckThresholds, ShardStorage, TokenizerResource
-from resources.settings import stage_settings_of
+from prox_dagster.stages import upstream
+from prox_dagster.resources import CheckThresholds, ShardStorage, TokenizerResource
+from prox_dagster.resources.settings import stage_settings_of
 
 from .common import (ShardJob, ShardOutput, progress_logger, run_shards, shard_asset_settings,
                      shard_checks)
@@ -17,7 +18,7 @@ CHECKS = {"tokens_written": "Every kept document is in the token files (or count
 
 def build_tokenized_shard(expected: StageSettings, token_format: str,
                           shards_per_run: int) -> dg.AssetsDefinition:
-    @dg.asset(deps=["clean_shard"],
+    @dg.asset(deps=upstream("tokenized_shard"),
               **shard_asset_settings("tokenized_shard", "pretraining", shards_per_run,
                                      expected.code_version, kinds={"polars", token_format}),
               check_specs=shard_checks("tokenized_shard", CHECKS))

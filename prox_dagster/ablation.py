@@ -1,32 +1,11 @@
-"""Does refining make a better model? The same small causal LM trained from scratch on arms
-built from the same raw documents, compared by loss on held-out clean text.
+"""Does refining make a better model? The same small causal LM trained from scratch on arms of
+the same raw documents (raw, refined, naive, ...), compared by loss on held-out clean text.
 
-Arms
-    ``raw`` (the raw text), ``refined`` (a refiner's output), ``naive`` (the naive line
-    filter's output), and any others. Each arm's token files are read for training by the
-    library that trains from them in production, never by our own code: Megatron
-    ``.bin``/``.idx`` pairs by **megatron-core's** ``IndexedDataset`` (Megatron-LM, NeMo);
-    litgpt sets by **litdata's** ``StreamingDataset`` with ``TokensLoader``, from the litdata
-    chunks written beside the ``LITPKDS`` ones (what ``litgpt pretrain --data LitData`` reads;
-    no package on PyPI ships the ``PackedDataset`` that reads ``LITPKDS``). A file the reader
-    rejects fails the ablation, naming the file.
-Budget
-    Every arm trains on exactly ``config.train_tokens`` tokens per seed: blocks of
-    ``seq_len + 1`` tokens cut from the arm's documents in their order (as the reader cuts
-    them: Megatron's share a token between neighbours, litdata's do not), shuffled per seed and
-    epoch; an arm
-    with fewer blocks than the budget is repeated in epochs, and says how many.
-Validation
-    Held-out clean text that no arm trains on: every validation line that is, exactly or nearly
-    (word 5-grams mostly found in some arm's training text), in any arm's training text is
-    removed and counted; more than ``max_overlap`` of the lines removed refuses the set.
-    Reported as loss per token (nats) and bits per byte, which compare across tokenizers.
-Verdict
-    Over ``len(config.seeds)`` seeds per arm (at least 3), an arm beats another only when its
-    mean loss is lower by more than twice the pooled standard deviation.
-
-No Dagster here: ``assets/ablation.py`` and ``prox-dagster ablate`` build the arms and call
-:func:`run_ablation`.
+Arms are read by the libraries that train from them in production (megatron-core's
+``IndexedDataset``, litdata's ``StreamingDataset``); every arm gets the same token budget per
+seed; validation lines found in any arm are removed; an arm beats another only by more than twice
+the pooled standard deviation over at least 3 seeds. Design: ``docs/architecture.md``; use:
+``docs/ablation.md``.
 """
 
 from __future__ import annotations
@@ -48,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import environment
 from .token_files import pack_litgpt, write_token_files
 from .tokenization import rust_tokenizer, tokenizer_name
 
@@ -639,8 +619,8 @@ def run_ablation(arms: Sequence[Arm], validation: Sequence[str], tokenizer,
     val_blocks, bytes_per_token, val_tokens = validation_blocks(checked.texts, tokenizer, config)
     if config.threads:
         torch.set_num_threads(config.threads)
-    elif os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    elif environment.value("OMP_NUM_THREADS").isdigit():
+        torch.set_num_threads(int(environment.value("OMP_NUM_THREADS")))
     device = _device(config)
     log(f"validation: {checked.documents} texts, {checked.lines} lines, "
         f"{checked.removed_exact} removed as in the training text and {checked.removed_near} "

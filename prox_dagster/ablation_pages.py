@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .ablation import AblationError, Arm, gold_text, text_arm
+from .chunking import DEFAULT_MAX_TOKENS
 from .evaluation import LabelledDocument, LabelledSet, naive_text, refine_set
 from .execute import ExecutionPolicy
 from .local_files import NotRegularFile, open_regular
@@ -90,8 +91,8 @@ def split_pages(pages: Sequence[Page], share: float) -> tuple[list[Page], list[s
 
 
 def page_arms(pages: Sequence[Page], out_dir: str | os.PathLike, tokenizer, refiner,
-              chunk_tokenizer, *, max_tokens: int = 1500, policy: ExecutionPolicy | None = None,
-              fmt: str = "megatron", log: Callable[[str], None] = lambda _: None) -> list[Arm]:
+              chunk_tokenizer, *, max_tokens: int = DEFAULT_MAX_TOKENS,
+              policy: ExecutionPolicy | None = None, fmt: str = "megatron", log: Callable[[str], None] = lambda _: None) -> list[Arm]:
     """``raw``, ``refined`` and ``naive`` arms of the same pages in the same order, as
     ``fmt`` token files."""
     policy = policy or ExecutionPolicy()

@@ -1,22 +1,10 @@
-"""Every shard's state, judged at the cost of what changed: what the audit, the refine
-schedule, the ``current`` checks and the pre-training set read.
+"""Every shard's state, judged at the cost of what changed: what the audit, the refine schedule,
+the ``current`` checks and the pre-training set read.
 
-Judging a shard reads its sidecars (``prox_dagster.outputs``); doing that for 10⁵ shards on
-every tick would cost minutes, and on S3 millions of requests. So an evaluation
-
-1. lists each stage's sidecars (and its ``failed/`` ones) once, and the raw folder once: names
-   and file versions (size and modification time, ETag on S3), never contents;
-2. keys every shard by the versions of its sidecars (written last whenever an output is), of
-   its crawl file and by the settings: a shard whose key is the one it had last time keeps its
-   judged row;
-3. judges the others with the same function the steps use (``fingerprint.judge_stage``), from
-   their sidecars and the hashes their writers recorded (a file is hashed only when its version
-   differs from the recorded one), at most ``read_budget`` file reads per evaluation: shards
-   beyond it are left for the next evaluation, not guessed.
-
-The judged rows live in ``{store}/.catalog/shards.parquet``, a cache: missing, unreadable or of
-another format, it is rebuilt, with a warning. Rows are cached without the runs in flight,
-which are added at every evaluation.
+Sidecars are listed (names and versions, never contents) once per evaluation; a shard whose
+sidecar, crawl-file and settings versions are unchanged keeps its judged row, the others are
+judged by ``fingerprint.judge_stage`` within a read budget. The rows are a cache in
+``{store}/.catalog/shards.parquet``, rebuilt when missing or unreadable.
 """
 
 from __future__ import annotations
@@ -32,11 +20,11 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from .fingerprint import (FAILED, RAW_INPUT, SIDECAR_SUFFIX, STAGE_INPUTS, STAGES, Freshness,
-                          Record, StageSettings, judge_stage)
+from .fingerprint import (FAILED, SIDECAR_SUFFIX, Freshness, Record, StageSettings, judge_stage)
 from .lineage import AUDIT_COLUMNS, audit_row
 from .outputs import (PUBLISHED, RawFile, folder, parse_record, raw_content_id,
                       unreadable_sidecar)
+from .stages import RAW_INPUT, STAGE_INPUTS, STAGES
 from .store import RawEntry, ShardStore, file_version, list_files, sha256
 
 CATALOG_VERSION = 1

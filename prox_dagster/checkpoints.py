@@ -1,18 +1,9 @@
-"""Refiner outputs checkpointed per batch, so a killed or preempted refiner step resumes where
-it stopped and loses at most the batch it was generating.
+"""Refiner outputs checkpointed per batch, so a killed or preempted refiner step resumes where it
+stopped and loses at most the batch it was generating.
 
-Each batch of prompts is one small JSON object in the shard store (local or S3), under the
-fingerprint of the output being computed (the refiner version and the content of the stage's
-input) and named by a hash of the refiner version, the level and the batch's prompts:
-``.checkpoints/{asset}/{shard}/{fingerprint}/{key}.json``. A batch is generated only when its
-object is missing. The same prompts under another refiner version hash to another name, and a
-shard whose input changed has another fingerprint, so programs are never taken from another
-version, or from a shard-level context (the classifier's repeated lines) they were not written
-in. An object that cannot be read, or that does not hold the programs of exactly this batch and
-version (a write cut short, an edited file), is ignored with a warning and the batch generated
-again. Once the shard's output is written, its programs
-stay, with those of the output it replaced: a setting changed and changed back asks the model
-nothing; older fingerprints' are removed.
+A batch is one JSON object under ``.checkpoints/{asset}/{shard}/{fingerprint}/``, named by a hash
+of the refiner version, the level and the prompts: never reused across versions or inputs, and
+one that cannot be read is generated again with a warning.
 """
 
 from __future__ import annotations

@@ -1,18 +1,9 @@
 """Line-numbered chunks under a token budget (the ProX chunk-level input).
 
-Each line of a document is prefixed with its global index, at least three digits and no space:
-``[000]first line``. Lines are packed greedily into chunks of at most ``max_tokens`` tokens; a
-single line over the budget is a chunk of its own. A line's token count is
-``len(tokenizer.encode(numbered_line))`` *with* the tokenizer's special tokens, exactly as the
-ProX reference (``trunc_text`` in ``apply_chunk_refining.py``) counts, so our chunks are the
-reference's chunks. Counting runs on all lines of all documents at once, in batches, through the
-Rust tokenizer, instead of one call per line.
-
-One departure: a single line over the budget (a minified page, a table flattened to one line) is
-a chunk of its own, as in the reference, but its text is cut to the budget (``truncated``), so a
-prompt never outgrows the refiner's context and fails its whole batch. The program written for
-it still applies to the whole line (line numbers are global; the text executed is the
-document's).
+Lines are numbered ``[000]``, ``[001]``, ... and packed greedily into chunks of at most
+``max_tokens`` tokens, counted exactly as the ProX reference counts (special tokens included), in
+batches through the Rust tokenizer. One departure: a single line over the budget is a chunk of
+its own whose prompt text is cut to the budget, so a prompt never outgrows the context.
 """
 
 from __future__ import annotations

@@ -1,20 +1,14 @@
-"""The ``prox-dagster`` command line.
+"""The ``prox-dagster`` command line: ``demo`` (the main job on the sample crawl in a real Dagster
+instance), ``sample``, ``audit``, ``eval``, ``train-refiner`` and ``ablate``.
 
-``prox-dagster demo`` is the main job on its embedded default: it writes the sample crawl,
-registers one partition per shard through the raw-shard sensor, materializes every asset of every
-shard in a real Dagster instance (``$DAGSTER_HOME``, default ``./.dagster_home``), builds the
-pre-training manifest and prints a summary. ``prox-dagster sample`` only writes the sample crawl.
-``prox-dagster audit`` reports whether every shard is current, which refiner produced it and
-which run covers it.
-``prox-dagster eval SET...`` scores the refiner the code location loads on labelled sets;
-``prox-dagster train-refiner SET...`` trains the ``classifier`` refiner's model file.
+It sits above the composition root (``prox_dagster.definitions``), which it imports only once
+``DAGSTER_HOME`` is set.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -26,9 +20,12 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from . import environment
+from .atomic_writes import write_text_atomic
+from .chunking import DEFAULT_MAX_TOKENS
 from .lineage import audit_csv
 from .sample import write_sample_crawl
-from .shards import conflict_error, find_raw_shards, write_text_atomic
+from .shards import conflict_error, find_raw_shards
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,14 +33,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def _prepare_home(home: Path, console: Console) -> None:
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
-    source = REPO_ROOT / "deploy" / "local" / "dagster.yaml"
+    source = REPO_ROOT / "dagster.yaml"
     if not target.exists():
         if source.is_file():
             shutil.copyfile(source, target)
         else:
-            console.print(f"[yellow]no deploy/local/dagster.yaml beside the package; {home} uses "
+            console.print(f"[yellow]no dagster.yaml beside the package; {home} uses "
                           "defaults")
-    os.environ["DAGSTER_HOME"] = str(home)
+    environment.assign("DAGSTER_HOME", str(home))
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -73,7 +70,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     defs = definitions.build_definitions(data_dir=data, raw_dir=raw)
     instance = definitions.current_instance()
     new = definitions.register_new_shards(defs, instance)
-    console.print(f"Dagster instance {os.environ['DAGSTER_HOME']}: "
+    console.print(f"Dagster instance {environment.value('DAGSTER_HOME')}: "
                   f"{len(new)} new partitions from the raw-shard sensor")
     shards, conflicts = find_raw_shards(raw)
     for key, names in sorted(conflicts.items()):
@@ -96,7 +93,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.print(f"pre-training set: {meta.get('total_documents', 0)} documents, "
                   f"{meta.get('total_tokens', 0)} tokens in {meta.get('shards', 0)} shards -> "
                   f"{meta.get('manifest', '?')}")
-    console.print(f"See it in the UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} "
+    console.print(f"See it in the UI: DAGSTER_HOME={environment.value('DAGSTER_HOME')} "
                   f"PROX_DATA_DIR={data} dagster dev   (or: make dev)")
     if failed or not manifest.success:
         console.print(f"[red]failed shards: {failed or 'pretraining_set'}")
@@ -111,7 +108,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         console.print(f"[red]no Dagster instance at {home}; run `prox-dagster demo` or point "
                       "--dagster-home (or DAGSTER_HOME) at yours")
         return 2
-    os.environ["DAGSTER_HOME"] = str(home)
+    environment.assign("DAGSTER_HOME", str(home))
 
     from . import definitions
 
@@ -162,9 +159,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if sets is None:
         return 2
     if args.backend:
-        os.environ["PROX_REFINER_BACKEND"] = args.backend
+        environment.assign("PROX_REFINER_BACKEND", args.backend)
     if args.model:
-        os.environ["PROX_CLASSIFIER_MODEL"] = args.model
+        environment.assign("PROX_CLASSIFIER_MODEL", args.model)
 
     from .evaluation import evaluate, evaluation_csv
     from .refiners.classifier import ClassifierModelError
@@ -215,7 +212,7 @@ def _evaluation_tables(evaluation, room: int) -> list[Table]:
 
 def cmd_train_refiner(args: argparse.Namespace) -> int:
     from .refiners.classifier import ClassifierModel
-    from .refiners.classifier_training import TrainingSettings, train_classifier, write_model
+    from .classifier_training import TrainingSettings, train_classifier, write_model
     from .tokenization import load_tokenizer
 
     console = Console(width=None if sys.stdout.isatty() else 200)
@@ -357,18 +354,20 @@ def _fitted_table(title: str, headers: list[str], rows: list[list[str]], *, left
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .refiners.classifier_training import TrainingSettings
+    from .classifier_training import TrainingSettings
 
     parser = argparse.ArgumentParser(prog="prox-dagster", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the whole graph on the sample crawl")
-    demo.add_argument("--data-dir", default=os.environ.get("PROX_DATA_DIR", ".prox_data"))
-    demo.add_argument("--dagster-home", default=os.environ.get("DAGSTER_HOME", ".dagster_home"))
+    demo.add_argument("--data-dir", default=environment.value("PROX_DATA_DIR"))
+    demo.add_argument("--dagster-home",
+                      default=environment.value("DAGSTER_HOME") or ".dagster_home")
     sample = sub.add_parser("sample", help="write the sample crawl")
     sample.add_argument("--out", default=".prox_data")
     audit = sub.add_parser("audit", help="which refiner produced every shard, from the Dagster "
                                          "instance; filter by refiner version, model, status")
-    audit.add_argument("--dagster-home", default=os.environ.get("DAGSTER_HOME", ".dagster_home"))
+    audit.add_argument("--dagster-home",
+                       default=environment.value("DAGSTER_HOME") or ".dagster_home")
     audit.add_argument("--refiner-version", help="only shards this refiner version refined")
     audit.add_argument("--model", help="only shards this model (id or path) refined")
     audit.add_argument("--status", choices=["current", "stale", "missing", "failed", "running"])
@@ -387,11 +386,12 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("sets", nargs="+", help="labelled JSONL files or folders with docs.jsonl")
     train.add_argument("--out", required=True, help="model file to write (JSON)")
     train.add_argument("--name", help="model name (default: from the sets)")
-    train.add_argument("--tokenizer", default=os.environ.get("PROX_REFINER_TOKENIZER", "sample"),
+    train.add_argument("--tokenizer",
+                       default=environment.value("PROX_REFINER_TOKENIZER") or "sample",
                        help="the refiner's tokenizer, which counts chunk budgets "
                             "(PROX_REFINER_TOKENIZER)")
     train.add_argument("--max-tokens", type=int,
-                       default=int(os.environ.get("PROX_MAX_CHUNK_TOKENS", "1500")))
+                       default=environment.integer("PROX_MAX_CHUNK_TOKENS", DEFAULT_MAX_TOKENS))
     defaults = TrainingSettings()
     train.add_argument("--preset", default=defaults.preset,
                        help="the operating point the model file defaults to: precision, "
@@ -412,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     ablate.add_argument("--config", default="cpu", help="tiny, cpu, gpu, or a JSON file of "
                         "TrainConfig fields (default %(default)s)")
     ablate.add_argument("--seeds", help="comma-separated seeds, at least 3 (default: the config's)")
-    ablate.add_argument("--tokenizer", default=os.environ.get("PROX_TOKENIZER", "sample"),
+    ablate.add_argument("--tokenizer", default=environment.value("PROX_TOKENIZER"),
                         help="the pre-training tokenizer (PROX_TOKENIZER)")
     ablate.add_argument("--arm", action="append", metavar="NAME=JSONL",
                         help="a further arm: a JSONL of documents with 'text', in the pages' "

@@ -1,43 +1,9 @@
 """The composition root: the only engine module that imports Dagster, assets and resources.
 
-Configuration comes from the environment, so local and production runs differ by settings only:
-
-==========================  ==========================================  ======================
-variable                    meaning                                     default
-==========================  ==========================================  ======================
-``PROX_DATA_DIR``           every asset's files: folder or s3:// URL     ``./.prox_data``
-``PROX_RAW_DIR``            raw shards the sensor watches (or s3://)     ``$PROX_DATA_DIR/raw``
-``PROX_TOKENIZER``          pretraining tokenizer: HF folder or hub id   ``sample`` (offline)
-``PROX_REFINER_TOKENIZER``  the refiner's tokenizer (chunk budgets)      the model's; ``sample``
-``PROX_MAX_CHUNK_TOKENS``   chunk budget in refiner tokens               ``1500``
-``PROX_REFINER_BACKEND``    refiner backend: classifier, rules, hf,      ``classifier``
-                            vllm, openai
-``PROX_CLASSIFIER_MODEL``   classifier model file (JSON)                 the shipped model
-``PROX_KEEP_KINDS``         line kinds the classifier keeps              ``main,list``
-``PROX_CLASSIFIER_PRESET``  precision, balanced or recall                the model's (balanced)
-``PROX_EVAL_SETS``          labelled sets to evaluate on (``:``-separated) the sample crawl's
-``PROX_TRAIN_SETS``         labelled sets to train the classifier on      the sample crawl's
-``PROX_MODEL_DIR``          where ``classifier_model`` writes models     ``$PROX_DATA_DIR/models``
-``PROX_ABLATION_SETS``      held-out clean text the ablation scores on   the sample's held-out prose
-``PROX_DOC_MODEL``          doc refiner model (hub id or folder)         (none)
-``PROX_CHUNK_MODEL``        chunk refiner model                          the doc model
-``PROX_MODEL_REVISION``     hub revision of the models                   ``main``
-``PROX_REFINER_BASE_URL``   OpenAI-compatible server (openai backend)    (none)
-``PROX_REFINER_TIMEOUT_S``  seconds one request to that server may take ``120``
-``PROX_REFINER_BATCH``      prompts per refiner call                     ``256``
-``PROX_SHARDS_PER_RUN``     shards per run in backfills (model loads)    ``16``
-``PROX_TOKEN_FORMAT``       token files: parquet, megatron, litgpt       ``parquet``
-``PROX_REFINE_CRON``        when the schedule refines new/stale shards   ``0 * * * *``
-``PROX_EXECUTOR``           steps run: in_process, multiprocess, k8s     ``in_process``
-==========================  ==========================================  ======================
-
-(``resources/refiner.py`` lists the rest: dtype, device, vLLM memory and tensor parallelism,
-server concurrency, timeouts and retries, GPUs per step.)
-
-The refiner's version is the code version of the refiner assets, so it is computed here, at
-load time, without building a model or asking a hub: a hub model's commit is what this machine
-remembers (``prox_dagster.hub``) until a step resolves it. Reloading the code location with
-another refiner marks exactly the shards it did not produce as stale.
+Configuration comes from the environment (``prox_dagster.environment``), so local and production
+runs differ by settings only. The refiner's version is the code version of the refiner assets, so
+it is computed here, at load time, without building a model or asking a hub: a hub model's commit
+is what this machine remembers (``prox_dagster.hub``) until a step resolves it.
 """
 
 from __future__ import annotations
@@ -49,15 +15,14 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets import ASSET_CHECKS, JOBS, build_assets, build_automation
-from prox_dagster import fingerprint
+from prox_dagster.assets import ASSET_CHECKS, JOBS, build_assets, build_automation
+from prox_dagster import environment, fingerprint
 from prox_dagster.lineage import filter_audit_rows
 from prox_dagster.store import file_version, is_remote, join, normalize
 from prox_dagster.sample import HELDOUT_SET, LABELLED_SET
-from prox_dagster.tokenization import cache_dir
-from resources import (CheckThresholds, LabelledSets, ProgramPolicy, RawSource, RefinerResource,
-                       ShardStorage, TokenizerResource)
-from resources.settings import settings_values
+from prox_dagster.resources import (CheckThresholds, LabelledSets, ProgramPolicy, RawSource,
+                                    RefinerResource, ShardStorage, TokenizerResource)
+from prox_dagster.resources.settings import settings_values
 
 
 def build_definitions(*, data_dir: str | os.PathLike | None = None,
@@ -68,9 +33,8 @@ def build_definitions(*, data_dir: str | os.PathLike | None = None,
                       checks: CheckThresholds | None = None,
                       labelled_sets: LabelledSets | None = None,
                       shards_per_run: int | None = None) -> dg.Definitions:
-    env = os.environ
-    data = normalize(data_dir or env.get("PROX_DATA_DIR", "./.prox_data"))
-    raw = normalize(raw_dir or env.get("PROX_RAW_DIR") or join(data, "raw"))
+    data = normalize(data_dir or environment.value("PROX_DATA_DIR"))
+    raw = normalize(raw_dir or environment.value("PROX_RAW_DIR") or join(data, "raw"))
     refiner = refiner or RefinerResource.from_env()
     policy = policy or ProgramPolicy()
     resources = {
@@ -78,16 +42,16 @@ def build_definitions(*, data_dir: str | os.PathLike | None = None,
         "raw_source": RawSource(path=raw),
         # the token-file settings (format, dtype, litgpt chunk size) stay open to run config
         "tokenizer": TokenizerResource.configure_at_launch(
-            name_or_path=tokenizer or env.get("PROX_TOKENIZER", "sample")),
+            name_or_path=tokenizer or environment.value("PROX_TOKENIZER")),
         "refiner": refiner,
         "policy": policy,
         "checks": checks or CheckThresholds(),
         "labelled_sets": labelled_sets or LabelledSets.from_env(
             [join(data, "labels", LABELLED_SET)] if not is_remote(data) else [],
-            str(cache_dir() / "models") if is_remote(data) else join(data, "models"),
+            str(environment.cache_dir() / "models") if is_remote(data) else join(data, "models"),
             [join(data, "labels", HELDOUT_SET)] if not is_remote(data) else []),
     }
-    per_run = shards_per_run or int(env.get("PROX_SHARDS_PER_RUN", "16"))
+    per_run = shards_per_run or environment.integer("PROX_SHARDS_PER_RUN")
     live = refiner.resolved()  # its EnvVar values read, as a run will see them
     expected = expected_settings(resources, live, resolve=False)
     with warnings.catch_warnings():
@@ -103,7 +67,7 @@ def build_definitions(*, data_dir: str | os.PathLike | None = None,
     return dg.Definitions(
         assets=assets,
         asset_checks=ASSET_CHECKS,
-        executor=executor(env.get("PROX_EXECUTOR", "in_process")),
+        executor=executor(environment.value("PROX_EXECUTOR")),
         jobs=JOBS,
         resources=resources,
         **build_automation(per_run),
@@ -269,7 +233,7 @@ def lineage_report(definitions: dg.Definitions, instance: dg.DagsterInstance, *,
                    status: str | None = None, verify: bool = False) -> list[dict]:
     """The lineage audit (see ``assets/audit.py``): one row per shard, filtered; ``verify``:
     every shard judged again, every file checked."""
-    from assets.audit import audit_rows
+    from prox_dagster.assets.audit import audit_rows
 
     resources = definitions.resources
     rows = audit_rows(instance, resources["storage"], resources["raw_source"],

@@ -1,27 +1,9 @@
 """How good a refiner's output is, measured on labelled web pages through the real pipeline.
 
-A labelled set is a JSONL file (or a folder holding ``docs.jsonl``) of documents with ``text``
-and at least one kind of label:
-
-- ``line_labels`` or ``line_labels_derived``: one character per line of ``text.split("\\n")``.
-  Content is ``M`` (or ``1`` for human binary labels); every other label is noise; blank lines and
-  lines labelled ``_`` are not scored. A document whose label string has another length than its
-  line count is reported and not line-scored.
-- ``label``: a document-quality label, 1 good, 0 bad.
-
-Each set runs as one shard through the same stage functions the shard assets call
-(:mod:`prox_dagster.pipeline`: doc programs, chunking, chunk programs, execution) with the given
-refiner, tokenizer and policy. A line counts as kept when it survives into the refined text (a
-dropped document keeps nothing). The naive line filter (keep a line of at least 15 words, or of
-at least 6 words ending in punctuation) is scored beside it; its document is dropped when what it
-keeps has no more than the policy's ``min_words`` words (counted in its ``word_unit``), as
-execution would drop it.
-
-Keep-recall is also split by the kind of content line: *sentences* (the naive filter's rule,
-with a CJK character counting as a word) and *short lines* (headings, list items, captions,
-table cells). Labelled sets disagree most on the short ones (one set's labels count a wiki
-page's language menu as content, another's only article paragraphs), so the split tells prose
-lost from list items lost.
+A labelled set (JSONL: ``text`` with ``line_labels``/``line_labels_derived`` and/or a document
+``label``) runs as one shard through the stage functions the assets call; a line counts as kept
+when it survives into the refined text. The naive line filter is scored beside it, and recall is
+split by line kind and shape. Details: ``docs/quality.md``.
 """
 
 from __future__ import annotations
@@ -36,6 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
+from .chunking import DEFAULT_MAX_TOKENS
 from .execute import ExecutionPolicy, kept_lines
 from .local_files import NotRegularFile, open_regular
 from .pipeline import chunk_shard, execute_shard, refine_chunks, refine_documents
@@ -277,8 +260,8 @@ def _raw_frame(labelled: LabelledSet) -> pl.DataFrame:
                "meta": pl.String})
 
 
-def refine_set(labelled: LabelledSet, refiner: Refiner, tokenizer, *, max_tokens: int = 1500,
-               policy: ExecutionPolicy | None = None) -> tuple[pl.DataFrame, float]:
+def refine_set(labelled: LabelledSet, refiner: Refiner, tokenizer, *,
+               max_tokens: int = DEFAULT_MAX_TOKENS, policy: ExecutionPolicy | None = None) -> tuple[pl.DataFrame, float]:
     """Run the set as one shard through the pipeline's stages; the clean frame and seconds."""
     started = time.perf_counter()
     raw = _raw_frame(labelled)
@@ -362,7 +345,7 @@ CSV_COLUMNS = ["set", "system", *METRIC_COLUMNS]
 
 
 def evaluate(sets: Sequence[LabelledSet], refiner: Refiner, tokenizer, *,
-             max_tokens: int = 1500, policy: ExecutionPolicy | None = None,
+             max_tokens: int = DEFAULT_MAX_TOKENS, policy: ExecutionPolicy | None = None,
              progress: Callable[[str, int, int], None] | None = None) -> Evaluation:
     """Score ``refiner`` (and the naive filter) on every set, per set and overall."""
     started = time.perf_counter()

@@ -1,46 +1,10 @@
 """Running parsed programs on documents: the keep / drop / fallback policy.
 
-The default policy is the ProX reference (``utils/chunk_utils.py`` and ``utils/doc_utils.py`` of
-GAIR-NLP/ProX), with its thresholds as settings:
-
-1. Document level: a ``drop_doc()`` call drops the document. (The reference drops when the
-   substring ``"drop"`` appears anywhere in the output; ``doc_decision="substring"`` restores it.)
-   An unparseable doc program keeps the document: a garbled program is no evidence against it.
-2. Chunk level: the programs of all chunks run as one program on the whole document, with global
-   line numbers. Normalizations run first, then line removals; removal ranges are merged and
-   clipped to the document, and every merged range that reaches past the last line counts as an
-   error. ``remove_lines(all=True)`` removes every line of the emitting chunk (reference: of the
-   document). A ``normalize`` whose ``source_str`` is empty or a single space is ignored.
-3. Decision, in the reference's order, on words of the processed text (see ``word_unit``):
-   - if ``kept/original <= drop_word_ratio`` (0.05) and ``errors < max_errors`` (2): drop;
-   - elif ``kept <= min_words`` (10): drop;
-   - elif ``errors < max_errors``: keep the processed text;
-   - else keep the raw text (``fallback_raw``).
-   Errors are parse errors of the chunk programs (an empty program is "nothing to do", not an
-   error) plus execution errors.
-
-Deliberate improvements, each a setting whose default is the improvement:
-
-- ``normalize_scope="chunk"``: a ``normalize`` rewrites only the lines of the chunk that emitted
-  it, line by line, so line numbers never shift; a ``source_str``/``target_str`` holding a line
-  break is an error.
-- Output is bounded: ``normalize`` calls may make a chunk (or, in document scope, the document)
-  at most 10% or 64 characters longer (:func:`growth_allowance`); a call that would exceed it is
-  an error, checked before any string is built. (The reference lets a program that repeats
-  ``normalize("o", "oo")`` double the text with every call.) ``"document"`` replaces across the whole text as the reference does.
-- ``doc_decision="parsed"`` (see 1).
-- ``word_unit="cjk"``: the decision's words count each CJK character as one
-  (:mod:`prox_dagster.words`). The reference counts ``str.split`` words, which sees a Chinese or
-  Japanese paragraph as one word: once its menus were removed, a Chinese news article of 3,000
-  characters kept "10 words" and was dropped (magic-html-bench lost a tenth of its content lines
-  so). ``"split"`` restores the reference.
-- string arguments holding commas, quotes or parentheses parse correctly (the parser, always).
-
-The RefineX dialect (``dialect="refinex"``) runs through the same policy: its
-``remove_str(line, del_str)`` deletions run first (an occurrence that is not unique in its line,
-or a line past the end, is an error), then its ``remove_lines`` ranges.
-
-:meth:`ExecutionPolicy.reference` returns the reference behaviour.
+The default follows the ProX reference (``chunk_utils.py``, ``doc_utils.py``) with its thresholds
+as settings; each deliberate improvement (chunk-scoped, bounded ``normalize``; ``drop_doc()``
+parsed, not substring-matched; CJK-aware word counts) is a setting whose default is the
+improvement. :meth:`ExecutionPolicy.reference` returns the reference behaviour. The semantics,
+step by step: ``docs/programs.md``.
 """
 
 from __future__ import annotations

@@ -1,22 +1,9 @@
 """Whether a stored shard is what a recomputation would write: the one notion of current/stale.
 
-Every shard stage has a **code version**: its code revision plus the settings that shape its
-rows (``SHAPED_BY``). A refiner stage is shaped by the refiner alone (its version covers model,
-prompt format and decoding); chunking, execution policy and check thresholds act after the
-stored programs, so changing them never asks the model again. A stored output's
-**fingerprint** is its stage's code version plus the content id of each input, which the
-input's writer recorded (the sha256 of its files). Check thresholds (``CHECKED_BY``) are not
-part of it: an output whose checks were judged with other thresholds is re-judged from the
-observations it recorded, without recomputing it.
-
-A stage's output is **published** (``{asset}/{shard}...``, what downstream stages and the
-pre-training set read) only when its blocking checks passed; one that failed is kept under
-``{asset}/failed/`` with its check results. Each has a sidecar (``{shard}.provenance.json``)
-written after its files. Against the current inputs and settings a stage is *current*
-(published output with this fingerprint, judged with these thresholds), *failed* (the failed
-output has this fingerprint), *stale* (an output of other inputs or settings, or judged with
-other thresholds: ``recheck``) or *missing*. The same comparison drives caching, the audit, the
-schedule, the ``current`` checks and the pre-training set, so none of them can disagree.
+A stage's code version is its revision plus the settings that shape its rows (:data:`SHAPED_BY`);
+an output's fingerprint is that plus the content ids of its inputs. A stage is *current*,
+*failed*, *stale* or *missing* against the current inputs and settings, and the same comparison
+drives caching, the audit, the schedule, the ``current`` checks and the pre-training set.
 """
 
 from __future__ import annotations
@@ -28,32 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .quality import Thresholds
+from .stages import STAGES
 
 SIDECAR_SUFFIX = ".provenance.json"
 FAILED = "failed"  # the folder, under an asset's, of outputs whose blocking checks failed
-RAW_INPUT = "raw"  # the crawl file a raw shard is read from
 
 # Bump a stage's revision when its code writes different rows for the same inputs and settings.
 STAGE_REVISIONS = {"raw_shard": "4", "doc_refined_shard": "3", "chunked_shard": "4",
                    "chunk_refined_shard": "3", "clean_shard": "6", "tokenized_shard": "4"}
 
-STAGE_INPUTS = {"raw_shard": (RAW_INPUT,), "doc_refined_shard": ("raw_shard",),
-                "chunked_shard": ("doc_refined_shard",),
-                "chunk_refined_shard": ("chunked_shard",),
-                "clean_shard": ("doc_refined_shard", "chunk_refined_shard"),
-                "tokenized_shard": ("clean_shard",)}
-STAGES = list(STAGE_INPUTS)
-REFINER_STAGES = ("doc_refined_shard", "chunk_refined_shard")
 
-# Every setting that shapes some stage, as versions, identities and plain values
-SETTINGS = {
-    "refiner": "refiner version (backend, model weights, prompt format, decoding, rules)",
-    "chunk_tokenizer": "identity of the refiner's tokenizer, which counts chunk budgets",
-    "max_chunk_tokens": "chunk budget in tokens",
-    "policy": "program execution policy (each field)",
-    "tokenizer": "identity of the pretraining tokenizer (token files, tokens in/out)",
-    "token_files": "token file format and dtype",
-}
 THRESHOLDS = tuple(Thresholds.__dataclass_fields__)
 
 # Which setting makes which stage stale (the README's table says the same in words).
@@ -107,7 +78,7 @@ def settings_of(stage: str, values: Mapping[str, Any]) -> StageSettings:
 
 
 def stage_settings(values: Mapping[str, Any]) -> dict[str, StageSettings]:
-    """Every stage's settings (``values``: every name in ``SETTINGS`` and ``THRESHOLDS``)."""
+    """Every stage's settings (``values``: every setting :data:`SHAPED_BY` names, and the :data:`THRESHOLDS`)."""
     return {stage: settings_of(stage, values) for stage in STAGES}
 
 

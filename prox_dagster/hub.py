@@ -23,7 +23,7 @@ class HubError(RuntimeError):
 
 
 def _remembered_file() -> Path:
-    from .tokenization import cache_dir
+    from .environment import cache_dir
 
     return cache_dir() / "hub-commits.json"
 
@@ -37,7 +37,7 @@ def _remembered() -> dict[str, str]:
 
 
 def _remember(key: str, commit: str) -> None:
-    from .shards import write_text_atomic
+    from .atomic_writes import write_text_atomic
 
     known = _remembered()
     if known.get(key) != commit:

@@ -1,19 +1,9 @@
 """Leases: at most one process computes a stage of a shard at a time, across runs and machines.
 
-A lease is a small JSON object ``.leases/{asset}/{shard}.lock`` in the data store that says who
-holds it (run id, host, pid) and when its holder last showed it was alive (``heartbeat``,
-renewed every :data:`HEARTBEAT_S` seconds by a thread of the holder). It is removed by its
-holder when the step is done, and taken over only when its holder is provably gone:
-
-- on a local (or shared) file system the lock is an ``flock`` on the file, which the kernel
-  releases the moment its process dies (SIGKILL, OOM kill included): the next run takes it at
-  once, whatever the launch mode;
-- on S3 a holder is gone when it ran on this host and its pid is not alive, or when its
-  heartbeat is older than :data:`STALE_AFTER_S`. Every change is a conditional write: created
-  with ``If-None-Match: *``, renewed, taken over and released with ``If-Match`` on the ETag
-  the writer read, so a lease another run has just created or taken is never removed.
-
-A storage error while reading a lease is raised, never read as "nobody holds it".
+A lease is ``.leases/{asset}/{shard}.lock`` in the store, naming its holder and renewed by a
+heartbeat. Locally it is an ``flock`` the kernel releases when the holder dies; on S3 every change
+is a conditional write (``If-None-Match``/``If-Match``), and a lease is taken over only when its
+holder is provably gone. A storage error is raised, never read as "nobody holds it".
 """
 
 from __future__ import annotations

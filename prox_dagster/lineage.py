@@ -16,6 +16,7 @@ import json
 from typing import Any
 
 from .fingerprint import Freshness, shard_status
+from .stages import REFINERS
 
 
 def refiner_fingerprint(backend: str, model: str, settings: dict[str, Any]) -> str:
@@ -38,7 +39,6 @@ AUDIT_COLUMNS = ["shard", "status", "reason", "doc_refiner_version", "doc_model"
                  "doc_refined_at", "doc_run_id", "chunk_refiner_version", "chunk_model",
                  "chunk_refined_at", "chunk_run_id", "checks_passed", "checks_failed",
                  "failed_checks", "stale_stages", "in_flight_run"]
-REFINED = {"doc": "doc_refined_shard", "chunk": "chunk_refined_shard"}
 
 
 def audit_row(shard: str, stages: dict[str, Freshness], problem: str | None = None) -> dict:
@@ -48,7 +48,7 @@ def audit_row(shard: str, stages: dict[str, Freshness], problem: str | None = No
     operator, e.g. two raw files share its key); :func:`with_run` adds the runs in flight."""
     status, reason = ("failed", problem) if problem else shard_status(stages)
     row: dict = {"shard": shard, "status": status, "reason": reason}
-    for level, stage in REFINED.items():
+    for level, stage in REFINERS.items():
         record = stages[stage].published or stages[stage].record  # what is served, else tried
         data = record.data if record else {}
         row[f"{level}_refiner_version"] = (data.get("extra") or {}).get("refiner_version")

@@ -1,17 +1,9 @@
 """A stage's output for one shard: written, audited, then published or kept as failed.
 
-A stage writes its files into a staging folder that no reader looks at (:class:`Staging`).
-Once its checks are judged, the files move either into ``{asset}/`` (published: what the next
-stages and the pre-training set read) or, when a blocking check failed, into
-``{asset}/failed/`` with the check results, for inspection; a failed output never replaces the
-published one. The sidecar (``{shard}.provenance.json``) is written after the files it lists,
-so a reader sees the previous output, or files its sidecar does not vouch for (not current),
-never a half-written output passing for a whole one. Every move is made by the holder of the
-shard's lease (``ShardStore.lease``), so no two writers race on one shard.
-
-Each file is recorded with its sha256 and its version (size and modification time, or ETag on
-S3): readers trust the recorded hash while the version is unchanged, and hash a file again
-only when it is not.
+Files are written into a staging folder, then moved into ``{asset}/`` (published) or, when a
+blocking check failed, ``{asset}/failed/``; the sidecar (``{shard}.provenance.json``) is written
+after the files it lists, by the holder of the shard's lease, so no reader takes a half-written
+output for a whole one. Each file is recorded with its sha256 and its version.
 """
 
 from __future__ import annotations
@@ -28,9 +20,9 @@ from pathlib import Path
 import orjson
 import polars as pl
 
-from .fingerprint import (FAILED, RAW_INPUT, SIDECAR_SUFFIX, STAGE_INPUTS, Freshness, Record,
-                          StageSettings, judge_stage)
+from .fingerprint import (FAILED, SIDECAR_SUFFIX, Freshness, Record, StageSettings, judge_stage)
 from .parquet_batches import BatchWriter
+from .stages import RAW_INPUT, STAGE_INPUTS
 from .store import ShardStore, content_id, file_version, filesystem, sha256
 
 PUBLISHED = "published"

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import polars as pl
 
+from .atomic_writes import temp_file
+
 ROW_GROUP_ROWS = 2048
 ROW_GROUP_BYTES = 32 << 20
 READ_BATCH_ROWS = 1024
@@ -39,7 +41,6 @@ class BatchWriter:
     frame's. Use as a context manager: the file appears on a clean exit only."""
 
     def __init__(self, path: str | os.PathLike, schema: Mapping[str, pl.DataType] | None = None):
-        from .shards import temp_file
 
         self.path = Path(path)
         self.schema = dict(schema) if schema is not None else None

@@ -1,14 +1,9 @@
 """The stages of the shard pipeline as plain functions over record batches.
 
-Each stage reads its input a batch at a time from a *source* (``ParquetSource`` for a stored
-shard, ``FrameSource`` for a frame in memory) and writes its output a batch at a time to a *sink*
-(``BatchWriter`` for a shard file, ``FrameSink`` to collect a frame), so that a step's memory
-does not grow with its shard. The Dagster assets open the source and the sink, call one of the
-``*_stream`` functions and report what it returns; the frame-in, frame-out forms beside them
-(used by the evaluation and tests) run the same code.
-
-Every function keeps every row it is given (a dropped document stays, flagged) so that each raw
-id reaches ``clean_shard`` exactly once.
+Each stage reads a batch at a time from a source (``ParquetSource``, ``FrameSource``) and writes
+to a sink (``BatchWriter``, ``FrameSink``), so a step's memory does not grow with its shard; the
+assets call the ``*_stream`` forms, the evaluation and tests the frame forms, which run the same
+code. Every row given is kept (a dropped document stays, flagged).
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ from .outputs import intact, read_record
 from .store import ShardStore, exists, filesystem, sha256, version
 from .token_files import (DOCUMENTS_SUFFIX, HISTOGRAM_EDGES, LITDATA_INDEX,
                           filter_token_files, histogram_table, pack_litgpt)
-from .untrusted import markdown_text
 
 TOKENIZED = "tokenized_shard"
 
@@ -54,25 +53,20 @@ class Manifest:
                            "total_documents": self.total_documents,
                            "formats": self.formats}, indent=2)
 
-    def shard_table(self) -> str:
-        rows = [f"| {markdown_text(s['shard'], 200)} | {s['status']} | {s['format']} | {s['dtype']} | "
-                f"{len(s['files'])} | {s['documents']} | {s['tokens']} | "
-                f"{s.get('duplicates', 'n/a')}{' dropped' if s.get('duplicates_dropped') else ''} | "
-                f"{', '.join(f['sha256'][:12] for f in s['files'][:2])}"
-                f"{' ...' if len(s['files']) > 2 else ''} | {', '.join(s['refiner_versions'])} |"
-                for s in self.shards]
-        return ("| shard | status | format | dtype | files | documents | tokens | later copies | "
-                "sha256 | refiner |\n|---|---|---|---|---|---|---|---|---|---|\n"
-                + "\n".join(rows))
+    def shard_rows(self) -> list[dict]:
+        """One row per listed shard, for a table in the UI."""
+        return [{"shard": s["shard"], "status": s["status"], "format": s["format"],
+                 "dtype": s["dtype"], "files": len(s["files"]), "documents": s["documents"],
+                 "tokens": s["tokens"], "later_copies": s.get("duplicates"),
+                 "copies_dropped": bool(s.get("duplicates_dropped")),
+                 "sha256": ", ".join(f["sha256"][:12] for f in s["files"][:2])
+                 + (" ..." if len(s["files"]) > 2 else ""),
+                 "refiner": ", ".join(s["refiner_versions"])} for s in self.shards]
 
-    def excluded_table(self, limit: int = 50) -> str:
-        rows = [f"| {markdown_text(e['shard'], 200)} | {e['status']} | "
-                f"{markdown_text(e['reason'], 300)} |"
+    def excluded_rows(self, limit: int = 50) -> list[dict]:
+        """The first ``limit`` shards left out, with why (the manifest holds them all)."""
+        return [{"shard": e["shard"], "status": e["status"], "reason": e["reason"]}
                 for e in self.excluded[:limit]]
-        more = (f"\n\n({len(self.excluded) - limit} more in the manifest)"
-                if len(self.excluded) > limit else "")
-        return ("| shard | status | reason |\n|---|---|---|\n" + "\n".join(rows) + more
-                if rows else "(none)")
 
     def histogram_table(self) -> str:
         return histogram_table(self.histogram, self.histogram_edges)

@@ -7,7 +7,6 @@ truncated Markdown table (``clean_shard`` shows it per partition in the UI).
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Mapping
 
 import polars as pl
@@ -83,18 +82,6 @@ class PreviewCollector:
         parts += [f"| {markdown_text(d)} | {i} | {markdown_text(t)} | `{c}` |"
                   for d, i, t, c in removed] or ["| - | - | none removed | - |"]
         return "\n".join(parts)
-
-
-def refinement_preview(doc_refined: pl.DataFrame, chunk_refined: pl.DataFrame,
-                       clean: pl.DataFrame, **limits: int) -> str:
-    """Markdown of :class:`PreviewCollector` over whole frames."""
-    chunks = defaultdict(list)
-    for doc_id, start, end, program in chunk_refined.select(
-            "doc_id", "line_start", "line_end", "chunk_program").iter_rows():
-        chunks[doc_id].append((start, end, program))
-    collector = PreviewCollector(**limits)
-    collector.add(doc_refined, chunks, clean)
-    return collector.markdown()
 
 
 def _removing_call(chunks: list[tuple[int, int, str]], index: int) -> str:

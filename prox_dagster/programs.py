@@ -1,40 +1,11 @@
 """The ProX program language: function set, parser and validation.
 
-A refiner's output is untrusted text. :func:`parse_program` turns it into a list of validated
-calls and a list of errors and never raises, whatever the input. Nothing is ever evaluated: call
-spans are located by a small scanner that understands Python string literals, each span is parsed
-with ``ast.parse(mode="eval")``, and the tree is accepted only if it is a call of a whitelisted
-name with literal arguments.
-
-Function set (ProX paper, table 1)::
-
-    doc level    drop_doc()            keep_doc()  (alias untouch_doc)
-    chunk level  remove_lines(line_start, line_end)   or remove_lines(all=True)
-                 normalize(source_str, target_str="")
-                 keep_chunk()                         (alias skip_chunk)
-
-What is accepted: positional or keyword arguments; single, double or triple quotes, escapes and
-unicode; strings holding commas, parentheses, ``=``, quotes or newlines; one call per line,
-several per line (with or without ``;``), or a call spread over lines; code fences; prose around
-the calls (recorded in ``ignored``, not an error); a truncated last call (an error, the earlier
-calls still stand); repeated calls.
-
-Two dialects (chosen per refiner): ``prox`` above, and ``refinex``, the deletion-only chunk
-programs of RefineX (Bi et al. 2025)::
-
-    chunk level  remove_lines(start_line, end_line)
-                 remove_str(line, del_str)   delete del_str from that line if it occurs exactly once
-                 keep_all()
-
-(the doc level is the same in both). Canonical lines such as
-``remove_lines(line_start=3, line_end=7)`` take a regex fast path; everything else goes through the
-scanner and ``ast``. Both end in the same binding and validation, so they accept the same calls.
-
-What is rejected, each with a stable error code: ``unknown_function``, ``wrong_level``,
-``attribute_call``, ``nested_call``, ``non_literal`` (names, f-strings, comprehensions, lambdas,
-operators), ``bad_argument`` (wrong type, unknown keyword, duplicate, missing), ``bad_number``
-(negative or over :data:`MAX_LINE_NUMBER`), ``reversed_range``, ``syntax``, ``truncated``,
-``too_long``, ``too_many_calls`` and ``empty``.
+A refiner's output is untrusted text: :func:`parse_program` turns it into validated calls and
+errors and never raises. Nothing is evaluated: call spans are found by a small scanner, each is
+parsed with ``ast.parse(mode="eval")`` and accepted only as a whitelisted call with literal
+arguments. Two dialects: ``prox`` (``drop_doc``, ``keep_doc``, ``remove_lines``, ``normalize``,
+``keep_chunk``) and ``refinex`` (``remove_lines``, ``remove_str``, ``keep_all``). What is accepted
+and rejected, and the cost bounds: ``docs/programs.md``.
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
 """Prompt formats for the doc- and chunk-level refiners (versioned: part of the refiner version).
 
-Both levels use the Llama-2 chat format with the ProX system prompt, unless the model's tokenizer
-ships a chat template, which is then used instead. The doc-level user message is the document
-itself; the chunk-level one is ``[doc]\\n{numbered chunk}\\n[/doc]`` (as in GAIR-NLP/ProX).
-The ``<s>`` BOS is not part of the string: every engine adds it when it tokenizes the prompt.
-
-Long documents: the reference truncates the *templated* doc prompt to 2,000 tokens, cutting off
-the closing ``[/INST]``. We truncate the *document* so the whole prompt fits
-(``doc_truncation="document"``, default); ``"prompt"`` restores the reference behaviour.
+The Llama-2 chat format with the ProX system prompt, or the tokenizer's chat template when it
+ships one; the chunk message is ``[doc]\n{numbered chunk}\n[/doc]``. A long document is cut so
+the whole prompt fits (``doc_truncation="document"``); ``"prompt"`` restores the reference, which
+cuts the templated prompt.
 """
 
 from __future__ import annotations

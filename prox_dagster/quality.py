@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
 
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+from . import environment
+
+environment.set_default("GX_ANALYTICS_ENABLED", "false")
 
 
 @dataclass(frozen=True)
@@ -203,24 +204,6 @@ class ProgramCoverage:
                             {"kept": self.kept, "unrefined": self.unrefined,
                              "dropped_with_programs": self.dropped,
                              "refiners": ", ".join(versions)})
-
-
-def programs_match_documents(doc_refined: pl.DataFrame, chunk_refined: pl.DataFrame,
-                             stale_upstream: list[str] = ()) -> CheckOutcome:
-    """The chunk programs were written for this doc decision by the same refiner: every kept
-    document has chunk programs, no dropped one has, both levels name one refiner, and no
-    upstream stage is stale (``stale_upstream`` describes those that are)."""
-    coverage = ProgramCoverage()
-    refined = set(chunk_refined["doc_id"].to_list())
-    coverage.versions.update(chunk_refined["refiner_version"].unique().to_list())
-    ids = set()
-    for doc_id, keep, text, version in doc_refined.select(
-            "id", "doc_keep", "text", "refiner_version").iter_rows():
-        ids.add(doc_id)
-        coverage.document(doc_id, keep, text, doc_id in refined, version)
-    for doc_id in sorted(refined - ids):
-        coverage.programs_without_document(doc_id)
-    return coverage.outcome(stale_upstream)
 
 
 def tokens_written(documents: int, tokens: int, skipped_empty: int, kept: int,

@@ -1,20 +1,9 @@
 """The embedded sample crawl: realistic noisy web documents with ground-truth labels, offline.
 
-Body paragraphs are real English prose from the Python documentation (``pydoc_data.topics``,
-frozen into ``data/sample_paragraphs.json.gz`` so the crawl is the same on every interpreter). Each page wraps them in the boilerplate of one of several site themes:
-menus, breadcrumbs, bylines, cookie banners, share rows, related-post lists, comment widgets and
-legal footers; some pages carry mojibake (UTF-8 read as cp1252). A share of pages is junk
-(keyword spam, placeholder text, error and login-wall pages, product grids, number tables).
-
-Output, deterministic for a seed::
-
-    {out}/raw/sample-crawl.0000N.{jsonl.gz,jsonl.zst,parquet,jsonl}
-    {out}/labels/sample-crawl.0000N.labels.jsonl   one row per document:
-        id, junk (bool), kind, line_labels ('M' main, 'B' boilerplate, '_' empty, one per line),
-        mojibake (bool)
-
-The first shard also holds two malformed records (a broken JSON line and a record without
-``text``), so the quarantine path is exercised by the demo.
+Real prose (the Python documentation's, frozen in ``data/``) wrapped in the boilerplate of
+several site themes, some mojibake and a share of junk pages; deterministic for a seed. It writes
+``{out}/raw/sample-crawl.0000N.*`` in every raw format, line labels in ``{out}/labels/`` and a
+held-out prose set; the first shard holds two malformed records for the quarantine path.
 """
 
 from __future__ import annotations
@@ -29,7 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
-from .shards import write_atomic, write_text_atomic
+from .atomic_writes import write_atomic, write_text_atomic
 
 SHARD_PREFIX = "sample-crawl"
 FORMATS = (".jsonl.gz", ".jsonl.zst", ".parquet", ".jsonl")
@@ -295,13 +284,3 @@ def _write_raw(path: Path, suffix: str, records: list[dict], lines: list[str]) -
         write_atomic(path, lambda tmp: tmp.write_bytes(data))
     else:
         write_atomic(path, lambda tmp: tmp.write_bytes(payload))
-
-
-def read_labels(labels_dir: str | Path) -> dict[str, dict]:
-    """All label rows under ``labels_dir``, by document id."""
-    out = {}
-    for path in sorted(Path(labels_dir).glob("*.labels.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            row = json.loads(line)
-            out[row["id"]] = row
-    return out

@@ -1,40 +1,23 @@
-"""Shards: raw readers, the row contracts of every stage, and atomic writers.
+"""Raw shards: finding them, reading them into the ``raw_shard`` contract, and every stage's
+row contract.
 
-A raw shard is one file of crawled documents: ``.jsonl``, ``.jsonl.gz``, ``.jsonl.zst`` or
-``.parquet``. Each record needs a string ``text``; ``id``, ``url`` and ``source`` are carried as
-columns and every other field goes, as JSON, into ``meta``.
-
-Nothing read from a raw file is lost silently. A record that cannot become a document (a line that
-is not JSON, not an object, lacks a string ``text``, or repeats an id already seen in the shard) is
-kept in the *quarantine* table with its line number, its byte offset in the (decompressed) file,
-its raw content and the reason. So is a record over :data:`MAX_RECORD_BYTES` (its first bytes), a
-document with more lines than the program language can number, and a record whose fields cannot
-be serialized. A damaged compressed file (``.gz`` or ``.zst`` cut short, inside a frame or not,
-or garbage) keeps every record before the damage and adds one row naming the file, the byte
-offsets and the decompressor's reason. Bytes that are not valid UTF-8 (and JSON escapes of lone
-surrogates) are decoded with U+FFFD replacement: the document is kept (web text with a few bad
-bytes is still text), counted, and flagged in ``meta`` as ``"utf8_repaired": true``. A UTF-8 byte
-order mark at the start of a file is dropped.
-
-Reading is streamed in bounded pieces (64 KiB of compressed input, at most about 32 MiB of output
-per zstd step, whatever the compression ratio), so memory is bounded by the largest record kept.
+Nothing read is lost silently: a record that cannot become a document (not JSON, no string
+``text``, a repeated id, over :data:`MAX_RECORD_BYTES`, too many lines) becomes a quarantine row
+with its line, byte offset, raw content and reason; a damaged ``.gz``/``.zst`` keeps every record
+before the damage. Invalid UTF-8 is repaired with U+FFFD and flagged in ``meta``. Reading is
+streamed in bounded pieces, so memory is bounded by the largest record kept.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import gzip
-import hashlib
 import json
 import os
 import re
-import secrets
-import socket
-import time
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -90,16 +73,6 @@ class ShardError(ValueError):
     """A shard that cannot be read at all (missing file, unknown format, unreadable Parquet)."""
 
 
-@dataclass
-class RawShard:
-    """What reading one raw file produced: the documents, the quarantined records and counts."""
-
-    shard: str
-    documents: pl.DataFrame
-    quarantine: pl.DataFrame
-    stats: Counter = field(default_factory=Counter)
-
-
 def shard_key(path: str | os.PathLike) -> str | None:
     """The partition key of a raw file (its name without the raw suffix), or None if not raw."""
     name = os.path.basename(path)
@@ -151,16 +124,6 @@ def not_regular(shard: str, location: str, mode: int) -> ShardError:
     return ShardError(f"shard {shard!r}: {location!r} is {local_files.kind(mode)}: only regular "
                       "files inside the raw folder are read (nothing of it was read); replace "
                       "it with the file itself")
-
-
-def read_raw_shard(path: str | os.PathLike, shard: str | None = None) -> RawShard:
-    """:func:`stream_raw_shard` into frames."""
-    from .parquet_batches import FrameSink
-
-    documents, quarantine = FrameSink(), FrameSink()
-    stats = stream_raw_shard(path, documents, quarantine, shard)
-    return RawShard(shard or shard_key(path) or Path(path).name, documents.frame,
-                    quarantine.frame, stats)
 
 
 MAX_RECORD_BYTES = 64 << 20  # a longer JSON line is quarantined by its first bytes
@@ -474,100 +437,6 @@ def _read_parquet(builder: _Builder, raw, path: Path, max_lines: int) -> None:
                     builder.add(line_no, record, text)
                 line_no += 1
         del table
-
-
-STALE_TEMP_SECONDS = 600  # a temp file untouched this long has no live writer
-SWEEP_SECONDS = 60
-_TEMP_NAME = re.compile(r"^\..*\.[0-9a-f]{12}\.(?P<host>[^.]+)-(?P<pid>[0-9]+)\.[^.]+\.tmp$")
-_swept: dict[Path, float] = {}  # folder -> when this process last swept it
-_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-
-
-def write_atomic(path: str | os.PathLike, write) -> Path:
-    """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it into place.
-
-    A crash mid-write leaves the previous file (if any) untouched and no partial file under the
-    final name. The temp file's name stays short whatever ``path``'s (a legal 240-character
-    shard name must not fail on it) and says which target, host and process it belongs to, so
-    a later write in the same folder removes what a killed writer left: at once when that
-    process is gone from this host, else once it is :data:`STALE_TEMP_SECONDS` old. A process
-    sweeps a folder at most once per :data:`SWEEP_SECONDS` (sweeping on every write cost a
-    listing of the folder per shard: quadratic over a backfill).
-    """
-    path = Path(path)
-    tmp = temp_file(path)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def temp_file(path: Path) -> Path:
-    """A new, empty temporary file beside ``path`` for a write that ends in a rename to
-    ``path`` (see :func:`write_atomic`); what killed writers of ``path`` left is removed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    prefix = _temp_prefix(path.name)
-    now = time.monotonic()
-    if now - _swept.get(path.parent, -SWEEP_SECONDS) >= SWEEP_SECONDS:
-        if len(_swept) > 4096:
-            _swept.clear()
-        _remove_stale_temps(path.parent)
-        _swept[path.parent] = now
-    while True:
-        tmp = path.parent / f"{prefix}{_HOST}-{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        try:
-            # mode 0o666 under the umask, as for any new file: mkstemp's 0o600 made every shard,
-            # manifest and model unreadable to the team's other users and services
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-        os.close(fd)
-        return tmp
-
-
-def _temp_prefix(name: str) -> str:
-    # the name's start for people, a hash of all of it so two long names never share temps
-    return f".{name[:48]}.{hashlib.sha256(name.encode()).hexdigest()[:12]}."
-
-
-def _remove_stale_temps(folder: Path) -> None:
-    now = time.time()
-    for candidate in folder.glob(".*.tmp"):
-        match = _TEMP_NAME.match(candidate.name)
-        if match is None:
-            continue  # not a temp file of ours
-        host, pid = match["host"], match["pid"]
-        try:
-            dead = host == _HOST and not _process_alive(int(pid))
-            if dead or now - candidate.stat().st_mtime > STALE_TEMP_SECONDS:
-                candidate.unlink()
-        except FileNotFoundError:  # its writer finished (renamed) or another cleaner won
-            continue
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True  # this process: one of its own writes may be in flight in another thread
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def write_parquet_atomic(frame: pl.DataFrame, path: str | os.PathLike) -> Path:
-    from .parquet_batches import write_frame
-
-    return write_frame(frame, path)
-
-
-def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
-    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def schema_problems(frame: pl.DataFrame, contract: str) -> list[str]:

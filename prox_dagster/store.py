@@ -24,9 +24,11 @@ import fsspec
 import polars as pl
 
 from . import leases
+from .atomic_writes import write_atomic, write_text_atomic
 from .parquet_batches import BatchWriter, ParquetSource
 from .shards import (ShardError, conflict_error, is_raw_name, key_too_long, near_miss,
-                     not_regular, raw_names, select_raw_shards, write_atomic, write_text_atomic)
+                     not_regular, raw_names, select_raw_shards)
+
 
 def is_remote(location: str | os.PathLike) -> bool:
     return "://" in str(location) and not str(location).startswith("file://")
@@ -50,13 +52,10 @@ def exists(location: str) -> bool:
     return fs.isfile(path)
 
 
-def sha256(location: str, block: int = 1 << 20) -> str:
+def sha256(location: str) -> str:
     fs, path = filesystem(location)
-    digest = hashlib.sha256()
     with fs.open(path, "rb") as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def file_version(location: str, info: dict | None = None) -> str:

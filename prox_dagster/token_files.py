@@ -1,40 +1,9 @@
 """Token files that training stacks read without conversion, written by streaming a clean shard.
 
-Three formats, one per run (``FORMATS``):
-
-``parquet``
-    ``{shard}.parquet``: ``id``, ``input_ids`` (a list of the token dtype), ``n_tokens``.
-``megatron``
-    ``{shard}.bin`` + ``{shard}.idx``: Megatron-LM's ``MMapIndexedDataset`` (also read by NeMo
-    and written by datatrove). ``.bin`` holds the token ids back to back; ``.idx`` is the magic
-    ``MMIDIDX\\x00\\x00``, version ``<Q`` 1, dtype code ``<B``, sequence count ``<Q``, document
-    count ``<Q``, then the sequence lengths (int32), their byte offsets in ``.bin`` (int64) and
-    the document indices (int64, ``0..n``): one sequence per document.
-``litgpt``
-    ``{shard}.tokens``: the shard's token ids back to back, no header. litgpt / TinyLlama
-    ``PackedDataset`` chunks are cut from the whole set, not per shard (per shard, every shard's
-    last chunk would be mostly padding): :func:`pack_litgpt` packs the shards' streams, in
-    shard order, into ``{prefix}_{i:010d}.bin`` files, which ProX's training code reads: magic
-    ``LITPKDS``, version ``<Q`` 1, dtype code ``<B``, chunk size ``<Q``, then exactly
-    ``chunk_size`` tokens. As in TinyLlama's builder, a document runs on into the next chunk;
-    only the set's last chunk is padded, with ``sep_token`` (ProX uses BOS), and kept (ProX's
-    script drops it; dropping data is not ours to decide). No package on PyPI ships
-    ``PackedDataset`` (litgpt ≥ 0.2 pretrains from litdata), so beside these chunks the same
-    stream is written as a **litdata** set (``litdata=True``): ``chunk-0-{i}.bin`` (``<I``
-    item count 1, ``<I`` begin and end byte offsets, then the chunk's tokens, the last one
-    unpadded) and ``index.json`` (``TokensLoader``, ``no_header_tensor`` of the token dtype),
-    which ``litdata.StreamingDataset`` and ``litgpt pretrain --data LitData`` read.
-
-Beside the token files of every format, ``{shard}.documents.pq`` (Parquet) lists the documents
-they hold, in order: ``id``, ``text_hash`` (64 bits of blake2b over the text) and ``n_tokens``
-(EOS included): what duplicates across shards are found by, and the lengths by which a set
-without them is cut (:func:`filter_token_files`). Its suffix is none a token file ends with,
-so no shard key can make one shard's file name another's.
-
-Conventions of ProX's pre-training data preparation: no leading BOS, EOS appended to every
-document, the smallest unsigned dtype that holds the vocabulary. Memory is bounded by a batch of
-documents, not by the shard; every file is written under a temporary name and renamed into place
-once all of the shard's files are done.
+``parquet`` (``id``, ``input_ids``, ``n_tokens``), ``megatron`` (``.bin`` + ``.idx`` as
+megatron-core's ``IndexedDataset`` reads them) and ``litgpt`` (a token stream per shard, which
+:func:`pack_litgpt` packs across shards into ``LITPKDS`` chunks and a litdata set). Every writer
+streams, and every file is written atomically. The byte layouts: ``docs/architecture.md``.
 """
 
 from __future__ import annotations
@@ -55,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .shards import temp_file, write_atomic
+from .atomic_writes import temp_file, write_atomic
 from .tokenization import BATCH_CHARS, pieces, rust_tokenizer, tokenizer_name
 
 FORMATS = ("parquet", "megatron", "litgpt")

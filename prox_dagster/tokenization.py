@@ -19,6 +19,8 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from .environment import cache_dir
+
 SAMPLE_TOKENIZER = "sample"
 SAMPLE_TOKENIZER_VERSION = "sample-bpe-v2"
 SAMPLE_VOCAB_SIZE = 8192
@@ -26,10 +28,6 @@ SAMPLE_VOCAB_SIZE = 8192
 SAMPLE_TOKENIZER_FILE = Path(__file__).with_name("data") / "sample_tokenizer.json.gz"
 SAMPLE_TOKENIZER_SHA256 = "48d9be80cb8edbe86f72343b582d39d6b9c04be4fbbdf982d8761df7e684ffa1"
 DEFAULT_BATCH = 8192
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("PROX_CACHE_DIR", Path.home() / ".cache" / "prox-dagster"))
 
 
 @functools.lru_cache(maxsize=8)

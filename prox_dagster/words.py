@@ -18,7 +18,12 @@ _CJK_RUNS = re.compile(CJK.pattern + "+")
 
 WordUnit = Literal["cjk", "split"]
 WORD_UNITS = ("cjk", "split")
+# What ends a sentence, in three senses kept apart because shipped models and rules depend on
+# each exactly: a sentence-like line; a link or menu item (the rules refiner's, Latin only);
+# the classifier's `ends_punct` feature (FEATURES_VERSION fixes it; "»" ends titles there)
 SENTENCE_END = (".", "!", "?", '"', "'", "”", "’", ":", ";", ")", "…", "。", "！", "？")
+ITEM_END = SENTENCE_END[:11]
+FEATURE_END = (".", "!", "?", "。", "！", "？", "…", '"', "”", "'", "’", ")", "»")
 
 
 def word_count(text: str, unit: WordUnit) -> int:

@@ -1,14 +1,9 @@
 """Which labelled sets the refiner is evaluated on and trained from, and where models go."""
 
-import os
-
 import dagster as dg
 
+from prox_dagster import environment
 from prox_dagster.evaluation import LabelledSet, load_labelled_set
-
-
-def _paths(value: str) -> list[str]:
-    return [p for p in value.replace(",", os.pathsep).split(os.pathsep) if p.strip()]
 
 
 class LabelledSets(dg.ConfigurableResource):
@@ -28,11 +23,10 @@ class LabelledSets(dg.ConfigurableResource):
         """``PROX_EVAL_SETS`` / ``PROX_TRAIN_SETS`` / ``PROX_ABLATION_SETS`` (paths separated
         by ``:`` or ``,``), else ``default_sets`` (``default_heldout`` for the ablation);
         ``PROX_MODEL_DIR``, else ``model_dir``."""
-        env = os.environ
-        return cls(evaluation=_paths(env.get("PROX_EVAL_SETS", "")) or default_sets,
-                   training=_paths(env.get("PROX_TRAIN_SETS", "")) or default_sets,
-                   ablation=_paths(env.get("PROX_ABLATION_SETS", "")) or default_heldout or [],
-                   model_dir=env.get("PROX_MODEL_DIR", model_dir))
+        return cls(evaluation=environment.paths("PROX_EVAL_SETS") or default_sets,
+                   training=environment.paths("PROX_TRAIN_SETS") or default_sets,
+                   ablation=environment.paths("PROX_ABLATION_SETS") or default_heldout or [],
+                   model_dir=environment.value("PROX_MODEL_DIR") or model_dir)
 
     def load(self, which: str) -> list[LabelledSet]:
         paths = self.evaluation if which == "evaluation" else self.training

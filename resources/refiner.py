@@ -1,12 +1,11 @@
 """The refiner (a GPU resource for LM backends) and the program execution policy."""
 
 import json
-import os
-from typing import ClassVar
 
 import dagster as dg
 from pydantic import PrivateAttr
 
+from prox_dagster import environment
 from prox_dagster.chunking import DEFAULT_MAX_TOKENS
 from prox_dagster.execute import ExecutionPolicy
 from prox_dagster.refiners import LM_BACKENDS, Refiner, build_refiner
@@ -15,22 +14,45 @@ from prox_dagster.tokenization import SAMPLE_TOKENIZER, load_tokenizer, tokenize
 from .settings import settings_resource
 
 
-def _from_env(cls, nested: dict, floats: tuple[str, ...] = ()):
-    """``cls`` (with the ``nested`` values given) with each field whose variable
-    (``cls.ENV``) is set taken from it: a
-    ``dg.EnvVar`` (the UI shows the variable, not a secret's value), ``EnvVar.int`` for ints;
-    floats are read here (Dagster's EnvVar has no float form)."""
-    values = {}
-    for name, var in cls.ENV.items():
-        if var not in os.environ:
-            continue
-        if name in floats:
-            values[name] = float(os.environ[var])
-        elif cls.model_fields[name].annotation is int:
-            values[name] = dg.EnvVar.int(var)
-        else:
-            values[name] = dg.EnvVar(var)
+def _from_env(cls, path: str, nested: dict):
+    """``cls`` (with the ``nested`` values given), each field that a set variable names
+    (``prox_dagster.environment``, by its ``path``) taken from it: a ``dg.EnvVar`` (the UI shows
+    the variable, not a secret's value), ``EnvVar.int`` for ints; floats, mappings and lists are
+    read here (Dagster's EnvVar has no such forms)."""
+    values: dict = {}
+    for var in environment.VARIABLES.values():
+        for owner, _, name in (f.rpartition(".") for f in var.fields):
+            if owner != path or not environment.is_set(var.name):
+                continue
+            kind = cls.model_fields[name].annotation
+            text = environment.value(var.name)
+            if kind is float:
+                values[name] = _number(text, var.name)
+            elif kind is int:
+                values[name] = dg.EnvVar.int(var.name)
+            elif kind == dict[str, str]:
+                values[name] = _key_values(text, var.name)
+            elif kind == list[dict[str, str]]:
+                values[name] = json.loads(text)
+            else:
+                values[name] = dg.EnvVar(var.name)
     return cls(**values, **nested)
+
+
+def field_default(path: str):
+    """The default of the resource field a variable names (``RefinerResource.hf.dtype``)."""
+    owner, first, *rest = path.split(".")
+    value = {"RefinerResource": RefinerResource}[owner].model_fields[first].default
+    for name in rest:
+        value = getattr(value, name)
+    return value
+
+
+def _number(text: str, variable: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{variable}={text!r} is not a number") from None
 
 
 def _key_values(text: str, variable: str) -> dict[str, str]:
@@ -47,9 +69,6 @@ class ClassifierSettings(dg.Config):
     `precision`, `balanced` or `recall` (empty: the model's own); `options`: its rule options
     (see `RulesConfig`)."""
 
-    ENV: ClassVar[dict[str, str]] = {"model": "PROX_CLASSIFIER_MODEL",
-                                     "keep_kinds": "PROX_KEEP_KINDS",
-                                     "preset": "PROX_CLASSIFIER_PRESET"}
     model: str = ""
     keep_kinds: str = ""
     preset: str = ""
@@ -64,7 +83,6 @@ class ClassifierSettings(dg.Config):
 class RulesSettings(dg.Config):
     """`rules`: the rules refiner's options (`RulesConfig` fields)."""
 
-    ENV: ClassVar[dict[str, str]] = {}
     options: dict[str, float] = {}
 
     def refiner_options(self) -> dict:
@@ -74,8 +92,6 @@ class RulesSettings(dg.Config):
 class HFSettings(dg.Config):
     """`hf`: transformers; `batch_size` prompts per `generate` call."""
 
-    ENV: ClassVar[dict[str, str]] = {"dtype": "PROX_REFINER_DTYPE",
-                                     "device": "PROX_REFINER_DEVICE"}
     dtype: str = "auto"
     device: str = "auto"
     batch_size: int = 8
@@ -87,10 +103,6 @@ class HFSettings(dg.Config):
 class VLLMSettings(dg.Config):
     """`vllm`: the offline engine's arguments."""
 
-    ENV: ClassVar[dict[str, str]] = {
-        "dtype": "PROX_REFINER_DTYPE", "max_model_len": "PROX_MAX_MODEL_LEN",
-        "gpu_memory_utilization": "PROX_GPU_MEMORY_UTILIZATION",
-        "tensor_parallel_size": "PROX_TENSOR_PARALLEL_SIZE"}
     dtype: str = "auto"
     max_model_len: int = 4096
     gpu_memory_utilization: float = 0.9
@@ -108,10 +120,6 @@ class OpenAISettings(dg.Config):
     """`openai`: an OpenAI-compatible completions server. `max_prompt_tokens`: the most
     the server takes (its `--max-model-len` less one; 0: not checked here)."""
 
-    ENV: ClassVar[dict[str, str]] = {
-        "base_url": "PROX_REFINER_BASE_URL", "api_key": "PROX_REFINER_API_KEY",
-        "max_prompt_tokens": "PROX_MAX_PROMPT_TOKENS",
-        "request_timeout_s": "PROX_REFINER_TIMEOUT_S"}
     base_url: str = ""
     api_key: str = ""
     max_concurrency: int = 8
@@ -150,11 +158,6 @@ class RefinerResource(dg.ConfigurableResource):
     pools carry).
     """
 
-    ENV: ClassVar[dict[str, str]] = {
-        "backend": "PROX_REFINER_BACKEND", "doc_model": "PROX_DOC_MODEL",
-        "chunk_model": "PROX_CHUNK_MODEL", "revision": "PROX_MODEL_REVISION",
-        "tokenizer": "PROX_REFINER_TOKENIZER", "max_chunk_tokens": "PROX_MAX_CHUNK_TOKENS",
-        "batch_size": "PROX_REFINER_BATCH"}
     backend: str = "classifier"
     tokenizer: str = ""
     max_chunk_tokens: int = DEFAULT_MAX_TOKENS
@@ -179,20 +182,14 @@ class RefinerResource(dg.ConfigurableResource):
 
     @classmethod
     def from_env(cls) -> "RefinerResource":
-        """Settings from the ``PROX_*`` variables in each settings class's ``ENV`` (unset:
-        the defaults), as ``dg.EnvVar`` values; :meth:`resolved` reads them."""
-        pods: dict = {}
-        if os.environ.get("PROX_GPU_NODE_SELECTOR"):
-            pods["gpu_node_selector"] = _key_values(os.environ["PROX_GPU_NODE_SELECTOR"],
-                                                    "PROX_GPU_NODE_SELECTOR")
-        if os.environ.get("PROX_GPU_TOLERATIONS"):
-            pods["gpu_tolerations"] = json.loads(os.environ["PROX_GPU_TOLERATIONS"])
-        return _from_env(cls, {
-            **pods,
-            "classifier": _from_env(ClassifierSettings, {}),
-            "hf": _from_env(HFSettings, {}),
-            "vllm": _from_env(VLLMSettings, {}, floats=("gpu_memory_utilization",)),
-            "openai": _from_env(OpenAISettings, {}, floats=("request_timeout_s",))})
+        """Settings from the ``PROX_*`` variables that name its fields (unset: the defaults),
+        as ``dg.EnvVar`` values where Dagster has a form for them; :meth:`resolved` reads
+        them."""
+        own = cls.__name__
+        return _from_env(cls, own, {
+            name: _from_env(settings, f"{own}.{name}", {})
+            for name, settings in (("classifier", ClassifierSettings), ("hf", HFSettings),
+                                   ("vllm", VLLMSettings), ("openai", OpenAISettings))})
 
     def resolved(self) -> "RefinerResource":
         """This resource with its ``EnvVar`` values read, as a run sees it (for code versions

@@ -28,7 +28,7 @@ def settings_resource(target: type, name: str, doc: str) -> type[dg.Configurable
 
 def settings_values(*, refiner=None, policy=None, tokenizer=None, checks=None,
                     resolve: bool = True) -> dict:
-    """The values of ``prox_dagster.fingerprint.SETTINGS`` and ``THRESHOLDS`` these resources
+    """The values of settings ``prox_dagster.fingerprint.SHAPED_BY`` names and the ``THRESHOLDS`` these resources
     hold: what the stages' code versions and checks are computed from, at load time and in
     every run alike. ``resolve=False`` (loading the code location) asks no hub and loads no
     model or tokenizer: what is not known locally reads as unresolved."""

@@ -1,11 +1,11 @@
 """The pretraining tokenizer: it tokenizes clean text into token files and counts the tokens a
 shard keeps (chunk budgets are the refiner's tokenizer's: ``RefinerResource``)."""
 
-import os
 
 import dagster as dg
 from pydantic import PrivateAttr
 
+from prox_dagster import environment
 from prox_dagster.token_files import FORMATS, PROX_CHUNK_SIZE, TokenFileError, token_dtype
 from prox_dagster.tokenization import SAMPLE_TOKENIZER, load_tokenizer, tokenizer_identity
 
@@ -45,7 +45,7 @@ class TokenizerResource(dg.ConfigurableResource):
     def token_files(self) -> dict:
         """The token-file settings as configured (a bad format is an error here; whether the
         vocabulary fits the dtype, when the tokenizer is loaded: :meth:`file_settings`)."""
-        fmt = self.output_format or os.environ.get("PROX_TOKEN_FORMAT", "parquet")
+        fmt = self.output_format or environment.value("PROX_TOKEN_FORMAT")
         if fmt not in FORMATS:
             raise TokenFileError(f"token output format {fmt!r} (TokenizerResource.output_format "
                                  f"or PROX_TOKEN_FORMAT) is not one of {FORMATS}")

@@ -301,7 +301,7 @@ def tour(out: Path, shards: int, shards_per_run: int, screenshots: bool = True) 
     work = Path(tempfile.mkdtemp(prefix="prox-ui-"))
     home, data = work / "dagster_home", work / "data"
     home.mkdir()
-    shutil.copyfile(ROOT / "deploy" / "local" / "dagster.yaml", home / "dagster.yaml")
+    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
     write_sample_crawl(data, n_shards=shards, docs_per_shard=6)
     env = {**os.environ, "DAGSTER_HOME": str(home), "PROX_DATA_DIR": str(data),
            "PROX_SHARDS_PER_RUN": str(shards_per_run), "DAGSTER_DISABLE_TELEMETRY": "1"}

@@ -74,7 +74,8 @@ def _cached_model(kind: str, build) -> Path:
     import tempfile
 
     from prox_dagster.refiners.training import TINY_SHAPE
-    from prox_dagster.tokenization import cache_dir, tokenizer_fingerprint
+    from prox_dagster.environment import cache_dir
+    from prox_dagster.tokenization import tokenizer_fingerprint
 
     tok = _model_tokenizer()
     key = hashlib.sha256(f"{kind}|{tokenizer_fingerprint(tok)}|{sorted(TINY_SHAPE.items())}"

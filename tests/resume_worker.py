@@ -7,7 +7,7 @@ import sys
 import dagster as dg
 
 from prox_dagster import definitions
-from resources import CheckThresholds, RefinerResource
+from prox_dagster.resources import CheckThresholds, RefinerResource
 
 
 def build(data_dir: str, model: str) -> dg.Definitions:

@@ -7,10 +7,10 @@ import json
 import dagster as dg
 import pytest
 
-from assets.audit import RANGE_END, RANGE_START
+from prox_dagster.assets.audit import RANGE_END, RANGE_START
 from prox_dagster import cli, definitions
 from prox_dagster.sample import write_sample_crawl
-from resources import CheckThresholds, ClassifierSettings, RefinerResource
+from prox_dagster.resources import CheckThresholds, ClassifierSettings, RefinerResource
 
 pytestmark = pytest.mark.integration
 SHARDS = ["sample-crawl.00000", "sample-crawl.00001", "sample-crawl.00002",
@@ -131,23 +131,25 @@ def test_the_cli_answers_in_every_format_with_every_resource_set_by_environment(
         audited, capsys, monkeypatch, backend):
     """Every variable the resources read set at once (each field then an `EnvVar`, which the
     CLI must resolve before reading it): every format answers, the table names the refiner."""
-    from resources.refiner import HFSettings, OpenAISettings, VLLMSettings
-
+    from prox_dagster import environment
     from prox_dagster.refiners.classifier import default_model_path
+    from prox_dagster.resources.refiner import field_default
 
     _, _, home, _, _ = audited
     values = {"backend": backend, "doc_model": "", "chunk_model": "", "revision": "",
               "tokenizer": "", "model": str(default_model_path()),
               "base_url": "http://127.0.0.1:9", "api_key": "sk-test-not-a-key",
               "max_prompt_tokens": "2048"}
-    for settings in (RefinerResource, ClassifierSettings, HFSettings, VLLMSettings,
-                     OpenAISettings):
-        for field, variable in settings.ENV.items():
-            default = settings.model_fields[field].default
-            value = values.get(field, default)
-            if value in ("", None):
+    fields = 0
+    for variable in environment.VARIABLES.values():
+        for path in variable.fields:
+            fields += 1
+            value = values.get(path.rpartition(".")[2], field_default(path))
+            if value in ("", None, {}):
                 continue  # unset: the default, as an operator leaves it
-            monkeypatch.setenv(variable, str(value))
+            text = json.dumps(value) if isinstance(value, list) else str(value)
+            monkeypatch.setenv(variable.name, text)
+    assert fields >= 20
     for variable, value in {"PROX_TOKEN_FORMAT": "megatron", "PROX_SHARDS_PER_RUN": "8",
                             "PROX_REFINE_CRON": "*/5 * * * *", "PROX_EXECUTOR": "in_process",
                             "PROX_TOKENIZER": "sample"}.items():

@@ -7,10 +7,10 @@ import os
 import dagster as dg
 import pytest
 
-from assets.sensors import RANGE_END, RANGE_START, build_raw_shard_sensor
+from prox_dagster.assets.sensors import RANGE_END, RANGE_START, build_raw_shard_sensor
 from prox_dagster import definitions
 from prox_dagster.sample import write_sample_crawl
-from resources import ClassifierSettings, RawSource, RefinerResource
+from prox_dagster.resources import ClassifierSettings, RawSource, RefinerResource
 
 pytestmark = pytest.mark.integration
 NOW = dt.datetime(2026, 11, 22, 6, 0, tzinfo=dt.timezone.utc)
@@ -83,9 +83,9 @@ def test_file_patterns_choose_which_files_are_shards(tmp_path, instance):
 
 
 def test_two_files_with_one_key_are_reported_and_every_other_shard_flows(tmp_path, instance):
-    from assets.audit import audit_rows, expected_of
-    from resources import (CheckThresholds, ProgramPolicy, RefinerResource, ShardStorage,
-                           TokenizerResource)
+    from prox_dagster.assets.audit import audit_rows, expected_of
+    from prox_dagster.resources import (CheckThresholds, ProgramPolicy, RefinerResource, ShardStorage,
+                                    TokenizerResource)
 
     raw = tmp_path / "raw"
     raw.mkdir()

@@ -5,10 +5,10 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from assets.common import RECOMPUTE_TAG
+from prox_dagster.assets.common import RECOMPUTE_TAG
 from prox_dagster import definitions
 from prox_dagster.sample import write_sample_crawl
-from resources import CheckThresholds, ClassifierSettings, RefinerResource
+from prox_dagster.resources import CheckThresholds, ClassifierSettings, RefinerResource
 
 pytestmark = pytest.mark.integration
 SHARDS = ["sample-crawl.00000", "sample-crawl.00001", "sample-crawl.00002"]

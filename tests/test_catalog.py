@@ -7,13 +7,13 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from assets.audit import RANGE_END, RANGE_START, evaluate, expected_of
+from prox_dagster.assets.audit import RANGE_END, RANGE_START, evaluate, expected_of
 from prox_dagster import definitions
 from prox_dagster.catalog import Catalog
 from prox_dagster.leases import run_heartbeat
 from prox_dagster.sample import write_sample_crawl
-from resources import (CheckThresholds, ProgramPolicy, RawSource, RefinerResource, ShardStorage,
-                       TokenizerResource)
+from prox_dagster.resources import (CheckThresholds, ProgramPolicy, RawSource, RefinerResource,
+                                    ShardStorage, TokenizerResource)
 
 pytestmark = pytest.mark.integration
 SHARDS = [f"sample-crawl.{i:05d}" for i in range(3)]
@@ -103,7 +103,7 @@ def test_a_setting_change_is_told_to_the_current_checks_naming_the_values(store,
 
 
 def test_a_tick_tells_at_least_one_current_check_and_leaves_the_rest(store, instance):
-    from assets.audit import report_current
+    from prox_dagster.assets.audit import report_current
 
     judge(instance, store)
     policy = ProgramPolicy(min_words=30)

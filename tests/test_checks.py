@@ -3,9 +3,23 @@
 import polars as pl
 import pytest
 
-from prox_dagster.quality import (Thresholds, has_documents, kept_share, parse_rate,
-                                  programs_match_documents, quarantine_share, token_retention,
-                                  tokens_written)
+from prox_dagster.quality import (ProgramCoverage, Thresholds, has_documents, kept_share,
+                                  parse_rate, quarantine_share, token_retention, tokens_written)
+
+
+def programs_match_documents(doc_refined, chunk_refined, stale_upstream=()):
+    """The coverage check over whole frames, fed as the clean step feeds it batch by batch."""
+    coverage = ProgramCoverage()
+    refined = set(chunk_refined["doc_id"].to_list())
+    coverage.versions.update(chunk_refined["refiner_version"].unique().to_list())
+    ids = set()
+    for doc_id, keep, text, version in doc_refined.select(
+            "id", "doc_keep", "text", "refiner_version").iter_rows():
+        ids.add(doc_id)
+        coverage.document(doc_id, keep, text, doc_id in refined, version)
+    for doc_id in sorted(refined - ids):
+        coverage.programs_without_document(doc_id)
+    return coverage.outcome(stale_upstream)
 
 
 def test_tokens_written_fails_on_missing_documents_and_empty_files():

@@ -52,7 +52,7 @@ def test_model_file_is_json_text_and_training_is_deterministic(sample_model, tmp
     assert model.preset == "balanced" and 0 < model.typical_prior < 1
     assert all(0 < t < 1 for point in model.operating_points.values() for t in point)
     assert model.kinds == ("main", "list", "boilerplate", "markup")
-    from prox_dagster.refiners.classifier_training import train_classifier, write_model
+    from prox_dagster.classifier_training import train_classifier, write_model
     from prox_dagster.tokenization import load_tokenizer
 
     again = write_model(train_classifier([load_labelled_set(sample_crawl / "labels" /
@@ -82,7 +82,7 @@ def test_programs_parse_and_beat_the_naive_filter_on_unseen_pages(sample_model,
 
 
 def test_the_shipped_model_is_the_default_refiner():
-    from resources import RefinerResource
+    from prox_dagster.resources import RefinerResource
 
     path = default_model_path()
     assert path.is_file()
@@ -94,7 +94,7 @@ def test_the_shipped_model_is_the_default_refiner():
 
 
 def test_a_retrained_model_is_another_refiner_version(sample_model, tmp_path):
-    from resources import ClassifierSettings, RefinerResource
+    from prox_dagster.resources import ClassifierSettings, RefinerResource
 
     spec = json.loads(sample_model.read_text())
     spec["doc_threshold"] = spec["doc_threshold"] / 2  # another model, same format
@@ -114,7 +114,7 @@ def test_a_retrained_model_is_another_refiner_version(sample_model, tmp_path):
 
 @pytest.mark.parametrize("damage", ["missing", "truncated", "version", "not_a_model"])
 def test_a_bad_model_file_fails_before_any_shard_is_touched(sample_model, tmp_path, damage):
-    from resources import ClassifierSettings, RefinerResource
+    from prox_dagster.resources import ClassifierSettings, RefinerResource
 
     path = tmp_path / "model.json"
     text = sample_model.read_text()
@@ -151,7 +151,7 @@ def test_a_corrupt_booster_is_a_model_error(sample_model, tmp_path):
 
 
 def test_training_needs_good_and_bad_documents(tmp_path, sample_tokenizer):
-    from prox_dagster.refiners.classifier_training import train_classifier
+    from prox_dagster.classifier_training import train_classifier
 
     rows = [{"id": str(i), "text": "Home | About\nA sentence that is long enough to be prose "
              "for the model here.\n© 2024", "line_labels": "BMB", "label": 1}
@@ -278,7 +278,7 @@ def test_train_refiner_refuses_a_trade_off_it_cannot_honour(sample_crawl, tmp_pa
 
 def test_every_preset_is_in_the_model_file_and_redone_from_its_training_record(sample_crawl,
                                                                               tmp_path):
-    from prox_dagster.refiners.classifier_training import (PRESETS, TrainingSettings,
+    from prox_dagster.classifier_training import (PRESETS, TrainingSettings,
                                                            operating_point, train_classifier)
     from prox_dagster.tokenization import load_tokenizer
 
@@ -318,7 +318,7 @@ def test_every_preset_is_in_the_model_file_and_redone_from_its_training_record(s
 
 
 def test_the_document_threshold_has_the_best_f1_that_keeps_enough_good_documents():
-    from prox_dagster.refiners.classifier_training import _doc_threshold
+    from prox_dagster.classifier_training import _doc_threshold
 
     # out-of-fold probabilities, best first: good good bad good bad bad good bad
     probs = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
@@ -336,7 +336,7 @@ def test_the_document_threshold_has_the_best_f1_that_keeps_enough_good_documents
 def _line_data(rows: list[tuple], set_names: list[str]):
     """LineData from (set, posterior, content, sentence, markup) rows; the naive filter keeps
     the sentences, as it does."""
-    from prox_dagster.refiners.classifier_training import LineData
+    from prox_dagster.classifier_training import LineData
     from prox_dagster.refiners.line_features import FEATURE_NAMES
 
     matrix = np.zeros((len(rows), len(FEATURE_NAMES)), dtype=np.float32)
@@ -349,7 +349,7 @@ def _line_data(rows: list[tuple], set_names: list[str]):
 
 
 def test_the_operating_point_keeps_every_sets_sentences_and_maximises_the_mean_gain():
-    from prox_dagster.refiners.classifier_training import operating_point, threshold_tradeoff
+    from prox_dagster.classifier_training import operating_point, threshold_tradeoff
 
     # set a: six content sentences (two the model doubts, at 0.2), four noise sentences at 0.1,
     # two markup sentences at 0.95 (removed whatever their probability), four short content
@@ -379,7 +379,7 @@ def test_the_operating_point_keeps_every_sets_sentences_and_maximises_the_mean_g
 
 def test_line_data_rows_carry_the_naive_and_sentence_flags_of_their_lines(tmp_path,
                                                                           sample_tokenizer):
-    from prox_dagster.refiners.classifier_training import set_line_data
+    from prox_dagster.classifier_training import set_line_data
     from prox_dagster.words import sentence_like
 
     lines = ["Home | News", "", "市政府周二批准了新的预算方案。",

@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from prox_dagster import definitions
-from resources import RefinerResource
+from prox_dagster.resources import RefinerResource
 
 pytest.importorskip("dagster_k8s", reason="dagster-k8s is in the dev extra (make install)")
 

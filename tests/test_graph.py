@@ -11,7 +11,7 @@ from prox_dagster import definitions
 from prox_dagster.pipeline import refine_chunks
 from prox_dagster.refiners import build_refiner
 from prox_dagster.sample import sample_documents, write_sample_crawl
-from resources import CheckThresholds, ClassifierSettings, RefinerResource
+from prox_dagster.resources import CheckThresholds, ClassifierSettings, RefinerResource
 
 pytestmark = pytest.mark.integration
 SHARDS = ["sample-crawl.00000", "sample-crawl.00001"]
@@ -83,10 +83,10 @@ def test_two_partitions_through_the_whole_graph(crawl, instance):
                     r"remove_lines\(line_start=(\d+), line_end=(\d+)\)  # (\w+)", program):
                 named[kind] = named.get(kind, 0) + int(end) - int(start) + 1
         # shown in the UI as a table of kind and count
-        table = chunk_meta["removed_lines_by_kind"].splitlines()
-        assert table[0] == "| removed_lines_by_kind | count |"
-        assert named and dict((kind, int(count)) for kind, count in (
-            row.strip("| ").split(" | ") for row in table[2:])) == named
+        table = chunk_meta["removed_lines_by_kind"]
+        assert [c.name for c in table.schema.columns] == ["removed_lines_by_kind", "count"]
+        assert named and {r.data["removed_lines_by_kind"]: r.data["count"]
+                          for r in table.records} == named
         assert set(named) <= set(refiner.model.kinds) - {"main", "list"}
 
     raw_meta = definitions.latest_metadata(instance, "raw_shard", SHARDS[0])

@@ -26,7 +26,10 @@ from prox_dagster import shards as shards_module
 from prox_dagster.chunking import chunk_documents, number_line, split_numbered
 from prox_dagster.execute import execute_document, growth_allowance
 from prox_dagster.programs import MAX_LINE_NUMBER, ParsedProgram, _parse_into, parse_program
-from prox_dagster.shards import MAX_DOCUMENT_LINES, read_raw_shard, write_atomic
+from prox_dagster import atomic_writes
+from prox_dagster.atomic_writes import write_atomic
+from prox_dagster.shards import MAX_DOCUMENT_LINES
+from raw_reading import read_raw_shard
 from prox_dagster.store import ShardStore, list_raw_shards, locate_raw_shard
 
 pytestmark = pytest.mark.usefixtures("memory_limit")  # conftest: an address-space limit
@@ -373,14 +376,14 @@ def test_a_240_character_shard_name_writes_and_leases(tmp_path):
 
 def test_temp_files_of_a_killed_writer_go_with_a_later_write_in_the_folder(tmp_path):
     target = tmp_path / "shard.parquet"
-    prefix = shards_module._temp_prefix(target.name)
+    prefix = atomic_writes._temp_prefix(target.name)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    killed_here = tmp_path / f"{prefix}{shards_module._HOST}-{dead}.abc.tmp"
+    killed_here = tmp_path / f"{prefix}{atomic_writes._HOST}-{dead}.abc.tmp"
     old_elsewhere = tmp_path / f"{prefix}otherhst-1.def.tmp"
     live_elsewhere = tmp_path / f"{prefix}otherhst-2.ghi.tmp"
-    other_target = tmp_path / f"{shards_module._temp_prefix('other.parquet')}" \
-                              f"{shards_module._HOST}-{dead}.jkl.tmp"
+    other_target = tmp_path / f"{atomic_writes._temp_prefix('other.parquet')}" \
+                              f"{atomic_writes._HOST}-{dead}.jkl.tmp"
     not_ours = tmp_path / ".someone-elses.tmp"
     for path in (killed_here, old_elsewhere, live_elsewhere, other_target, not_ours):
         path.write_bytes(b"partial")
@@ -394,11 +397,11 @@ def test_temp_files_of_a_killed_writer_go_with_a_later_write_in_the_folder(tmp_p
     assert live_elsewhere.exists() and not_ours.exists()
 
     # the folder is swept once per SWEEP_SECONDS per process, not on every write
-    again = tmp_path / f"{prefix}{shards_module._HOST}-{dead}.xyz.tmp"
+    again = tmp_path / f"{prefix}{atomic_writes._HOST}-{dead}.xyz.tmp"
     again.write_bytes(b"partial")
     write_atomic(target, lambda tmp: tmp.write_bytes(b"twice"))
     assert again.exists()
-    shards_module._swept[tmp_path] -= shards_module.SWEEP_SECONDS
+    atomic_writes._swept[tmp_path] -= atomic_writes.SWEEP_SECONDS
     write_atomic(target, lambda tmp: tmp.write_bytes(b"thrice"))
     assert not again.exists() and target.read_bytes() == b"thrice"
 

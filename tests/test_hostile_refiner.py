@@ -16,7 +16,7 @@ import pytest
 from conftest import shared_path
 from prox_dagster.checkpoints import BatchCheckpoints
 from prox_dagster.pipeline import refine_documents
-from prox_dagster.preview import refinement_preview
+from prox_dagster.preview import PreviewCollector
 from prox_dagster.refiners import RefinerError, build_refiner
 from prox_dagster.store import ShardStore
 from prox_dagster.untrusted import markdown_text, program_text, redact
@@ -135,11 +135,11 @@ def test_refiner_and_page_text_reach_the_preview_escaped():
     forged = "spam | injected-doc | kept | [click](http://evil) <img src=x onerror=alert(1)>"
     doc = pl.DataFrame({"id": ["d<b>1"], "text": [f"page {forged}"],
                         "doc_program": [f"drop_doc()  # {forged}"]})
-    chunks = pl.DataFrame(schema={"doc_id": pl.String, "line_start": pl.Int64,
-                                  "line_end": pl.Int64, "chunk_program": pl.String})
     clean = pl.DataFrame({"text": [None], "status": ["dropped_doc"]},
                          schema={"text": pl.String, "status": pl.String})
-    markdown = refinement_preview(doc, chunks, clean)
+    collector = PreviewCollector()
+    collector.add(doc, {}, clean)  # no chunk programs: the document was dropped
+    markdown = collector.markdown()
     row = next(line for line in markdown.splitlines() if line.startswith("| d\\<b\\>1"))
     assert len(re.split(r"(?<!\\)\|", row)) == 6  # four cells: no row or cell forged
     for live in ("<img", "<b>", "](http", "[click]", "://"):  # each only as escaped text

@@ -1,30 +1,35 @@
-"""The architecture's one-way dependency rule, enforced."""
+"""The architecture's layers and what the docs say of the code, enforced."""
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+from report import installed_layout
 
 ENGINE = Path(__file__).resolve().parent.parent / "prox_dagster"
 
 
-def imported_modules(path: Path) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
-    return names
+def test_the_layers_hold_as_import_linter_checks_them(tmp_path):
+    """The contracts in pyproject.toml: the engine imports no Dagster, the CLI sits over the
+    composition root, only the root imports the Dagster layer, no cycles in the engine."""
+    where = installed_layout(tmp_path)
+    result = subprocess.run([str(Path(sys.executable).with_name("lint-imports"))], cwd=where,
+                            env={**os.environ, "PYTHONPATH": str(where)},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "Contracts: 5 kept, 0 broken." in result.stdout
 
 
-def test_engine_imports_no_dagster_assets_or_resources_outside_the_composition_root():
-    offenders = {}
-    for path in ENGINE.rglob("*.py"):
-        if path.name == "definitions.py":
-            continue
-        bad = imported_modules(path) & {"dagster", "dagster_aws", "assets", "resources"}
-        if bad:
-            offenders[str(path.relative_to(ENGINE))] = sorted(bad)
-    assert offenders == {}
+def test_import_linter_catches_an_engine_module_that_imports_dagster(tmp_path):
+    where = installed_layout(tmp_path)
+    words = where / "prox_dagster" / "words.py"
+    words.write_text("import dagster  # noqa\n" + words.read_text())
+    result = subprocess.run([str(Path(sys.executable).with_name("lint-imports"))], cwd=where,
+                            env={**os.environ, "PYTHONPATH": str(where)},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "prox_dagster.words -> dagster" in result.stdout
 
 
 def test_no_eval_or_exec_in_the_engine():
@@ -34,22 +39,62 @@ def test_no_eval_or_exec_in_the_engine():
                 assert node.func.id not in {"eval", "exec", "compile"}, path
 
 
-def test_the_scale_numbers_in_the_docs_are_the_benchmark_results():
-    """docs/operations.md's table is rendered from benchmarks/results/scale.json, never typed."""
-    import json
+def test_every_generated_table_in_the_docs_is_what_the_results_and_the_code_render():
+    """The README's variables, the benchmark, quality, ablation and scale tables and the import
+    graph are rendered by benchmarks/report.py, never typed: a stale one fails here."""
+    import report
 
-    from benchmarks.bench_scale import DOCS, MARKER, render
+    assert report.check() == []
+    names = {section.name for section in report.sections()}
+    assert {"environment", "benchmarks", "quality", "ablation", "scale", "import graph"} <= names
 
-    results = ENGINE.parent / "benchmarks" / "results" / "scale.json"
-    shown = DOCS.read_text().split(MARKER)[1].strip()
-    assert shown == render(json.loads(results.read_text()))
+
+def test_a_table_typed_over_by_hand_is_caught(tmp_path):
+    import report
+
+    readme = tmp_path / "README.md"
+    text = (ENGINE.parent / "README.md").read_text()
+    readme.write_text(text.replace("| `PROX_EXECUTOR` |", "| `PROX_EXECUTOR_TYPO` |"))
+    section = next(s for s in report.sections() if s.name == "environment")
+    stale = report.Section(section.name, readme, section.render)
+    assert stale.stored() != stale.render()
+    assert stale.write() and stale.stored() == stale.render()
+
+
+def test_the_readme_fits_a_screen_or_so():
+    assert len((ENGINE.parent / "README.md").read_text().splitlines()) <= 150
+
+
+def test_the_environment_is_read_in_one_place_and_every_variable_is_declared():
+    """Only prox_dagster/environment.py touches os.environ; every PROX_* name the code uses as
+    a string is declared there, and every declared one is used."""
+    import re
+
+    from prox_dagster.environment import VARIABLES
+
+    readers, used = [], set()
+    for folder in ("prox_dagster", "assets", "resources"):
+        for path in (ENGINE.parent / folder).rglob("*.py"):
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                if (isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv")
+                        and path.name != "environment.py"):
+                    readers.append(f"{path.relative_to(ENGINE.parent)}:{node.lineno}")
+                if (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                        and path.name != "environment.py"):
+                    used.update(re.findall(r"\bPROX_[A-Z_]+[A-Z]\b", node.value))
+    assert readers == []
+    constants = {"PROX_CHUNK_SIZE", "PROX_REFINER_SHAPE"}  # names of values, not variables
+    assert used - set(VARIABLES) - constants == set()
+    # a variable no resource field takes is read by name where it is used
+    assert {name for name, v in VARIABLES.items() if not v.fields} - used == set()
 
 
 def test_the_caps_the_docs_state_are_the_caps_in_the_code():
     from prox_dagster import shards
     from prox_dagster.quality import RETENTION_DOCUMENT_CAP
     from prox_dagster.tokenization import BATCH_CHARS
-    from resources import RawSource
+    from prox_dagster.resources import RawSource
 
     docs = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
     stated = {"64 MiB, quarantined by its first 4 KiB":

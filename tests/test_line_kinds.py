@@ -175,7 +175,7 @@ def test_the_code_location_refuses_kinds_its_model_cannot_name(tmp_path, monkeyp
     """Set by environment, as an operator does: the code location fails to load, naming the
     kind, and no shard folder is written."""
     from prox_dagster import definitions
-    from resources import RefinerResource
+    from prox_dagster.resources import RefinerResource
 
     monkeypatch.setenv("PROX_KEEP_KINDS", "main,list,related")
     with pytest.raises(ClassifierModelError, match="keep_kinds names related"):

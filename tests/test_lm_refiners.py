@@ -12,7 +12,7 @@ from prox_dagster.programs import parse_program
 from prox_dagster.prompts import chunk_prompt
 from prox_dagster.refiners import RefinerError, build_refiner
 from prox_dagster.sample import write_sample_crawl
-from resources import CheckThresholds, RefinerResource
+from prox_dagster.resources import CheckThresholds, RefinerResource
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 needs_vllm = pytest.mark.skipif(not HAS_VLLM, reason="vLLM not installed (.ci/run installs "

@@ -158,7 +158,7 @@ def test_the_openai_backend_through_the_resource_refines_a_shard(vllm_server, ti
 
     from prox_dagster import definitions
     from prox_dagster.sample import write_sample_crawl
-    from resources import CheckThresholds, RefinerResource
+    from prox_dagster.resources import CheckThresholds, RefinerResource
 
     for name, value in {"PROX_REFINER_BACKEND": "openai", "PROX_REFINER_BASE_URL": vllm_server,
                         "PROX_DOC_MODEL": "tiny", "PROX_REFINER_TOKENIZER": str(tiny_model),

@@ -7,11 +7,11 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from assets.common import RECOMPUTE_TAG
+from prox_dagster.assets.common import RECOMPUTE_TAG
 from prox_dagster import definitions
 from prox_dagster.sample import write_sample_crawl
 from prox_dagster.store import sha256
-from resources import CheckThresholds, RefinerResource
+from prox_dagster.resources import CheckThresholds, RefinerResource
 
 pytestmark = pytest.mark.integration
 SHARDS = ["sample-crawl.00000", "sample-crawl.00001", "sample-crawl.00002"]
@@ -264,7 +264,7 @@ def test_copies_across_shards_are_counted_and_left_out_on_request(tmp_path, inst
     import polars as pl
     import pyarrow.parquet as pq
 
-    from prox_dagster.shards import read_raw_shard
+    from raw_reading import read_raw_shard
     from test_token_files import read_megatron  # a reader written from the format's spec
 
     crawl = tmp_path / "data"

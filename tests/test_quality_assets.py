@@ -11,7 +11,7 @@ from prox_dagster import definitions
 from prox_dagster.evaluation import CONTENT_LABELS, IGNORED_LABELS, load_labelled_set
 from prox_dagster.refiners.classifier import ClassifierModel
 from prox_dagster.sample import LABELLED_SET, write_sample_crawl
-from resources import ClassifierSettings, ProgramPolicy, RefinerResource
+from prox_dagster.resources import ClassifierSettings, ProgramPolicy, RefinerResource
 
 pytestmark = pytest.mark.integration
 
@@ -92,7 +92,7 @@ def test_evaluation_then_training_then_a_new_refiner_version(crawl, instance):
 
 def test_classifier_model_takes_its_trade_off_as_run_config_and_shows_it(crawl, instance,
                                                                          tmp_path):
-    from resources import LabelledSets
+    from prox_dagster.resources import LabelledSets
 
     write_sample_crawl(tmp_path / "other", n_shards=2, docs_per_shard=20, seed=7)
     second = tmp_path / "second-crawl.jsonl"
@@ -139,7 +139,7 @@ def test_classifier_model_takes_its_trade_off_as_run_config_and_shows_it(crawl, 
 
 
 def test_a_set_without_labels_fails_the_evaluation_naming_it(crawl, instance, tmp_path):
-    from resources import LabelledSets
+    from prox_dagster.resources import LabelledSets
 
     plain = tmp_path / "plain.jsonl"
     plain.write_text(json.dumps({"id": "a", "text": "no labels"}) + "\n")

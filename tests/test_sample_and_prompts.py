@@ -1,8 +1,18 @@
+import json
+from pathlib import Path
+
 import polars as pl
 
 from prox_dagster.prompts import SYSTEM_PROMPT, chunk_prompt, doc_prompt, document_of
-from prox_dagster.sample import read_labels, sample_documents, write_sample_crawl
-from prox_dagster.shards import find_raw_shards, read_raw_shard
+from prox_dagster.sample import sample_documents, write_sample_crawl
+from prox_dagster.shards import find_raw_shards
+from raw_reading import read_raw_shard
+
+
+def read_labels(labels_dir):
+    rows = (json.loads(line) for path in sorted(Path(labels_dir).glob("*.labels.jsonl"))
+            for line in path.read_text(encoding="utf-8").splitlines())
+    return {row["id"]: row for row in rows}
 
 
 def test_sample_crawl_is_deterministic_and_labelled(tmp_path):

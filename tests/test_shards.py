@@ -7,8 +7,9 @@ import polars as pl
 import pytest
 import zstandard
 
-from prox_dagster.shards import (SCHEMAS, ShardError, find_raw_shards, read_raw_shard,
-                                  schema_problems, shard_key, write_parquet_atomic)
+from prox_dagster.parquet_batches import write_frame as write_parquet_atomic
+from prox_dagster.shards import SCHEMAS, ShardError, find_raw_shards, schema_problems, shard_key
+from raw_reading import read_raw_shard
 from prox_dagster.parquet_batches import BatchWriter, iter_batches
 from prox_dagster.store import ShardStore
 

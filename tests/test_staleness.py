@@ -13,12 +13,12 @@ from dagster._core.loader import LoadingContextForTest
 
 from prox_dagster import definitions, fingerprint
 from prox_dagster.sample import write_sample_crawl
-from resources import CheckThresholds, ProgramPolicy, RefinerResource, RulesSettings
+from prox_dagster.resources import CheckThresholds, ProgramPolicy, RefinerResource, RulesSettings
 
 pytestmark = pytest.mark.integration
 SHARDS = ["sample-crawl.00000", "sample-crawl.00001"]
 STAGES = fingerprint.STAGES
-README = Path(__file__).resolve().parents[1] / "README.md"
+OPERATIONS = Path(__file__).resolve().parents[1] / "docs" / "operations.md"
 
 
 @pytest.fixture
@@ -123,8 +123,8 @@ def test_a_threshold_judges_the_stored_output_again_and_recomputes_nothing(crawl
     assert audit_status(defs, instance, SHARDS[0])["status"] == "current"
 
 
-def test_the_readme_tables_list_what_each_setting_makes_stale_and_judges_again():
-    text = README.read_text()
+def test_the_docs_tables_list_what_each_setting_makes_stale_and_judges_again():
+    text = OPERATIONS.read_text()
 
     def table(marker: str) -> dict[str, set[str]]:
         rows = dict(re.findall(r"^\| `(\w+)`[^|]*\| ([^|]+) \|", text.split(marker)[1],

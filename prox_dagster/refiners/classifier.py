@@ -1,34 +1,11 @@
-"""The ``classifier`` refiner: learned line, document and share models on the CPU, writing ProX
-programs.
+"""The ``classifier`` refiner: learned line, kind, share and document models on the CPU, writing
+ProX programs.
 
-LightGBM models (see ``docs/classifier.md`` for why LightGBM) judge every document and line, one
-more the shard (below):
-
-- the *line model* gives each non-blank line a probability of being main content, from the line,
-  its neighbours and how many other documents of the shard hold it
-  (:mod:`~prox_dagster.refiners.line_features`);
-- the *document model* gives the document a probability of being worth pre-training on, from the
-  line probabilities and quality statistics of the likely content.
-
-Doc level: ``drop_doc()  # classifier p_good=0.12`` when the document model's probability is under
-its threshold, or ``drop_doc()  # classifier repeated passages 0.62`` when the lines the chunk
-programs would keep repeat themselves word for word (Gopher's duplicated 5-grams), else
-``keep_doc()``. Chunk level: each line gets a kind (:mod:`~prox_dagster.refiners.kinds`):
-``markup`` when the detector names it, ``main`` or ``list`` when its probability clears the
-threshold for its shape (sentence or short line), else the noise kind a fourth model, the *kind
-model*, names. Lines of the kinds not in ``keep_kinds`` go in one ``remove_lines`` per run of
-one kind, the kind in a trailing comment (``remove_lines(line_start=3, line_end=7)  #
-boilerplate``); mojibake gets ``normalize`` calls; otherwise ``keep_chunk()``. So parsing,
-execution, checks and lineage are those of every other backend.
-
-The chunk-level thresholds apply to the line posteriors at the shard's own share of content
-lines, which a third model, the *share model*, estimates from the line probabilities of a fixed
-sample of the shard's documents (:mod:`~prox_dagster.refiners.prior_shift`) when the pipeline
-shows the refiner the shard.
-
-The model file is JSON: LightGBM's own text format for each booster plus thresholds, feature names
-and how it was trained. Loading it parses text and runs no code (no pickle). Its sha256 is part of
-the refiner version, so a retrained model marks exactly the shards it did not refine as stale.
+Doc level: ``drop_doc()`` with the reason in a comment when the document model (or Gopher's
+repeated passages) says so, else ``keep_doc()``. Chunk level: every line gets a kind; runs of the
+kinds not in ``keep_kinds`` become ``remove_lines`` calls with the kind in a trailing comment,
+mojibake gets ``normalize``. Thresholds apply at the shard's estimated share of content lines.
+How and why: ``docs/classifier.md``.
 """
 
 from __future__ import annotations

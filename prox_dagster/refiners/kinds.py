@@ -1,15 +1,9 @@
 """What a line of a web page is: the kinds the ``classifier`` refiner names, and the letters the
-labelled sets use for them.
+labelled sets use for them (``M`` main, ``C`` comment, ``B`` boilerplate, ``R`` related, ``S``
+supplement; ``1``/``0`` for binary labels).
 
-A labelled set's ``line_labels_derived`` says what each line is (``M`` main content, ``C``
-comment, ``B`` boilerplate, ``R`` related links, ``S`` caption or supplement, ``_`` not scored);
-human binary labels say only content (``1``) or noise (``0``). Main content splits by the line's
-shape (:func:`~prox_dagster.words.sentence_like`, a CJK character a word) into sentences
-(``main``) and the short lines of the main region (``list``: list and table items, headings), and :func:`~prox_dagster.refiners.markup.is_markup` names the markup and code
-that leaked into the text, whatever its letter.
-
-What survives refining is the user's choice (``keep_kinds``): main content and its lists by
-default; ``comment`` added for a corpus that wants dialogue.
+Main content splits by shape into ``main`` (sentences) and ``list``; markup is whatever
+:func:`~prox_dagster.refiners.markup.is_markup` names. ``keep_kinds`` says what survives.
 """
 
 from __future__ import annotations

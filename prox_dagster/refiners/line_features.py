@@ -1,29 +1,10 @@
 """Features of every line of a chunk (or document), for the learned ``classifier`` refiner.
 
-A line is judged with its neighbours: boilerplate comes in runs (menus, footers, teaser lists)
-and main content in blocks of long, punctuated lines. Three groups of features:
-
-- the line itself: length in words and characters (CJK characters count as words), closing
-  punctuation, letter / digit / capital / symbol shares, bullets, separators, URLs, whether the
-  ``rules`` refiner's boilerplate rules fire on it and why;
-- its context: the same signals for the nearest non-blank lines around it, windowed averages,
-  the distance to the nearest long sentence-like line, the length of the run of short lines it
-  sits in, the prose blocks around it. Not where it sits in the chunk: positions depend on how
-  a page was extracted and chunked, and (measured leaving one labelled set out) they taught the
-  model one set's layouts;
-- repetition: how many other documents of the shard hold the same line (lines repeated across
-  many documents of a crawl are boilerplate: CCNet, RefinedWeb) and how often the line recurs in
-  its own document. A line counts as repeated from three documents on: a line two documents
-  share is as often a page crawled twice (or quoted) as a site's chrome, and counting pairs
-  taught the model to drop the text of near-duplicate pages (measured leaving one set out).
-  For the same reason exact copies of a page (the same set of lines) count as one document.
-
-Not whether blank lines surround a line: extractors differ in how they separate paragraphs
-(CommonCrawl's WET text and OSCAR have no blank lines at all), and the feature taught the model
-that text without them is not prose (measured on OSCAR pages, leaving their set out).
-
-Every feature is computed in one pass over the lines (plus fixed-width windows), so the cost is
-linear in the chunk's length. Blank lines get no features: they are never scored.
+The line itself (length, punctuation, character shares, what the ``rules`` refiner says of it),
+its context (its neighbours' signals, runs of short lines, prose blocks around it) and its
+repetition (how many other documents of the shard hold it, from three on). Not its position nor
+the blank lines around it, which taught the model one set's layout (measured leaving one set
+out). Every feature is computed in one pass, linear in the chunk. Why each: ``docs/classifier.md``.
 """
 
 from __future__ import annotations
@@ -37,7 +18,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ..words import CJK
+from ..words import CJK, FEATURE_END
 from .markup import is_markup
 from .signals import (NAV_WORDS, RulesConfig, line_reasons, repeated_ngram_share,
                       strip_bullet, top_ngram_share)
@@ -49,7 +30,6 @@ REASONS = ("url", "navigation", "cookie", "copyright", "legal", "share", "commen
            "link_list", "repeated", "outside_body")
 _REASON_CODE = {name: i + 1 for i, name in enumerate(REASONS)}
 
-_END_PUNCT = (".", "!", "?", "。", "！", "？", "…", '"', "”", "'", "’", ")", "»")
 _SEPARATOR_CHARS = re.compile(r"[|»›•·/>]")
 _URLISH = re.compile(r"https?://|www\.|\.(com|org|net|html?)\b|@\w+\.\w", re.I)
 _DATEISH = re.compile(r"\b(19|20)\d\d\b|\b\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}\b")
@@ -144,7 +124,7 @@ def _line_row(line: str, key: str, reason: str | None, others: int, n_docs: int,
     upper = sum(map(str.isupper, text))
     spaces = n_chars - len("".join(words))
     symbols = n_chars - letters - digits - spaces
-    ends_punct = text.endswith(_END_PUNCT)
+    ends_punct = text.endswith(FEATURE_END)
     stripped = strip_bullet(text)
     lowered_words = [w.lower().strip(".,;:!?\"'()") for w in words]
     return [
@@ -328,7 +308,7 @@ def document_features(lines: Sequence[str], indices: Sequence[int], probabilitie
     n_cw = len(content_words) or 1
     dup_lines = sum(c for c in Counter(content_lines).values() if c > 1)
     short = [len(line) <= 30 for line in raw_lines]
-    punct = [line.endswith(_END_PUNCT) for line in raw_lines]
+    punct = [line.endswith(FEATURE_END) for line in raw_lines]
     return [
         math.log1p(n), math.log1p(total_words), share(probabilities),
         share(content), math.log1p(float((words * content).sum())), math.log1p(best),

@@ -18,7 +18,8 @@ from pathlib import Path
 from ..hub import HubError, hub_commit
 from ..lineage import refiner_fingerprint
 from ..prompts import DOC_MAX_PROMPT_TOKENS, MAX_NEW_TOKENS, PROMPT_FORMAT_VERSION
-from ..tokenization import cache_dir, token_counts
+from ..environment import cache_dir
+from ..tokenization import token_counts
 
 _HASHED = (".safetensors", ".bin", ".pt", ".gguf", ".json", ".model")
 
@@ -49,15 +50,12 @@ def weights_hash(folder: str | os.PathLike) -> str:
         key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
         digest = cache.get(key)
         if digest is None:
-            h = hashlib.sha256()
             with open(path, "rb") as fh:
-                while block := fh.read(1 << 22):
-                    h.update(block)
-            digest = cache[key] = h.hexdigest()
+                digest = cache[key] = hashlib.file_digest(fh, "sha256").hexdigest()
             changed = True
         total.update(f"{path.name}:{digest}\n".encode())
     if changed:
-        from ..shards import write_text_atomic
+        from ..atomic_writes import write_text_atomic
 
         write_text_atomic(json.dumps(cache), cache_file)
     return total.hexdigest()[:16]

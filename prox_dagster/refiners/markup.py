@@ -1,20 +1,10 @@
-"""Markup and code that leaked into a page's text: HTML tags, CSS rules, in-page JavaScript,
-JSON blobs and template syntax (``{{ }}``, ``{% %}``, ``<?php``) that make up most of a line.
+"""Markup and code that leaked into a page's text: HTML tags, CSS rules, in-page JavaScript, JSON
+blobs and template syntax that make up most of a line.
 
-An extractor that misses a ``<style>`` or ``<script>`` block, or text pasted from a page's
-source, leaves lines like ``<table border="0" cellpadding="2">``, ``#dfh{margin:0;padding:0}``
-or ``googletag.cmd.push(function() {...});`` in the text. A line model trained on prose keeps
-them: they are long, and they repeat in no other document. This detector names them, so the
-``classifier`` refiner removes them as their own kind, the evaluation counts what leaks, and the
-line model learns from them.
-
-It must not take a page's own content for debris: TeX (``$x^2$``, ``\\frac``) is never markup,
-and neither is program code in general (a Rust or Python example is a documentation page's
-content). Only the idioms of a web page's own source count: known HTML element names, CSS
-properties, the browser's JavaScript objects and the ad and analytics snippets. A JavaScript or
-CSS tutorial loses the examples that use them; that is the price of catching them elsewhere
-(``docs/classifier.md``). Every test is a regular expression without nested repetition,
-applied to at most ``MAX_SCANNED_CHARS`` of the line: linear, whatever the line.
+Only a web page's own idioms count (known HTML elements, CSS properties, the browser's objects,
+ad and analytics snippets), so TeX and program code that are a page's content survive. Every
+test is a regular expression without nested repetition over at most ``MAX_SCANNED_CHARS`` of the
+line: linear, whatever the line.
 """
 
 from __future__ import annotations

@@ -1,16 +1,10 @@
 """The ``openai`` refiner: any OpenAI-compatible completions server (vLLM serve, SGLang, TGI).
 
-Requests go through the ``openai`` package's client, with bounded concurrency: a 408, 409, 429,
-5xx, a dropped connection or a timeout is retried (at most ``max_retries`` times) after the
-server's ``Retry-After`` when it sends one (up to two minutes), else after an exponential
-backoff with jitter (0.5 s doubling to 8 s, minus up to 25%); any other error stops the batch with
-the server's answer in the message. The server's weights cannot be hashed from here, so
-``revision`` (whatever names the served weights) is part of the version.
-
-The refiner's tokenizer (``tokenizer``: a folder or hub id, by default the served model's name)
-counts chunk budgets and prompt lengths here, since the server's cannot be asked;
-``max_prompt_tokens`` (the server's ``--max-model-len`` less one, say) keeps a prompt the server
-would reject from being sent.
+Requests go through the ``openai`` client with bounded concurrency; 408, 409, 429, 5xx, dropped
+connections and timeouts are retried after ``Retry-After`` or an exponential backoff with jitter.
+The served weights cannot be hashed from here, so ``revision`` is part of the version; the
+refiner's ``tokenizer`` counts budgets and ``max_prompt_tokens`` keeps back a prompt the server
+would reject.
 """
 
 from __future__ import annotations

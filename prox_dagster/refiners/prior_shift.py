@@ -1,28 +1,10 @@
 """Adapting the line model to a shard's share of content lines (label shift).
 
-The line model is trained with content and noise weighing the same in every labelled set, so
-its probabilities are posteriors at a content share of one half. Shards differ far more than
-that: a page of a news portal is a tenth article and nine tenths chrome, a forum page or a text
-already extracted by CommonCrawl half or more content. The threshold is applied to the
-posteriors at the shard's own share: fewer lines go on a page that is mostly chrome, more stay
-on one that is mostly text.
-
-The share is estimated by a small *share model*: a regression, per document, of the share of
-its lines that are content, from how the line model's probabilities spread over the document
-and from the share of its lines of a few kinds (:func:`share_features`); the shard's share is
-the documents' estimates weighted by their lines (:func:`shard_share`). The EM procedure of
-Saerens, Latinne and Decaestecker (2002, "Adjusting the outputs of a classifier to new a priori
-probabilities") estimates a share from the probabilities alone (its estimate for the document is
-one of the share model's inputs), but it assumes that the labelled sets and a new shard differ
-only in that share, and they differ in what their lines look like too. Leaving one of six
-labelled sets out, through the pipeline, EM put turku-line-quality (54% content lines, human
-labels) at 18% and its threshold removed most of its content; the share model put it at 36%.
-Its estimates are no closer on average (mean absolute error 0.100 against EM's 0.109: it puts
-dragnet's 9% at 20%), but the errors it makes cost less. With it, and the chunk threshold
-chosen for the worst training set rather than the average one
-(:mod:`~prox_dagster.refiners.classifier_training`), keep-F1 gained over the naive line filter
-+0.102 on average instead of +0.073, and +0.030 instead of -0.051 on the worst set
-(``benchmarks/results/quality.json``).
+The line model's probabilities are posteriors at a content share of one half; thresholds apply
+to the posteriors at the shard's own share, which a small *share model* estimates per document
+from how the probabilities spread (:func:`share_features`, :func:`shard_share`). It replaced EM
+(Saerens et al. 2002), whose errors cost more content leaving one set out; the measurements are
+in ``docs/classifier.md``.
 """
 
 from __future__ import annotations

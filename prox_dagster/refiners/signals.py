@@ -1,14 +1,9 @@
 """Rule-based quality signals: which lines are boilerplate, which documents are junk.
 
-Line rules (chunk level) flag navigation and breadcrumb rows (bullets stripped first), cookie
-banners, share rows, copyright and legal footers, comment-widget chrome, bare URLs, repeated short
-lines, runs of three or more lines that are not sentences (menus of one item per line, teaser and
-headline lists) and the non-sentence lines above and below the text (header and footer). Document
-rules (doc level) follow Gopher (Rae et al. 2021), C4 (Raffel et al. 2020) and FineWeb (Penedo et
-al. 2024) quality filters. They judge the document's *body*, the sentence-like lines among those
-the line rules keep, because the raw text of a web page still holds its menus and footers, which
-would otherwise trip the short-line, punctuation and repetition rules on good pages; and they
-count CJK characters as words and know the function words of several languages.
+Line rules flag navigation, cookie banners, share rows, legal footers, comment chrome, bare URLs,
+repeated short lines, runs of non-sentences and the header and footer. Document rules follow
+Gopher, C4 and FineWeb, judged on the document's body (the sentence-like lines the line rules
+keep), counting CJK characters as words.
 """
 
 from __future__ import annotations
@@ -18,7 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..words import CJK, SENTENCE_END, sentence_like
+from ..words import CJK, ITEM_END, SENTENCE_END, sentence_like
 
 NAV_WORDS = {
     "home", "about", "about us", "contact", "contact us", "blog", "news", "login", "log in",
@@ -60,7 +55,6 @@ _LIST_HEAD = re.compile(r"^(related( posts| articles| stories)?|you (may|might) 
                         r"see also|trending( now)?|most read|further reading)\s*:?$", re.I)
 _URL = re.compile(r"^(https?://|www\.)\S+$", re.I)
 _WORD = re.compile(r"\w+", re.UNICODE)
-_END_PUNCT = (".", "!", "?", '"', "'", "”", "’", ":", ";", ")", "…")
 # Gopher's English stop words, plus the commonest function words of other languages written
 # with spaces (de, fr, es, it, pt, nl, sv/da/no, pl, cs, ru, tr, id), so the rule does not drop
 # every non-English page
@@ -169,7 +163,7 @@ def line_reasons(lines: list[str], config: RulesConfig = RulesConfig()) -> list[
             reasons[i] = "link_list"
             in_list = True
         elif in_list and text and reasons[i] is None:
-            if len(text.split()) <= config.max_link_words and not text.endswith(_END_PUNCT):
+            if len(text.split()) <= config.max_link_words and not text.endswith(ITEM_END):
                 reasons[i] = "link_list"
             else:
                 in_list = False
@@ -198,7 +192,7 @@ def _mark_runs(lines: list[str], reasons: list[str | None], config: RulesConfig)
         if is_prose(text):
             return None
         n = len(strip_bullet(text).split())
-        if n <= config.max_nav_words and not text.endswith(_END_PUNCT):
+        if n <= config.max_nav_words and not text.endswith(ITEM_END):
             return "navigation"
         return "link_list"
 

@@ -11,8 +11,8 @@ keeps its own defaults (its engine core in a separate process).
 
 from __future__ import annotations
 
-import os
 
+from .. import environment
 from .lm import LMRefiner, RefinerError
 
 _ENGINES: dict[tuple, object] = {}
@@ -40,7 +40,7 @@ class VLLMRefiner(LMRefiner):
         key = (model, self.revision_of(model), tuple(sorted(self.engine_args.items())))
         if key not in _ENGINES:
             for name, value in engine_environment(_cuda_available()).items():
-                os.environ.setdefault(name, value)
+                environment.set_default(name, value)
             try:
                 from vllm import LLM
             except ImportError as exc:

@@ -1,36 +1,10 @@
-"""Training the ``classifier`` refiner from labelled sets (``prox-dagster train-refiner``).
+"""Training the ``classifier`` refiner from labelled sets (``prox-dagster train-refiner``, the
+``classifier_model`` asset).
 
-The line model learns from sets with line labels, on exactly the features the refiner computes
-at chunk level: every document is chunked with the tokenizer and budget the pipeline uses, each
-chunk is featurized on its own, and each set plays the role of one shard for the repetition
-features. Every set weighs the same in training, whatever its size, so that one large set does
-not teach the model one site's layout.
-
-The thresholds are chosen on out-of-fold probabilities (each training set predicted by a model
-trained without it). ``line_threshold``, on the probabilities themselves, decides what the
-document model counts as likely content: the best keep-F1 averaged over the sets among
-thresholds whose keep-recall, averaged over the sets, stays at least ``min_line_recall``. The
-chunk thresholds, one for sentences and one for short lines, on the posteriors at each set's
-estimated share of content lines (:mod:`~prox_dagster.refiners.prior_shift`), are chosen per
-preset (:data:`PRESETS`, :func:`operating_point`): every set keeps the preset's share of its
-content sentences and gains its minimum over the naive line filter, and among those pairs the
-mean gain is maximised. Labelled sets disagree on what content is (one set's human labels count
-forum signatures and lists as clean text, another keeps only article paragraphs), so no set's
-floor may fail and no one set picks the point.
-
-The kind model learns which kind of noise a line is from the sets whose labels name it
-(:func:`train_kind_model`).
-
-The share model learns each document's share of content lines from the out-of-fold line
-probabilities, the way it will see a new shard's; each set's share, for choosing
-the operating points, comes from a share model trained without that set. ``typical_prior`` (the
-median set's estimated share) stands in for a shard too small to estimate its own.
-
-The document model learns from sets with a document ``label`` and from line-labelled pages
-(a page with at least ``min_content_units`` words of labelled content is a good page; one with
-almost none is not). Its features come from line probabilities of models that did not see the
-document, and its threshold is the one with the best keep-good F1 out of fold among those that
-keep at least ``min_good_kept`` of the good documents.
+The line, kind, share and document models learn from the same features the refiner computes,
+every set weighing the same; thresholds are chosen on out-of-fold probabilities per preset
+(:data:`PRESETS`, :func:`operating_point`) so that no set's floor fails and no one set picks the
+point. How and why: ``docs/classifier.md``.
 """
 
 from __future__ import annotations
@@ -43,15 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..chunking import chunk_documents
-from ..evaluation import CONTENT_LABELS, IGNORED_LABELS, LabelledSet, naive_keep
-from ..shards import write_text_atomic
-from ..words import sentence_like, word_count
-from .classifier import DEFAULT_PRESET, MODEL_FORMAT, MODEL_FORMAT_VERSION
-from .kinds import LETTER_KINDS, LIST, MAIN, MARKUP, NOISE
-from .line_features import (DOC_FEATURES, FEATURE_NAMES, FEATURES_VERSION, ShardLineCounts,
-                            chunk_features, document_features)
-from .prior_shift import SHARE_FEATURES, adjusted, shard_share, share_features
+from .atomic_writes import write_text_atomic
+from .chunking import DEFAULT_MAX_TOKENS, chunk_documents
+from .evaluation import CONTENT_LABELS, IGNORED_LABELS, LabelledSet, naive_keep
+from .refiners.classifier import DEFAULT_PRESET, MODEL_FORMAT, MODEL_FORMAT_VERSION
+from .refiners.kinds import LETTER_KINDS, LIST, MAIN, MARKUP, NOISE
+from .refiners.line_features import (DOC_FEATURES, FEATURE_NAMES, FEATURES_VERSION, ShardLineCounts,
+                                     chunk_features, document_features)
+from .refiners.prior_shift import SHARE_FEATURES, adjusted, shard_share, share_features
+from .words import sentence_like, word_count
 
 Log = Callable[[str], None]
 
@@ -72,7 +46,7 @@ class TrainingSettings:
     min_content_units: int = 40
     doc_folds: int = 5
     seed: int = 0
-    max_tokens: int = 1500
+    max_tokens: int = DEFAULT_MAX_TOKENS
 
     def __post_init__(self):
         for name in ("min_line_recall", "min_good_kept"):
@@ -96,7 +70,8 @@ class LineData:
     set_names: list[str] = field(default_factory=list)
 
 
-def set_line_data(labelled: LabelledSet, tokenizer, max_tokens: int = 1500) -> LineData:
+def set_line_data(labelled: LabelledSet, tokenizer,
+                  max_tokens: int = DEFAULT_MAX_TOKENS) -> LineData:
     """Chunk-level features and labels of every scored line of one set (the set is the shard)."""
     shard = ShardLineCounts(d.text.split("\n") for d in labelled.documents)
     docs = [d for d in labelled.documents if d.line_labels is not None]
@@ -125,7 +100,7 @@ def set_line_data(labelled: LabelledSet, tokenizer, max_tokens: int = 1500) -> L
                     np.asarray(kinds, dtype="<U1"), [labelled.name])
 
 
-def line_dataset(sets: Sequence[LabelledSet], tokenizer, max_tokens: int = 1500,
+def line_dataset(sets: Sequence[LabelledSet], tokenizer, max_tokens: int = DEFAULT_MAX_TOKENS,
                  cache: dict | None = None) -> LineData:
     """The line data of every line-labelled set, each set weighing the same in total."""
     parts = []

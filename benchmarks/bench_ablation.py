@@ -13,12 +13,10 @@ from pathlib import Path
 
 from prox_dagster.ablation import load_config, run_ablation
 from prox_dagster.ablation_pages import page_arms, read_pages, split_pages
-from prox_dagster.ablation_report import ablation_markdown, svg_plot
+from prox_dagster.ablation_report import ablation_markdown
 
 WEB = Path(__file__).resolve().parents[2] / "shared" / "data" / "web"
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "ablation.md"
-PLOT = DOCS.with_name("ablation_loss.svg")
-MARKER = "<!-- generated from benchmarks/results/ablation.json by bench_ablation.write_docs -->"
+PLOT = Path(__file__).resolve().parents[1] / "docs" / "ablation_loss.svg"
 HOLDOUT = 0.2
 TOKENIZER = "sample"  # the code location's default pretraining tokenizer
 
@@ -80,15 +78,3 @@ def render(result: dict) -> str:
         f"naive beats refined: {targets['naive_beats_refined']}; under 15 minutes: "
         f"{targets['under_15_minutes']}.",
     ])
-
-
-def write_docs(result: dict) -> None:
-    """Put :func:`render`'s text between the markers of ``docs/ablation.md``, and the plot in
-    ``docs/ablation_loss.svg``."""
-    from prox_dagster.shards import write_text_atomic
-
-    text = DOCS.read_text()
-    head, _, rest = text.partition(MARKER)
-    _, _, tail = rest.partition(MARKER)
-    write_text_atomic(svg_plot(result), PLOT)
-    write_text_atomic(f"{head}{MARKER}\n{render(result)}\n{MARKER}{tail}", DOCS)

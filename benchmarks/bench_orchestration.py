@@ -16,7 +16,7 @@ from pathlib import Path
 import dagster as dg
 
 from prox_dagster import definitions
-from resources import CheckThresholds
+from prox_dagster.resources import CheckThresholds
 
 
 def tiny_crawl(raw: Path, n: int) -> None:

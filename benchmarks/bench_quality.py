@@ -34,7 +34,7 @@ from prox_dagster.evaluation import CONTENT_LABELS, Counts, LabelledDocument, La
     refiner_counts
 from prox_dagster.refiners import build_refiner
 from prox_dagster.refiners.classifier import ClassifierRefiner
-from prox_dagster.refiners.classifier_training import PRESETS, TrainingSettings, \
+from prox_dagster.classifier_training import PRESETS, TrainingSettings, \
     train_classifier, write_model
 from prox_dagster.refiners.markup import has_tex, is_markup
 from prox_dagster.tokenization import load_tokenizer
@@ -242,8 +242,6 @@ def run() -> dict:
     return out
 
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "quality.md"
-MARKER = "<!-- generated from benchmarks/results/quality.json by bench_quality.write_docs -->"
 
 
 def _f(value, digits: int = 3) -> str:
@@ -327,13 +325,3 @@ def render(result: dict) -> str:
     out += [f"| {name} | {'yes' if met else '**no**'} |"
             for name, met in result["targets"].items()]
     return "\n".join(out)
-
-
-def write_docs(result: dict) -> None:
-    """Put :func:`render`'s tables between the markers of ``docs/quality.md``."""
-    from prox_dagster.shards import write_text_atomic
-
-    text = DOCS.read_text()
-    head, _, rest = text.partition(MARKER)
-    _, _, tail = rest.partition(MARKER)
-    write_text_atomic(f"{head}{MARKER}\n{render(result)}\n{MARKER}{tail}", DOCS)

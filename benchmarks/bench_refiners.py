@@ -20,7 +20,8 @@ from prox_dagster.prompts import chunk_prompt
 from prox_dagster.refiners.hf import HFRefiner
 from prox_dagster.refiners.training import PROX_REFINER_SHAPE, TINY_SHAPE, build_llama
 from prox_dagster.refiners.vllm_engine import VLLMRefiner
-from prox_dagster.tokenization import cache_dir, load_tokenizer
+from prox_dagster.environment import cache_dir
+from prox_dagster.tokenization import load_tokenizer
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 CASES = {  # shape, prompts, chunk budget, new tokens per program

@@ -85,7 +85,7 @@ def build_store(root: Path, n: int) -> dict:
     started = time.perf_counter()
     data, home = root / "data", root / "home"
     home.mkdir(parents=True)
-    shutil.copy(ROOT / "deploy" / "local" / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     write_sample_crawl(data, n_shards=TEMPLATES, docs_per_shard=3)
     templates = [f"sample-crawl.{i:05d}" for i in range(TEMPLATES)]
     names = [f"crawl-2026-12.{i:06d}" for i in range(n)]
@@ -312,8 +312,6 @@ if __name__ == "__main__":
     print(json.dumps(run(sizes), indent=2))
 
 
-DOCS = ROOT / "docs" / "operations.md"
-MARKER = "<!-- scale table -->"
 
 
 def render(result: dict) -> str:
@@ -350,13 +348,3 @@ def render(result: dict) -> str:
 
 def _yes(value: bool) -> str:
     return "yes" if value else "**no**"
-
-
-def write_docs(result: dict) -> None:
-    """Put :func:`render`'s table between the markers of ``docs/operations.md``."""
-    from prox_dagster.shards import write_text_atomic
-
-    text = DOCS.read_text()
-    head, _, rest = text.partition(MARKER)
-    _, _, tail = rest.partition(MARKER)
-    write_text_atomic(f"{head}{MARKER}\n{render(result)}\n{MARKER}{tail}", DOCS)

@@ -19,8 +19,9 @@ import bench_quality  # noqa: E402
 import bench_refiners  # noqa: E402
 import bench_scale  # noqa: E402
 import bench_tokenize  # noqa: E402
+import report  # noqa: E402
 
-from prox_dagster.shards import write_text_atomic  # noqa: E402
+from prox_dagster.atomic_writes import write_text_atomic  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -45,20 +46,15 @@ def main() -> int:
         if name == "quality":
             # the targets are reported (see README); the speed target gates the run
             ok &= bool(result.get("skipped")) or result["targets"]["1000_docs_under_60s"]
-            if not result.get("skipped"):
-                bench_quality.write_docs(result)  # the docs' numbers come from this file only
         elif name == "ablation":
             # whether refining helps is reported as measured (docs/ablation.md); time gates
             ok &= bool(result.get("skipped")) or result["targets"]["under_15_minutes"]
-            if not result.get("skipped"):
-                bench_ablation.write_docs(result)
         elif name == "refiners_cpu":
             ok &= result["cases"]["tiny"]["vllm_over_hf"] >= 2.0  # 0.35B: reported, see README
         elif name == "memory":
             ok &= result["targets"]["peak_rss_at_most_2_gib"]
             ok &= result["targets"]["cost_per_doc_flat"]
         elif name == "scale":
-            bench_scale.write_docs(result)  # the docs' numbers come from this file only
             ok &= all(value for key, value in result["targets"].items() if key != "largest")
         elif name == "orchestration":
             ok &= result["batched_speedup"] >= 2.0
@@ -70,6 +66,7 @@ def main() -> int:
         else:
             ok &= bool(result.get("identical_chunks", result.get("canonical_identical")))
             ok &= result["speedup"] >= (3.0 if name == "chunking" else 1.0)
+    report.write()  # every number in the docs comes from the results files, through this
     return 0 if ok else 1
 
 

@@ -12,7 +12,7 @@ export GX_ANALYTICS_ENABLED = false
 LM_STAMP := $(VENV)/.installed-lm
 GPU_STAMP := $(VENV)/.installed-gpu
 
-.PHONY: install install-lm install-gpu demo test test-fast dev bench clean
+.PHONY: install install-lm install-gpu demo test test-fast dev bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,8 +57,11 @@ dev: install  ## the demo's instance and data in the Dagster UI (http://127.0.0.
 	$(BIN)/python -W 'ignore:Function `dev_command` is superseded:FutureWarning' \
 		-m dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-bench: install-lm
+bench: install-lm  ## every benchmark; then the docs' tables again from the results
 	$(BIN)/python benchmarks/run.py
+
+docs: install  ## the generated tables of the README and docs/, from benchmarks/results and the code
+	$(BIN)/python benchmarks/report.py
 
 clean:
 	rm -rf .prox_data .dagster_home

@@ -25,6 +25,9 @@ from prox_dagster.resources import (CheckThresholds, LabelledSets, ProgramPolicy
 from prox_dagster.resources.settings import settings_values
 
 
+TOKENIZER_KEY = "pretraining_tokenizer"  # in the definitions' metadata: what it was built with
+
+
 def build_definitions(*, data_dir: str | os.PathLike | None = None,
                       raw_dir: str | os.PathLike | None = None,
                       tokenizer: str | None = None,
@@ -37,12 +40,12 @@ def build_definitions(*, data_dir: str | os.PathLike | None = None,
     raw = normalize(raw_dir or environment.value("PROX_RAW_DIR") or join(data, "raw"))
     refiner = refiner or RefinerResource.from_env()
     policy = policy or ProgramPolicy()
+    tokenizer = tokenizer or environment.value("PROX_TOKENIZER")
     resources = {
         "storage": ShardStorage(base=data),
         "raw_source": RawSource(path=raw),
         # the token-file settings (format, dtype, litgpt chunk size) stay open to run config
-        "tokenizer": TokenizerResource.configure_at_launch(
-            name_or_path=tokenizer or environment.value("PROX_TOKENIZER")),
+        "tokenizer": TokenizerResource.configure_at_launch(name_or_path=tokenizer),
         "refiner": refiner,
         "policy": policy,
         "checks": checks or CheckThresholds(),
@@ -53,7 +56,8 @@ def build_definitions(*, data_dir: str | os.PathLike | None = None,
     }
     per_run = shards_per_run or environment.integer("PROX_SHARDS_PER_RUN")
     live = refiner.resolved()  # its EnvVar values read, as a run will see them
-    expected = expected_settings(resources, live, resolve=False)
+    loaded = TokenizerResource(name_or_path=tokenizer)  # the token-file settings as defaulted
+    expected = expected_settings(resources, loaded, live, resolve=False)
     with warnings.catch_warnings():
         # Batched backfills (BackfillPolicy) are beta and per-partition checks preview in Dagster
         # 1.13; the graph is built on both, so these two load-time notices only are silenced
@@ -61,7 +65,7 @@ def build_definitions(*, data_dir: str | os.PathLike | None = None,
                                 message=".*backfill_policy.*")
         warnings.filterwarnings("ignore", category=dg.PreviewWarning,
                                 message=".*partitions_def on an AssetCheckSpec.*")
-        assets = build_assets(expected, loaded_tokenizer_of(resources).token_files()["format"],
+        assets = build_assets(expected, loaded.token_files()["format"],
                               live.op_tags(), per_run, gpu=live.uses_gpu,
                               evaluation_version=evaluation_version(resources, live, expected))
     return dg.Definitions(
@@ -70,6 +74,7 @@ def build_definitions(*, data_dir: str | os.PathLike | None = None,
         executor=executor(environment.value("PROX_EXECUTOR")),
         jobs=JOBS,
         resources=resources,
+        metadata={TOKENIZER_KEY: tokenizer},
         **build_automation(per_run),
     )
 
@@ -95,14 +100,15 @@ def executor(name: str) -> dg.ExecutorDefinition:
     return EXECUTORS[name]
 
 
-def loaded_tokenizer_of(resources: dict) -> TokenizerResource:
-    """The tokenizer resource as configured here (it is left open to run config for the
-    token-file settings, which the stages before tokenization do not use)."""
-    partial = resources["tokenizer"]
-    return TokenizerResource(**getattr(partial, "data", {}))
+def loaded_tokenizer(definitions: dg.Definitions) -> TokenizerResource:
+    """The pretraining tokenizer these definitions were built with (its resource is left open
+    to run config for the token-file settings, which the stages before tokenization do not
+    use)."""
+    return TokenizerResource(name_or_path=definitions.metadata[TOKENIZER_KEY].value)
 
 
-def expected_settings(resources: dict, refiner: RefinerResource | None = None, *,
+def expected_settings(resources: dict, tokenizer: TokenizerResource,
+                      refiner: RefinerResource | None = None, *,
                       resolve: bool = True) -> dict[str, fingerprint.StageSettings]:
     """Every shard stage's settings from these resources: the code versions the assets
     declare, and what the audit, the checks and automation compare stored shards with.
@@ -110,7 +116,7 @@ def expected_settings(resources: dict, refiner: RefinerResource | None = None, *
     the code location) asks no hub and loads no model or tokenizer."""
     return fingerprint.stage_settings(settings_values(
         refiner=refiner or resources["refiner"].resolved(), policy=resources["policy"],
-        tokenizer=loaded_tokenizer_of(resources), checks=resources["checks"],
+        tokenizer=tokenizer, checks=resources["checks"],
         resolve=resolve))
 
 
@@ -237,5 +243,6 @@ def lineage_report(definitions: dg.Definitions, instance: dg.DagsterInstance, *,
 
     resources = definitions.resources
     rows = audit_rows(instance, resources["storage"], resources["raw_source"],
-                      expected_settings(resources), verify=verify)
+                      expected_settings(resources, loaded_tokenizer(definitions)),
+                      verify=verify)
     return filter_audit_rows(rows, refiner_version=refiner_version, model=model, status=status)

@@ -22,15 +22,15 @@ def settings_resource(target: type, name: str, doc: str) -> type[dg.Configurable
     base = type(f"{name}Base", (dg.ConfigurableResource,), {"settings": settings,
                                                             "__doc__": doc})
     return pydantic.create_model(
-        name, __base__=base, __module__="resources",
+        name, __base__=base, __module__=__name__,
         **{f.name: (types[f.name], f.default) for f in dataclasses.fields(target)})
 
 
 def settings_values(*, refiner=None, policy=None, tokenizer=None, checks=None,
                     resolve: bool = True) -> dict:
-    """The values of settings ``prox_dagster.fingerprint.SHAPED_BY`` names and the ``THRESHOLDS`` these resources
-    hold: what the stages' code versions and checks are computed from, at load time and in
-    every run alike. ``resolve=False`` (loading the code location) asks no hub and loads no
+    """The values of the settings ``prox_dagster.fingerprint.SHAPED_BY`` names and of the
+    ``THRESHOLDS`` these resources hold: what the stages' code versions and checks are computed
+    from, at load time and in every run alike. ``resolve=False`` (loading the code location) asks no hub and loads no
     model or tokenizer: what is not known locally reads as unresolved."""
     values: dict = {}
     if refiner is not None:

@@ -348,7 +348,7 @@ def tour(out: Path, shards: int, shards_per_run: int, screenshots: bool = True) 
         check_partitions = check_statuses(url)
         shots = {}
         check_text = ""
-        ablation_text = ablation_report = ""
+        ablation_text = ablation_report = metadata_text = pretraining_text = ""
         if screenshots:
             out.mkdir(parents=True, exist_ok=True)
             check_text = click_and_read(
@@ -375,6 +375,13 @@ def tour(out: Path, shards: int, shards_per_run: int, screenshots: bool = True) 
                                              "Verdicts", out / "ablation_report.png",
                                              height=1300, count=0, selector="*")
             shots["ablation_report"] = str(out / "ablation_report.png")
+            # the shard's counts and the manifest's shards are tables the UI draws (typed
+            # columns, cells as text): read them as a user sees them
+            metadata_text = click_and_read(pages["partition_metadata"], None, "status_counts")
+            pretraining_text = click_and_read(f"{url}/assets/pretraining_set", None,
+                                              "shard_table", out / "pretraining_set.png",
+                                              height=1300)
+            shots["pretraining_set"] = str(out / "pretraining_set.png")
             # tall enough to reach the refinement preview below the shard's numbers
             shots["refinement_preview"] = str(screenshot(
                 pages["partition_metadata"], out / "refinement_preview.png", height=1300))
@@ -389,6 +396,8 @@ def tour(out: Path, shards: int, shards_per_run: int, screenshots: bool = True) 
                    "pretraining": pretraining, "ablation": ablation,
                    "ablation_page_text": ablation_text,
                    "ablation_report_text": ablation_report,
+                   "partition_metadata_text": metadata_text,
+                   "pretraining_page_text": pretraining_text,
                    "check_partitions": check_partitions, "check_page_text": check_text,
                    "log": str(work / "dagster_dev.log")}
 

@@ -380,7 +380,7 @@ def tour(out: Path, shards: int, shards_per_run: int, screenshots: bool = True) 
             metadata_text = click_and_read(pages["partition_metadata"], None, "status_counts")
             pretraining_text = click_and_read(f"{url}/assets/pretraining_set", None,
                                               "shard_table", out / "pretraining_set.png",
-                                              height=1300)
+                                              height=2600)
             shots["pretraining_set"] = str(out / "pretraining_set.png")
             # tall enough to reach the refinement preview below the shard's numbers
             shots["refinement_preview"] = str(screenshot(

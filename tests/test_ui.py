@@ -44,6 +44,13 @@ def test_a_backfill_from_the_ui_runs_in_batches_and_shows_its_partitions(tmp_pat
     # the training ablation on the pre-training set, launched from the UI's API: its table,
     # verdicts and curves as the browser renders them on the asset's page
     assert summary["pretraining"]["status"] == "SUCCESS"
+    # counts and the manifest's shards are tables the UI draws, a row per value, cells as text
+    counts = summary["partition_metadata_text"]
+    assert "status_counts\tcount\n" in counts and "\nkept\t" in counts
+    manifest = summary["pretraining_page_text"]
+    assert "shard\tstatus\tformat\tdtype\tfiles\tdocuments\ttokens\tlater_copies" in manifest
+    for shard in summary["partitions"]:
+        assert f"\n{shard}\tcurrent\t" in manifest, shard
     ablation = summary["ablation"]
     assert ablation["status"] == "SUCCESS"
     shown = ablation["metadata"]

@@ -9,7 +9,6 @@ step by step: ``docs/programs.md``.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import json
@@ -17,14 +16,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import pydantic
+
 from .programs import ParsedProgram, ProgramError, line_range, parse_program
 from .words import WORD_UNITS, WordUnit, word_count
 
 STATUSES = ("kept", "dropped_doc", "dropped_chunk", "fallback_raw")
 
 
-@dataclass(frozen=True)
-class ExecutionPolicy:
+_CHOICES = (("normalize_scope", ("chunk", "document")),
+            ("remove_all_scope", ("chunk", "document")),
+            ("doc_decision", ("parsed", "substring")), ("word_unit", WORD_UNITS))
+
+
+class ExecutionPolicy(pydantic.BaseModel):
+    """The keep / drop / fallback settings; the ``policy`` resource is one of these."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
     drop_word_ratio: float = 0.05
     min_words: int = 10
     max_errors: int = 2
@@ -33,21 +42,24 @@ class ExecutionPolicy:
     doc_decision: Literal["parsed", "substring"] = "parsed"
     word_unit: WordUnit = "cjk"
 
-    def __post_init__(self):
-        for name, allowed in (("normalize_scope", ("chunk", "document")),
-                              ("remove_all_scope", ("chunk", "document")),
-                              ("doc_decision", ("parsed", "substring")),
-                              ("word_unit", WORD_UNITS)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"execution policy {name}={getattr(self, name)!r} is not one "
-                                 f"of {allowed}")
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _known_choices(cls, data):
+        for name, allowed in _CHOICES:
+            if isinstance(data, dict) and name in data and data[name] not in allowed:
+                raise ValueError(f"execution policy {name}={data[name]!r} is not one of {allowed}")
+        return data
+
+    @pydantic.model_validator(mode="after")
+    def _in_range(self):
         if not 0.0 <= self.drop_word_ratio <= 1.0 or self.min_words < 0 or self.max_errors < 1:
-            raise ValueError(f"execution policy out of range: {self}")
+            raise ValueError(f"execution policy out of range: {self!r}")
+        return self
 
     @property
     def version(self) -> str:
         """A short hash of every setting: part of the code version of the stages it shapes."""
-        settings = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        settings = json.dumps(self.model_dump(), sort_keys=True)
         return "policy@" + hashlib.sha256(settings.encode()).hexdigest()[:8]
 
     @classmethod

@@ -25,7 +25,7 @@ STAGE_REVISIONS = {"raw_shard": "4", "doc_refined_shard": "3", "chunked_shard": 
                    "chunk_refined_shard": "3", "clean_shard": "6", "tokenized_shard": "4"}
 
 
-THRESHOLDS = tuple(Thresholds.__dataclass_fields__)
+THRESHOLDS = tuple(Thresholds.model_fields)
 
 # Which setting makes which stage stale (the README's table says the same in words).
 SHAPED_BY: dict[str, tuple[str, ...]] = {

@@ -14,15 +14,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
+import pydantic
 
 from . import environment
 
 environment.set_default("GX_ANALYTICS_ENABLED", "false")
 
 
-@dataclass(frozen=True)
-class Thresholds:
-    """Configurable bounds of the checks."""
+class Thresholds(pydantic.BaseModel):
+    """Bounds of the blocking checks; the ``checks`` resource is one of these."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
     min_doc_parse_rate: float = 0.9
     min_chunk_parse_rate: float = 0.9
@@ -31,13 +33,16 @@ class Thresholds:
     max_quarantine_share: float = 0.5
     min_kept_share: float = 0.02
 
-    def __post_init__(self):
-        for name, value in vars(self).items():
+    @pydantic.model_validator(mode="after")
+    def _in_range(self):
+        for name in Thresholds.model_fields:
+            value = getattr(self, name)
             if not 0.0 <= value <= (2.0 if name == "max_token_retention" else 1.0):
                 raise ValueError(f"check threshold {name}={value} is out of range")
         if self.min_token_retention > self.max_token_retention:
             raise ValueError(f"min_token_retention {self.min_token_retention} exceeds "
                              f"max_token_retention {self.max_token_retention}")
+        return self
 
 
 @dataclass

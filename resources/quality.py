@@ -1,9 +1,12 @@
 """Thresholds of the data-quality checks (fields, defaults and validation: ``Thresholds``)."""
 
+import dagster as dg
+
 from prox_dagster.quality import Thresholds
 
-from .settings import settings_resource
 
-CheckThresholds = settings_resource(
-    Thresholds, "CheckThresholds",
-    "Bounds of the blocking checks: a shard outside them stops before the next stage.")
+class CheckThresholds(dg.ConfigurableResource, Thresholds):
+    """Bounds of the blocking checks: a shard outside them stops before the next stage."""
+
+    def settings(self) -> Thresholds:
+        return Thresholds(**{name: getattr(self, name) for name in Thresholds.model_fields})

@@ -11,7 +11,6 @@ from prox_dagster.execute import ExecutionPolicy
 from prox_dagster.refiners import LM_BACKENDS, Refiner, build_refiner
 from prox_dagster.tokenization import SAMPLE_TOKENIZER, load_tokenizer, tokenizer_identity
 
-from .settings import settings_resource
 
 
 def _from_env(cls, path: str, nested: dict):
@@ -274,7 +273,10 @@ class RefinerResource(dg.ConfigurableResource):
             self._refiner.close()
 
 
-ProgramPolicy = settings_resource(
-    ExecutionPolicy, "ProgramPolicy",
-    "Thresholds and modes of program execution (fields and validation: "
-    "``prox_dagster.execute.ExecutionPolicy``).")
+class ProgramPolicy(dg.ConfigurableResource, ExecutionPolicy):
+    """Thresholds and modes of program execution (fields, defaults and validation:
+    ``prox_dagster.execute.ExecutionPolicy``)."""
+
+    def settings(self) -> ExecutionPolicy:
+        return ExecutionPolicy(**{name: getattr(self, name)
+                                  for name in ExecutionPolicy.model_fields})

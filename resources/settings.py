@@ -1,29 +1,6 @@
-"""Resources whose fields are an engine dataclass's: each setting, its default and its validation
-exist once, in the engine. And the values of the settings that shape and judge the stages,
-read off the resources."""
-
-import dataclasses
-import typing
-
-import dagster as dg
-import pydantic
+"""The values of the settings that shape and judge the stages, read off the resources."""
 
 from prox_dagster import fingerprint
-
-
-def settings_resource(target: type, name: str, doc: str) -> type[dg.ConfigurableResource]:
-    """A ``ConfigurableResource`` named ``name`` with one field per field of the dataclass
-    ``target``; ``settings()`` builds (and so validates) the dataclass."""
-
-    def settings(self):
-        return target(**{f.name: getattr(self, f.name) for f in dataclasses.fields(target)})
-
-    types = typing.get_type_hints(target)  # the engine modules use string annotations
-    base = type(f"{name}Base", (dg.ConfigurableResource,), {"settings": settings,
-                                                            "__doc__": doc})
-    return pydantic.create_model(
-        name, __base__=base, __module__=__name__,
-        **{f.name: (types[f.name], f.default) for f in dataclasses.fields(target)})
 
 
 def settings_values(*, refiner=None, policy=None, tokenizer=None, checks=None,
@@ -38,11 +15,11 @@ def settings_values(*, refiner=None, policy=None, tokenizer=None, checks=None,
                       chunk_tokenizer=refiner.chunk_tokenizer_identity(resolve),
                       max_chunk_tokens=refiner.max_chunk_tokens)
     if policy is not None:
-        values["policy"] = dataclasses.asdict(policy.settings())
+        values["policy"] = policy.settings().model_dump()
     if tokenizer is not None:
         values.update(tokenizer=tokenizer.identity(resolve), token_files=tokenizer.token_files())
     if checks is not None:
-        values.update(dataclasses.asdict(checks.settings()))
+        values.update(checks.settings().model_dump())
     return values
 
 

@@ -235,7 +235,8 @@ def sections() -> list[Section]:
         Section("parse_execute", docs / "programs.md",
                 lambda: bench_programs.render(result("parse_execute"))),
         Section("quality", docs / "quality.md", lambda: bench_quality.render(result("quality"))),
-        Section("ablation", docs / "ablation.md", lambda: bench_ablation.render(result("ablation"))),
+        Section("ablation", docs / "ablation.md",
+                lambda: bench_ablation.render(result("ablation"))),
         Section("scale", docs / "operations.md", lambda: bench_scale.render(result("scale"))),
         Section("import graph", docs / "architecture.md", import_graph),
     ]

@@ -92,7 +92,8 @@ def split_pages(pages: Sequence[Page], share: float) -> tuple[list[Page], list[s
 
 def page_arms(pages: Sequence[Page], out_dir: str | os.PathLike, tokenizer, refiner,
               chunk_tokenizer, *, max_tokens: int = DEFAULT_MAX_TOKENS,
-              policy: ExecutionPolicy | None = None, fmt: str = "megatron", log: Callable[[str], None] = lambda _: None) -> list[Arm]:
+              policy: ExecutionPolicy | None = None, fmt: str = "megatron",
+              log: Callable[[str], None] = lambda _: None) -> list[Arm]:
     """``raw``, ``refined`` and ``naive`` arms of the same pages in the same order, as
     ``fmt`` token files."""
     policy = policy or ExecutionPolicy()

@@ -261,7 +261,8 @@ def _raw_frame(labelled: LabelledSet) -> pl.DataFrame:
 
 
 def refine_set(labelled: LabelledSet, refiner: Refiner, tokenizer, *,
-               max_tokens: int = DEFAULT_MAX_TOKENS, policy: ExecutionPolicy | None = None) -> tuple[pl.DataFrame, float]:
+               max_tokens: int = DEFAULT_MAX_TOKENS,
+               policy: ExecutionPolicy | None = None) -> tuple[pl.DataFrame, float]:
     """Run the set as one shard through the pipeline's stages; the clean frame and seconds."""
     started = time.perf_counter()
     raw = _raw_frame(labelled)

@@ -78,7 +78,8 @@ def settings_of(stage: str, values: Mapping[str, Any]) -> StageSettings:
 
 
 def stage_settings(values: Mapping[str, Any]) -> dict[str, StageSettings]:
-    """Every stage's settings (``values``: every setting :data:`SHAPED_BY` names, and the :data:`THRESHOLDS`)."""
+    """Every stage's settings (``values``: every setting :data:`SHAPED_BY` names, and the
+    :data:`THRESHOLDS`)."""
     return {stage: settings_of(stage, values) for stage in STAGES}
 
 

@@ -7,8 +7,9 @@ def settings_values(*, refiner=None, policy=None, tokenizer=None, checks=None,
                     resolve: bool = True) -> dict:
     """The values of the settings ``prox_dagster.fingerprint.SHAPED_BY`` names and of the
     ``THRESHOLDS`` these resources hold: what the stages' code versions and checks are computed
-    from, at load time and in every run alike. ``resolve=False`` (loading the code location) asks no hub and loads no
-    model or tokenizer: what is not known locally reads as unresolved."""
+    from, at load time and in every run alike. ``resolve=False`` (loading the code location)
+    asks no hub and loads no model or tokenizer: what is not known locally reads as
+    unresolved."""
     values: dict = {}
     if refiner is not None:
         values.update(refiner=refiner.describe(resolve),

@@ -84,8 +84,8 @@ def test_file_patterns_choose_which_files_are_shards(tmp_path, instance):
 
 def test_two_files_with_one_key_are_reported_and_every_other_shard_flows(tmp_path, instance):
     from prox_dagster.assets.audit import audit_rows, expected_of
-    from prox_dagster.resources import (CheckThresholds, ProgramPolicy, RefinerResource, ShardStorage,
-                                    TokenizerResource)
+    from prox_dagster.resources import (CheckThresholds, ProgramPolicy, RefinerResource,
+                                        ShardStorage, TokenizerResource)
 
     raw = tmp_path / "raw"
     raw.mkdir()

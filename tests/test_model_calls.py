@@ -11,7 +11,8 @@ from prox_dagster.refiners import BACKENDS, RulesConfig
 from prox_dagster.refiners.classifier import ClassifierRefiner
 from prox_dagster.sample import write_sample_crawl
 from prox_dagster.tokenization import sample_tokenizer_path
-from prox_dagster.resources import CheckThresholds, ClassifierSettings, ProgramPolicy, RefinerResource
+from prox_dagster.resources import (CheckThresholds, ClassifierSettings, ProgramPolicy,
+                                    RefinerResource)
 
 pytestmark = pytest.mark.integration
 SHARD = "sample-crawl.00000"

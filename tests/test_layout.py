@@ -107,3 +107,27 @@ def test_the_caps_the_docs_state_are_the_caps_in_the_code():
               "| 239 bytes: its longest": shards.MAX_KEY_BYTES == 239}
     for text, true in stated.items():
         assert text in docs and true, text
+
+
+def test_the_wheel_installs_one_top_level_package(tmp_path):
+    """assets/ and resources/ ship as prox_dagster.assets and prox_dagster.resources: a wheel
+    puts nothing at the top level that another project's folders could collide with."""
+    import shutil
+    import zipfile
+
+    source = tmp_path / "source"  # a copy: building writes build/ and egg-info beside it
+    for part in ("prox_dagster", "assets", "resources"):
+        shutil.copytree(ENGINE.parent / part, source / part,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ENGINE.parent / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                    "--no-build-isolation", str(source), "-w", str(tmp_path)],
+                   check=True, capture_output=True, timeout=300)
+    [wheel] = tmp_path.glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {name.split("/")[0] for name in names} == {"prox_dagster",
+                                                      wheel.name.split("-py3")[0] + ".dist-info"}
+    for shipped in ("prox_dagster/assets/__init__.py", "prox_dagster/resources/refiner.py",
+                    "prox_dagster/environment.py", "prox_dagster/data/sample_tokenizer.json.gz"):
+        assert shipped in names, shipped

@@ -11,6 +11,8 @@ import socket
 import time
 from pathlib import Path
 
+from .leases import process_alive
+
 STALE_TEMP_SECONDS = 600  # a temp file untouched this long has no live writer
 SWEEP_SECONDS = 60
 _TEMP_NAME = re.compile(r"^\..*\.[0-9a-f]{12}\.(?P<host>[^.]+)-(?P<pid>[0-9]+)\.[^.]+\.tmp$")
@@ -76,23 +78,12 @@ def _remove_stale_temps(folder: Path) -> None:
             continue  # not a temp file of ours
         host, pid = match["host"], match["pid"]
         try:
-            dead = host == _HOST and not _process_alive(int(pid))
+            # this process's own temps may belong to a write in flight in another thread
+            dead = host == _HOST and int(pid) != os.getpid() and not process_alive(int(pid))
             if dead or now - candidate.stat().st_mtime > STALE_TEMP_SECONDS:
                 candidate.unlink()
         except FileNotFoundError:  # its writer finished (renamed) or another cleaner won
             continue
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True  # this process: one of its own writes may be in flight in another thread
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def write_text_atomic(text: str, path: str | os.PathLike) -> Path:

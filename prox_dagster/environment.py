@@ -90,13 +90,17 @@ VARIABLES = {v.name: v for v in (
 OTHER = ("DAGSTER_HOME", "OMP_NUM_THREADS")
 
 
-def value(name: str) -> str:
-    """The variable's value, or its default when it is unset or empty."""
+def _default(name: str) -> str:
     if name in OTHER:
-        return os.environ.get(name, "")
+        return ""
     if name not in VARIABLES:
         raise KeyError(f"{name} is not declared in prox_dagster.environment.VARIABLES")
-    return os.environ.get(name) or VARIABLES[name].default
+    return VARIABLES[name].default
+
+
+def value(name: str) -> str:
+    """The variable's value, or its default when it is unset or empty."""
+    return os.environ.get(name) or _default(name)
 
 
 def integer(name: str, default: int | None = None) -> int:
@@ -118,7 +122,8 @@ def paths(name: str) -> list[str]:
 
 def is_set(name: str) -> bool:
     """Whether the variable has a value (an empty one counts as unset)."""
-    return bool(value(name)) and bool(os.environ.get(name))
+    _default(name)  # an undeclared name is an error here too
+    return bool(os.environ.get(name))
 
 
 def cache_dir() -> Path:

@@ -22,7 +22,7 @@ import polars as pl
 
 from .fingerprint import (FAILED, SIDECAR_SUFFIX, Freshness, Record, StageSettings, judge_stage)
 from .parquet_batches import BatchWriter
-from .stages import RAW_INPUT, STAGE_INPUTS
+from .stages import RAW_INPUT, STAGE_INPUTS, upstream
 from .store import ShardStore, content_id, file_version, filesystem, sha256
 
 PUBLISHED = "published"
@@ -155,7 +155,7 @@ def stale_upstream(store: ShardStore, stage: str, shard: str,
     from them would mix outputs of different inputs or settings (e.g. chunk programs written
     for an earlier doc decision)."""
     seen: dict[str, Freshness] = {}
-    pending = [name for name in STAGE_INPUTS[stage] if name != RAW_INPUT]
+    pending = upstream(stage)
     while pending:
         name = pending.pop()
         if name in seen:
@@ -164,7 +164,7 @@ def stale_upstream(store: ShardStore, stage: str, shard: str,
             seen[name] = None  # its crawl file is read by the raw stage alone
         else:
             seen[name] = freshness(store, expected[name], shard)
-        pending.extend(n for n in STAGE_INPUTS[name] if n != RAW_INPUT)
+        pending.extend(upstream(name))
     return [f for f in seen.values() if f is not None and not f.current]
 
 

@@ -358,8 +358,6 @@ def tour(out: Path, shards: int, shards_per_run: int, screenshots: bool = True) 
             shard = keys[-1]
             pages = {
                 "asset_graph": f"{url}/locations/{location['name']}/asset-groups/refine/lineage",
-                "partition_metadata": f"{url}/assets/clean_shard?view=partitions"
-                                      f"&partition={shard}",
                 "checks": f"{url}/assets/clean_shard?view=checks&checkDetail=token_retention",
                 "backfill": f"{url}/runs/b/{backfill}?tab=runs",
                 "refiner_evaluation": f"{url}/assets/refiner_evaluation",
@@ -367,6 +365,12 @@ def tour(out: Path, shards: int, shards_per_run: int, screenshots: bool = True) 
             shots = {name: str(screenshot(page, out / f"{name}.png"))
                      for name, page in pages.items()}
             shots["check_partitions"] = str(out / "check_partitions.png")
+            # the shard's counts are tables the UI draws (typed columns, cells as text): read
+            # them as a user sees them
+            partition_page = f"{url}/assets/clean_shard?view=partitions&partition={shard}"
+            metadata_text = click_and_read(partition_page, None, "status_counts",
+                                           out / "partition_metadata.png")
+            shots["partition_metadata"] = str(out / "partition_metadata.png")
             ablation_text = click_and_read(f"{url}/assets/ablation", None, "val_loss/refined",
                                            out / "ablation.png", height=1300)
             shots["ablation"] = str(out / "ablation.png")
@@ -375,16 +379,14 @@ def tour(out: Path, shards: int, shards_per_run: int, screenshots: bool = True) 
                                              "Verdicts", out / "ablation_report.png",
                                              height=1300, count=0, selector="*")
             shots["ablation_report"] = str(out / "ablation_report.png")
-            # the shard's counts and the manifest's shards are tables the UI draws (typed
-            # columns, cells as text): read them as a user sees them
-            metadata_text = click_and_read(pages["partition_metadata"], None, "status_counts")
+            # the manifest's shards are a table too
             pretraining_text = click_and_read(f"{url}/assets/pretraining_set", None,
                                               "shard_table", out / "pretraining_set.png",
                                               height=2600)
             shots["pretraining_set"] = str(out / "pretraining_set.png")
             # tall enough to reach the refinement preview below the shard's numbers
             shots["refinement_preview"] = str(screenshot(
-                pages["partition_metadata"], out / "refinement_preview.png", height=1300))
+                partition_page, out / "refinement_preview.png", height=1300))
         summary = {"url": url, "backfill_id": backfill, "status": status.get("status"),
                    "seconds": round(elapsed, 1), "partitions": keys,
                    "runs": [{"run_id": r["runId"], "status": r["status"],

@@ -11,13 +11,18 @@ from report import installed_layout
 ENGINE = Path(__file__).resolve().parent.parent / "prox_dagster"
 
 
+def lint_imports(where: Path) -> subprocess.CompletedProcess:
+    """``lint-imports`` with pyproject.toml's contracts, on the package laid out at ``where``."""
+    return subprocess.run([str(Path(sys.executable).with_name("lint-imports"))], cwd=where,
+                          env={**os.environ, "PYTHONPATH": str(where)},
+                          capture_output=True, text=True, timeout=300)
+
+
 def test_the_layers_hold_as_import_linter_checks_them(tmp_path):
     """The contracts in pyproject.toml: the engine imports no Dagster, the CLI sits over the
     composition root, only the root imports the Dagster layer, no cycles in the engine."""
     where = installed_layout(tmp_path)
-    result = subprocess.run([str(Path(sys.executable).with_name("lint-imports"))], cwd=where,
-                            env={**os.environ, "PYTHONPATH": str(where)},
-                            capture_output=True, text=True, timeout=300)
+    result = lint_imports(where)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "Contracts: 5 kept, 0 broken." in result.stdout
 
@@ -26,9 +31,7 @@ def test_import_linter_catches_an_engine_module_that_imports_dagster(tmp_path):
     where = installed_layout(tmp_path)
     words = where / "prox_dagster" / "words.py"
     words.write_text("import dagster  # noqa\n" + words.read_text())
-    result = subprocess.run([str(Path(sys.executable).with_name("lint-imports"))], cwd=where,
-                            env={**os.environ, "PYTHONPATH": str(where)},
-                            capture_output=True, text=True, timeout=300)
+    result = lint_imports(where)
     assert result.returncode != 0 and "prox_dagster.words -> dagster" in result.stdout
 
 

@@ -28,7 +28,7 @@ from prox_dagster.checkpoints import BatchCheckpoints
 from prox_dagster.leases import run_heartbeat
 from prox_dagster.outputs import RawFile, Staging
 from prox_dagster.quality import CheckOutcome, Thresholds, judge
-from prox_dagster.shards import ShardError
+from prox_dagster.shards import SCHEMAS, ShardError
 from prox_dagster.store import is_remote
 from prox_dagster.resources import ShardStorage
 
@@ -49,9 +49,14 @@ def shard_asset_settings(stage: str, group: str, shards_per_run: int, code_versi
     """What every shard asset shares: shard partitions, backfills batched into runs of
     ``shards_per_run`` shards (all stages alike, so one run carries a batch through the graph),
     the stage's code version (``prox_dagster.fingerprint``), owners and tags."""
+    # the columns once, on the asset, rather than in every shard's materialization
+    schema = ({"dagster/column_schema": dg.TableSchema(columns=[
+        dg.TableColumn(name, str(dtype)) for name, dtype in SCHEMAS[stage].items()])}
+        if stage in SCHEMAS else {})
     return {"partitions_def": shards_partitions_def, "group_name": group,
             "kinds": kinds or {"polars", "parquet"}, "code_version": code_version,
             "owners": OWNERS, "tags": {"stage": stage.removesuffix("_shard")},
+            "metadata": schema,
             "backfill_policy": dg.BackfillPolicy.multi_run(max(1, shards_per_run))}
 
 
@@ -148,7 +153,7 @@ def run_shards(context: dg.AssetExecutionContext, storage: ShardStorage, *,
     done: dict[str, dict] = {}
     failed: dict[str, str] = {}
     with run_heartbeat(storage.store, context.run_id):
-        for position, shard in enumerate(keys, 1):
+        for shard in keys:
             try:
                 done[shard] = _one_shard(context, storage, asset, shard, expected, limits,
                                          work, raw_file, recompute)
@@ -157,9 +162,12 @@ def run_shards(context: dg.AssetExecutionContext, storage: ShardStorage, *,
                     raise
                 failed[shard] = f"{type(exc).__name__}: {exc}"
                 context.log.error(f"shard {shard}: {failed[shard]}")
-            if len(keys) > 1:
-                context.log.info(f"{asset}: {position}/{len(keys)} shards "
-                                 f"({len(failed)} failed)")
+    # a line per shard computed (its own), one for all the shards cached: every log line is
+    # an event in the run's storage, and most shards of a pass are cached
+    reused = [shard for shard, summary in done.items() if summary["reused"]]
+    if reused:
+        context.log.info(f"{asset}: {len(reused)} of {len(keys)} shards cached (inputs and "
+                         f"settings unchanged): {_named(reused)}")
 
     if failed:
         for shard, summary in done.items():
@@ -205,8 +213,6 @@ def _leased_shard(context, store, asset, shard, expected, limits, work, raw, rec
     rechecked = False
     if status.state in ("current", "failed") and not recompute:
         record = status.record
-        context.log.info(f"shard {shard}: {asset} is {status.state} (inputs and settings "
-                         "unchanged), cached")
     elif status.recheck and not recompute:
         record = status.record
         checks = _outcomes(judge(asset, record.data.get("observations") or {}, limits))
@@ -244,8 +250,14 @@ def _leased_shard(context, store, asset, shard, expected, limits, work, raw, rec
                          f"{record.data['rows_out']} out, {record.data['duration_s']:.2f}s -> "
                          f"{outputs.folder(store, asset, record.kind)} ({len(record.files)} "
                          f"files{'' if passed else '; a blocking check failed: not published'})")
-    return _summary(store, asset, record, cached=record.data["run_id"] != context.run_id
-                    or rechecked, rechecked=rechecked)
+    if record.data["run_id"] != context.run_id and not rechecked:
+        return _reused(record)
+    return _summary(store, asset, record, cached=rechecked, rechecked=rechecked)
+
+
+def _named(shards: list[str], shown: int = 5) -> str:
+    return ", ".join(shards[:shown]) + (f" and {len(shards) - shown} more"
+                                        if len(shards) > shown else "")
 
 
 def _now() -> str:
@@ -259,6 +271,35 @@ def _json(value: Any) -> Any:
 
 def _outcomes(checks: Mapping[str, CheckOutcome]) -> dict[str, dict]:
     return _json({name: asdict(outcome) for name, outcome in checks.items()})
+
+
+def _reused(record: fp.Record) -> dict:
+    """A cached shard's report: a fixed handful of values (under 2 KB in the event log whatever
+    the stage) and a link to the run that wrote it (or judged it again), whose materialization
+    and check results hold the rest. A pass over a corpus is mostly cached shards, so this is what a pass costs
+    the run storage (``definitions.latest_metadata`` follows the link)."""
+    data = record.data
+    checks = data.get("checks") or {}
+    reported_by = dg.MetadataValue.dagster_run(data.get("judged_by") or data["run_id"])
+    metadata = {"shard": record.shard, "cached": True, "rechecked": False,
+                "published": record.kind == outputs.PUBLISHED,
+                "dagster/row_count": data.get("rows_out", 0),
+                "fingerprint": record.fingerprint,
+                REPORTED_BY: reported_by}
+    return {"metadata": metadata, "reused": True, "data_version": record.data_id[:24],
+            "checks": {name: {"passed": outcome["passed"],
+                              "description": _short(outcome["description"]),
+                              "metadata": {REPORTED_BY: reported_by}}
+                       for name, outcome in checks.items()},
+            "current": {**_current(record), "metadata": {}}}
+
+
+REPORTED_BY = "reported_by_run"  # a cached shard's link to the run that reported it in full
+SHORT_DESCRIPTION = 160  # a cached check's: the run it links to holds the whole
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= SHORT_DESCRIPTION else text[:SHORT_DESCRIPTION - 3] + "..."
 
 
 def _summary(store, asset: str, record: fp.Record, *, cached: bool, rechecked: bool) -> dict:
@@ -278,19 +319,20 @@ def _summary(store, asset: str, record: fp.Record, *, cached: bool, rechecked: b
         "fingerprint": record.fingerprint,
         **{key: _metadata_value(key, value) for key, value in record.extra.items()},
     }
-    if data.get("columns"):
-        metadata["dagster/column_schema"] = dg.TableSchema(columns=[
-            dg.TableColumn(name, dtype) for name, dtype in data["columns"].items()])
+    return {"metadata": metadata, "checks": data.get("checks") or {},
+            "current": _current(record), "data_version": record.data_id[:24], "reused": False}
+
+
+def _current(record: fp.Record) -> dict:
     # the output is what its inputs and this run's settings give, published or not: whether
     # it passed is its blocking checks' to say
-    current = {"passed": True,
-               "description": "written from its inputs' current content with the settings "
-                              "this run loaded" + ("" if published else
-                                                   f"; not published: "
-                                                   f"{', '.join(record.failed_checks)} failed"),
-               "metadata": {"fingerprint": record.fingerprint, "published": published}}
-    return {"metadata": metadata, "checks": data.get("checks") or {}, "current": current,
-            "data_version": record.data_id[:24]}
+    published = record.kind == outputs.PUBLISHED
+    return {"passed": True,
+            "description": "written from its inputs' current content with the settings this "
+                           "run loaded" + ("" if published else
+                                           f"; not published: "
+                                           f"{', '.join(record.failed_checks)} failed"),
+            "metadata": {"fingerprint": record.fingerprint, "published": published}}
 
 
 def location_value(location: str) -> dg.MetadataValue:
@@ -376,9 +418,18 @@ def table(rows: list[dict], columns: Mapping[str, type]) -> dg.MetadataValue:
                                        for name, kind in columns.items()]))
 
 
+COUNT_ROWS = 50  # rows of a count table: a shard's metadata stays bounded whatever it holds
+
+
 def counts_table(counts: Mapping[str, int], key: str = "value") -> dg.MetadataValue:
-    return table([{key: str(k), "count": int(v)} for k, v in sorted(counts.items())],
-                 {key: str, "count": int})
+    """The counts as a table, the largest :data:`COUNT_ROWS` of them by name, the rest summed
+    into one ``(N others)`` row."""
+    rows = sorted(counts.items(), key=lambda item: (-int(item[1]), str(item[0])))
+    shown = sorted(rows[:COUNT_ROWS]) if len(rows) > COUNT_ROWS else sorted(rows)
+    rest = rows[COUNT_ROWS:]
+    if rest:
+        shown.append((f"({len(rest)} others)", sum(int(v) for _, v in rest)))
+    return table([{key: str(k), "count": int(v)} for k, v in shown], {key: str, "count": int})
 
 
 def progress_logger(context: dg.AssetExecutionContext, what: str):

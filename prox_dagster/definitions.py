@@ -16,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 
 from prox_dagster.assets import ASSET_CHECKS, JOBS, build_assets, build_automation
+from prox_dagster.assets.common import REPORTED_BY
 from prox_dagster import environment, fingerprint
 from prox_dagster.lineage import filter_audit_rows
 from prox_dagster.store import file_version, is_remote, join, normalize
@@ -224,13 +225,28 @@ def materialize_pretraining_set(definitions: dg.Definitions, instance: dg.Dagste
 
 def latest_metadata(instance: dg.DagsterInstance, asset: str,
                     partition: str | None = None) -> dict:
-    """Metadata values of the latest materialization of ``asset`` (and partition), as stored."""
+    """Metadata values of the latest materialization of ``asset`` (and partition). A cached
+    shard's materialization holds a few values and the run that reported it in full
+    (``reported_by_run``): its values come first, under the cached one's."""
+    key = dg.AssetKey(asset)
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset),
+        dg.AssetRecordsFilter(asset_key=key,
                               asset_partitions=[partition] if partition else None), limit=1)
     if not records.records:
         return {}
-    metadata = records.records[0].asset_materialization.metadata
+    latest = _values(records.records[0].asset_materialization.metadata)
+    reported_by = latest.get(REPORTED_BY)
+    if not (partition and reported_by and reported_by != records.records[0].run_id):
+        return latest
+    for record in instance.get_records_for_run(
+            reported_by, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records:
+        materialization = record.event_log_entry.asset_materialization
+        if materialization.asset_key == key and materialization.partition == partition:
+            return {**_values(materialization.metadata), **latest}
+    return latest  # that run's events were deleted
+
+
+def _values(metadata) -> dict:
     return {k: getattr(v, "value", v) for k, v in metadata.items()}
 
 

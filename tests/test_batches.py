@@ -5,7 +5,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from prox_dagster.assets.common import RECOMPUTE_TAG
+from prox_dagster.assets.common import RECOMPUTE_TAG, REPORTED_BY
 from prox_dagster import definitions
 from prox_dagster.sample import write_sample_crawl
 from prox_dagster.resources import CheckThresholds, ClassifierSettings, RefinerResource
@@ -84,17 +84,30 @@ def test_one_run_one_step_per_stage_each_shard_recorded_on_its_own(crawl, instan
 def test_current_shards_are_cached_until_inputs_or_settings_change(crawl, instance):
     defs = definitions.build_definitions(data_dir=crawl)
     definitions.register_new_shards(defs, instance)
-    assert definitions.materialize_shards(defs, instance, SHARDS[0], SHARDS[-1]).success
+    computed = definitions.materialize_shards(defs, instance, SHARDS[0], SHARDS[-1])
+    assert computed.success
     clean_file = crawl / "clean_shard" / f"{SHARDS[1]}.parquet"
     written = clean_file.stat().st_mtime_ns
 
+    first = definitions.latest_metadata(instance, "clean_shard", SHARDS[1])
     again = definitions.materialize_shards(defs, instance, SHARDS[0], SHARDS[-1])
     assert again.success
     records = materializations(again)
     assert all(meta["cached"] for meta in records.values())
     assert clean_file.stat().st_mtime_ns == written
-    # cached shards report what the computation reported, checks included
-    assert len(again.get_asset_check_evaluations()) == CHECKS_PER_SHARD * len(SHARDS)
+    # a cached shard's materialization is a few values and a link to the run that computed
+    # it: bounded in the run storage whatever the stage reports
+    for event in again.get_asset_materialization_events():
+        assert len(dg.serialize_value(event.materialization)) < 2048, event.asset_key
+        assert event.materialization.metadata[REPORTED_BY].value == computed.run_id
+    # ... which latest_metadata follows: the computation's values, cached
+    assert "status_counts" in first and first["cached"] is False
+    assert definitions.latest_metadata(instance, "clean_shard", SHARDS[1]) == \
+        {**first, "cached": True, REPORTED_BY: computed.run_id}
+    # every check is evaluated again against the new materialization, its description kept
+    evaluations = again.get_asset_check_evaluations()
+    assert len(evaluations) == CHECKS_PER_SHARD * len(SHARDS)
+    assert all(len(dg.serialize_value(e)) < 1024 for e in evaluations)
 
     forced = definitions.materialize_shards(defs, instance, SHARDS[1], SHARDS[1],
                                             tags={RECOMPUTE_TAG: "true"})

@@ -37,14 +37,15 @@ def build_raw_shard(expected: StageSettings, shards_per_run: int) -> dg.AssetsDe
         """One row per document of the raw crawl file: `id` (stable, unique in the shard),
         `text`, `url`, `source`, `meta` (other fields as JSON). Records that cannot be documents
         (broken JSON, no `text`, repeated id) go to `raw_quarantine/{shard}.parquet` with their
-        reason."""
+        reason; a shard with none has no quarantine file."""
         def work(job: ShardJob) -> ShardOutput:
             shard = job.shard
             source_file = raw_source.locate(shard)
             store = storage.store
             with local_copy(source_file) as local, \
                     job.staging.writer(SCHEMAS["raw_shard"]) as written, \
-                    store.writer(QUARANTINE, shard, SCHEMAS[QUARANTINE]) as rejected:
+                    store.writer(QUARANTINE, shard, SCHEMAS[QUARANTINE],
+                                 keep_empty=False) as rejected:
                 stats = stream_raw_shard(local, written, rejected, shard,
                                          max_bytes=raw_source.max_shard_bytes,
                                          max_lines=raw_source.max_shard_lines)
@@ -61,7 +62,8 @@ def build_raw_shard(expected: StageSettings, shards_per_run: int) -> dg.AssetsDe
                               "source": str(source_file), "reasons": reasons},
                 extra={"source_file": str(source_file), "documents": documents,
                        "quarantined": quarantined, "quarantine_reasons": reasons,
-                       "quarantine_path": quarantine_path,
+                       # none when nothing was quarantined: no empty file per shard
+                       **({"quarantine_path": quarantine_path} if quarantined else {}),
                        "utf8_repaired": stats["utf8_repaired"]})
 
         yield from run_shards(

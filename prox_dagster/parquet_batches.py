@@ -40,9 +40,11 @@ class BatchWriter:
     docstring). ``schema``: the columns and types every frame is cast to; by default the first
     frame's. Use as a context manager: the file appears on a clean exit only."""
 
-    def __init__(self, path: str | os.PathLike, schema: Mapping[str, pl.DataType] | None = None):
-
+    def __init__(self, path: str | os.PathLike, schema: Mapping[str, pl.DataType] | None = None,
+                 *, keep_empty: bool = True):
+        """``keep_empty=False``: no rows, no file (a file with the schema otherwise)."""
         self.path = Path(path)
+        self.keep_empty = keep_empty
         self.schema = dict(schema) if schema is not None else None
         self.rows = 0
         self.record: dict | None = None  # set by ShardStore.writer once the file is whole
@@ -104,6 +106,9 @@ class BatchWriter:
     def close(self) -> Path:
         if self._pending is not None:
             self._flush_group(last=True)
+        if self._writer is None and not self.keep_empty:
+            self._tmp.unlink(missing_ok=True)
+            return self.path
         if self._writer is None:  # no rows: a file with the schema and no row group
             self._write_table(pl.DataFrame(schema=self.schema or {}))
         self._writer.close()

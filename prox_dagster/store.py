@@ -273,15 +273,20 @@ class ShardStore:
                 from exc
 
     @contextlib.contextmanager
-    def writer(self, asset: str, shard: str,
-               schema: dict[str, pl.DataType] | None = None) -> Iterator[BatchWriter]:
+    def writer(self, asset: str, shard: str, schema: dict[str, pl.DataType] | None = None, *,
+               keep_empty: bool = True) -> Iterator[BatchWriter]:
         """A :class:`BatchWriter` for the shard's file: it appears (whole) when the block ends
-        without an exception; ``writer.record`` then holds its name, bytes and sha256."""
+        without an exception; ``writer.record`` then holds its name, bytes and sha256. With
+        ``keep_empty=False`` no rows write no file, and remove the one an earlier write left
+        (``writer.record`` stays None)."""
         location = self.path(asset, shard)
         with self._staged(location) as local:
-            with BatchWriter(local, schema) as writer:
+            with BatchWriter(local, schema, keep_empty=keep_empty) as writer:
                 yield writer
-            writer.record = local_file_record(local, location)
+            if writer.rows or keep_empty:
+                writer.record = local_file_record(local, location)
+        if not (writer.rows or keep_empty):
+            self.remove(location)
 
     def write(self, frame: pl.DataFrame, asset: str, shard: str) -> dict:
         """Write atomically; returns the file's record (name, bytes, sha256)."""
@@ -381,5 +386,6 @@ class ShardStore:
         with tempfile.TemporaryDirectory(prefix="prox-upload-") as folder:
             local = Path(folder) / location.rsplit("/", 1)[-1]
             yield local
-            fs, target = filesystem(location)
-            fs.put_file(str(local), target)
+            if local.exists():  # a writer that kept no empty file wrote none
+                fs, target = filesystem(location)
+                fs.put_file(str(local), target)

@@ -93,6 +93,11 @@ def test_two_partitions_through_the_whole_graph(crawl, instance):
     assert raw_meta["quarantined"] == 2
     quarantine = pl.read_parquet(crawl / "raw_quarantine" / f"{SHARDS[0]}.parquet")
     assert sorted(quarantine["reason"].str.slice(0, 7)) == ["invalid", "missing"]
+    # a shard with nothing quarantined has no quarantine file (none empty per shard)
+    clean_raw = [s for s in SHARDS
+                 if definitions.latest_metadata(instance, "raw_shard", s)["quarantined"] == 0]
+    assert clean_raw and not any((crawl / "raw_quarantine" / f"{s}.parquet").exists()
+                                 for s in clean_raw)
 
     assert definitions.materialize_pretraining_set(defs, instance).success
     manifest = json.loads((crawl / "pretraining_set" / "manifest.json").read_text())

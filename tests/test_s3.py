@@ -111,6 +111,22 @@ ShardStore(sys.argv[1]).write(pl.DataFrame({"id": [str(i) for i in range(len(tex
 """
 
 
+def test_an_empty_quarantine_is_no_object_on_s3(s3):
+    from prox_dagster.shards import SCHEMAS
+    from prox_dagster.store import ShardStore
+
+    store = ShardStore(f"s3://{BUCKET}/prox")
+    schema = SCHEMAS["raw_quarantine"]
+    with store.writer("raw_quarantine", "q.00000", schema, keep_empty=False) as writer:
+        writer.write(pl.DataFrame({"line_no": [1], "byte_offset": [0], "reason": ["invalid"],
+                                   "raw": ["{"]}, schema=schema))
+    assert s3.exists(f"{BUCKET}/prox/raw_quarantine/q.00000.parquet")
+    with store.writer("raw_quarantine", "q.00000", schema, keep_empty=False):
+        pass
+    s3.invalidate_cache()
+    assert not s3.exists(f"{BUCKET}/prox/raw_quarantine/q.00000.parquet")
+
+
 def test_an_s3_write_killed_mid_object_leaves_the_old_object_whole(s3, tmp_path):
     import boto3
 

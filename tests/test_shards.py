@@ -200,3 +200,20 @@ def test_store_read_of_a_missing_stage_names_shard_and_asset(tmp_path):
         store.read("doc_refined_shard", "s1")
     store.write(pl.DataFrame({"a": [1]}), "doc_refined_shard", "s1")
     assert store.read("doc_refined_shard", "s1")["a"].to_list() == [1]
+
+
+def test_a_writer_that_keeps_no_empty_file_removes_the_one_an_earlier_write_left(tmp_path):
+    store = ShardStore(tmp_path)
+    schema = SCHEMAS["raw_quarantine"]
+    row = pl.DataFrame({"line_no": [3], "byte_offset": [10], "reason": ["invalid JSON"],
+                        "raw": ["{"]}, schema=schema)
+    with store.writer("raw_quarantine", "s.00000", schema, keep_empty=False) as writer:
+        writer.write(row)
+    target = tmp_path / "raw_quarantine" / "s.00000.parquet"
+    assert pl.read_parquet(target).equals(row) and writer.record["name"] == target.name
+    # the shard read again with nothing to quarantine: the earlier file would describe records
+    # the shard no longer has
+    with store.writer("raw_quarantine", "s.00000", schema, keep_empty=False) as writer:
+        writer.write(row.clear())
+    assert not target.exists() and writer.record is None
+    assert list((tmp_path / "raw_quarantine").iterdir()) == []  # no temp file left either

@@ -20,7 +20,10 @@ from .partitions import shards_partitions_def
 SHARD_COLUMNS = {"shard": str, "status": str, "format": str, "dtype": str, "files": int,
                  "documents": int, "tokens": int, "later_copies": int, "copies_dropped": bool,
                  "sha256": str, "refiner": str}
-EXCLUDED_SHOWN = 50  # rows of the excluded table; the manifest names every excluded shard
+# rows of the shard and excluded tables: the materialization stays the same size whatever the
+# corpus (the manifest names every shard)
+SHARDS_SHOWN = 50
+EXCLUDED_SHOWN = 50
 
 
 class PretrainingSetConfig(dg.Config):
@@ -112,7 +115,9 @@ def pretraining_set(context: dg.AssetExecutionContext, config: PretrainingSetCon
             "padding_tokens": manifest.packed["padding_tokens"],
             "packed_now": packed_now} if manifest.packed else {}),
         "manifest": location_value(manifest_path),
-        "shard_table": table(manifest.shard_rows(), SHARD_COLUMNS),
+        "shard_table": table(manifest.shard_rows(SHARDS_SHOWN), SHARD_COLUMNS),
+        "shards_shown": f"{min(SHARDS_SHOWN, len(manifest.shards))} of {len(manifest.shards)} "
+                        "in shard order (the manifest lists them all)",
         "excluded_table": table(manifest.excluded_rows(EXCLUDED_SHOWN),
                                 {"shard": str, "status": str, "reason": str}),
         "document_lengths": dg.MetadataValue.md(

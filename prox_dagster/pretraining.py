@@ -53,15 +53,15 @@ class Manifest:
                            "total_documents": self.total_documents,
                            "formats": self.formats}, indent=2)
 
-    def shard_rows(self) -> list[dict]:
-        """One row per listed shard, for a table in the UI."""
+    def shard_rows(self, limit: int | None = None) -> list[dict]:
+        """A row per listed shard, the first ``limit`` of them, for a table in the UI."""
         return [{"shard": s["shard"], "status": s["status"], "format": s["format"],
                  "dtype": s["dtype"], "files": len(s["files"]), "documents": s["documents"],
                  "tokens": s["tokens"], "later_copies": s.get("duplicates"),
                  "copies_dropped": bool(s.get("duplicates_dropped")),
                  "sha256": ", ".join(f["sha256"][:12] for f in s["files"][:2])
                  + (" ..." if len(s["files"]) > 2 else ""),
-                 "refiner": ", ".join(s["refiner_versions"])} for s in self.shards]
+                 "refiner": ", ".join(s["refiner_versions"])} for s in self.shards[:limit]]
 
     def excluded_rows(self, limit: int = 50) -> list[dict]:
         """The first ``limit`` shards left out, with why (the manifest holds them all)."""

@@ -7,6 +7,7 @@ import dagster as dg
 import numpy as np
 import pytest
 
+from prox_dagster.assets import pretraining as pretraining_assets
 from prox_dagster.assets.common import RECOMPUTE_TAG
 from prox_dagster import definitions
 from prox_dagster.sample import write_sample_crawl
@@ -56,7 +57,10 @@ def test_the_format_is_chosen_per_run_and_replaces_the_previous_files(crawl, ins
     assert tokenized_files(crawl, shard) == expected["litgpt"]  # nothing half-written
 
 
-def test_manifest_lists_every_file_and_rehashes_only_changed_shards(crawl, instance):
+def test_manifest_lists_every_file_and_rehashes_only_changed_shards(crawl, instance,
+                                                                   monkeypatch):
+    # the UI's shard table shows a bounded sample (here 1 of the 2 listed shards)
+    monkeypatch.setattr(pretraining_assets, "SHARDS_SHOWN", 1)
     defs = definitions.build_definitions(data_dir=crawl)
     definitions.register_new_shards(defs, instance)
     megatron = {"output_format": "megatron"}
@@ -68,6 +72,8 @@ def test_manifest_lists_every_file_and_rehashes_only_changed_shards(crawl, insta
     # the writers recorded every file's sha256 and version: nothing is read to list them
     assert meta["files"] == 4 and meta["files_rehashed"] == 0
     assert meta["shards_excluded"] == 1 and meta["excluded_missing"] == 1
+    assert [r.data["shard"] for r in meta["shard_table"].records] == SHARDS[:1]
+    assert meta["shards_shown"].startswith("1 of 2 ")
     manifest = json.loads((crawl / "pretraining_set" / "manifest.json").read_text())
     assert manifest["excluded"] == [{"shard": SHARDS[2], "status": "missing",
                                      "reason": "raw_shard: never written"}]

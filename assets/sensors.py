@@ -8,6 +8,7 @@ output failed a blocking check (that waits until its inputs or settings change).
 
 import base64
 import json
+import time
 import zlib
 
 import dagster as dg
@@ -29,6 +30,7 @@ REQUESTED = ("stale", "missing")  # audit statuses the schedule refines
 # S3 or a network disk, under Dagster's 60 s tick timeout; its read budget is
 # PROX_TICK_READ_BUDGET)
 TICK_JUDGE_SECONDS = 20.0
+TICK_BLOCK = 1000  # files the sensor handles between two looks at the clock
 
 
 def range_requests(keys: list[str], order: list[str], shards_per_run: int, reason: str,
@@ -86,6 +88,7 @@ def build_raw_shard_sensor(shards_per_run: int) -> dg.SensorDefinition:
         is not brought back) and the version it last observed per file; at most
         `max_shards_per_tick` new shards per tick, oldest first, and at most
         `max_observations_per_tick` observations (the rest at the next ticks)."""
+        started = time.monotonic()
         state = _decode(context.cursor)
         registered, seen = set(state["registered"]), state["seen"]
         order = context.instance.get_dynamic_partitions(shards_partitions_def.name)
@@ -98,24 +101,44 @@ def build_raw_shard_sensor(shards_per_run: int) -> dg.SensorDefinition:
                 + "; ".join(reason for _, reason in sorted(refused.items())[:20]))
         new = [key for _, key in sorted((entry.modified, key) for key, entry in files.items())
                if key not in known and key not in registered]
-        keys = new[:raw_source.max_shards_per_tick]
-        changed = [key for key in [*keys, *sorted(known & set(files))]
-                   if seen.get(key) != files[key].version]
-        observe = changed[:raw_source.max_observations_per_tick]
-        if len(changed) > len(observe):
-            context.log.info(f"{len(changed) - len(observe)} changed crawl files are observed "
-                             "at the next ticks")
-        if not keys and not observe:
+        changed_known = [key for key in sorted(known & set(files))
+                         if seen.get(key) != files[key].version]
+        deadline = started + raw_source.max_tick_seconds
+        keys: list[str] = []
+        events: list[dg.AssetObservation] = []
+        # in blocks, until a count or the tick's time runs out (at least one block a tick, so
+        # that registration always moves); the new shards first, oldest first
+        todo = [*((True, key) for key in new), *((False, key) for key in changed_known)]
+        position = 0
+        while position < len(todo) and (not position or time.monotonic() < deadline) and (
+                len(keys) < raw_source.max_shards_per_tick
+                or len(events) < raw_source.max_observations_per_tick):
+            block = todo[position:position + TICK_BLOCK]
+            fresh = [key for is_new, key in block if is_new][
+                :max(0, raw_source.max_shards_per_tick - len(keys))]
+            taken = set(fresh)
+            observed = [key for is_new, key in block
+                        if (not is_new or key in taken) and seen.get(key) != files[key].version][
+                :max(0, raw_source.max_observations_per_tick - len(events))]
+            keys += fresh
+            events += [observation(key, files[key]) for key in observed]
+            seen.update({key: files[key].version for key in observed})
+            position += len(block)
+        left_new, left_changed = len(new) - len(keys), len(changed_known) - sum(
+            1 for event in events if event.partition in known)
+        if left_changed > 0:
+            context.log.info(f"{left_changed} changed crawl files are observed at the next "
+                             "ticks")
+        if not keys and not events:
             return dg.SkipReason(f"no new or changed shards in {raw_source.path}")
         if keys:
-            context.log.info(f"{len(keys)} new shards ({len(new) - len(keys)} left for the "
-                             f"next ticks): {keys[:10]}")
-        seen.update({key: files[key].version for key in observe})
+            context.log.info(f"{len(keys)} new shards ({left_new} left for the next ticks, "
+                             f"{time.monotonic() - started:.1f}s): {keys[:10]}")
         return dg.SensorResult(
             run_requests=range_requests(keys, order + keys, shards_per_run, "new"),
             dynamic_partitions_requests=[shards_partitions_def.build_add_request(keys)]
             if keys else [],
-            asset_events=[observation(key, files[key]) for key in observe],
+            asset_events=events,
             cursor=_encode({"registered": sorted(registered | set(keys)), "seen": seen}))
 
     return raw_shard_sensor

@@ -12,16 +12,19 @@ class RawSource(dg.ConfigurableResource):
 
     ``patterns`` (globs on the file name) narrows what counts as a shard; the sensor registers
     at most ``max_shards_per_tick`` new shards and records at most
-    ``max_observations_per_tick`` crawl-file observations (event-log rows) per evaluation, the
-    rest on the next ticks. A raw file is read up to ``max_shard_lines`` lines or rows (10
+    ``max_observations_per_tick`` crawl-file observations (event-log rows) per evaluation, and
+    starts no more of either after ``max_tick_seconds`` (a slow listing on S3 leaves less of
+    the tick): the rest on the next ticks. At the defaults, 100,000 new files are registered
+    in 10 ticks. A raw file is read up to ``max_shard_lines`` lines or rows (10
     million), a JSON lines file up to ``max_shard_bytes`` decompressed bytes (8 GiB): past
     either, one quarantine row says where reading stopped, and the lines before it are kept.
     """
 
     path: str = "./.prox_data/raw"
     patterns: list[str] = []
-    max_shards_per_tick: int = 200
-    max_observations_per_tick: int = 5000
+    max_shards_per_tick: int = 10_000
+    max_observations_per_tick: int = 10_000
+    max_tick_seconds: float = 20.0  # under Dagster's 60 s sensor timeout, with room
     max_shard_bytes: int = MAX_SHARD_BYTES
     max_shard_lines: int = MAX_SHARD_LINES
 

@@ -34,6 +34,38 @@ def tick(sensor, instance, source, cursor=None):
     return result
 
 
+def test_a_sensor_tick_out_of_time_registers_one_block_and_leaves_the_rest(tmp_path, instance,
+                                                                          monkeypatch):
+    from prox_dagster.assets import sensors
+
+    monkeypatch.setattr(sensors, "TICK_BLOCK", 2)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i in range(5):
+        drop(raw, f"s.{i:05d}.jsonl", 1_000_000_000 * (i + 1))
+    # no time at all: each tick still handles one block (registration always moves)
+    source = RawSource(path=str(raw), max_tick_seconds=0)
+    sensor = build_raw_shard_sensor(shards_per_run=16)
+    cursor, registered = None, []
+    for expected in (["s.00000", "s.00001"], ["s.00002", "s.00003"], ["s.00004"]):
+        result = tick(sensor, instance, source, cursor)
+        assert list(result.dynamic_partitions_requests[0].partition_keys) == expected
+        # every new shard is observed with its registration
+        assert [e.partition for e in result.asset_events] == expected
+        registered += expected
+        [run] = result.run_requests
+        assert (run.tags[RANGE_START], run.tags[RANGE_END]) == (expected[0], expected[-1])
+        cursor = result.cursor
+    assert isinstance(tick(sensor, instance, source, cursor), dg.SkipReason)
+    # with time, one tick takes them all
+    drop(raw, "t.00000.jsonl", 9_000_000_000)
+    drop(raw, "t.00001.jsonl", 9_000_000_001)
+    drop(raw, "t.00002.jsonl", 9_000_000_002)
+    result = tick(sensor, instance, RawSource(path=str(raw)), cursor)
+    assert list(result.dynamic_partitions_requests[0].partition_keys) == \
+        ["t.00000", "t.00001", "t.00002"]
+
+
 def test_sensor_registers_in_bounded_batches_late_files_too_and_never_re_adds(tmp_path,
                                                                             instance):
     raw = tmp_path / "raw"

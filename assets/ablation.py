@@ -13,6 +13,7 @@ from prox_dagster.ablation import AblationError, Arm, load_config, run_ablation,
 from prox_dagster.ablation_pages import gold_texts, jsonl_arm, parse_arm
 from prox_dagster.ablation_report import ablation_markdown, svg_data_uri, svg_plot
 from prox_dagster.evaluation import naive_text
+from prox_dagster.pretraining import load_manifest
 from prox_dagster.store import exists, filesystem, is_remote
 from prox_dagster.token_files import iter_kept_texts
 from prox_dagster.resources import LabelledSets, ProgramPolicy, ShardStorage, TokenizerResource
@@ -124,7 +125,7 @@ def ablation(context: dg.AssetExecutionContext, config: AblationConfig,
     manifest_path = store.location("pretraining_set", "manifest.json")
     if not exists(manifest_path):
         raise dg.Failure("no pre-training set: materialize pretraining_set first")
-    manifest = json.loads(store.read_text(manifest_path))
+    manifest = load_manifest(store, manifest_path)
     if not manifest["shards"]:
         raise dg.Failure("the pre-training set lists no shards: nothing to train on")
     try:

@@ -1,19 +1,19 @@
 """The pre-training set: a manifest of the token files of every shard whose whole chain is
 current and passed its checks, and of every shard it left out, with the reason."""
 
-import json
 import time
 
 import dagster as dg
 
 from prox_dagster.pretraining import (LAST_GOOD, build_manifest, check_uniform,
-                                      mark_duplicates, pack_set, remove_stale_packs)
+                                      load_manifest, mark_duplicates, pack_set,
+                                      remove_stale_packs, write_manifest)
 from prox_dagster.store import exists, version
 from prox_dagster.token_files import histogram_table
 from prox_dagster.resources import (CheckThresholds, ProgramPolicy, RawSource, RefinerResource,
                                     ShardStorage, TokenizerResource)
 
-from .audit import audit_rows, expected_of
+from .audit import audit_rows, evaluate, expected_of
 from .common import location_value, table
 from .partitions import shards_partitions_def
 
@@ -31,10 +31,14 @@ class PretrainingSetConfig(dg.Config):
     its last published token files, marked ``last_good`` in the manifest with the reason,
     instead of being left out. ``drop_duplicates``: a document that is a copy of an earlier one
     (same id or same text; earlier in shard order) is left out of the set (its shard is served
-    from a filtered copy of its token files); either way the copies are counted."""
+    from a filtered copy of its token files); either way the copies are counted.
+    ``count_duplicates: false`` counts them only with ``drop_duplicates``: counting reads every
+    listed shard's documents file whenever one changed, which a corpus of 100,000 shards
+    rebuilt after one shard changed should not pay."""
 
     keep_last_good: bool = False
     drop_duplicates: bool = False
+    count_duplicates: bool = True
 
 
 @dg.asset(
@@ -63,15 +67,25 @@ def pretraining_set(context: dg.AssetExecutionContext, config: PretrainingSetCon
     store = storage.store
     shards = context.instance.get_dynamic_partitions(shards_partitions_def.name)
     expected = expected_of(refiner, policy, tokenizer, checks)
+    evaluation, running = evaluate(context.instance, storage, raw_source, expected)
     statuses = {row["shard"]: (row["status"], row["reason"])
-                for row in audit_rows(context.instance, storage, raw_source, expected)}
+                for row in evaluation.rows.iter_rows(named=True)}
+    statuses.update({shard: ("running", f"run {run} covers it ({statuses[shard][1]})")
+                     for shard, run in running.items()
+                     if shard in statuses and statuses[shard][0] != "current"})
+    # a part is reused while its shards' catalog keys are the same; copies of token files
+    # without the duplicates are the corpus's, never a part's
+    keys = None if config.drop_duplicates else dict(evaluation.rows.select("shard", "key").rows())
     manifest_path = store.location("pretraining_set", "manifest.json")
     manifest, stats = build_manifest(store, sorted(shards), statuses, manifest_path,
                                      tokenizer.name_or_path, tokenizer.identity(),
-                                     keep_last_good=config.keep_last_good,
+                                     keep_last_good=config.keep_last_good, keys=keys,
+                                     options={"drop": config.drop_duplicates,
+                                              "count": config.count_duplicates},
                                      warn=context.log.warning)
     check_uniform(manifest)  # before the manifest is written: a training job reads only sets
     mark_duplicates(store, manifest, manifest_path, drop=config.drop_duplicates,
+                    count=config.count_duplicates,
                     progress=lambda shard: context.log.debug(f"{shard}: copies left out"))
     duplicates = manifest.duplicates or {}
     if duplicates.get("later_copies"):
@@ -85,7 +99,7 @@ def pretraining_set(context: dg.AssetExecutionContext, config: PretrainingSetCon
     if manifest.formats == ["litgpt"]:
         packed_now = pack_set(store, manifest, manifest_path, **tokenizer.pack_settings(),
                               progress=lambda shard: context.log.debug(f"packed {shard}"))
-    store.write_text(manifest.to_json(), "pretraining_set", "manifest.json")
+    written = write_manifest(store, manifest)
     for name in remove_stale_packs(store, manifest):
         context.log.info(f"removed {name}: chunks of an earlier manifest")
     if manifest.excluded:
@@ -105,6 +119,9 @@ def pretraining_set(context: dg.AssetExecutionContext, config: PretrainingSetCon
         **{f"excluded_{status}": n for status, n in sorted(by_status.items())},
         "files": stats["files"],
         "files_rehashed": stats["rehashed"],
+        "parts": stats["parts"],
+        "parts_reused": stats["parts_reused"],
+        "parts_written": written["parts_written"],
         "total_tokens": manifest.total_tokens,
         "total_documents": manifest.total_documents,
         "formats": ", ".join(manifest.formats) or "none",
@@ -142,8 +159,7 @@ def included_shards_current(context: dg.AssetCheckExecutionContext, storage: Sha
     if not exists(location):
         return dg.AssetCheckResult(passed=False, description="no manifest has been written")
     try:
-        manifest = json.loads(store.read_text(location))
-        manifest["shards"][0:0]  # a list: the listing a training job reads
+        manifest = load_manifest(store, location)
     except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         return dg.AssetCheckResult(passed=False, description=f"the manifest {location} is "
                                    f"unreadable or of another format: {exc}")

@@ -209,15 +209,17 @@ def materialize_shards(definitions: dg.Definitions, instance: dg.DagsterInstance
 
 def materialize_pretraining_set(definitions: dg.Definitions, instance: dg.DagsterInstance,
                                 quiet: bool = True, token_files: dict | None = None,
-                                keep_last_good: bool = False, drop_duplicates: bool = False
-                                ) -> dg.ExecuteInProcessResult:
+                                keep_last_good: bool = False, drop_duplicates: bool = False,
+                                count_duplicates: bool = True) -> dg.ExecuteInProcessResult:
     """``pretraining_set_job`` (the manifest and its check); ``keep_last_good``: serve shards
     that are not current from their last published token files, marked; ``drop_duplicates``:
-    leave out the documents that are copies of an earlier one."""
+    leave out the documents that are copies of an earlier one; ``count_duplicates=False``:
+    do not count them (see ``PretrainingSetConfig``)."""
     job = definitions.resolve_job_def("pretraining_set_job")
     config = run_config(quiet, token_files)
-    options = {name: True for name, on in (("keep_last_good", keep_last_good),
-                                           ("drop_duplicates", drop_duplicates)) if on}
+    options = {name: on for name, on, default in (
+        ("keep_last_good", keep_last_good, False), ("drop_duplicates", drop_duplicates, False),
+        ("count_duplicates", count_duplicates, True)) if on != default}
     if options:
         config["ops"] = {"pretraining_set": {"config": options}}
     return job.execute_in_process(instance=instance, run_config=config, raise_on_error=False)

@@ -16,6 +16,7 @@ from prox_dagster.ablation_pages import jsonl_arm, parse_arm
 from prox_dagster.ablation_report import ablation_markdown, svg_plot
 from prox_dagster.sample import sample_documents, write_sample_crawl
 from prox_dagster.tokenization import rust_tokenizer
+from manifests import read_manifest
 
 pytest.importorskip("megatron.core", reason="megatron-core is not installed (pip install "
                                             "-e '.[train]')")
@@ -216,7 +217,7 @@ def test_the_ablation_asset_compares_the_sets_arms_in_the_ui_metadata(tmp_path, 
         "ops": {"ablation": {"config": {"config": "tiny", "arms": [f"gold={gold}"]}}}})
     assert result.success
     meta = definitions.latest_metadata(instance, "ablation")
-    manifest = json.loads((data / "pretraining_set" / "manifest.json").read_text())
+    manifest = read_manifest(data)
     # the refined arm is the set's own files, token for token
     assert meta["tokens/refined"] == manifest["total_tokens"] and meta["read_as"] == fmt
     assert meta["tokens/raw"] > meta["tokens/refined"] > 0

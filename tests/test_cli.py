@@ -1,6 +1,5 @@
 """The README's main command, run as a user runs it: a subprocess with its own DAGSTER_HOME."""
 
-import json
 import os
 import subprocess
 import sys
@@ -8,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from manifests import read_manifest
 from dagster._core.instance.ref import InstanceRef
 
 pytestmark = pytest.mark.integration
@@ -34,7 +34,7 @@ def test_demo_materializes_every_asset_in_a_real_instance(tmp_path):
     assert totals.split(" -> ")[0] in proc.stdout
     assert (home / "dagster.yaml").read_text().count("default_limit: 1") == 1
 
-    manifest = json.loads((data / "pretraining_set" / "manifest.json").read_text())
+    manifest = read_manifest(data)
     assert manifest["total_documents"] > 0 and len(manifest["shards"]) == 4
 
     with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:

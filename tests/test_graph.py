@@ -12,6 +12,7 @@ from prox_dagster.pipeline import refine_chunks
 from prox_dagster.refiners import build_refiner
 from prox_dagster.sample import sample_documents, write_sample_crawl
 from prox_dagster.resources import CheckThresholds, ClassifierSettings, RefinerResource
+from manifests import read_manifest
 
 pytestmark = pytest.mark.integration
 SHARDS = ["sample-crawl.00000", "sample-crawl.00001"]
@@ -100,7 +101,7 @@ def test_two_partitions_through_the_whole_graph(crawl, instance):
                                  for s in clean_raw)
 
     assert definitions.materialize_pretraining_set(defs, instance).success
-    manifest = json.loads((crawl / "pretraining_set" / "manifest.json").read_text())
+    manifest = read_manifest(crawl)
     assert [s["shard"] for s in manifest["shards"]] == SHARDS
     assert manifest["total_tokens"] == sum(
         pl.read_parquet(crawl / "tokenized_shard" / f"{s}.parquet")["n_tokens"].sum()

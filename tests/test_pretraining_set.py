@@ -1,18 +1,21 @@
 """Token formats chosen per run through the graph, and the pre-training set's manifest."""
 
 import json
+from pathlib import Path
 import os
 
 import dagster as dg
 import numpy as np
 import pytest
 
+from prox_dagster import pretraining
 from prox_dagster.assets import pretraining as pretraining_assets
 from prox_dagster.assets.common import RECOMPUTE_TAG
 from prox_dagster import definitions
 from prox_dagster.sample import write_sample_crawl
 from prox_dagster.store import sha256
 from prox_dagster.resources import CheckThresholds, RefinerResource
+from manifests import read_manifest
 
 pytestmark = pytest.mark.integration
 SHARDS = ["sample-crawl.00000", "sample-crawl.00001", "sample-crawl.00002"]
@@ -74,7 +77,7 @@ def test_manifest_lists_every_file_and_rehashes_only_changed_shards(crawl, insta
     assert meta["shards_excluded"] == 1 and meta["excluded_missing"] == 1
     assert [r.data["shard"] for r in meta["shard_table"].records] == SHARDS[:1]
     assert meta["shards_shown"].startswith("1 of 2 ")
-    manifest = json.loads((crawl / "pretraining_set" / "manifest.json").read_text())
+    manifest = read_manifest(crawl)
     assert manifest["excluded"] == [{"shard": SHARDS[2], "status": "missing",
                                      "reason": "raw_shard: never written"}]
     assert [s["shard"] for s in manifest["shards"]] == SHARDS[:2]
@@ -103,11 +106,54 @@ def test_manifest_lists_every_file_and_rehashes_only_changed_shards(crawl, insta
     os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
     assert definitions.materialize_pretraining_set(defs, instance, token_files=megatron).success
     assert definitions.latest_metadata(instance, "pretraining_set")["files_rehashed"] == 1
-    after = json.loads((crawl / "pretraining_set" / "manifest.json").read_text())
+    after = read_manifest(crawl)
     assert [f["sha256"] for f in after["shards"][0]["files"]] == \
         [f["sha256"] for f in before[SHARDS[0]]]
     for f in after["shards"][1]["files"]:
         assert f["sha256"] == sha256(f["file"])
+
+
+def test_a_rebuild_after_one_shard_changed_builds_its_part_alone(crawl, instance, monkeypatch):
+    """The manifest is an index and parts (here one shard each); a part whose shards' sidecars
+    and statuses did not change is taken as it is, and a part no index names is removed."""
+    monkeypatch.setattr(pretraining, "PART_SHARDS", 1)
+    defs = definitions.build_definitions(data_dir=crawl)
+    definitions.register_new_shards(defs, instance)
+    assert definitions.materialize_shards(defs, instance, SHARDS[0], SHARDS[-1]).success
+    assert definitions.materialize_pretraining_set(defs, instance,
+                                                   count_duplicates=False).success
+    meta = definitions.latest_metadata(instance, "pretraining_set")
+    assert (meta["parts"], meta["parts_reused"], meta["parts_written"]) == (3, 0, 3)
+    index = json.loads((crawl / "pretraining_set" / "manifest.json").read_text())
+    assert "shards" not in index and index["shards_listed"] == 3
+    assert [(p["first"], p["listed"]) for p in index["parts"]] == [(s, 1) for s in SHARDS]
+    assert index["total_tokens"] == sum(p["tokens"] for p in index["parts"])
+    assert index["duplicates"] == {"counted": False, "dropped": False}
+    before = read_manifest(crawl)
+
+    # one shard computed again: its part alone is built and written; the others are reused
+    assert definitions.materialize_shards(defs, instance, SHARDS[1], SHARDS[1],
+                                          tags={RECOMPUTE_TAG: "true"}).success
+    assert definitions.materialize_pretraining_set(defs, instance,
+                                                   count_duplicates=False).success
+    meta = definitions.latest_metadata(instance, "pretraining_set")
+    assert (meta["parts"], meta["parts_reused"], meta["parts_written"]) == (3, 2, 1)
+    after = read_manifest(crawl)
+    assert after["shards"][0] == before["shards"][0] and after["shards"][2] == before["shards"][2]
+    assert after["shards"][1]["files"] != before["shards"][1]["files"]  # new versions
+    assert sorted(p.name for p in (crawl / "pretraining_set" / "parts").iterdir()) == \
+        sorted(p["file"].rsplit("/", 1)[-1] for p in after["parts"])
+
+    # a part changed behind the manifest's back is not reused, and a reader refuses it
+    part = Path(after["parts"][0]["file"])
+    part.write_text(part.read_text().replace(SHARDS[0], SHARDS[0] + "x", 1))
+    with pytest.raises(ValueError, match="missing, changed or unreadable"):
+        read_manifest(crawl)
+    assert definitions.materialize_pretraining_set(defs, instance,
+                                                   count_duplicates=False).success
+    meta = definitions.latest_metadata(instance, "pretraining_set")
+    assert (meta["parts_reused"], meta["parts_written"]) == (2, 1)
+    assert read_manifest(crawl)["shards"] == after["shards"]
 
 
 def test_a_set_that_mixes_formats_or_tokenizers_is_refused_by_name(crawl, instance):
@@ -118,7 +164,7 @@ def test_a_set_that_mixes_formats_or_tokenizers_is_refused_by_name(crawl, instan
                                          token_files={"output_format": "megatron"}).success
     # tokenized in another format than the loaded one: stale, so left out, saying why
     assert definitions.materialize_pretraining_set(defs, instance).success
-    manifest = json.loads((crawl / "pretraining_set" / "manifest.json").read_text())
+    manifest = read_manifest(crawl)
     assert [s["shard"] for s in manifest["shards"]] == SHARDS[:2]
     [left_out] = manifest["excluded"]
     assert left_out["shard"] == SHARDS[2] and left_out["status"] == "stale"
@@ -158,7 +204,7 @@ def test_only_current_passed_shards_are_published_and_the_rest_named(crawl, inst
     assert (crawl / "clean_shard" / "failed" / f"{SHARDS[1]}.parquet").exists()
     result = definitions.materialize_pretraining_set(strict, instance)
     assert result.success
-    manifest = json.loads((crawl / "pretraining_set" / "manifest.json").read_text())
+    manifest = read_manifest(crawl)
     assert [s["shard"] for s in manifest["shards"]] == [SHARDS[0], SHARDS[2]] or \
         SHARDS[1] not in [s["shard"] for s in manifest["shards"]]
     [left_out] = [e for e in manifest["excluded"] if e["shard"] == SHARDS[1]]
@@ -169,7 +215,7 @@ def test_only_current_passed_shards_are_published_and_the_rest_named(crawl, inst
 
     # kept on purpose: listed, marked, and the check says so as a warning
     kept = definitions.materialize_pretraining_set(strict, instance, keep_last_good=True)
-    manifest = json.loads((crawl / "pretraining_set" / "manifest.json").read_text())
+    manifest = read_manifest(crawl)
     [entry] = [s for s in manifest["shards"] if s["shard"] == SHARDS[1]]
     assert entry["status"] == "last_good"
     assert entry["why"] == "failed: clean_shard:kept_share failed"
@@ -204,7 +250,7 @@ def test_litgpt_chunks_are_packed_across_the_set_and_repacked_only_when_it_chang
     assert definitions.materialize_shards(defs, instance, SHARDS[0], SHARDS[-1],
                                           token_files=litgpt).success
     assert definitions.materialize_pretraining_set(defs, instance, token_files=litgpt).success
-    manifest = json.loads((crawl / "pretraining_set" / "manifest.json").read_text())
+    manifest = read_manifest(crawl)
     packed = manifest["packed"]
     streams = [np.fromfile(crawl / "tokenized_shard" / f"{s}.tokens", np.uint16)
                for s in SHARDS]
@@ -240,10 +286,10 @@ def test_litgpt_chunks_are_packed_across_the_set_and_repacked_only_when_it_chang
     # another chunk size: packed again, and the old chunks are removed once the manifest moved
     bigger = {**litgpt, "litgpt_chunk_size": 4096}
     assert definitions.materialize_pretraining_set(defs, instance, token_files=bigger).success
-    after = json.loads((crawl / "pretraining_set" / "manifest.json").read_text())["packed"]
+    after = read_manifest(crawl)["packed"]
     assert after["chunk_size"] == 4096 and after["key"] != packed["key"]
     folders = [p.name for p in (crawl / "pretraining_set").iterdir() if p.is_dir()]
-    assert folders == [f"litgpt-{after['key']}"]
+    assert sorted(folders) == [f"litgpt-{after['key']}", "parts"]
 
 
 def _reference_copies(crawl, shards):
@@ -292,7 +338,7 @@ def test_copies_across_shards_are_counted_and_left_out_on_request(tmp_path, inst
     assert len(expected) >= 4 and all(shard == SHARDS[2] for shard, _ in expected)
 
     assert definitions.materialize_pretraining_set(defs, instance, token_files=parquet).success
-    manifest = json.loads((crawl / "pretraining_set" / "manifest.json").read_text())
+    manifest = read_manifest(crawl)
     assert manifest["duplicates"]["later_copies"] == len(expected)
     assert manifest["duplicates"]["dropped"] is False
     assert [s["duplicates"] for s in manifest["shards"]] == [0, 0, len(expected)]
@@ -308,7 +354,7 @@ def test_copies_across_shards_are_counted_and_left_out_on_request(tmp_path, inst
                                                          drop_duplicates=True)
         assert result.success, fmt
         assert all(c.passed for c in result.get_asset_check_evaluations())
-        manifest = json.loads((crawl / "pretraining_set" / "manifest.json").read_text())
+        manifest = read_manifest(crawl)
         entry = manifest["shards"][2]
         assert entry["duplicates_dropped"] == len(expected), fmt
         assert entry["documents"] == len(left[SHARDS[2]])

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from prox_dagster import definitions
-from prox_dagster.pretraining import Manifest, pack_set
+from prox_dagster.pretraining import Manifest, load_manifest, pack_set
 from prox_dagster.sample import write_sample_crawl
 from prox_dagster.store import ShardStore, sha256
 
@@ -59,7 +59,10 @@ def test_the_whole_graph_for_two_shards_on_s3(s3, tmp_path, monkeypatch):
             clean = pl.read_parquet(f)
         raw = pl.read_parquet(s3.open(f"{BUCKET}/prox/raw_shard/{shards[0]}.parquet"))
         assert sorted(clean["id"]) == sorted(raw["id"]) and raw.height == 8
-        manifest = json.loads(s3.cat(f"{BUCKET}/prox/pretraining_set/manifest.json"))
+        index = json.loads(s3.cat(f"{BUCKET}/prox/pretraining_set/manifest.json"))
+        assert [p["file"].rsplit("/", 2)[-2] for p in index["parts"]] == ["parts"]
+        manifest = load_manifest(ShardStore(f"s3://{BUCKET}/prox"),
+                                 f"s3://{BUCKET}/prox/pretraining_set/manifest.json")
         assert [s["shard"] for s in manifest["shards"]] == shards
         for entry in manifest["shards"]:
             for f in entry["files"]:

@@ -281,8 +281,7 @@ def _reused(record: fp.Record) -> dict:
     data = record.data
     checks = data.get("checks") or {}
     reported_by = dg.MetadataValue.dagster_run(data.get("judged_by") or data["run_id"])
-    metadata = {"shard": record.shard, "cached": True, "rechecked": False,
-                "published": record.kind == outputs.PUBLISHED,
+    metadata = {"cached": True, "published": record.kind == outputs.PUBLISHED,
                 "dagster/row_count": data.get("rows_out", 0),
                 "fingerprint": record.fingerprint,
                 REPORTED_BY: reported_by}
@@ -295,7 +294,7 @@ def _reused(record: fp.Record) -> dict:
 
 
 REPORTED_BY = "reported_by_run"  # a cached shard's link to the run that reported it in full
-SHORT_DESCRIPTION = 160  # a cached check's: the run it links to holds the whole
+SHORT_DESCRIPTION = 120  # a cached check's: the run it links to holds the whole
 
 
 def _short(text: str) -> str:

@@ -15,6 +15,7 @@ import dagster as dg
 import polars as pl
 
 from prox_dagster import environment
+from prox_dagster.stages import STAGES
 from prox_dagster.store import RawEntry
 from prox_dagster.resources import (CheckThresholds, ProgramPolicy, RawSource, RefinerResource,
                                     ShardStorage, TokenizerResource)
@@ -34,9 +35,10 @@ TICK_BLOCK = 1000  # files the sensor handles between two looks at the clock
 
 
 def range_requests(keys: list[str], order: list[str], shards_per_run: int, reason: str,
-                   suffix: str = "") -> list[dg.RunRequest]:
+                   suffix: str = "", stages: list[str] | None = None) -> list[dg.RunRequest]:
     """One run per batch of at most ``shards_per_run`` keys that are consecutive in the
-    partition ``order`` (a run covers a contiguous range of partitions)."""
+    partition ``order`` (a run covers a contiguous range of partitions); ``stages``: the
+    stages the runs materialize (with their checks), all by default."""
     position = {key: i for i, key in enumerate(order)}
     batches: list[list[str]] = []
     for key in sorted(keys, key=position.__getitem__):
@@ -45,9 +47,11 @@ def range_requests(keys: list[str], order: list[str], shards_per_run: int, reaso
             batches[-1].append(key)
         else:
             batches.append([key])
+    selection = [dg.AssetKey(stage) for stage in stages] if stages else None
     return [dg.RunRequest(run_key=f"{reason}:{batch[0]}..{batch[-1]}{suffix}",
                           tags={RANGE_START: batch[0], RANGE_END: batch[-1],
-                                "prox/trigger": reason})
+                                "prox/trigger": reason},
+                          asset_selection=selection)
             for batch in batches]
 
 
@@ -72,6 +76,16 @@ def observation(key: str, entry: RawEntry) -> dg.AssetObservation:
         metadata={"location": entry.location},
         tags={"dagster/data_version": f"v:{entry.version}",
               "dagster/data_version_is_user_provided": "true"})
+
+
+def first_stale_stages(rows: pl.DataFrame) -> dict[str, list[str]]:
+    """The shards of catalog ``rows`` by the first stage whose state is not ``current``."""
+    found: dict[str, list[str]] = {}
+    for row in rows.iter_rows(named=True):
+        first = next((stage for stage in STAGES
+                      if not (row[f"state:{stage}"] or "").startswith("current|")), STAGES[0])
+        found.setdefault(first, []).append(row["shard"])
+    return found
 
 
 def build_raw_shard_sensor(shards_per_run: int) -> dg.SensorDefinition:
@@ -149,7 +163,8 @@ def build_refine_schedule(shards_per_run: int) -> dg.ScheduleDefinition:
                  cron_schedule=environment.value("PROX_REFINE_CRON"),
                  default_status=dg.DefaultScheduleStatus.STOPPED,
                  description="Refines every shard that is stale or missing against the loaded "
-                             "settings, in batched runs (cron: PROX_REFINE_CRON, hourly by "
+                             "settings, in batched runs from each shard's first stage that is "
+                             "not current (cron: PROX_REFINE_CRON, hourly by "
                              "default). Skips current shards, shards a queued or running run "
                              "covers, and shards whose current output failed a blocking check. "
                              "Judges at most PROX_TICK_READ_BUDGET sidecar reads a tick, "
@@ -167,20 +182,25 @@ def build_refine_schedule(shards_per_run: int) -> dg.ScheduleDefinition:
         reported = report_current(context.instance, storage, evaluation,
                                   limit=MAX_TICK_CHECK_REPORTS, seconds=TICK_REPORT_SECONDS)
         todo = evaluation.rows.filter(
-            pl.col("status").is_in(REQUESTED) & ~pl.col("shard").is_in(list(running)))[
-            "shard"].to_list()
+            pl.col("status").is_in(REQUESTED) & ~pl.col("shard").is_in(list(running)))
         later = (f"; {len(evaluation.deferred)} shards not judged yet (tick budget), at the "
                  "next tick" if evaluation.deferred else "")
         context.log.info(f"judged {evaluation.stats['judged']} shards, reused "
                          f"{evaluation.stats['reused']} ({evaluation.stats['seconds']}s), "
                          f"{reported} current checks reported{later}")
-        if not todo:
+        if todo.is_empty():
             return dg.SkipReason("every shard is current, running, or failed a blocking check "
                                  f"with unchanged inputs and settings{later}")
         scheduled_at = context.scheduled_execution_time.isoformat(timespec="seconds")
-        requests = range_requests(todo, evaluation.shards, shards_per_run, "scheduled",
-                                  f"@{scheduled_at}")
-        context.log.info(f"{len(todo)} shards to refine in {len(requests)} runs")
+        # a run materializes a shard from its first stage that is not current on: the stages
+        # before it are current and would only be reported as cached
+        requests = []
+        for first, shards in sorted(first_stale_stages(todo).items(),
+                                    key=lambda item: STAGES.index(item[0])):
+            requests += range_requests(shards, evaluation.shards, shards_per_run, "scheduled",
+                                       f"@{scheduled_at}:{first}",
+                                       STAGES[STAGES.index(first):])
+        context.log.info(f"{todo.height} shards to refine in {len(requests)} runs")
         return requests
 
     return refine_schedule

@@ -10,6 +10,7 @@ import pytest
 from prox_dagster.assets.sensors import RANGE_END, RANGE_START, build_raw_shard_sensor
 from prox_dagster import definitions
 from prox_dagster.sample import write_sample_crawl
+from prox_dagster.stages import STAGES
 from prox_dagster.resources import ClassifierSettings, RawSource, RefinerResource
 
 pytestmark = pytest.mark.integration
@@ -169,12 +170,20 @@ def test_schedule_refines_exactly_what_is_stale_or_missing_and_not_running_or_fa
 
     schedule = defs.resolve_schedule_def("refine_schedule")
     requests = evaluate(schedule, instance, defs).run_requests
-    # 0 is current, 1 stale (another refiner), 2 and 3 missing, 4-5 in flight, 6 failed a check
-    assert [(r.tags[RANGE_START], r.tags[RANGE_END]) for r in requests] == [
-        (shards[1], shards[2]), (shards[3], shards[3])]
+    # 0 is current, 1 stale (another refiner), 2 and 3 missing, 4-5 in flight, 6 failed a check;
+    # a run starts at a shard's first stage that is not current: raw_shard is current for 1
+    assert [(r.tags[RANGE_START], r.tags[RANGE_END], r.asset_selection) for r in requests] == [
+        (shards[2], shards[3], [dg.AssetKey(stage) for stage in STAGES]),
+        (shards[1], shards[1], [dg.AssetKey(stage) for stage in STAGES[1:]])]
     for request in requests:
-        assert job.execute_in_process(instance=instance, tags=request.tags,
-                                      run_config=definitions.run_config()).success
+        result = job.execute_in_process(instance=instance, tags=request.tags,
+                                        asset_selection=request.asset_selection,
+                                        run_config=definitions.run_config())
+        assert result.success
+        materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+        assert materialized == set(request.asset_selection)
+        # the selected stages' checks run with them
+        assert {e.asset_key for e in result.get_asset_check_evaluations()} == materialized
     assert evaluate(schedule, instance, defs).skip_message
     # the failed shard waits for a change of its inputs: a fixed crawl file
     (data / "raw" / "sample-crawl.00006.jsonl").write_text('{"text": "%s"}\n' % (

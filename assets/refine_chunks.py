@@ -30,7 +30,7 @@ def build_chunk_refined_shard(expected: StageSettings, op_tags: dict | None = No
 
         def work(job: ShardJob) -> ShardOutput:
             chunks = storage.store.source("chunked_shard", job.shard)
-            checkpoints = refiner_checkpoints(context, storage, job)
+            checkpoints = refiner_checkpoints(context, storage, job, refiner.calls_model)
             removed: dict[str, int] = {}
             with job.staging.writer() as written:
                 parsed = refine_chunks_stream(
@@ -41,14 +41,14 @@ def build_chunk_refined_shard(expected: StageSettings, op_tags: dict | None = No
             return streamed(
                 written, rows_in=chunks.rows,
                 observations={"rows": parsed.len(), "parsed": int(parsed.sum() or 0)},
-                extra={"parse_rate": rate, **checkpoints.stats,
+                extra={"parse_rate": rate, **(checkpoints.stats if checkpoints else {}),
                        **refiner_metadata(engine, expected.code_version, context),
                        **getattr(engine, "shard_metadata", dict)(),
                        # what the programs removed, by the line kind they name (the classifier
                        # names one per removal; LM programs name none)
                        **({"removed_lines_by_kind": dict(sorted(removed.items()))}
                           if removed else {})},
-                written=checkpoints.finish)
+                written=checkpoints.finish if checkpoints else None)
 
         yield from run_shards(context, storage, work=work, limits=checks.settings(),
                               expected=stage_settings_of("chunk_refined_shard",

@@ -31,7 +31,7 @@ def build_doc_refined_shard(expected: StageSettings, op_tags: dict | None = None
         engine = refiner.get()
 
         def work(job: ShardJob) -> ShardOutput:
-            checkpoints = refiner_checkpoints(context, storage, job)
+            checkpoints = refiner_checkpoints(context, storage, job, refiner.calls_model)
             with job.staging.writer() as written:
                 flags = refine_documents_stream(
                     storage.store.source("raw_shard", job.shard), written, engine,
@@ -43,9 +43,9 @@ def build_doc_refined_shard(expected: StageSettings, op_tags: dict | None = None
                 observations={"rows": flags.height, "parsed": int(flags["doc_parse_ok"].sum())},
                 extra={"docs_kept": kept, "docs_dropped": flags.height - kept,
                        "parse_rate": float(flags["doc_parse_ok"].mean() or 0.0),
-                       **checkpoints.stats,
+                       **(checkpoints.stats if checkpoints else {}),
                        **refiner_metadata(engine, expected.code_version, context)},
-                written=checkpoints.finish)
+                written=checkpoints.finish if checkpoints else None)
 
         yield from run_shards(context, storage, work=work, limits=checks.settings(),
                               expected=stage_settings_of("doc_refined_shard", refiner=refiner,

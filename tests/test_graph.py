@@ -99,6 +99,8 @@ def test_two_partitions_through_the_whole_graph(crawl, instance):
                  if definitions.latest_metadata(instance, "raw_shard", s)["quarantined"] == 0]
     assert clean_raw and not any((crawl / "raw_quarantine" / f"{s}.parquet").exists()
                                  for s in clean_raw)
+    # the classifier calls no model: nothing to resume from, no checkpoint files
+    assert not (crawl / ".checkpoints").exists()
 
     assert definitions.materialize_pretraining_set(defs, instance).success
     manifest = read_manifest(crawl)

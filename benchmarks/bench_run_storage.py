@@ -203,8 +203,4 @@ def render(result: dict) -> str:
 
 
 if __name__ == "__main__":
-    kinds = tuple(sys.argv[1:]) or ("sqlite", "postgres")
-    result = run(kinds)
-    out = ROOT / "benchmarks" / "results" / "run_storage.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    print(json.dumps(run(tuple(sys.argv[1:]) or ("sqlite", "postgres")), indent=2))

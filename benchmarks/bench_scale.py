@@ -463,10 +463,11 @@ def render(result: dict) -> str:
             f"{s(r['schedule_tick'])} | {s(r['schedule_tick_1pct_stale'])} | "
             f"{s(r['sensor_tick_first'])} ({r['sensor_converged']['ticks']}) | "
             f"{s(r['sensor_tick'])} | {rss:.0f} |")
-    lines += ["", "| shards | files per shard | sensor registering all: ticks (minutes at "
-              "30 s, slowest tick s) | cached 16-shard run s (load, run) | manifest built s "
-              "(parts) | manifest after one shard changed s (parts reused, written) |",
-              "|" + "---|" * 6]
+    if any("sensor_register" in r for r in result["results"].values()):
+        lines += ["", "| shards | files per shard | sensor registering all: ticks (minutes "
+                  "at 30 s, slowest tick s) | cached 16-shard run s (load, run) | manifest "
+                  "built s (parts) | manifest after one shard changed s (parts reused, "
+                  "written) |", "|" + "---|" * 6]
     for n, r in sorted(result["results"].items(), key=lambda item: int(item[0])):
         if "sensor_register" not in r:
             continue

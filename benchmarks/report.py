@@ -226,6 +226,7 @@ def sections() -> list[Section]:
     import bench_ablation
     import bench_programs
     import bench_quality
+    import bench_run_storage
     import bench_scale
 
     docs = ROOT / "docs"
@@ -238,6 +239,8 @@ def sections() -> list[Section]:
         Section("ablation", docs / "ablation.md",
                 lambda: bench_ablation.render(result("ablation"))),
         Section("scale", docs / "operations.md", lambda: bench_scale.render(result("scale"))),
+        Section("run_storage", docs / "operations.md",
+                lambda: bench_run_storage.render(result("run_storage"))),
         Section("import graph", docs / "architecture.md", import_graph),
     ]
 

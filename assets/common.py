@@ -118,13 +118,13 @@ class ShardJob:
 
 
 def refiner_checkpoints(context: dg.AssetExecutionContext, storage: ShardStorage,
-                        job: ShardJob, calls_model: bool) -> BatchCheckpoints | None:
+                        job: ShardJob, refiner) -> BatchCheckpoints | None:
     """The per-batch checkpoints of a refiner step's shard, under its fingerprint (the refiner
     version and the input's content): a killed step resumes from them, and a shard whose input
     changed never resumes from another input's programs. None for a refiner that calls no
     model (rules, classifier): it writes a batch's programs faster than a checkpoint is
     written and read, and a shard's files would grow by a folder and two files per stage."""
-    if not calls_model:
+    if not refiner.calls_model:
         return None
     return BatchCheckpoints(storage.store, context.asset_key.path[-1], job.shard,
                             job.fingerprint, warn=context.log.warning)

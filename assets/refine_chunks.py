@@ -30,7 +30,7 @@ def build_chunk_refined_shard(expected: StageSettings, op_tags: dict | None = No
 
         def work(job: ShardJob) -> ShardOutput:
             chunks = storage.store.source("chunked_shard", job.shard)
-            checkpoints = refiner_checkpoints(context, storage, job, refiner.calls_model)
+            checkpoints = refiner_checkpoints(context, storage, job, engine)
             removed: dict[str, int] = {}
             with job.staging.writer() as written:
                 parsed = refine_chunks_stream(

@@ -31,7 +31,7 @@ def build_doc_refined_shard(expected: StageSettings, op_tags: dict | None = None
         engine = refiner.get()
 
         def work(job: ShardJob) -> ShardOutput:
-            checkpoints = refiner_checkpoints(context, storage, job, refiner.calls_model)
+            checkpoints = refiner_checkpoints(context, storage, job, engine)
             with job.staging.writer() as written:
                 flags = refine_documents_stream(
                     storage.store.source("raw_shard", job.shard), written, engine,

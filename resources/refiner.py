@@ -251,11 +251,6 @@ class RefinerResource(dg.ConfigurableResource):
         return self._identities[resolve]
 
     @property
-    def calls_model(self) -> bool:
-        """Whether programs come from a language model (whose batches are checkpointed)."""
-        return self.backend in LM_BACKENDS
-
-    @property
     def uses_gpu(self) -> bool:
         return self.backend == "vllm" or (self.backend == "hf" and self.hf.device != "cpu")
 

@@ -21,7 +21,10 @@ PROMPTS: Counter = Counter()
 
 class CountedClassifier(ClassifierRefiner):
     """The shipped classifier refiner, counting the prompts it is asked for (the refiner
-    boundary, where a GPU refiner's cost is)."""
+    boundary, where a GPU refiner's cost is), standing in for a model: its batches are
+    checkpointed as a model's are."""
+
+    calls_model = True
 
     def generate(self, prompts, *, level):
         PROMPTS[level] += len(prompts)

@@ -23,10 +23,13 @@ class Refiner(Protocol):
     depend on the prompt batch size. The ``classifier`` refiner uses it; LM refiners see only
     their prompts, as ProX's models do. One that has it may also have ``shard_metadata() ->
     dict``: what it concluded about the shard it was last shown (the chunk stage adds it to the
-    shard's metadata).
+    shard's metadata). ``calls_model``: its programs come from a language model, whose
+    batches are worth checkpointing (a killed step resumes; a setting changed back asks the
+    model nothing).
     """
 
     version: str
+    calls_model: bool
     dialect: str  # the program dialect it writes: "prox" or "refinex"
     backend: str
     model_id: str

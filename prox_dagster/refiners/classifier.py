@@ -165,6 +165,7 @@ class ClassifierModel:
 
 class ClassifierRefiner:
     backend = "classifier"
+    calls_model = False
     dialect = "prox"
     tokenizer = None
     max_doc_prompt_tokens = None

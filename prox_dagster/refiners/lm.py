@@ -83,6 +83,7 @@ class LMRefiner:
     """Base of the model-backed refiners. Subclasses implement :meth:`_generate`."""
 
     backend = "lm"
+    calls_model = True
 
     def __init__(self, doc_model: str, chunk_model: str | None = None, *,
                  revision: str | None = None, dialect: str = "prox",

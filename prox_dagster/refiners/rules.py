@@ -25,6 +25,7 @@ RULES_VERSION = "rules-v3"
 
 class RulesRefiner:
     backend = "rules"
+    calls_model = False
     dialect = "prox"
     model_id = RULES_VERSION
     tokenizer = None

@@ -280,8 +280,8 @@ def _outcomes(checks: Mapping[str, CheckOutcome]) -> dict[str, dict]:
 def _reused(record: fp.Record) -> dict:
     """A cached shard's report: a fixed handful of values (under 2 KB in the event log whatever
     the stage) and a link to the run that wrote it (or judged it again), whose materialization
-    and check results hold the rest. A pass over a corpus is mostly cached shards, so this is what a pass costs
-    the run storage (``definitions.latest_metadata`` follows the link)."""
+    and check results hold the rest. A pass over a corpus is mostly cached shards, so this is
+    what a pass costs the run storage (``definitions.latest_metadata`` follows the link)."""
     data = record.data
     checks = data.get("checks") or {}
     reported_by = dg.MetadataValue.dagster_run(data.get("judged_by") or data["run_id"])

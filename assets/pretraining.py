@@ -60,9 +60,11 @@ def pretraining_set(context: dg.AssetExecutionContext, config: PretrainingSetCon
     are unchanged. Documents that are copies of an earlier one (same id or text, earlier in
     shard order) are counted (`duplicates`); run config `drop_duplicates` leaves them out,
     listing filtered copies of their shards' token files. Shards tokenized with different
-    tokenizers, formats or dtypes are refused, by name. For litgpt, the shards' token streams are packed, in shard order, into `LITPKDS`
-    chunks that run on across shards (only the last is padded; `packed` in the manifest),
-    reused while no shard's stream and no chunk setting changed."""
+    tokenizers, formats or dtypes are refused, by name. For litgpt, the shards' token streams
+    are packed, in shard order, into `LITPKDS` chunks that run on across shards (only the last
+    is padded; `packed` in the manifest), reused while no shard's stream and no chunk setting
+    changed. The manifest is an index and parts of 1,000 shards: a part whose shards did not
+    change is reused as it is."""
     started = time.perf_counter()
     store = storage.store
     shards = context.instance.get_dynamic_partitions(shards_partitions_def.name)

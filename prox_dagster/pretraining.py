@@ -235,7 +235,8 @@ def remove_stale_packs(store: ShardStore, manifest: Manifest) -> list[str]:
     fs, root = filesystem(store.location("pretraining_set"))
     keep = (manifest.packed or {}).get("key")
     removed = []
-    kept = {f"{PACKED_PREFIX}{keep}", f"{DEDUPLICATED_PREFIX}{(manifest.duplicates or {}).get('key')}"}
+    kept = {f"{PACKED_PREFIX}{keep}",
+            f"{DEDUPLICATED_PREFIX}{(manifest.duplicates or {}).get('key')}"}
     for path in fs.ls(root, detail=False) if fs.exists(root) else []:
         name = path.rstrip("/").rsplit("/", 1)[-1]
         if name.startswith((PACKED_PREFIX, DEDUPLICATED_PREFIX)) and name not in kept:

@@ -398,6 +398,23 @@ def run(sizes: tuple[int, ...] = SIZES) -> dict:
     return summarize(results)
 
 
+def registration(n: int) -> dict:
+    """The sensor registering ``n`` new crawl files (copies of one sample file: a file system
+    allows some 65,000 links to one) in an instance that has none: the measurement without the
+    rest of a store."""
+    from prox_dagster.sample import write_sample_crawl
+
+    with tempfile.TemporaryDirectory(prefix=f"prox-register-{n}-") as tmp:
+        root = Path(tmp)
+        [template] = write_sample_crawl(root / "data", n_shards=1, docs_per_shard=3)
+        suffix = template.name[len("sample-crawl.00000"):]
+        for i in range(n):
+            shutil.copyfile(template, root / "data" / "raw" / f"crawl-2026-12.{i:06d}{suffix}")
+        (root / "home-sensor").mkdir()
+        shutil.copy(ROOT / "dagster.yaml", root / "home-sensor" / "dagster.yaml")
+        return measure("sensor_register", root, "home-sensor")
+
+
 def summarize(results: dict) -> dict:
     largest = results[max(results)]
     ticks = ("schedule_tick", "schedule_tick_1pct_stale", "schedule_tick_cold",
@@ -416,14 +433,8 @@ def summarize(results: dict) -> dict:
         "microseconds_per_shard": per_shard, "per_shard_100k_over_10k": flat,
         "targets": {
             "largest": max(results),
-            "sensor_registers_all_under_15_min":
-                largest["sensor_register"]["minutes_of_ticks"] < SENSOR_MINUTES
-                and largest["sensor_register"]["seconds"] < TICK_S,
-            "manifest_rebuild_after_one_shard_under_5s":
-                largest["manifest_one_changed"]["seconds"] < MANIFEST_S,
             "code_location_under_4s_400_mib": largest["load"]["seconds"] < LOAD_S
                 and largest["load"]["peak_rss_mib"] < LOAD_MIB,
-            "cached_16_shard_run_under_5s": largest["cached_run"]["seconds"] < CACHED_S,
             "every_tick_under_10s": all(largest[t]["seconds"] < TICK_S for t in ticks),
             "audit_under_60s": largest["audit"]["seconds"] < AUDIT_S
             and largest["audit_cold"]["seconds"] < AUDIT_S,
@@ -434,7 +445,33 @@ def summarize(results: dict) -> dict:
                                                                "audit_cold", "sensor_tick")),
         },
         "peak_rss_mib": peak,
+        "pass_costs": pass_costs({n: r for n, r in results.items() if "cached_run" in r}),
     }
+
+
+PASS_MEASURES = ("sensor_register", "cached_run", "manifest_first", "manifest_one_changed")
+
+
+def pass_costs(sizes: dict, registered: dict | None = None, note: str = "") -> dict:
+    """What a pass costs at each size of ``sizes`` (results with the :data:`PASS_MEASURES`),
+    and ``registered``: the sensor registering a crawl larger than any of them (from
+    :func:`registration`), when measured apart."""
+    rows = {n: {"files_per_shard": r["store"]["files_per_shard"],
+                **{m: r[m] for m in PASS_MEASURES}} for n, r in sizes.items()}
+    largest = rows[max(rows)] if rows else {}
+    register = registered or largest.get("sensor_register")
+    return {"sizes": rows, "largest": max(rows) if rows else None,
+            "sensor_register_largest": register,
+            "sensor_register_largest_files": (registered or {}).get("registered") or
+            (max(rows) if rows else None),
+            "note": note,
+            "targets": {
+                "sensor_registers_all_under_15_min": bool(register) and
+                register["minutes_of_ticks"] < SENSOR_MINUTES and register["seconds"] < TICK_S,
+                "manifest_rebuild_after_one_shard_under_5s": bool(largest) and
+                largest["manifest_one_changed"]["seconds"] < MANIFEST_S,
+                "cached_16_shard_run_under_5s": bool(largest) and
+                largest["cached_run"]["seconds"] < CACHED_S}}
 
 
 if __name__ == "__main__":
@@ -463,22 +500,6 @@ def render(result: dict) -> str:
             f"{s(r['schedule_tick'])} | {s(r['schedule_tick_1pct_stale'])} | "
             f"{s(r['sensor_tick_first'])} ({r['sensor_converged']['ticks']}) | "
             f"{s(r['sensor_tick'])} | {rss:.0f} |")
-    if any("sensor_register" in r for r in result["results"].values()):
-        lines += ["", "| shards | files per shard | sensor registering all: ticks (minutes "
-                  "at 30 s, slowest tick s) | cached 16-shard run s (load, run) | manifest "
-                  "built s (parts) | manifest after one shard changed s (parts reused, "
-                  "written) |", "|" + "---|" * 6]
-    for n, r in sorted(result["results"].items(), key=lambda item: int(item[0])):
-        if "sensor_register" not in r:
-            continue
-        sensor, run = r["sensor_register"], r["cached_run"]
-        first, again = r["manifest_first"], r["manifest_one_changed"]
-        lines.append(
-            f"| {int(n):,} | {r['store']['files_per_shard']} | {sensor['ticks']} "
-            f"({sensor['minutes_of_ticks']}, {sensor['seconds']:.2f}) | {run['seconds']:.2f} "
-            f"({run['load_s']:.2f}, {run['run_s']:.2f}) | {first['seconds']:.2f} "
-            f"({first['parts']}) | {again['seconds']:.2f} ({again['parts_reused']}, "
-            f"{again['parts_written']}) |")
     targets = result["targets"]
     flat = ", ".join(f"{what} {ratio}" for what, ratio in
                      result["per_shard_100k_over_10k"].items())
@@ -489,14 +510,33 @@ def render(result: dict) -> str:
               f"(at most 1.5× in a warm tick, the audit and the sensor): "
               f"{_yes(targets['cost_per_shard_flat'])}" + (f" (100k over 10k, per shard: {flat})"
                                                            if flat else "") + "."]
-    if "sensor_registers_all_under_15_min" in targets:
-        lines += ["", "The sensor registers every file in under 15 minutes of ticks: "
-                  f"{_yes(targets['sensor_registers_all_under_15_min'])}; the manifest rebuilt "
-                  "after one shard changed in under 5 s: "
-                  f"{_yes(targets['manifest_rebuild_after_one_shard_under_5s'])}; the code "
-                  "location loads in under 4 s and 400 MiB: "
-                  f"{_yes(targets['code_location_under_4s_400_mib'])}; a cached 16-shard run "
-                  f"in under 5 s: {_yes(targets['cached_16_shard_run_under_5s'])}."]
+    costs = result.get("pass_costs") or {}
+    if costs.get("sizes"):
+        lines += ["", "| shards | files per shard | sensor registering all: ticks (minutes "
+                  "at 30 s, slowest tick s) | cached 16-shard run s (load, run) | manifest "
+                  "built s (parts) | manifest after one shard changed s (parts reused, "
+                  "written) |", "|" + "---|" * 6]
+        for n, r in sorted(costs["sizes"].items(), key=lambda item: int(item[0])):
+            sensor, run = r["sensor_register"], r["cached_run"]
+            first, again = r["manifest_first"], r["manifest_one_changed"]
+            lines.append(
+                f"| {int(n):,} | {r['files_per_shard']} | {sensor['ticks']} "
+                f"({sensor['minutes_of_ticks']}, {sensor['seconds']:.2f}) | "
+                f"{run['seconds']:.2f} ({run['load_s']:.2f}, {run['run_s']:.2f}) | "
+                f"{first['seconds']:.2f} ({first['parts']}) | {again['seconds']:.2f} "
+                f"({again['parts_reused']}, {again['parts_written']}) |")
+    if costs.get("sizes"):
+        more, register = costs["targets"], costs["sensor_register_largest"]
+        lines += ["", f"{costs['note']}The sensor registers {costs['sensor_register_largest_files']:,} "
+                  f"new files in {register['ticks'] - 1} ticks ({register['minutes_of_ticks']} "
+                  f"minutes at its 30 s interval, the slowest {register['seconds']:.2f} s), under "
+                  f"15 minutes: {_yes(more['sensor_registers_all_under_15_min'])}. At "
+                  f"{int(costs['largest']):,} shards: the manifest rebuilt after one shard "
+                  "changed (the job, its check included) under 5 s: "
+                  f"{_yes(more['manifest_rebuild_after_one_shard_under_5s'])}; a cached 16-shard "
+                  f"run under 5 s: {_yes(more['cached_16_shard_run_under_5s'])}. The code "
+                  f"location loads in under 4 s and 400 MiB at {targets['largest']:,} shards: "
+                  f"{_yes(targets['code_location_under_4s_400_mib'])}."]
     return "\n".join(lines)
 
 

@@ -56,10 +56,9 @@ def main() -> int:
             ok &= result["targets"]["peak_rss_at_most_2_gib"]
             ok &= result["targets"]["cost_per_doc_flat"]
         elif name == "scale":
-            # a cached 16-shard run is reported: Dagster's own events per shard and stage
-            # set its floor (docs/operations.md), as they set the run storage's
-            ok &= all(value for key, value in result["targets"].items()
-                      if key not in ("largest", "cached_16_shard_run_under_5s"))
+            # what a pass costs (pass_costs) is reported: Dagster's own events per shard and
+            # stage set a cached run's floor (docs/operations.md), as they set the run storage's
+            ok &= all(value for key, value in result["targets"].items() if key != "largest")
         elif name == "orchestration":
             ok &= result["batched_speedup"] >= 2.0
         elif name == "cached_run":

@@ -428,8 +428,7 @@ def counts_table(counts: Mapping[str, int], key: str = "value") -> dg.MetadataVa
     """The counts as a table, the largest :data:`COUNT_ROWS` of them by name, the rest summed
     into one ``(N others)`` row."""
     rows = sorted(counts.items(), key=lambda item: (-int(item[1]), str(item[0])))
-    shown = sorted(rows[:COUNT_ROWS]) if len(rows) > COUNT_ROWS else sorted(rows)
-    rest = rows[COUNT_ROWS:]
+    shown, rest = sorted(rows[:COUNT_ROWS]), rows[COUNT_ROWS:]
     if rest:
         shown.append((f"({len(rest)} others)", sum(int(v) for _, v in rest)))
     return table([{key: str(k), "count": int(v)} for k, v in shown], {key: str, "count": int})

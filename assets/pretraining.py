@@ -5,6 +5,7 @@ import time
 
 import dagster as dg
 
+from prox_dagster.lineage import with_run
 from prox_dagster.pretraining import (LAST_GOOD, build_manifest, check_uniform,
                                       load_manifest, mark_duplicates, pack_set,
                                       remove_stale_packs, write_manifest)
@@ -71,10 +72,8 @@ def pretraining_set(context: dg.AssetExecutionContext, config: PretrainingSetCon
     expected = expected_of(refiner, policy, tokenizer, checks)
     evaluation, running = evaluate(context.instance, storage, raw_source, expected)
     statuses = {row["shard"]: (row["status"], row["reason"])
-                for row in evaluation.rows.iter_rows(named=True)}
-    statuses.update({shard: ("running", f"run {run} covers it ({statuses[shard][1]})")
-                     for shard, run in running.items()
-                     if shard in statuses and statuses[shard][0] != "current"})
+                for row in (with_run(row, running.get(row["shard"]))
+                            for row in evaluation.rows.iter_rows(named=True))}
     # a part is reused while its shards' catalog keys are the same; copies of token files
     # without the duplicates are the corpus's, never a part's
     keys = None if config.drop_duplicates else dict(evaluation.rows.select("shard", "key").rows())

@@ -15,6 +15,7 @@ import dagster as dg
 import polars as pl
 
 from prox_dagster import environment
+from prox_dagster.catalog import Evaluation
 from prox_dagster.stages import STAGES
 from prox_dagster.store import RawEntry
 from prox_dagster.resources import (CheckThresholds, ProgramPolicy, RawSource, RefinerResource,
@@ -78,12 +79,12 @@ def observation(key: str, entry: RawEntry) -> dg.AssetObservation:
               "dagster/data_version_is_user_provided": "true"})
 
 
-def first_stale_stages(rows: pl.DataFrame) -> dict[str, list[str]]:
-    """The shards of catalog ``rows`` by the first stage whose state is not ``current``."""
+def first_stale_stages(evaluation: Evaluation, rows: pl.DataFrame) -> dict[str, list[str]]:
+    """The shards of ``rows`` (of ``evaluation``) by their first stage that is not current."""
     found: dict[str, list[str]] = {}
     for row in rows.iter_rows(named=True):
-        first = next((stage for stage in STAGES
-                      if not (row[f"state:{stage}"] or "").startswith("current|")), STAGES[0])
+        states = evaluation.stage_states(row)
+        first = next((stage for stage in STAGES if states[stage][0] != "current"), STAGES[0])
         found.setdefault(first, []).append(row["shard"])
     return found
 
@@ -115,44 +116,36 @@ def build_raw_shard_sensor(shards_per_run: int) -> dg.SensorDefinition:
                 + "; ".join(reason for _, reason in sorted(refused.items())[:20]))
         new = [key for _, key in sorted((entry.modified, key) for key, entry in files.items())
                if key not in known and key not in registered]
-        changed_known = [key for key in sorted(known & set(files))
-                         if seen.get(key) != files[key].version]
         deadline = started + raw_source.max_tick_seconds
-        keys: list[str] = []
-        events: list[dg.AssetObservation] = []
-        # in blocks, until a count or the tick's time runs out (at least one block a tick, so
-        # that registration always moves); the new shards first, oldest first
-        todo = [*((True, key) for key in new), *((False, key) for key in changed_known)]
-        position = 0
-        while position < len(todo) and (not position or time.monotonic() < deadline) and (
-                len(keys) < raw_source.max_shards_per_tick
-                or len(events) < raw_source.max_observations_per_tick):
-            block = todo[position:position + TICK_BLOCK]
-            fresh = [key for is_new, key in block if is_new][
-                :max(0, raw_source.max_shards_per_tick - len(keys))]
-            taken = set(fresh)
-            observed = [key for is_new, key in block
-                        if (not is_new or key in taken) and seen.get(key) != files[key].version][
-                :max(0, raw_source.max_observations_per_tick - len(events))]
-            keys += fresh
-            events += [observation(key, files[key]) for key in observed]
-            seen.update({key: files[key].version for key in observed})
-            position += len(block)
-        left_new, left_changed = len(new) - len(keys), len(changed_known) - sum(
-            1 for event in events if event.partition in known)
-        if left_changed > 0:
-            context.log.info(f"{left_changed} changed crawl files are observed at the next "
-                             "ticks")
-        if not keys and not events:
+
+        def in_time(items: list[str], limit: int) -> list[str]:
+            # blocks until the count or the tick's time runs out (at least one block, so
+            # that registration always moves)
+            taken: list[str] = []
+            for start in range(0, min(len(items), limit), TICK_BLOCK):
+                if taken and time.monotonic() > deadline:
+                    break
+                taken += items[start:min(start + TICK_BLOCK, limit)]
+            return taken
+
+        keys = in_time(new, raw_source.max_shards_per_tick)
+        changed = [key for key in [*keys, *sorted(known & set(files))]
+                   if seen.get(key) != files[key].version]
+        observe = in_time(changed, raw_source.max_observations_per_tick)
+        if len(changed) > len(observe):
+            context.log.info(f"{len(changed) - len(observe)} changed crawl files are observed "
+                             "at the next ticks")
+        if not keys and not observe:
             return dg.SkipReason(f"no new or changed shards in {raw_source.path}")
         if keys:
-            context.log.info(f"{len(keys)} new shards ({left_new} left for the next ticks, "
-                             f"{time.monotonic() - started:.1f}s): {keys[:10]}")
+            context.log.info(f"{len(keys)} new shards ({len(new) - len(keys)} left for the "
+                             f"next ticks, {time.monotonic() - started:.1f}s): {keys[:10]}")
+        seen.update({key: files[key].version for key in observe})
         return dg.SensorResult(
             run_requests=range_requests(keys, order + keys, shards_per_run, "new"),
             dynamic_partitions_requests=[shards_partitions_def.build_add_request(keys)]
             if keys else [],
-            asset_events=events,
+            asset_events=[observation(key, files[key]) for key in observe],
             cursor=_encode({"registered": sorted(registered | set(keys)), "seen": seen}))
 
     return raw_shard_sensor
@@ -195,7 +188,7 @@ def build_refine_schedule(shards_per_run: int) -> dg.ScheduleDefinition:
         # a run materializes a shard from its first stage that is not current on: the stages
         # before it are current and would only be reported as cached
         requests = []
-        for first, shards in sorted(first_stale_stages(todo).items(),
+        for first, shards in sorted(first_stale_stages(evaluation, todo).items(),
                                     key=lambda item: STAGES.index(item[0])):
             requests += range_requests(shards, evaluation.shards, shards_per_run, "scheduled",
                                        f"@{scheduled_at}:{first}",

@@ -24,6 +24,15 @@ def drop(folder, name, mtime):
     return path
 
 
+def raw_folder(tmp_path, names):
+    """A raw folder holding ``names``, arrived one second apart in that order."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i, name in enumerate(names):
+        drop(raw, name, 1_000_000_000 * (i + 1))
+    return raw
+
+
 def tick(sensor, instance, source, cursor=None):
     with dg.build_sensor_context(instance=instance, cursor=cursor,
                                  resources={"raw_source": source}) as context:
@@ -40,10 +49,7 @@ def test_a_sensor_tick_out_of_time_registers_one_block_and_leaves_the_rest(tmp_p
     from prox_dagster.assets import sensors
 
     monkeypatch.setattr(sensors, "TICK_BLOCK", 2)
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    for i in range(5):
-        drop(raw, f"s.{i:05d}.jsonl", 1_000_000_000 * (i + 1))
+    raw = raw_folder(tmp_path, [f"s.{i:05d}.jsonl" for i in range(5)])
     # no time at all: each tick still handles one block (registration always moves)
     source = RawSource(path=str(raw), max_tick_seconds=0)
     sensor = build_raw_shard_sensor(shards_per_run=16)
@@ -69,11 +75,8 @@ def test_a_sensor_tick_out_of_time_registers_one_block_and_leaves_the_rest(tmp_p
 
 def test_sensor_registers_in_bounded_batches_late_files_too_and_never_re_adds(tmp_path,
                                                                             instance):
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    for i, name in enumerate(["c.00003.jsonl", "a.00001.jsonl", "b.00002.jsonl.gz",
-                              "d.00004.jsonl", "e.00005.jsonl"]):
-        drop(raw, name, 1_000_000_000 * (i + 1))
+    raw = raw_folder(tmp_path, ["c.00003.jsonl", "a.00001.jsonl", "b.00002.jsonl.gz",
+                                "d.00004.jsonl", "e.00005.jsonl"])
     (raw / "b.00002.jsonl.gz").write_bytes(b"")  # any raw suffix counts, content is not read
     os.utime(raw / "b.00002.jsonl.gz", ns=(3_000_000_000, 3_000_000_000))
     (raw / "notes.txt").write_text("not a shard")
@@ -103,11 +106,8 @@ def test_sensor_registers_in_bounded_batches_late_files_too_and_never_re_adds(tm
 
 
 def test_file_patterns_choose_which_files_are_shards(tmp_path, instance):
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    for i, name in enumerate(["crawl-2026-10.00001.jsonl", "crawl-2026-11.00001.jsonl",
-                              "scratch.00001.jsonl"]):
-        drop(raw, name, 1_000_000_000 * (i + 1))
+    raw = raw_folder(tmp_path, ["crawl-2026-10.00001.jsonl", "crawl-2026-11.00001.jsonl",
+                                "scratch.00001.jsonl"])
     source = RawSource(path=str(raw), patterns=["crawl-2026-11.*", "crawl-2027-*"])
     result = tick(build_raw_shard_sensor(16), instance, source)
     assert list(result.dynamic_partitions_requests[0].partition_keys) == ["crawl-2026-11.00001"]
@@ -120,11 +120,8 @@ def test_two_files_with_one_key_are_reported_and_every_other_shard_flows(tmp_pat
     from prox_dagster.resources import (CheckThresholds, ProgramPolicy, RefinerResource,
                                         ShardStorage, TokenizerResource)
 
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    for i, name in enumerate(["a.00001.jsonl", "y.00002.jsonl", "y.00002.parquet",
-                              "z.00003.jsonl"]):
-        drop(raw, name, 1_000_000_000 * (i + 1))
+    raw = raw_folder(tmp_path, ["a.00001.jsonl", "y.00002.jsonl", "y.00002.parquet",
+                                "z.00003.jsonl"])
     source = RawSource(path=str(raw))
     sensor = build_raw_shard_sensor(16)
     result = tick(sensor, instance, source)
@@ -194,10 +191,7 @@ def test_schedule_refines_exactly_what_is_stale_or_missing_and_not_running_or_fa
 
 def test_sensor_observes_changed_crawl_files_in_bounded_ticks_from_the_listing(tmp_path,
                                                                              instance):
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    for i in range(5):
-        drop(raw, f"s.{i:05d}.jsonl", 1_000_000_000 * (i + 1))
+    raw = raw_folder(tmp_path, [f"s.{i:05d}.jsonl" for i in range(5)])
     source = RawSource(path=str(raw), max_observations_per_tick=2)
     sensor = build_raw_shard_sensor(shards_per_run=16)
     observed, cursor = [], None

@@ -28,10 +28,9 @@ def build_tokenized_shard(expected: StageSettings, token_format: str,
         Megatron `.bin`/`.idx` or, for litgpt, a `.tokens` stream that `pretraining_set` packs
         across shards (the tokenizer resource's `output_format`); documents that tokenize to
         nothing are skipped and counted."""
-        tok = tokenizer.get()
-        settings = tokenizer.file_settings()
-
         def work(job: ShardJob) -> ShardOutput:
+            # loaded by the first shard computed: a run of cached shards imports no tokenizer
+            tok, settings = tokenizer.get(), tokenizer.file_settings()
             store, shard = storage.store, job.shard
             report = progress_logger(context, f"{shard} documents tokenized")
             provenance = read_sidecar(store, "clean_shard", shard) or {}

@@ -140,3 +140,42 @@ def test_the_cli_builds_the_refiner_once_per_command(tmp_path, monkeypatch, caps
     assert cli.main(["audit", "--dagster-home", str(tmp_path / "home")]) == 0
     assert BUILT["classifier"] == 1
     capsys.readouterr()
+
+
+RUN = """
+import json, sys
+import dagster as dg
+from prox_dagster import definitions
+defs = definitions.build_definitions()
+with dg.DagsterInstance.get() as instance:
+    definitions.register_new_shards(defs, instance)
+    result = definitions.materialize_shards(defs, instance, sys.argv[1], sys.argv[2])
+    cached = [e.materialization.metadata["cached"].value
+              for e in result.get_asset_materialization_events()]
+print(json.dumps({"success": result.success, "cached": cached, "imported": sorted(
+    m for m in ("torch", "transformers", "tokenizers", "vllm", "lightgbm", "openai")
+    if m in sys.modules)}))
+"""
+
+
+def test_a_run_of_cached_shards_imports_no_tokenizer_or_model(tmp_path):
+    """Most shards of a pass are cached, and a run of them loads nothing a computed shard needs:
+    the sample tokenizer alone costs 6.5 s of imports a run."""
+    write_sample_crawl(tmp_path / "data", n_shards=2, docs_per_shard=3)
+    (tmp_path / "home").mkdir()
+    env = {**os.environ, "PROX_DATA_DIR": str(tmp_path / "data"),
+           "DAGSTER_HOME": str(tmp_path / "home")}
+
+    def run() -> dict:
+        out = subprocess.run([sys.executable, "-c", RUN, "sample-crawl.00000",
+                              "sample-crawl.00001"], env=env, cwd=ROOT, capture_output=True,
+                             text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    computed = run()
+    assert computed["success"] and not any(computed["cached"])
+    assert "transformers" in computed["imported"]  # what computing the token files loads
+    cached = run()
+    assert cached["success"] and len(cached["cached"]) == 12 and all(cached["cached"])
+    assert cached["imported"] == []

@@ -407,20 +407,26 @@ def _pass_measures(root: Path, n: int) -> dict:
 def remeasure_pass_costs(sizes: tuple[int, ...], result: dict) -> dict:
     """``result`` (``scale.json``) with its pass costs measured again at ``sizes`` on new
     stores (the rest of the scale run kept as it was, and the note saying so)."""
-    rows = {}
+    old = result.get("pass_costs") or {}
+    rows = {int(n): row for n, row in (old.get("sizes") or {}).items()}
     for n in sizes:
         with tempfile.TemporaryDirectory(prefix=f"prox-scale-{n}-") as tmp:
             root = Path(tmp)
-            rows[n] = {"store": build_store(root, n), **_pass_measures(root, n)}
-    old = result.get("pass_costs") or {}
+            size = {"store": build_store(root, n), **_pass_measures(root, n)}
+        rows[n] = {**_row(size), "measured_on": dt.date.today().isoformat()}
+    rows = dict(sorted(rows.items()))
     registered = old.get("sensor_register_largest")
-    larger = bool(registered) and old.get("sensor_register_largest_files", 0) > max(sizes)
-    note = (f"The pass costs were measured on {dt.date.today().isoformat()} at "
-            + " and ".join(f"{n:,}" for n in sizes) + " shards (stores built as above); "
-            + ("the sensor's registration of "
-               f"{old['sensor_register_largest_files']:,} files was measured earlier on the "
-               "crawl files alone (`bench_scale.registration`). " if larger else ""))
-    return {**result, "pass_costs": pass_costs(rows, registered if larger else None, note)}
+    larger = bool(registered) and old.get("sensor_register_largest_files", 0) > max(rows)
+    dates: dict[str, list[int]] = {}
+    for n, row in rows.items():
+        dates.setdefault(row.get("measured_on", "an earlier day"), []).append(n)
+    note = ("The pass costs were measured on stores built as above, "
+            + "; ".join(f"on {day} at " + " and ".join(f"{n:,}" for n in ns) + " shards"
+                        for day, ns in dates.items()) + ". "
+            + ("The sensor's registration of "
+               f"{old['sensor_register_largest_files']:,} files was measured on the crawl "
+               "files alone (`bench_scale.registration`). " if larger else ""))
+    return {**result, "pass_costs": _costs(rows, registered if larger else None, note)}
 
 
 def registration(n: int) -> dict:
@@ -481,8 +487,15 @@ def pass_costs(sizes: dict, registered: dict | None = None, note: str = "") -> d
     """What a pass costs at each size of ``sizes`` (results with the :data:`PASS_MEASURES`),
     and ``registered``: the sensor registering a crawl larger than any of them (from
     :func:`registration`), when measured apart."""
-    rows = {n: {"files_per_shard": r["store"]["files_per_shard"],
-                **{m: r[m] for m in PASS_MEASURES}} for n, r in sizes.items()}
+    return _costs({n: _row(r) for n, r in sizes.items()}, registered, note)
+
+
+def _row(size: dict) -> dict:
+    return {"files_per_shard": size["store"]["files_per_shard"],
+            **{m: size[m] for m in PASS_MEASURES}}
+
+
+def _costs(rows: dict, registered: dict | None, note: str) -> dict:
     largest = rows[max(rows)] if rows else {}
     register = registered or largest.get("sensor_register")
     return {"sizes": rows, "largest": max(rows) if rows else None,

@@ -416,7 +416,8 @@ def remeasure_pass_costs(sizes: tuple[int, ...], result: dict) -> dict:
         rows[n] = {**_row(size), "measured_on": dt.date.today().isoformat()}
     rows = dict(sorted(rows.items()))
     registered = old.get("sensor_register_largest")
-    larger = bool(registered) and old.get("sensor_register_largest_files", 0) > max(rows)
+    measured = rows[max(rows)]["sensor_register"]["registered"]
+    larger = bool(registered) and old.get("sensor_register_largest_files", 0) > measured
     dates: dict[str, list[int]] = {}
     for n, row in rows.items():
         dates.setdefault(row.get("measured_on", "an earlier day"), []).append(n)
@@ -500,8 +501,7 @@ def _costs(rows: dict, registered: dict | None, note: str) -> dict:
     register = registered or largest.get("sensor_register")
     return {"sizes": rows, "largest": max(rows) if rows else None,
             "sensor_register_largest": register,
-            "sensor_register_largest_files": (registered or {}).get("registered") or
-            (max(rows) if rows else None),
+            "sensor_register_largest_files": (register or {}).get("registered"),
             "note": note,
             "targets": {
                 "sensor_registers_all_under_15_min": bool(register) and

@@ -199,10 +199,10 @@ def _add_shard_metadata(context: dg.AssetExecutionContext,
                         metadata: Mapping[str, Mapping[str, Any]]) -> None:
     """Each shard's metadata on its own materialization of this step. What
     ``context.add_asset_metadata(partition_key=)`` does, less its check that the key is in the
-    step's range: dagster 1.13 lists every shard partition for that check, 0.37 s a call with
-    10⁵ shards registered (so 36 s of a 16-shard run); these keys are the step's own
+    step's range: dagster 1.13 lists every shard partition for that check, about 0.3 s a call
+    with 10⁵ shards registered (half a minute of a 16-shard run); these keys are the step's own
     (``context.partition_keys``). The accumulator is private to dagster (pinned in
-    pyproject.toml); ``tests/test_graph.py`` reads each shard's metadata back."""
+    pyproject.toml); ``tests/test_batches.py`` reads each shard's own metadata back."""
     step = context._step_execution_context  # noqa: SLF001
     for shard, values in metadata.items():
         step._metadata_accumulator = (  # noqa: SLF001

@@ -23,6 +23,7 @@ Targets: under 5 GB of event log per 100,000-shard pass; a cached 16-shard run u
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,6 +114,24 @@ class _Storage:
         return (self._query("select coalesce(sum(length(event)), 0) from event_logs"),
                 self._query("select pg_database_size(current_database())"))
 
+    @contextlib.contextmanager
+    def instance(self) -> Iterator:
+        """The instance, opened in this process (its environment set while it is open)."""
+        import dagster as dg
+
+        env = {**self.env, "DAGSTER_HOME": str(self.home)}
+        saved = {name: os.environ.get(name) for name in env}
+        os.environ.update(env)
+        try:
+            with dg.DagsterInstance.get() as instance:
+                yield instance
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
     def close(self) -> None:
         if self.postgres is not None:
             self.postgres.close()
@@ -147,27 +167,13 @@ def _register_more(storage: _Storage, n: int) -> None:
     """``n`` more shard partitions in the instance, as a crawl of 100,000 shards registers
     them: what a run pays for the partitions it does not touch (Dagster lists a dynamic
     partition set to resolve a run's partition range)."""
-    import dagster as dg
-
-    env = {**storage.env, "DAGSTER_HOME": str(storage.home)}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        with dg.DagsterInstance.get() as instance:
-            names = [f"more-crawl.{i:06d}" for i in range(n)]
-            for start in range(0, n, 10_000):
-                instance.add_dynamic_partitions("shards", names[start:start + 10_000])
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    names = [f"more-crawl.{i:06d}" for i in range(n)]
+    with storage.instance() as instance:
+        for start in range(0, n, 10_000):
+            instance.add_dynamic_partitions("shards", names[start:start + 10_000])
 
 
 def run(kinds: tuple[str, ...] = ("sqlite", "postgres")) -> dict:
-    import dagster as dg
-
     from prox_dagster import definitions
     from prox_dagster.sample import write_sample_crawl
 
@@ -179,16 +185,9 @@ def run(kinds: tuple[str, ...] = ("sqlite", "postgres")) -> dict:
             write_sample_crawl(data, n_shards=SHARDS, docs_per_shard=12)
             storage = _Storage(kind, root)
             try:
-                saved = {k: os.environ.get(k) for k in ("DAGSTER_HOME", *storage.env)}
-                os.environ.update({**storage.env, "DAGSTER_HOME": str(storage.home)})
-                with dg.DagsterInstance.get() as instance:
+                with storage.instance() as instance:
                     keys = definitions.register_new_shards(
                         definitions.build_definitions(data_dir=data), instance)
-                for name, value in saved.items():
-                    if value is None:
-                        os.environ.pop(name, None)
-                    else:
-                        os.environ[name] = value
                 computed = _pass(storage, data, keys)
                 cached = _pass(storage, data, keys)
                 assert all(r["cached"] == r["materializations"] for r in cached["runs"])

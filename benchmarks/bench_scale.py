@@ -15,8 +15,8 @@ its peak RSS. Measured at each size:
 - ``audit_cold`` / ``audit``: ``prox-dagster audit --format json`` with no shard catalog yet
   (every sidecar read) and then with it;
 - ``schedule_tick_cold``: the refine schedule's first tick with no catalog, its reads bounded
-  by the tick's read and time budgets (the shards beyond them are deferred), and how many ticks it takes
-  until none is;
+  by the tick's read and time budgets (the shards beyond them are deferred), and how many ticks
+  it takes until none is;
 - ``schedule_tick``: then a tick with nothing stale;
 - ``schedule_tick_1pct_stale``: a tick after 1% of the crawl files were rewritten (their
   shards' stages with a materialization in the event log, so that the tick tells their
@@ -484,11 +484,9 @@ def summarize(results: dict) -> dict:
 PASS_MEASURES = ("sensor_register", "cached_run", "manifest_first", "manifest_one_changed")
 
 
-def pass_costs(sizes: dict, registered: dict | None = None, note: str = "") -> dict:
-    """What a pass costs at each size of ``sizes`` (results with the :data:`PASS_MEASURES`),
-    and ``registered``: the sensor registering a crawl larger than any of them (from
-    :func:`registration`), when measured apart."""
-    return _costs({n: _row(r) for n, r in sizes.items()}, registered, note)
+def pass_costs(sizes: dict) -> dict:
+    """What a pass costs at each size of ``sizes`` (results with the :data:`PASS_MEASURES`)."""
+    return _costs({n: _row(r) for n, r in sizes.items()}, None, "")
 
 
 def _row(size: dict) -> dict:
@@ -497,6 +495,9 @@ def _row(size: dict) -> dict:
 
 
 def _costs(rows: dict, registered: dict | None, note: str) -> dict:
+    """``rows`` (each a size's :data:`PASS_MEASURES`) against their targets; ``registered``:
+    the sensor registering a crawl larger than any of them (:func:`registration`), when
+    measured apart."""
     largest = rows[max(rows)] if rows else {}
     register = registered or largest.get("sensor_register")
     return {"sizes": rows, "largest": max(rows) if rows else None,
@@ -576,10 +577,10 @@ def render(result: dict) -> str:
                 f"{run['seconds']:.2f} ({run['load_s']:.2f}, {run['run_s']:.2f}) | "
                 f"{first['seconds']:.2f} ({first['parts']}) | {again['seconds']:.2f} "
                 f"({again['parts_reused']}, {again['parts_written']}) |")
-    if costs.get("sizes"):
         more, register = costs["targets"], costs["sensor_register_largest"]
-        lines += ["", f"{costs['note']}The sensor registers {costs['sensor_register_largest_files']:,} "
-                  f"new files in {register['ticks'] - 1} ticks ({register['minutes_of_ticks']} "
+        lines += ["", f"{costs['note']}The sensor registers "
+                  f"{costs['sensor_register_largest_files']:,} new files in "
+                  f"{register['ticks'] - 1} ticks ({register['minutes_of_ticks']} "
                   f"minutes at its 30 s interval, the slowest {register['seconds']:.2f} s), under "
                   f"15 minutes: {_yes(more['sensor_registers_all_under_15_min'])}. At "
                   f"{int(costs['largest']):,} shards: the manifest rebuilt after one shard "
